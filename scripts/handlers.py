@@ -1,0 +1,229 @@
+"""Small pieces the training, evaluation and inference configs use where MONAI has no component.
+
+- ``latest_checkpoint``: the newest resumable checkpoint, for ``--resume true``.
+- ``write_provenance``: a JSON next to the weights that says what data trained them (phantom or not).
+- ``CaseTable``: an ignite handler that writes one CSV row per case: liver volume (mL) and mean liver HU, and, where a
+  reference label is present, Dice, 95% Hausdorff distance, average surface distance (both in mm, from the voxel
+  spacing, which MONAI's metric handlers cannot take) and volume difference (mL, which MONAI has no metric for).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import glob
+import json
+import logging
+import os
+import re
+import tempfile
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+PROVENANCE_FILE = "model_provenance.json"
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, so no reader sees a partial file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def latest_checkpoint(ckpt_dir: str) -> str:
+    """Return the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
+    found = []
+    for path in glob.glob(os.path.join(ckpt_dir, "checkpoint_epoch=*.pt")):
+        match = re.search(r"checkpoint_epoch=(\d+)\.pt$", path)
+        if match:
+            found.append((int(match.group(1)), path))
+    if not found:
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from (train without --resume first)")
+    return max(found)[1]
+
+
+def write_provenance(ckpt_dir: str, datalist_file: str, split: dict) -> str:
+    """Record next to the weights which data trains them, so phantom-trained weights never pass for real ones."""
+    description = ""
+    try:
+        with open(datalist_file) as f:
+            meta = json.load(f)
+        description = f"{meta.get('name', '')}: {meta.get('description', '')}".strip(": ")
+    except (OSError, ValueError):
+        pass
+    synthetic = "synthetic" in description.lower() or "phantom" in description.lower()
+    record = {
+        "trained_on": "SYNTHETIC PHANTOM (not patient data; not a clinical liver model)" if synthetic else "user data",
+        "datalist_file": os.path.abspath(datalist_file),
+        "dataset_description": description,
+        "num_training_cases": len(split.get("training", [])),
+        "num_validation_cases": len(split.get("validation", [])),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    path = os.path.join(ckpt_dir, PROVENANCE_FILE)
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    if synthetic:
+        logger.warning("training on the synthetic phantom: the weights in %s are a demo, not a liver model", ckpt_dir)
+    return path
+
+
+def _spacing(img) -> np.ndarray:
+    affine = getattr(img, "affine", None)
+    if affine is None:
+        return np.ones(3)
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def _case_name(img) -> str:
+    meta = getattr(img, "meta", {}) or {}
+    name = os.path.basename(str(meta.get("filename_or_obj", "case")).rstrip("/"))
+    for ext in (".nii.gz", ".nii", ".gz"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _as_labels(x: torch.Tensor) -> torch.Tensor:
+    """A (C, ...) one-hot/probability map or a (1, ...) label map -> a (...) integer label map."""
+    x = torch.as_tensor(x)
+    return x.argmax(0) if x.shape[0] > 1 else x[0].round().long()
+
+
+def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict:
+    """The per-case numbers: volumes, mean HU and, with a reference label, Dice/HD95/ASD/volume difference.
+
+    ``pred``/``label``: channel-first MetaTensors (one-hot or label maps) on the same grid, in physical space.
+    """
+    from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+
+    spacing = _spacing(pred)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    p = _as_labels(pred).cpu()
+    liver_p = p > 0
+    row = {"case": _case_name(pred), "liver_volume_ml": float(liver_p.sum()) * voxel_ml}
+    if image_hu is not None:
+        hu = torch.as_tensor(image_hu)[0].cpu()
+        row["liver_mean_hu"] = float(hu[liver_p].float().mean()) if liver_p.any() else float("nan")
+    if label is None:
+        return row
+    y = _as_labels(label).cpu()
+    if y.shape != p.shape:
+        raise ValueError(f"{row['case']}: prediction {tuple(p.shape)} and label {tuple(y.shape)} grids differ")
+    liver_y = y > 0
+    both = torch.stack([liver_p, liver_y])[:, None, None].float()  # (2, B=1, C=1, ...)
+    pred_oh, ref_oh = both[0], both[1]
+    row["reference_volume_ml"] = float(liver_y.sum()) * voxel_ml
+    row["volume_difference_ml"] = row["liver_volume_ml"] - row["reference_volume_ml"]
+    row["dice"] = float(compute_dice(pred_oh, ref_oh, include_background=True, ignore_empty=False)[0, 0])
+    if liver_p.any() and liver_y.any():
+        row["hd95_mm"] = float(
+            compute_hausdorff_distance(pred_oh, ref_oh, include_background=True, percentile=95, spacing=spacing.tolist())[0, 0]
+        )
+        row["asd_mm"] = float(
+            compute_average_surface_distance(pred_oh, ref_oh, include_background=True, symmetric=True, spacing=spacing.tolist())[0, 0]
+        )
+    else:  # a distance to an empty mask is undefined
+        row["hd95_mm"] = row["asd_mm"] = float("nan")
+    for c in range(1, num_classes) if num_classes > 2 else ():
+        pc, yc = (p == c), (y == c)
+        denom = float(pc.sum() + yc.sum())
+        row[f"dice_class{c}"] = 2.0 * float((pc & yc).sum()) / denom if denom else 1.0
+    return row
+
+
+SUMMARY_OPS = {"mean": np.nanmean, "median": np.nanmedian, "std": np.nanstd, "min": np.nanmin, "max": np.nanmax}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean/median/std/min/max of every numeric column of ``rows`` (NaNs ignored)."""
+    columns = [k for k in rows[0] if k != "case" and isinstance(rows[0][k], (int, float))] if rows else []
+    out = []
+    for op, fn in SUMMARY_OPS.items():
+        entry = {"statistic": op}
+        for col in columns:
+            values = np.array([r.get(col, np.nan) for r in rows], dtype=float)
+            entry[col] = float(fn(values)) if np.isfinite(values).any() else float("nan")
+        out.append(entry)
+    return out
+
+
+def write_csv(rows: list[dict], path: str) -> str:
+    """Atomically write dict rows as CSV (columns from the union of keys, in first-seen order)."""
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    lines = []
+
+    class _Buf:
+        def write(self, s):
+            lines.append(s)
+
+    writer = csv.DictWriter(_Buf(), fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    return atomic_write_text(path, "".join(lines))
+
+
+class CaseTable:
+    """Ignite handler: after each iteration, measure every case of the batch; at the end, write the CSV files.
+
+    Args:
+        output_dir: where ``<prefix>.csv`` (one row per case) and ``<prefix>_summary.csv`` go.
+        label_key: reference label key in ``engine.state.output`` (``None`` for inference: volumes and HU only).
+        image_key: key of the image in HU on the prediction's grid (``None``: no mean HU column).
+        pred_key: the prediction key.
+        prefix: file name stem.
+        num_classes: adds a Dice column per class when > 2.
+    """
+
+    def __init__(self, output_dir, label_key=None, image_key=None, pred_key="pred", prefix="metrics", num_classes=2):
+        self.output_dir = output_dir
+        self.label_key, self.image_key, self.pred_key = label_key, image_key, pred_key
+        self.prefix, self.num_classes = prefix, int(num_classes)
+        self.rows: list[dict] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _reset(self, engine) -> None:
+        self.rows = []
+
+    def _collect(self, engine) -> None:
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(engine.state.output)
+        for item, source in zip(engine.state.output, batch):
+
+            def get(key):  # postprocessing leaves keys it did not create in the batch, the rest in the output
+                return None if key is None else item.get(key, source.get(key))
+
+            row = case_measures(item[self.pred_key], get(self.label_key), get(self.image_key), num_classes=self.num_classes)
+            self.rows.append(row)
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float))
+            logger.info("case %d: %s: %s", len(self.rows), row["case"], shown)
+
+    def _write(self, engine) -> None:
+        if not self.rows:
+            return
+        path = write_csv(self.rows, os.path.join(self.output_dir, f"{self.prefix}.csv"))
+        summary = summarize(self.rows)
+        write_csv(summary, os.path.join(self.output_dir, f"{self.prefix}_summary.csv"))
+        for entry in summary[:2]:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in entry.items() if isinstance(v, float))
+            logger.info("%s over %d cases: %s", entry["statistic"], len(self.rows), shown)
+        logger.info("per-case table: %s", path)
