@@ -1,0 +1,806 @@
+"""DICOM CT series for the liver CT bundle: write, find, check, read and convert to gzip NIfTI.
+
+Conventions used throughout:
+
+- Volumes are indexed ``(i, j, k)`` with a nibabel-style RAS+ affine. ``i`` runs along a DICOM row (the column index,
+  spacing ``PixelSpacing[1]``), ``j`` runs down the columns (the row index, spacing ``PixelSpacing[0]``) and ``k``
+  runs across slices. DICOM patient coordinates are LPS, so the RAS affine is ``diag(-1, -1, 1, 1) @ lps_affine``.
+- Reading sorts the slices by their position projected on the slice normal ``row_cosine x column_cosine``
+  (ascending), so a volume read back always has ``k`` along that normal (a right-handed grid). A volume written on
+  a left-handed grid (negative determinant, e.g. nibabel ``LAS`` or ``PLS``) reads back with ``k`` reversed and the
+  matching affine: the same voxels in the same places.
+- HU values are stored as unsigned 16 bit with ``RescaleIntercept = -1024`` when the volume fits in
+  ``[-1024, 64511]`` (the usual scanner layout), otherwise as signed 16 bit with intercept 0.
+
+Encoders and decoders for the compressed transfer syntaxes come from pydicom plugins: ``pylibjpeg`` +
+``pylibjpeg-openjpeg`` (JPEG 2000 lossless) and ``pyjpegls`` (JPEG-LS lossless).
+
+MONAI: ``LoadImage(image_only=True, ensure_channel_first=True)`` on a series folder picks ITKReader, which orders
+slices along the normal like this module and gives the same voxels and RAS affine as the NIfTI from :func:`convert`
+(tests/test_dicom.py). PydicomReader stacks by InstanceNumber instead: equal only when InstanceNumber increases along
+the normal. Neither checks for missing slices or mixed series, so run :func:`check_series` on the folder first.
+
+Command line (from the bundle root)::
+
+    python -m scripts.dicom convert -i DICOM_ROOT -o OUT_DIR [--allow_irregular] [--debug]
+    python -m scripts.dicom check -i DICOM_DIR [--allow_irregular] [--debug]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import sys
+import tempfile
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    UID,
+    generate_uid,
+)
+from pydicom.valuerep import DSfloat
+
+__all__ = ["write_series", "find_series", "check_series", "read_series", "convert", "main"]
+
+TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "jpegls": JPEGLSLossless}
+LPS_RAS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: RAS <-> LPS
+UNSIGNED_INTERCEPT = -1024
+ORIENTATION_TOL = 1e-4  # direction cosines that differ by less are "the same"
+J2K_MIN_SIZE = 32  # openjpeg (pylibjpeg-openjpeg) encodes 6 resolution levels: rows and columns must be >= 2**5
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _ds(value: float) -> DSfloat:
+    """A DICOM decimal string for ``value`` that fits the 16-character limit (tiny float noise becomes 0)."""
+    value = float(value)
+    if abs(value) < 1e-12:
+        value = 0.0
+    return DSfloat(value, auto_format=True)
+
+
+def _series_name(folder: str, uid: str) -> str:
+    """How messages name a series: its folder and SeriesInstanceUID."""
+    return f"series {folder} (UID {uid})"
+
+
+def _as_int(value) -> int | None:
+    """An IS value as int, or None when blank or missing."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _image_type(ds) -> tuple:
+    value = ds.get("ImageType", None)
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(v for v in value.split("\\") if v)
+    return tuple(str(v) for v in value)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# writing
+
+
+def _stored_layout(image: np.ndarray) -> tuple[bool, int]:
+    """Pick the 16-bit storage for integer HU values: returns (signed, rescale_intercept)."""
+    vmin, vmax = int(image.min()), int(image.max())
+    if vmin >= UNSIGNED_INTERCEPT and vmax <= 65535 + UNSIGNED_INTERCEPT:
+        return False, UNSIGNED_INTERCEPT
+    if vmin >= -32768 and vmax <= 32767:
+        return True, 0
+    raise ValueError(f"HU range [{vmin}, {vmax}] does not fit 16-bit DICOM storage")
+
+
+def _whole_hu(image_hu) -> np.ndarray:
+    """Check that the volume is 3D with whole-number HU values and return it as an integer array."""
+    image = np.asarray(image_hu)
+    if image.ndim != 3 or min(image.shape) < 1:
+        raise ValueError(f"image must be a non-empty 3D array, got shape {image.shape}")
+    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"image must hold integer or float HU values, got dtype {image.dtype}")
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.all(np.isfinite(image)):
+            raise ValueError("image holds NaN or infinite values")
+        rounded = np.rint(image)
+        if np.max(np.abs(image - rounded)) > 1e-3:
+            raise ValueError("image holds fractional HU values; round it first (DICOM CT stores whole numbers)")
+        image = rounded.astype(np.int64)
+    return image
+
+
+def _dicom_geometry(affine) -> dict:
+    """Split a RAS affine into DICOM slice geometry (all in LPS): cosines, pixel spacing, origin and slice step."""
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ValueError(f"affine must be a finite 4x4 matrix, got {affine.shape}")
+    lps = LPS_RAS_FLIP @ affine
+    col_i, col_j, step = lps[:3, 0], lps[:3, 1], lps[:3, 2]
+    di, dj, dk = (float(np.linalg.norm(c)) for c in (col_i, col_j, step))
+    if min(di, dj, dk) <= 0:
+        raise ValueError(f"affine has a zero-length axis: {affine.tolist()}")
+    row_cos, col_cos = col_i / di, col_j / dj
+    if abs(float(row_cos @ col_cos)) > ORIENTATION_TOL:
+        raise ValueError("affine axes i and j are not orthogonal; a DICOM slice grid cannot be sheared")
+    normal = np.cross(row_cos, col_cos)
+    return {
+        "row_cos": row_cos,
+        "col_cos": col_cos,
+        "spacing_i": di,
+        "spacing_j": dj,
+        "step": step,
+        "slice_distance": abs(float(step @ normal)),
+        "normal": normal,
+        "origin": lps[:3, 3],
+    }
+
+
+def _slice_dataset(geom: dict, k: int, rows: int, columns: int, signed: bool, intercept: int, uids: dict,
+                   patient_id: str, series_description: str, series_number, modality: str, image_type,
+                   now: datetime.datetime) -> Dataset:
+    """Header of slice ``k`` (pixel data added by the caller)."""
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"PYDICOM {pydicom.__version__}"[:16]
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = list(image_type)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = ""
+    ds.Modality = modality
+    ds.Manufacturer = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = ""
+    ds.SeriesDescription = series_description or ""
+    ds.PatientName = patient_id
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.KVP = None
+    ds.SliceThickness = _ds(geom["slice_distance"])
+    ds.SpacingBetweenSlices = _ds(geom["slice_distance"])
+    ds.StudyInstanceUID = uids["study"]
+    ds.SeriesInstanceUID = uids["series"]
+    ds.StudyID = ""
+    ds.SeriesNumber = series_number if series_number not in (None, "") else None
+    ds.AcquisitionNumber = None
+    ds.InstanceNumber = k + 1
+    position = geom["origin"] + k * geom["step"]
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.ImageOrientationPatient = [_ds(v) for v in (*geom["row_cos"], *geom["col_cos"])]
+    ds.FrameOfReferenceUID = uids["frame"]
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = _ds(position @ geom["normal"])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.PixelSpacing = [_ds(geom["spacing_j"]), _ds(geom["spacing_i"])]  # (between rows, between columns)
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.WindowCenter = _ds(60)
+    ds.WindowWidth = _ds(400)
+    ds.RescaleIntercept = _ds(intercept)
+    ds.RescaleSlope = _ds(1)
+    ds.RescaleType = "HU"
+    return ds
+
+
+def _save_dataset_atomic(ds: Dataset, path: str) -> None:
+    """Write one DICOM file through a temporary name in the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_series(image_hu, affine, out_dir, *, transfer_syntax="explicit", patient_id="PHANTOM", study_uid=None,
+                 series_uid=None, frame_of_reference_uid=None, series_description="", series_number=None,
+                 modality="CT", image_type=("ORIGINAL", "PRIMARY", "AXIAL")) -> list[str]:
+    """Write a 3D HU volume as a DICOM CT Image Storage series, one file per slice along the third axis.
+
+    ``image_hu`` is indexed (i, j, k) and ``affine`` is its RAS+ voxel-to-world matrix (nibabel convention). Slice
+    ``k`` becomes file ``IM_<k+1>.dcm`` with InstanceNumber ``k + 1``. ``transfer_syntax`` is ``"explicit"``
+    (Explicit VR Little Endian), ``"jpeg2000"`` (JPEG 2000 Lossless) or ``"jpegls"`` (JPEG-LS Lossless). Blank
+    ``series_description`` and ``series_number=None`` leave those tags empty, as in anonymised archives. UIDs left
+    as None are generated. Existing files of the same names in ``out_dir`` are replaced. If a slice cannot be
+    encoded or written, the slices already written by this call are removed again. JPEG 2000 needs at least
+    32x32 pixels per slice. Returns the file paths in slice order.
+    """
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        raise ValueError(f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}, got {transfer_syntax!r}")
+    image = _whole_hu(image_hu)
+    geom = _dicom_geometry(affine)
+    signed, intercept = _stored_layout(image)
+    uids = {
+        "study": str(study_uid or generate_uid()),
+        "series": str(series_uid or generate_uid()),
+        "frame": str(frame_of_reference_uid or generate_uid()),
+    }
+    ts_uid = TRANSFER_SYNTAXES[transfer_syntax]
+    columns, rows, n_slices = image.shape
+    if transfer_syntax == "jpeg2000" and min(rows, columns) < J2K_MIN_SIZE:
+        raise ValueError(f"{out_dir}: JPEG 2000 needs slices of at least {J2K_MIN_SIZE}x{J2K_MIN_SIZE} pixels "
+                         f"(openjpeg's default 6 resolution levels), got {columns}x{rows}")
+    os.makedirs(out_dir, exist_ok=True)
+    width = max(4, len(str(n_slices)))
+    now = datetime.datetime.now()
+    paths = []
+    try:
+        for k in range(n_slices):
+            ds = _slice_dataset(geom, k, rows, columns, signed, intercept, uids, str(patient_id),
+                                series_description, series_number, modality, image_type, now)
+            hu = image[:, :, k].T.astype(np.int32)  # (rows, columns) = (j, i)
+            stored = np.ascontiguousarray((hu - intercept).astype(np.int16 if signed else np.uint16))
+            path = os.path.join(out_dir, f"IM_{k + 1:0{width}d}.dcm")
+            if ts_uid == ExplicitVRLittleEndian:
+                ds.PixelData = stored.tobytes()
+                ds["PixelData"].VR = "OW"
+            else:
+                try:
+                    ds.compress(ts_uid, stored, generate_instance_uid=False)
+                except Exception as exc:  # no encoder plugin, or the plugin refused this slice
+                    raise ValueError(f"{path}: cannot encode as {ts_uid.name}: {_one_line(exc)}") from exc
+            _save_dataset_atomic(ds, path)
+            paths.append(path)
+    except BaseException:
+        for path in paths:  # no partial series
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# finding and checking
+
+
+def _read_header(path: str):
+    """Header of a DICOM file (no pixels), or None when the file is not DICOM (no 'DICM' preamble)."""
+    try:
+        if not pydicom.misc.is_dicom(path):
+            return None
+    except OSError:
+        return None
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise ValueError(f"{path}: unreadable DICOM header: {_one_line(exc)}") from exc
+
+
+def _sorted_items(items: list) -> list:
+    """(path, header) pairs sorted along the slice normal; InstanceNumber then path where positions are missing."""
+    normal = None
+    for _, ds in items:
+        try:
+            iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
+            normal = np.cross(iop[:3], iop[3:])
+            break
+        except (AttributeError, TypeError, ValueError):
+            continue
+
+    def key(item):
+        path, ds = item
+        pos = None
+        if normal is not None:
+            try:
+                pos = float(np.asarray([float(v) for v in ds.ImagePositionPatient]) @ normal)
+            except (AttributeError, TypeError, ValueError):
+                pos = None
+        instance = _as_int(ds.get("InstanceNumber", None))
+        return (pos is None, pos if pos is not None else 0.0, instance if instance is not None else 0, path)
+
+    return sorted(items, key=key)
+
+
+def _summary(uid: str, items: list) -> dict:
+    items = _sorted_items(items)
+    files = [p for p, _ in items]
+    first = items[0][1]
+    folder = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files])
+    return {
+        "uid": uid,
+        "files": files,
+        "folder": folder,
+        "n_files": len(files),
+        "modality": str(first.get("Modality", "") or ""),
+        "patient_id": str(first.get("PatientID", "") or ""),
+        "study_uid": str(first.get("StudyInstanceUID", "") or ""),
+        "series_number": _as_int(first.get("SeriesNumber", None)),
+        "series_description": str(first.get("SeriesDescription", "") or ""),
+        "image_type": _image_type(first),
+        "sop_class_uid": str(first.get("SOPClassUID", "") or ""),
+    }
+
+
+def find_series(root) -> list[dict]:
+    """All DICOM series under ``root`` (recursive), grouped by SeriesInstanceUID, reading headers only.
+
+    Files without the DICOM preamble, and DICOM files without a SeriesInstanceUID (e.g. DICOMDIR), are skipped.
+    Each dict has ``uid``, ``files`` (sorted along the slice normal), ``folder``, ``n_files``, ``modality``,
+    ``patient_id``, ``study_uid``, ``series_number`` (int or None), ``series_description``, ``image_type`` (tuple)
+    and ``sop_class_uid``. Series are ordered by patient, study, series number and UID.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such folder")
+    groups: dict[str, list] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.startswith(".") and name.endswith(".tmp"):
+                continue  # an unfinished write of ours
+            path = os.path.join(dirpath, name)
+            ds = _read_header(path)
+            if ds is None:
+                continue
+            uid = str(ds.get("SeriesInstanceUID", "") or "")
+            if uid:
+                groups.setdefault(uid, []).append((path, ds))
+    series = [_summary(uid, items) for uid, items in groups.items()]
+
+    def order(s):
+        number = s["series_number"]
+        return (s["patient_id"], s["study_uid"], number is None, number or 0, s["uid"])
+
+    return sorted(series, key=order)
+
+
+def _describe(s: dict) -> str:
+    number = "" if s["series_number"] is None else f"#{s['series_number']}"
+    parts = [p for p in (number, repr(s["series_description"]) if s["series_description"] else "") if p]
+    label = " ".join(parts) or "no number/description"
+    return f"UID {s['uid']} ({label}, {s['n_files']} files)"
+
+
+def _resolve_files(files_or_folder) -> tuple[list[str], str]:
+    """The files of exactly one series, and the folder that names it."""
+    if isinstance(files_or_folder, (str, os.PathLike)):
+        folder = os.fspath(files_or_folder)
+        if os.path.isfile(folder):
+            return [folder], os.path.dirname(os.path.abspath(folder))
+        series = find_series(folder)
+        if not series:
+            raise ValueError(f"{folder}: no DICOM files found")
+        if len(series) > 1:
+            listing = "; ".join(_describe(s) for s in series)
+            raise ValueError(f"{folder}: folder holds {len(series)} DICOM series, expected one: {listing}")
+        return series[0]["files"], folder
+    files = [os.fspath(f) for f in files_or_folder]
+    if not files:
+        raise ValueError("no DICOM files given")
+    for f in files:
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f"{f}: no such file")
+    return files, os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+
+
+def _floats(ds, keyword: str, count: int, name: str, path: str) -> np.ndarray:
+    value = ds.get(keyword, None)
+    try:
+        out = np.asarray([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        out = np.zeros(0)
+    if out.shape != (count,) or not np.all(np.isfinite(out)):
+        raise ValueError(f"{name}: {path}: missing or malformed {keyword} ({value!r})")
+    return out
+
+
+def _gap_problems(proj: np.ndarray, files: list, instances: list, step: float, tol: float) -> list[str]:
+    """Human-readable descriptions of every slice gap that differs from ``step``."""
+    problems = []
+    for a in range(len(proj) - 1):
+        gap = proj[a + 1] - proj[a]
+        if abs(gap - step) <= tol:
+            continue
+        where = (f"instance {instances[a]} ({os.path.basename(files[a])}, position {proj[a]:.3f} mm) and "
+                 f"instance {instances[a + 1]} ({os.path.basename(files[a + 1])}, position {proj[a + 1]:.3f} mm)")
+        m = int(round(gap / step))
+        if m >= 2 and abs(gap - m * step) <= tol * m:
+            expected = ", ".join(f"{proj[a] + q * step:.3f}" for q in range(1, m))
+            text = (f"missing {m - 1} slice(s): gap of {gap:.3f} mm between {where} is {gap / step:.1f}x the "
+                    f"slice spacing {step:.3f} mm; expected slice(s) at position {expected} mm along the normal")
+            i0, i1 = instances[a], instances[a + 1]
+            if isinstance(i0, int) and isinstance(i1, int) and abs(i1 - i0) == m:
+                lo = min(i0, i1)
+                text += " (instance " + ", ".join(str(lo + q) for q in range(1, m)) + ")"
+            problems.append(text)
+        else:
+            problems.append(f"irregular slice spacing: gap of {gap:.3f} mm between {where}, expected {step:.3f} mm")
+    return problems
+
+
+def check_series(files_or_folder, *, allow_irregular=False) -> dict:
+    """Check the geometry of one series from its headers and return its grid.
+
+    Accepts a folder (searched recursively; it must hold exactly one series) or a list of files. Checks one
+    SeriesInstanceUID, the same orientation, Rows/Columns and PixelSpacing in every file, no duplicate slice
+    positions, and equal spacing of the positions projected on the slice normal (a missing slice shows as a gap
+    that is a multiple of the spacing and is reported with its position and instance). Raises ValueError naming the
+    series (folder and UID) and the problem. With ``allow_irregular=True`` irregular spacing (and slices that drift
+    off the normal, as with gantry tilt) only warns; the affine then spans first to last slice evenly.
+
+    Returns a dict with ``uid``, ``name``, ``folder``, ``files`` (sorted along the normal), ``shape`` (i, j, k),
+    ``spacing`` (i, j, k in mm), ``affine`` (RAS 4x4), ``positions`` (mm along the normal), ``irregular``,
+    ``problems`` and the descriptive tags of :func:`find_series`.
+    """
+    files, folder = _resolve_files(files_or_folder)
+    items = []
+    for f in files:
+        ds = _read_header(f)
+        if ds is None:
+            raise ValueError(f"{f}: not a DICOM file")
+        items.append((f, ds))
+    uids = sorted({str(ds.get("SeriesInstanceUID", "") or "") for _, ds in items})
+    if len(uids) > 1:
+        listing = "; ".join(f"UID {u}" for u in uids)
+        raise ValueError(f"{folder}: files belong to {len(uids)} series, expected one: {listing}")
+    uid = uids[0]
+    name = _series_name(folder, uid)
+    summary = _summary(uid, items)
+    items = _sorted_items(items)
+    files = [p for p, _ in items]
+
+    iops, ipps, spacings, sizes, instances = [], [], [], [], []
+    for path, ds in items:
+        iops.append(_floats(ds, "ImageOrientationPatient", 6, name, path))
+        ipps.append(_floats(ds, "ImagePositionPatient", 3, name, path))
+        spacings.append(_floats(ds, "PixelSpacing", 2, name, path))
+        rows, columns = _as_int(ds.get("Rows", None)), _as_int(ds.get("Columns", None))
+        if not rows or not columns:
+            raise ValueError(f"{name}: {path}: missing Rows/Columns")
+        sizes.append((rows, columns))
+        samples = _as_int(ds.get("SamplesPerPixel", 1)) or 1
+        frames = _as_int(ds.get("NumberOfFrames", 1)) or 1
+        if samples != 1 or frames != 1:
+            raise ValueError(f"{name}: {path}: only single-frame greyscale slices are supported "
+                             f"(SamplesPerPixel {samples}, NumberOfFrames {frames})")
+        instance = _as_int(ds.get("InstanceNumber", None))
+        instances.append(instance if instance is not None else "?")
+
+    for a in range(1, len(items)):
+        if not np.allclose(iops[a], iops[0], atol=ORIENTATION_TOL):
+            raise ValueError(f"{name}: inconsistent ImageOrientationPatient: {files[0]} has {iops[0].tolist()}, "
+                             f"{files[a]} has {iops[a].tolist()}")
+        if sizes[a] != sizes[0]:
+            raise ValueError(f"{name}: inconsistent Rows/Columns: {files[0]} is {sizes[0]}, {files[a]} is {sizes[a]}")
+        if not np.allclose(spacings[a], spacings[0], rtol=1e-4, atol=1e-6):
+            raise ValueError(f"{name}: inconsistent PixelSpacing: {files[0]} has {spacings[0].tolist()}, "
+                             f"{files[a]} has {spacings[a].tolist()}")
+    row_cos, col_cos = iops[0][:3], iops[0][3:]
+    if (abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3
+            or abs(float(row_cos @ col_cos)) > 1e-3):
+        raise ValueError(f"{name}: ImageOrientationPatient {iops[0].tolist()} is not two orthogonal unit vectors")
+    row_cos = row_cos / np.linalg.norm(row_cos)
+    col_cos = col_cos / np.linalg.norm(col_cos)
+    normal = np.cross(row_cos, col_cos)
+    if np.any(spacings[0] <= 0):
+        raise ValueError(f"{name}: PixelSpacing {spacings[0].tolist()} is not positive")
+
+    positions = np.asarray(ipps)
+    proj = positions @ normal
+    problems: list[str] = []
+    n = len(items)
+    if n >= 2:
+        gaps = np.diff(proj)
+        step = float(np.median(gaps))
+        tol = 0.01 + 0.02 * abs(step)
+        dup = np.nonzero(gaps <= tol)[0]
+        if dup.size or step <= 0:
+            a = int(dup[0]) if dup.size else 0
+            raise ValueError(f"{name}: duplicate slice position {proj[a]:.3f} mm along the normal: {files[a]} "
+                             f"(instance {instances[a]}) and {files[a + 1]} (instance {instances[a + 1]})"
+                             + (f"; {dup.size} duplicate(s) in all" if dup.size > 1 else ""))
+        problems += _gap_problems(proj, files, instances, step, tol)
+        mean_step = (positions[-1] - positions[0]) / (n - 1)
+        off_normal = np.linalg.norm(positions - positions[0] - np.outer(proj - proj[0], normal), axis=1)
+        if np.max(off_normal) > tol:
+            worst = int(np.argmax(off_normal))
+            problems.append(f"slice positions drift off the slice normal by up to {off_normal[worst]:.3f} mm "
+                            f"(gantry tilt or sheared stack; {files[worst]})")
+        slice_step = mean_step
+    else:
+        thickness = None
+        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+            try:
+                value = float(items[0][1].get(keyword, None))
+            except (TypeError, ValueError):
+                continue
+            if value > 0:
+                thickness = value
+                break
+        slice_step = normal * (thickness or 1.0)
+
+    if problems:
+        message = f"{name}: " + "; ".join(problems)
+        if not allow_irregular:
+            raise ValueError(message + " (pass allow_irregular=True / --allow_irregular to convert anyway)")
+        warnings.warn(message + "; converting anyway with the mean spacing", UserWarning, stacklevel=2)
+
+    row_spacing, col_spacing = spacings[0]  # DICOM: (between rows, between columns)
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * col_spacing
+    lps[:3, 1] = col_cos * row_spacing
+    lps[:3, 2] = slice_step
+    lps[:3, 3] = positions[0]
+    affine = LPS_RAS_FLIP @ lps
+    rows, columns = sizes[0]
+    info = dict(summary)
+    info.update({
+        "name": name,
+        "folder": folder,
+        "files": files,
+        "n_files": n,
+        "shape": (columns, rows, n),
+        "spacing": (float(col_spacing), float(row_spacing), float(np.linalg.norm(slice_step))),
+        "affine": affine,
+        "positions": proj,
+        "instances": instances,
+        "irregular": bool(problems),
+        "problems": problems,
+    })
+    return info
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reading
+
+
+def _read_pixels(info: dict) -> np.ndarray:
+    """Decode and rescale the slices of a checked series into an (i, j, k) HU volume (int16 where exact)."""
+    columns, rows, n = info["shape"]
+    name = info["name"]
+    raw = []
+    rescale = []
+    for path in info["files"]:
+        ds = pydicom.dcmread(path)
+        ts = ds.file_meta.get("TransferSyntaxUID", UID(""))
+        try:
+            arr = ds.pixel_array
+        except Exception as exc:  # pydicom raises several types for missing plugins and broken data
+            raise ValueError(f"{name}: {path}: cannot decode pixel data ({UID(ts).name}): {_one_line(exc)}") from exc
+        if arr.shape != (rows, columns):
+            raise ValueError(f"{name}: {path}: pixel data shape {arr.shape} != Rows x Columns {(rows, columns)}")
+        try:
+            slope = float(ds.get("RescaleSlope", 1) if ds.get("RescaleSlope", "") != "" else 1)
+            intercept = float(ds.get("RescaleIntercept", 0) if ds.get("RescaleIntercept", "") != "" else 0)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: {path}: malformed RescaleSlope/RescaleIntercept") from exc
+        raw.append(arr)
+        rescale.append((slope, intercept))
+    exact = all(s == 1.0 and float(b).is_integer() for s, b in rescale)
+    if exact:
+        low = min(int(a.min()) + int(b) for a, (_, b) in zip(raw, rescale))
+        high = max(int(a.max()) + int(b) for a, (_, b) in zip(raw, rescale))
+        exact = low >= -32768 and high <= 32767
+    volume = np.empty((columns, rows, n), dtype=np.int16 if exact else np.float32)
+    for k, (arr, (slope, intercept)) in enumerate(zip(raw, rescale)):
+        if exact:
+            volume[:, :, k] = (arr.astype(np.int32) + int(intercept)).T
+        else:
+            volume[:, :, k] = (arr.astype(np.float64) * slope + intercept).T
+    return volume
+
+
+def read_series(folder, *, allow_irregular=False):
+    """Read one DICOM series (folder or list of files) into ``(volume_hu, ras_affine, info)``.
+
+    Runs :func:`check_series` first, then decodes every slice (uncompressed, JPEG 2000 lossless, JPEG-LS, ... as the
+    installed pydicom plugins allow) and applies RescaleSlope/RescaleIntercept. The volume is indexed (i, j, k),
+    int16 when the rescale is exact in int16, float32 otherwise.
+    """
+    info = check_series(folder, allow_irregular=allow_irregular)
+    volume = _read_pixels(info)
+    info["dtype"] = str(volume.dtype)
+    return volume, info["affine"].copy(), info
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# conversion
+
+
+def _skip_reason(s: dict) -> str | None:
+    """Why a found series is not converted, or None when it is a CT image series."""
+    if "LOCALIZER" in (v.upper() for v in s["image_type"]):
+        return "localizer/scout (ImageType " + "\\".join(s["image_type"]) + ")"
+    if s["sop_class_uid"] != CTImageStorage:
+        sop = UID(s["sop_class_uid"])
+        label = sop.name if sop.name != s["sop_class_uid"] else s["sop_class_uid"] or "none"
+        return f"SOP class {label} is not CT Image Storage"
+    if s["modality"].upper() != "CT":
+        return f"modality {s['modality'] or '(blank)'} is not CT"
+    return None
+
+
+def _sanitise(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9-]+", "_", text).strip("_")
+
+
+def _output_names(series: list[dict]) -> list[str]:
+    """``<PatientID>_<SeriesNumber or last 8 digits of the UID>.nii.gz``, made unique."""
+    def uid_tail(s):
+        return re.sub(r"\D", "", s["uid"])[-8:] or "series"
+
+    bases = []
+    for s in series:
+        patient = _sanitise(s["patient_id"]) or "anonymous"
+        tag = str(s["series_number"]) if s["series_number"] is not None else uid_tail(s)
+        bases.append(f"{patient}_{_sanitise(tag) or uid_tail(s)}")
+    names, used = [], set()
+    for s, base in zip(series, bases):
+        if bases.count(base) > 1 and not base.endswith(uid_tail(s)):
+            base = f"{base}_{uid_tail(s)}"
+        candidate, counter = base, 2
+        while candidate in used:
+            candidate = f"{base}_{counter}"
+            counter += 1
+        used.add(candidate)
+        names.append(candidate + ".nii.gz")
+    return names
+
+
+def _save_nifti_atomic(volume: np.ndarray, affine: np.ndarray, path: str) -> None:
+    """Save a gzip NIfTI with sform and qform set to ``affine`` through a temporary file in the same folder."""
+    image = nib.Nifti1Image(volume, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    image.header.set_xyzt_units("mm", "sec")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp.nii.gz", dir=folder)
+    os.close(fd)
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
+    """Convert every CT image series under ``input_root`` to ``output_dir/<PatientID>_<SeriesNumber>.nii.gz``.
+
+    Localizers (ImageType containing LOCALIZER), other SOP classes and other modalities are skipped, each listed on
+    stdout with the reason. Blank SeriesNumbers (anonymised archives) use the last 8 digits of the SeriesInstanceUID.
+    The geometry of every series is checked before anything is written, so a bad series raises ValueError naming it
+    and no output appears; a series that fails while decoding leaves no file of its own (files are written to a
+    temporary name and renamed). Prints one progress line per series; returns the written paths.
+    """
+    input_root, output_dir = os.fspath(input_root), os.fspath(output_dir)
+    found = find_series(input_root)
+    if not found:
+        raise ValueError(f"{input_root}: no DICOM series found")
+    todo = []
+    for s in found:
+        reason = _skip_reason(s)
+        if reason:
+            print(f"skip: {_series_name(s['folder'], s['uid'])}: {reason}", flush=True)
+        else:
+            todo.append(s)
+    if not todo:
+        raise ValueError(f"{input_root}: no CT image series to convert ({len(found)} series skipped)")
+    checked = [check_series(s["files"], allow_irregular=allow_irregular) for s in todo]
+    names = _output_names(checked)
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for number, (info, name) in enumerate(zip(checked, names), start=1):
+        volume = _read_pixels(info)
+        path = os.path.join(output_dir, name)
+        _save_nifti_atomic(volume, info["affine"], path)
+        spacing = "x".join(f"{v:.3g}" for v in info["spacing"])
+        shape = "x".join(str(v) for v in info["shape"])
+        print(f"[{number}/{len(checked)}] {info['name']} -> {path} ({shape} voxels, {spacing} mm)", flush=True)
+        written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def _check_command(root: str, allow_irregular: bool) -> int:
+    """Print one table row per series under ``root``; return the number of series that failed their checks."""
+    found = find_series(root)
+    if not found:
+        raise ValueError(f"{root}: no DICOM series found")
+    print(f"{'number':>6}  {'modality':8}  {'files':>5}  {'shape':14}  {'spacing (mm)':20}  {'status':10}  "
+          f"description | folder | UID", flush=True)
+    failures = []
+    for s in found:
+        shape = spacing = "-"
+        reason = _skip_reason(s)
+        if reason:
+            status = "skipped"
+            detail = reason
+        else:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    info = check_series(s["files"], allow_irregular=allow_irregular)
+                shape = "x".join(str(v) for v in info["shape"])
+                spacing = "x".join(f"{v:.4g}" for v in info["spacing"])
+                status = "irregular" if info["irregular"] else "ok"
+                detail = "; ".join(info["problems"])
+            except ValueError as exc:
+                status, detail = "error", str(exc).replace(_series_name(s["folder"], s["uid"]) + ": ", "")
+                failures.append(_one_line(exc))
+        number = "" if s["series_number"] is None else s["series_number"]
+        line = (f"{number!s:>6}  {s['modality']:8}  {s['n_files']:>5}  {shape:14}  {spacing:20}  {status:10}  "
+                f"{s['series_description']!r} | {s['folder']} | {s['uid']}")
+        print(line + (f"  [{_one_line(detail)}]" if detail and status != "ok" else ""), flush=True)
+    if failures:
+        more = f" (+{len(failures) - 1} more series with errors)" if len(failures) > 1 else ""
+        raise ValueError(failures[0] + more)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Command line entry: ``convert`` or ``check``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.dicom", description="DICOM CT series tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_convert = sub.add_parser("convert", help="convert every CT series under a folder to gzip NIfTI")
+    p_convert.add_argument("-i", "--input", required=True, help="DICOM root folder (searched recursively)")
+    p_convert.add_argument("-o", "--output", required=True, help="output folder for <PatientID>_<Series>.nii.gz")
+    p_check = sub.add_parser("check", help="print the series table with geometry checks")
+    p_check.add_argument("-i", "--input", required=True, help="DICOM folder (searched recursively)")
+    for p in (p_convert, p_check):
+        p.add_argument("--allow_irregular", action="store_true",
+                       help="warn instead of failing on irregular slice spacing (e.g. a missing slice)")
+        p.add_argument("--debug", action="store_true", help="show the traceback on errors")
+    args = parser.parse_args(argv)
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {_one_line(message)}\n"
+    try:
+        if args.command == "convert":
+            convert(args.input, args.output, allow_irregular=args.allow_irregular)
+        else:
+            _check_command(args.input, args.allow_irregular)
+    except Exception as exc:  # one line for the user; the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1167 @@
+"""Synthetic abdominal CT phantom: the bundle's embedded default dataset.
+
+Real patient data cannot be downloaded where this bundle runs, so this module draws plausible (but entirely
+synthetic) portal-venous abdominal CT volumes with liver / tumour labels in the Medical Segmentation Decathlon
+Task03_Liver convention (0 background, 1 liver including its vessels, 2 tumour).
+
+Coordinates
+    Anatomy is built in a patient frame in millimetres that is aligned with nibabel's RAS+ world space:
+    +x towards the patient's Right, +y Anterior, +z Superior.  x = y = 0 is the centre of the body outline and
+    z = 0 the top of the liver dome.  World coordinates equal patient coordinates plus a z shift (the table
+    position).  The liver therefore always lies at world x > 0, on the patient's right, whatever the order and
+    direction of the stored array axes; the affine says how the array is stored.
+
+Randomness
+    ``make_case(seed)`` is a pure function of its arguments.  Three independent streams are derived from the seed:
+    ``[seed, 0]`` for the grid (spacing, field of view, orientation, table position), ``[seed, 1]`` for the anatomy
+    and intensities, ``[seed, 2]`` for the image noise.  The anatomy therefore does not depend on the requested
+    grid: ``make_case(0)`` and ``make_case(0, shape=(512, 512, 150), spacing=(0.8, 0.8, 2.5))`` show the same
+    patient.  ``write_dataset(..., seed=s)`` uses seed ``s * 1000 + i`` for case ``i`` (training cases first).
+
+Command line
+    python -m scripts.phantom --output_dir DIR [--num_train 8] [--num_test 2] [--seed 0]
+    python -m scripts.phantom --single OUT.nii.gz [--shape 512 512 150] [--spacing 0.8 0.8 2.5]
+                              [--orientation LPS] [--seed 0] [--label OUT_LABEL.nii.gz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from scipy import ndimage
+
+# Tissue codes of the intermediate tissue map (see make_case_with_tissues).
+TISSUES = {
+    "air": 0,
+    "skin": 1,
+    "subcutaneous_fat": 2,
+    "muscle": 3,
+    "visceral_fat": 4,
+    "bowel_a": 5,
+    "bowel_b": 6,
+    "bowel_c": 7,
+    "gas": 8,
+    "stomach": 9,
+    "kidney_cortex": 10,
+    "kidney_medulla": 11,
+    "spleen": 12,
+    "lung": 13,
+    "heart": 14,
+    "aorta": 15,
+    "ivc": 16,
+    "cortical_bone": 17,
+    "cancellous_bone": 18,
+    "disc": 19,
+    "csf": 20,
+    "liver": 21,
+    "bile": 22,
+    "hepatic_vessel": 23,
+    "tumour_0": 24,
+    "tumour_1": 25,
+    "tumour_2": 26,
+}
+_T = TISSUES
+_N_CODES = 32
+MAX_TUMOURS = 3
+TUMOUR_CODES = tuple(_T[f"tumour_{i}"] for i in range(MAX_TUMOURS))
+LIVER_CODES = (_T["liver"], _T["hepatic_vessel"])
+
+# Orientations drawn for default cases (nibabel axis codes of the stored array).
+ORIENTATIONS = ("RAS", "LAS", "LPS", "RPS", "LPI")
+_LETTERS = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
+_WORLD_AXIS = ("x (right-left)", "y (anterior-posterior)", "z (superior-inferior)")
+
+MAX_VOXELS = 150_000_000
+_COARSE_MM = 3.5  # resolution of the internal liver model used for volume control and placement
+_HU_MIN, _HU_MAX = -1024, 3071
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# small geometry helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    """Rotation matrix Rz(az) @ Ry(ay) @ Rx(ax) (angles in radians); columns are the rotated local axes."""
+    cx, sx, cy, sy, cz, sz = math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay), math.cos(az), math.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _blob(rng, centre, axes, rot=None, n_terms=0, max_amp=0.0) -> dict:
+    """A (perturbed) ellipsoid: centre and semi-axes in mm, rotation, and smooth radial bumps drawn from ``rng``."""
+    amps = rng.uniform(0.0, max_amp, n_terms)
+    dirs = rng.normal(size=(n_terms, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True) + 1e-12
+    freqs = rng.uniform(1.0, 2.5, n_terms)
+    phases = rng.uniform(0.0, 2.0 * math.pi, n_terms)
+    return {
+        "centre": np.asarray(centre, dtype=float),
+        "axes": np.asarray(axes, dtype=float),
+        "rot": np.eye(3) if rot is None else np.asarray(rot, dtype=float),
+        "amps": amps,
+        "dirs": dirs,
+        "freqs": freqs,
+        "phases": phases,
+    }
+
+
+def _moved(blob: dict, shift, scale=1.0, scale_shape: bool = True) -> dict:
+    """Copy of ``blob`` with centre ``shift + scale * centre``; with ``scale_shape`` the shape is also stretched
+    by ``scale`` (a number or one factor per patient axis, applied in the patient frame)."""
+    scale = np.broadcast_to(np.asarray(scale, dtype=float), (3,))
+    out = dict(blob)
+    out["centre"] = np.asarray(shift, dtype=float) + scale * blob["centre"]
+    if scale_shape:
+        out["stretch"] = scale * blob.get("stretch", np.ones(3))
+    return out
+
+
+def _blob_point(blob: dict, v) -> np.ndarray:
+    """Patient coordinates of the point ``v`` given in the blob's unit-sphere frame."""
+    return blob["centre"] + blob.get("stretch", np.ones(3)) * (blob["rot"] @ (blob["axes"] * np.asarray(v)))
+
+
+def _blob_reach(blob: dict, level: float = 1.0) -> float:
+    """Radius (mm) of a sphere around the centre that contains the blob's ``level`` set."""
+    stretch = float(np.max(blob.get("stretch", np.ones(3))))
+    return float(np.max(blob["axes"])) * level * stretch * (1.0 + float(np.sum(np.abs(blob["amps"]))))
+
+
+def _blob_field(blob: dict, X, Y, Z) -> np.ndarray:
+    """Normalised radius of the perturbed ellipsoid at points X, Y, Z (broadcastable); < 1 is inside."""
+    c = blob["centre"].tolist()
+    ax = blob["axes"].tolist()
+    r = blob["rot"]
+    d = (X - np.float32(c[0]), Y - np.float32(c[1]), Z - np.float32(c[2]))
+    if "stretch" in blob:
+        d = tuple(dj * np.float32(1.0 / st) for dj, st in zip(d, blob["stretch"].tolist()))
+    q = []
+    for k in range(3):
+        acc = None
+        for j in range(3):
+            w = float(r[j, k])
+            if w != 0.0:
+                term = d[j] * np.float32(w / ax[k])
+                acc = term if acc is None else acc + term
+        q.append(acc)
+    rho = np.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2])
+    if len(blob["amps"]) == 0:
+        return rho
+    inv = np.float32(1.0) / (rho + np.float32(1e-6))
+    thr = np.float32(1.0)
+    for a, n, f, ph in zip(blob["amps"].tolist(), blob["dirs"].tolist(), blob["freqs"].tolist(),
+                           blob["phases"].tolist()):
+        proj = (q[0] * np.float32(n[0]) + q[1] * np.float32(n[1]) + q[2] * np.float32(n[2])) * inv
+        thr = thr + np.float32(a) * np.cos(proj * np.float32(f * math.pi) + np.float32(ph))
+    return rho / thr
+
+
+def _superellipse(X, Y, a: float, b: float, p_post: float):
+    """Body-outline function: (|x|/a)^p + (|y|/b)^p with p = 2 anteriorly and ``p_post`` posteriorly; < 1 inside."""
+    p = np.where(Y < 0, np.float32(p_post), np.float32(2.0))
+    return np.abs(X / np.float32(a)) ** p + np.abs(Y / np.float32(b)) ** p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# grids (canonical RAS-ordered sampling of the patient frame)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _grid_from_coords(coords) -> dict:
+    """A grid is three increasing float32 coordinate vectors (patient mm) of voxel centres along x, y, z."""
+    coords = [np.asarray(c, dtype=np.float32) for c in coords]
+    return {"coords": coords, "shape": tuple(len(c) for c in coords)}
+
+
+def _box(grid: dict, lo, hi):
+    """Slices of the grid voxels whose centres lie within [lo, hi] (mm, per axis), or None when empty."""
+    out = []
+    for c, l, h in zip(grid["coords"], lo, hi):
+        i0 = int(np.searchsorted(c, l, side="left"))
+        i1 = int(np.searchsorted(c, h, side="right"))
+        if i1 <= i0:
+            return None
+        out.append(slice(i0, i1))
+    return tuple(out)
+
+
+def _sub(grid: dict, sl):
+    """Open-grid coordinates (X (n,1,1), Y (1,n,1), Z (1,1,n)) of the voxels in ``sl``."""
+    x, y, z = (c[s] for c, s in zip(grid["coords"], sl))
+    return x[:, None, None], y[None, :, None], z[None, None, :]
+
+
+def _blob_box(grid: dict, blob: dict, level: float = 1.0):
+    reach = _blob_reach(blob, level)
+    return _box(grid, blob["centre"] - reach, blob["centre"] + reach)
+
+
+def _apply_blob(mask, sl, grid, blob, level=1.0, op="or"):
+    """OR (op="or") or remove (op="andnot") the blob's ``level`` set into ``mask`` that covers grid box ``sl``."""
+    bsl = _blob_box(grid, blob, level)
+    if bsl is None:
+        return
+    inter, rel = [], []
+    for a, b in zip(sl, bsl):
+        i0, i1 = max(a.start, b.start), min(a.stop, b.stop)
+        if i1 <= i0:
+            return
+        inter.append(slice(i0, i1))
+        rel.append(slice(i0 - a.start, i1 - a.start))
+    inside = _blob_field(blob, *_sub(grid, tuple(inter))) < np.float32(level)
+    if op == "or":
+        mask[tuple(rel)] |= inside
+    else:
+        mask[tuple(rel)] &= ~inside
+
+
+def _paint(T, sl, mask, code, only=None):
+    """Set tissue ``code`` where ``mask`` (covering box ``sl`` of T) is true, optionally only over codes ``only``."""
+    sub = T[sl]
+    if only is not None:
+        mask = mask & np.isin(sub, only)
+    sub[mask] = code
+
+
+def _paint_blob(T, grid, blob, code, level=1.0, only=None, extra=None):
+    """Paint the blob; ``extra(X, Y, Z)`` may return a further boolean restriction."""
+    sl = _blob_box(grid, blob, level)
+    if sl is None:
+        return
+    X, Y, Z = _sub(grid, sl)
+    mask = _blob_field(blob, X, Y, Z) < np.float32(level)
+    if extra is not None:
+        mask &= extra(X, Y, Z)
+    _paint(T, sl, mask, code, only)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# anatomy
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _cavity2d(X2, Y2, body: dict, shrink: float = 0.0):
+    """Inside of the abdominal muscle wall (the peritoneal / thoracic cavity), optionally shrunk by ``shrink`` mm."""
+    return _superellipse(X2, Y2, body["ai"] - shrink, body["bi"] - shrink, body["p_post"]) < 1.0
+
+
+def _spine_zone2d(X2, Y2, anat: dict):
+    """Region the liver must not enter: vertebra, posterior elements, paraspinal muscles, aorta and IVC."""
+    sp, ves = anat["spine"], anat["vessels"]
+    zone = ((X2 / (sp["vb_ax"] + 12.0)) ** 2 + ((Y2 - sp["y_vb"] + 10.0) / (sp["vb_ay"] + 20.0)) ** 2) < 1.0
+    for sgn in (-1.0, 1.0):
+        zone = zone | ((((X2 - sgn * sp["ps_x"]) / (sp["ps_a"] + 3.0)) ** 2
+                        + ((Y2 - sp["ps_y"]) / (sp["ps_b"] + 3.0)) ** 2) < 1.0)
+    for key, grow in (("aorta", 3.0), ("ivc", 1.5)):
+        v = ves[key]
+        zone = zone | ((((X2 - v["x"]) / (v["rx"] + grow)) ** 2 + ((Y2 - v["y"]) / (v["ry"] + grow)) ** 2) < 1.0)
+    return zone
+
+
+def _liver_mask(grid: dict, anat: dict, liver: dict):
+    """Liver mask on its bounding box of ``grid``: (slices, bool array) or None.  Includes all carve-outs."""
+    sl = _box(grid, liver["lo"], liver["hi"])
+    if sl is None:
+        return None
+    mask = np.zeros(tuple(s.stop - s.start for s in sl), dtype=bool)
+    for lobe in liver["lobes"]:
+        _apply_blob(mask, sl, grid, lobe, 1.0, "or")
+    X, Y, _ = _sub(grid, sl)
+    X2, Y2 = X[:, :, 0], Y[:, :, 0]
+    keep2d = _cavity2d(X2, Y2, anat["body"], shrink=3.0) & ~_spine_zone2d(X2, Y2, anat)
+    mask &= keep2d[:, :, None]
+    _apply_blob(mask, sl, grid, anat["kidneys"][0]["outer"], 1.12, "andnot")
+    _apply_blob(mask, sl, grid, anat["kidneys"][0]["shadow"], 1.0, "andnot")
+    if liver["gallbladder"] is not None:
+        _apply_blob(mask, sl, grid, liver["gallbladder"], 1.15, "andnot")
+    return sl, mask
+
+
+def _coarse_grid(lo, hi, h=_COARSE_MM) -> dict:
+    lo = np.asarray(lo, dtype=float) - 2 * h
+    hi = np.asarray(hi, dtype=float) + 2 * h
+    return _grid_from_coords([np.arange(a, b + h, h) for a, b in zip(lo, hi)])
+
+
+def _lobes_bounds(lobes):
+    lo = np.min([lb["centre"] - _blob_reach(lb) for lb in lobes], axis=0)
+    hi = np.max([lb["centre"] + _blob_reach(lb) for lb in lobes], axis=0)
+    return lo, hi
+
+
+def _place_liver(rng, anat: dict) -> dict:
+    """Draw the lobed liver, scale it to a drawn volume and place it under the right dome against the wall."""
+    body = anat["body"]
+    deg = math.pi / 180.0
+    lobes_local = [
+        _blob(rng, (0.0, 0.0, 0.0), (rng.uniform(60, 75), rng.uniform(60, 80), rng.uniform(70, 85)),
+              _rotation(0.0, -rng.uniform(10, 25) * deg, rng.uniform(-10, 10) * deg), 4, 0.07),
+        _blob(rng, (-rng.uniform(65, 85), rng.uniform(10, 30), rng.uniform(0, 20)),
+              (rng.uniform(42, 55), rng.uniform(30, 42), rng.uniform(26, 38)),
+              _rotation(0.0, rng.uniform(-10, 10) * deg, rng.uniform(-20, 0) * deg), 4, 0.07),
+    ]
+    if rng.uniform() < 0.7:  # a third, caudate-like part bridging the two lobes posteriorly
+        lobes_local.append(
+            _blob(rng, (-rng.uniform(30, 45), -rng.uniform(10, 30), rng.uniform(-20, 0)),
+                  (rng.uniform(25, 35), rng.uniform(25, 35), rng.uniform(35, 50)), None, 3, 0.06))
+    # bigger patients tend to have bigger livers
+    size = math.sqrt(body["ai"] * body["bi"] / (130.0 * 92.0))
+    target_ml = float(np.clip(rng.uniform(1150.0, 1750.0) * size, 1150.0, 1950.0))
+    gap_x, gap_y = rng.uniform(4, 10), rng.uniform(5, 15)
+    gb_local = (-rng.uniform(20, 35), rng.uniform(20, 40), -rng.uniform(45, 60))
+    gallbladder = None
+    if rng.uniform() < 0.8:
+        gallbladder = _blob(rng, (0.0, 0.0, 0.0), (rng.uniform(13, 18), rng.uniform(13, 18), rng.uniform(28, 38)),
+                            _rotation(rng.uniform(-30, -10) * deg, rng.uniform(-15, 15) * deg, 0.0), 2, 0.05)
+
+    # unscaled extents and volume of the lobe union
+    lo, hi = _lobes_bounds(lobes_local)
+    g = _coarse_grid(lo, hi)
+    full = tuple(slice(0, n) for n in g["shape"])
+    m = np.zeros(g["shape"], dtype=bool)
+    for lb in lobes_local:
+        _apply_blob(m, full, g, lb, 1.0, "or")
+    idx = np.nonzero(m)
+    ext_max = np.array([g["coords"][a][idx[a]].max() for a in range(3)], dtype=float)
+    width0 = ext_max[0] - float(g["coords"][0][idx[0]].min())
+    depth0 = ext_max[1] - float(g["coords"][1][idx[1]].min())
+    height0 = ext_max[2] - float(g["coords"][2][idx[2]].min())
+    max_depth = 1.6 * body["bi"]  # at most 80% of the cavity's front-back size
+    max_width = 1.5 * body["ai"]  # keep the left lobe tip right of x = -0.5 * cavity half-width
+    scale = (target_ml / (m.sum() * _COARSE_MM ** 3 / 1000.0)) ** (1.0 / 3.0)
+
+    liver = None
+    for it in range(5):
+        # too wide or deep for this patient: narrower and taller instead (within limits)
+        scale = min(scale, 1.35)
+        s_x = min(scale, max_width / width0)
+        s_y = min(scale, max_depth / depth0)
+        s_z = min(scale ** 3 / (s_x * s_y), 1.35 * scale, 200.0 / height0)
+        stretch = np.array([s_x, s_y, s_z])
+        shift = np.array([body["ai"] - gap_x, body["bi"] - gap_y, 0.0]) - stretch * ext_max
+        lobes = [_moved(lb, shift, stretch) for lb in lobes_local]
+        lo, hi = _lobes_bounds(lobes)
+        gb = None
+        if gallbladder is not None:
+            gb = _moved(gallbladder, shift + stretch * np.asarray(gb_local), 1.0, scale_shape=False)
+        liver = {"lobes": lobes, "lo": lo, "hi": hi, "gallbladder": gb, "scale": scale, "stretch": stretch,
+                 "shift": shift}
+        g = _coarse_grid(lo, hi)
+        sl, m = _liver_mask(g, anat, liver)
+        vol = m.sum() * _COARSE_MM ** 3 / 1000.0
+        if it == 4 or abs(vol / target_ml - 1.0) < 0.01:
+            break
+        scale *= (target_ml / max(vol, 1.0)) ** (1.0 / 3.0)
+
+    full_mask = np.zeros(g["shape"], dtype=bool)
+    full_mask[sl] = m
+    idx = np.nonzero(full_mask)
+    pts = np.stack([g["coords"][a][idx[a]] for a in range(3)], axis=1).astype(float)
+    depth = ndimage.distance_transform_edt(full_mask, sampling=_COARSE_MM)[idx]
+    top = pts[:, 2].max()
+    top_pts = pts[pts[:, 2] >= top - _COARSE_MM]
+    liver.update({
+        "points": pts,
+        "depth": depth,
+        "volume_ml_coarse": float(vol),
+        "fov_lo": pts.min(axis=0) - _COARSE_MM,
+        "fov_hi": pts.max(axis=0) + _COARSE_MM,
+        "top": (float(top_pts[:, 0].mean()), float(top_pts[:, 1].mean()), float(top)),
+        "local_lobes": lobes_local,
+    })
+    return liver
+
+
+def _snap(liver: dict, p, min_depth: float):
+    """Nearest point of the (coarse) liver interior with at least ``min_depth`` mm to the surface."""
+    ok = liver["depth"] >= min_depth
+    if not np.any(ok):
+        ok = liver["depth"] >= liver["depth"].max()
+    pts = liver["points"][ok]
+    return pts[np.argmin(np.sum((pts - np.asarray(p)) ** 2, axis=1))]
+
+
+def _draw_liver_vessels(rng, anat: dict, liver: dict):
+    """Portal and hepatic venous trees as tapered tubes (segments p0 -> p1 with radii r0 -> r1)."""
+    lobes = liver["lobes"]
+    right, left = lobes[0], lobes[1]
+    segs = []
+
+    def inside_lobe(lobe, spread):
+        v = rng.normal(size=3)
+        v *= spread * rng.uniform(0.3, 1.0) / (np.linalg.norm(v) + 1e-9)
+        return _blob_point(lobe, v)
+
+    hilum = _snap(liver, _blob_point(right, (-0.6, -0.1, -0.35)), 6.0)
+    rnode = _snap(liver, right["centre"] + rng.normal(0, 8, 3), 8.0)
+    lnode = _snap(liver, left["centre"] + rng.normal(0, 6, 3), 6.0)
+    segs.append((hilum, rnode, rng.uniform(5.5, 7.0), rng.uniform(4.5, 5.5)))
+    segs.append((hilum, lnode, rng.uniform(4.5, 5.5), rng.uniform(3.5, 4.5)))
+    for _ in range(3):
+        segs.append((rnode, _snap(liver, inside_lobe(right, 0.75), 4.0), rng.uniform(3.0, 4.0),
+                     rng.uniform(2.0, 2.8)))
+    for _ in range(2):
+        segs.append((lnode, _snap(liver, inside_lobe(left, 0.7), 3.5), rng.uniform(2.8, 3.5),
+                     rng.uniform(2.0, 2.5)))
+    ivc = anat["vessels"]["ivc"]
+    conf = np.array([ivc["x"], ivc["y"], liver["top"][2] - rng.uniform(15, 30)])
+    targets = [_blob_point(right, (0.65, -0.1, -0.35)), _blob_point(right, (-0.55, 0.6, -0.25)),
+               _blob_point(left, (-0.5, 0.0, 0.0))]
+    for t in targets:
+        segs.append((conf, _snap(liver, t + rng.normal(0, 6, 3), 4.0), rng.uniform(4.5, 6.0),
+                     rng.uniform(2.0, 2.8)))
+    return segs
+
+
+def _draw_tumours(rng, liver: dict):
+    """0-3 hypodense ellipsoids (radius 8-25 mm) placed well inside the liver and apart from each other."""
+    tumours = []
+    n = int(rng.integers(0, MAX_TUMOURS + 1))
+    for _ in range(n):
+        r0 = rng.uniform(8.0, 25.0)
+        rel = rng.uniform(0.8, 1.2, 3)
+        rot = _rotation(*rng.uniform(0, 2 * math.pi, 3))
+        pert = _blob(rng, (0, 0, 0), (1, 1, 1), None, 3, 0.06)
+        pick = rng.uniform()
+        while r0 >= 8.0:
+            axes = np.clip(r0 * rel, 8.0, 25.0)
+            ok = liver["depth"] >= 0.75 * axes.max() + 2.0
+            for t in tumours:
+                dist = np.linalg.norm(liver["points"] - t["centre"], axis=1)
+                ok &= dist > 0.9 * (axes.max() + t["axes"].max())
+            cand = np.nonzero(ok)[0]
+            if len(cand):
+                centre = liver["points"][cand[min(int(pick * len(cand)), len(cand) - 1)]]
+                blob = dict(pert)
+                blob.update({"centre": centre.copy(), "axes": axes, "rot": rot})
+                tumours.append(blob)
+                break
+            r0 *= 0.85
+    return tumours
+
+
+def _draw_anatomy(seed: int) -> dict:
+    """All anatomical and intensity parameters of case ``seed`` (independent of the sampling grid)."""
+    rng = np.random.default_rng([seed, 1])
+    deg = math.pi / 180.0
+    anat = {}
+
+    a_lr, b_ap = rng.uniform(150, 180), rng.uniform(110, 130)
+    fat_x, fat_y, wall = rng.uniform(10, 25), rng.uniform(8, 20), rng.uniform(8, 12)
+    body = {"a": a_lr, "b": b_ap, "p_post": rng.uniform(2.3, 2.8), "skin": 2.0, "fat_x": fat_x, "fat_y": fat_y,
+            "wall": wall}
+    body["am"] = a_lr - 2.0 - fat_x  # outer boundary of the muscle wall
+    body["bm"] = b_ap - 2.0 - fat_y
+    body["ai"] = body["am"] - wall  # inner boundary of the muscle wall (cavity)
+    body["bi"] = body["bm"] - wall
+    anat["body"] = body
+
+    vb_ax, vb_ay = rng.uniform(20, 24), rng.uniform(15, 18)
+    y_vb = -b_ap + rng.uniform(70, 85)
+    r_canal = rng.uniform(7, 9)
+    y_c = y_vb - vb_ay - r_canal - 2.0
+    anat["spine"] = {
+        "vb_ax": vb_ax, "vb_ay": vb_ay, "y_vb": y_vb, "cortex": rng.uniform(2.0, 3.0),
+        "r_canal": r_canal, "y_c": y_c, "arch": rng.uniform(3.5, 5.0), "tp_len": rng.uniform(25, 35),
+        "sp_tip": -body["bm"] + rng.uniform(3, 8),
+        "ps_x": rng.uniform(28, 36), "ps_y": y_c - rng.uniform(8, 14), "ps_a": rng.uniform(20, 26),
+        "ps_b": rng.uniform(22, 30),
+        "pitch": rng.uniform(30, 36), "disc": rng.uniform(7, 10), "z0": rng.uniform(0, 36),
+        "psoas_x": rng.uniform(30, 40), "psoas_y": y_vb + rng.uniform(0, 8), "psoas_z0": -rng.uniform(100, 130),
+        "psoas_r": rng.uniform(18, 25),
+    }
+    r_ao, r_ivc = rng.uniform(10, 13), rng.uniform(10, 13)
+    anat["vessels"] = {
+        "aorta": {"x": -rng.uniform(8, 18), "y": y_vb + vb_ay + r_ao + rng.uniform(1, 4), "rx": r_ao, "ry": r_ao},
+        "ivc": {"x": rng.uniform(18, 28), "y": y_vb + vb_ay + r_ivc + rng.uniform(2, 8), "rx": r_ivc * 1.2,
+                "ry": r_ivc * 0.8},
+    }
+
+    kidneys = []
+    z_right = -rng.uniform(115, 140)
+    for side in (1.0, -1.0):
+        centre = (side * rng.uniform(55, 70), y_vb - rng.uniform(0, 10),
+                  z_right if side > 0 else z_right + rng.uniform(10, 25))
+        axes = (rng.uniform(24, 30), rng.uniform(20, 25), rng.uniform(48, 58))
+        rot = _rotation(0.0, side * rng.uniform(8, 18) * deg, -side * rng.uniform(20, 35) * deg)
+        outer = _blob(rng, centre, axes, rot, 3, 0.04)
+        sinus = _blob(rng, np.asarray(centre) + rot @ np.array([-side * 0.55 * axes[0], 0.0, 0.0]),
+                      (0.45 * axes[0], 0.4 * axes[1], 0.45 * axes[2]), rot, 0, 0.0)
+        # the liver keeps out of the kidney and of the space behind it (no liver wrapping round the kidney)
+        shadow = _blob(rng, np.asarray(centre) - np.array([0.0, 30.0, -8.0]),
+                       (axes[0] + 8.0, axes[1] + 30.0, axes[2]), None, 0, 0.0)
+        kidneys.append({"outer": outer, "sinus": sinus, "shadow": shadow, "medulla": rng.uniform(0.62, 0.75)})
+    anat["kidneys"] = kidneys
+
+    liver = _place_liver(rng, anat)
+    anat["liver"] = liver
+
+    ai, bi = body["ai"], body["bi"]
+    anat["spleen"] = _blob(
+        rng, (-(ai - rng.uniform(30, 40)), -rng.uniform(15, 45), -rng.uniform(45, 75)),
+        (rng.uniform(22, 30), rng.uniform(45, 58), rng.uniform(40, 55)),
+        _rotation(0.0, rng.uniform(-10, 10) * deg, -rng.uniform(25, 45) * deg), 4, 0.06)
+    stomach = _blob(rng, (-rng.uniform(35, 60), rng.uniform(5, 30), -rng.uniform(35, 65)),
+                    (rng.uniform(35, 50), rng.uniform(28, 38), rng.uniform(40, 55)),
+                    _rotation(0.0, 0.0, rng.uniform(-30, 30) * deg), 4, 0.08)
+    anat["stomach"] = {"blob": stomach, "gas": rng.uniform() < 0.7, "gas_level": rng.uniform(0.45, 0.8)}
+
+    bowel = []
+    for _ in range(90):
+        centre = (rng.uniform(-0.85, 0.85) * ai, rng.uniform(y_vb + 15, 0.85 * bi), rng.uniform(-420, -50))
+        blob = _blob(rng, centre, rng.uniform(12, 28, 3), _rotation(*rng.uniform(0, math.pi, 3)), 2, 0.08)
+        code = (_T["bowel_a"], _T["bowel_b"], _T["bowel_c"])[int(rng.integers(3))]
+        gas = None
+        if rng.uniform() < 0.3:
+            r_gas = min(rng.uniform(3, 9), 0.35 * float(blob["axes"].min()))
+            gas = _blob(rng, np.asarray(centre) + np.array([0.0, 0.45 * float(blob["axes"].min()), 0.0]),
+                        (r_gas, r_gas, r_gas))
+        bowel.append({"blob": blob, "code": code, "gas": gas})
+    anat["bowel"] = bowel
+
+    xt, yt, zt = liver["top"]
+    anat["diaphragm"] = {
+        "right": (xt, yt, zt + rng.uniform(3, 6)), "left": (-rng.uniform(50, 80), yt + rng.uniform(-10, 10),
+                                                            zt - rng.uniform(10, 25)),
+        "wx": rng.uniform(55, 75), "wy": rng.uniform(60, 80), "z_low": zt - rng.uniform(45, 65),
+        "post_drop": rng.uniform(15, 30), "thick": rng.uniform(4, 6),
+    }
+    anat["heart"] = _blob(rng, (-rng.uniform(10, 30), rng.uniform(10, 35), zt + rng.uniform(40, 60)),
+                          (rng.uniform(55, 70), rng.uniform(45, 55), rng.uniform(45, 55)),
+                          _rotation(0.0, 0.0, rng.uniform(-30, 0) * deg), 3, 0.05)
+    anat["ribs"] = {
+        "thick": min(wall - 1.0, rng.uniform(7, 10)), "psi_min": rng.uniform(0.35, 0.5),
+        "psi_max": rng.uniform(2.45, 2.7), "z_post": zt - rng.uniform(55, 70), "z_lat": rng.uniform(40, 55),
+        "slope": rng.uniform(40, 70), "pitch": rng.uniform(28, 36), "height": rng.uniform(9, 12),
+        "z0": rng.uniform(0, 36),
+    }
+
+    anat["hepatic_vessels"] = _draw_liver_vessels(rng, anat, liver)
+    anat["tumours"] = _draw_tumours(rng, liver)
+
+    hu = np.zeros(_N_CODES, dtype=np.float32)
+    liver_hu = rng.uniform(90, 120)
+    values = {
+        "air": -1000.0, "skin": rng.uniform(20, 50), "subcutaneous_fat": rng.uniform(-115, -90),
+        "muscle": rng.uniform(40, 60), "visceral_fat": rng.uniform(-100, -80), "bowel_a": rng.uniform(20, 40),
+        "bowel_b": rng.uniform(20, 40), "bowel_c": rng.uniform(20, 40), "gas": rng.uniform(-950, -860),
+        "stomach": rng.uniform(5, 25), "kidney_cortex": rng.uniform(165, 195), "kidney_medulla": rng.uniform(110, 130),
+        "spleen": liver_hu + rng.uniform(-8, 12), "lung": rng.uniform(-880, -820), "heart": rng.uniform(110, 140),
+        "aorta": rng.uniform(150, 190), "ivc": rng.uniform(120, 160), "cortical_bone": rng.uniform(600, 800),
+        "cancellous_bone": rng.uniform(200, 300), "disc": rng.uniform(70, 100), "csf": rng.uniform(5, 25),
+        "liver": liver_hu, "bile": rng.uniform(0, 20), "hepatic_vessel": rng.uniform(160, 190),
+    }
+    for i in range(MAX_TUMOURS):
+        values[f"tumour_{i}"] = liver_hu - rng.uniform(30, 60)
+    for name, v in values.items():
+        hu[_T[name]] = v
+    anat["hu"] = hu
+    anat["blur_sigma"] = (rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))  # voxels, in-plane and along z
+    anat["noise_sigma"] = rng.uniform(8, 20)
+    return anat
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sampling grid and orientation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_orientation(code) -> tuple:
+    """Axis code such as "RAS" or "LPS" -> ((world_axis, sign) per stored array axis).  Raises ValueError."""
+    if not isinstance(code, str) or len(code) != 3 or any(ch not in _LETTERS for ch in code.upper()):
+        raise ValueError(f"orientation {code!r} is not a 3-letter axis code made of R/L, A/P, S/I (e.g. 'RAS')")
+    axes = tuple(_LETTERS[ch] for ch in code.upper())
+    if sorted(w for w, _ in axes) != [0, 1, 2]:
+        raise ValueError(f"orientation {code!r} must name each of R/L, A/P and S/I exactly once")
+    return axes
+
+
+def _check_triplet(value, name, kind):
+    try:
+        vals = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of 3 numbers, got {value!r}") from None
+    if len(vals) != 3:
+        raise ValueError(f"{name} must have 3 entries, got {len(vals)}")
+    out = []
+    for v in vals:
+        if kind is int:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 4 or v > 4096:
+                raise ValueError(f"{name} entries must be integers in [4, 4096], got {value!r}")
+            out.append(int(v))
+        else:
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} entries must be numbers, got {value!r}") from None
+            if not math.isfinite(f) or f <= 0 or f > 50:
+                raise ValueError(f"{name} entries must be finite and in (0, 50] mm, got {value!r}")
+            out.append(f)
+    return tuple(out)
+
+
+def _check_seed(seed):
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _make_grid(seed: int, anat: dict, shape, spacing, orientation) -> dict:
+    """Canonical (RAS-ordered) sampling grid, stored orientation and world shift for the request."""
+    rng = np.random.default_rng([seed, 0])
+    # every draw happens whatever the arguments, so explicit arguments leave the other draws unchanged
+    drawn_code = ORIENTATIONS[int(rng.integers(len(ORIENTATIONS)))]
+    d_xy = round(float(rng.uniform(2.4, 3.2)), 4)
+    d_z = round(float(rng.uniform(3.0, 5.0)), 3)
+    fov_xy = rng.uniform(max(340.0, 2.0 * anat["body"]["a"] + 30.0), 400.0)  # the whole body outline fits
+    fov_z = rng.uniform(200.0, 260.0)
+    centre_xy = rng.uniform(-10.0, 10.0, 2)
+    top_margin = rng.uniform(15.0, 45.0)
+    z_table = round(float(rng.uniform(-400.0, 100.0)), 1)
+    liver_height = float(anat["liver"]["fov_hi"][2] - anat["liver"]["fov_lo"][2])
+    fov_z = max(fov_z, liver_height + 30.0)  # a drawn field of view always holds the whole liver
+
+    code = drawn_code if orientation is None else orientation
+    axes = parse_orientation(code)
+    code = str(code).upper()
+    shape = None if shape is None else _check_triplet(shape, "shape", int)
+    spacing = None if spacing is None else _check_triplet(spacing, "spacing", float)
+
+    n_c, d_c = [0, 0, 0], [0.0, 0.0, 0.0]
+    for i, (w, _) in enumerate(axes):
+        fov = fov_z if w == 2 else fov_xy
+        default_d = d_z if w == 2 else d_xy
+        if shape is not None and spacing is not None:
+            n, d = shape[i], spacing[i]
+        elif spacing is not None:
+            d = spacing[i]
+            n = max(8, int(round(fov / d)))
+        elif shape is not None:
+            n = shape[i]
+            d = round(fov / n, 4)
+        else:
+            d = default_d
+            n = int(round(fov / d))
+        n_c[w], d_c[w] = n, d
+    if int(np.prod(n_c, dtype=np.int64)) > MAX_VOXELS:
+        raise ValueError(f"shape {tuple(n_c)} has more than {MAX_VOXELS} voxels")
+
+    liver = anat["liver"]
+    lo, hi = liver["fov_lo"], liver["fov_hi"]
+    want = [centre_xy[0], centre_xy[1], hi[2] + top_margin]
+    origin = []
+    for w in range(3):
+        half = (n_c[w] - 1) * d_c[w] / 2.0
+        if w == 2:
+            want[2] -= half  # the top margin was given for the upper edge
+        lo_c, hi_c = hi[w] + 2.0 - half, lo[w] - 2.0 + half
+        if lo_c > hi_c:
+            raise ValueError(
+                f"field of view {n_c[w] * d_c[w]:.1f} mm along {_WORLD_AXIS[w]} is too small to contain the "
+                f"liver (needs at least {hi[w] - lo[w] + 4.0 + d_c[w]:.1f} mm)")
+        centre = min(max(want[w], lo_c), hi_c)
+        origin.append(centre - half)
+    coords = [origin[w] + d_c[w] * np.arange(n_c[w], dtype=np.float64) for w in range(3)]
+    grid = _grid_from_coords(coords)
+    grid.update({"axes": axes, "code": code, "spacing_c": tuple(d_c), "origin": tuple(origin),
+                 "world_shift": (0.0, 0.0, z_table)})
+    return grid
+
+
+def _affine(grid: dict) -> np.ndarray:
+    """4x4 voxel -> world (RAS+ mm) matrix of the stored array."""
+    aff = np.eye(4)
+    for i, (w, sgn) in enumerate(grid["axes"]):
+        n, d = grid["shape"][w], grid["spacing_c"][w]
+        aff[:, i] = 0.0
+        aff[w, i] = sgn * d
+    aff[3, 3] = 1.0
+    for w in range(3):
+        sgn = [s for (ww, s) in grid["axes"] if ww == w][0]
+        first = grid["origin"][w] + (0.0 if sgn > 0 else (grid["shape"][w] - 1) * grid["spacing_c"][w])
+        aff[w, 3] = first + grid["world_shift"][w]
+    return aff
+
+
+def _to_stored(arr: np.ndarray, axes) -> np.ndarray:
+    """Canonical RAS-ordered array -> array stored with the given axis codes."""
+    out = np.transpose(arr, [w for w, _ in axes])
+    flips = tuple(i for i, (_, s) in enumerate(axes) if s < 0)
+    if flips:
+        out = np.flip(out, flips)
+    return np.ascontiguousarray(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# painting
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _diaphragm2d(X2, Y2, anat):
+    """Height (mm) of the diaphragm surface: two gaussian domes over a base that dips posteriorly."""
+    dp = anat["diaphragm"]
+    out = None
+    for key in ("right", "left"):
+        xa, ya, za = dp[key]
+        dome = dp["z_low"] + (za - dp["z_low"]) * np.exp(
+            -0.5 * (((X2 - xa) / dp["wx"]) ** 2 + ((Y2 - ya) / dp["wy"]) ** 2))
+        out = dome if out is None else np.maximum(out, dome)
+    drop = dp["post_drop"] * np.clip(-Y2 / anat["body"]["bi"], 0.0, 1.0)
+    return (out - drop).astype(np.float32)
+
+
+def _paint_body(T, grid, anat):
+    body = anat["body"]
+    full = tuple(slice(0, n) for n in grid["shape"])
+    X, Y, _ = _sub(grid, full)
+    X2, Y2 = X[:, :, 0], Y[:, :, 0]
+    layer = np.full(X2.shape[:1] + Y2.shape[1:], _T["air"], dtype=np.uint8)
+    p = body["p_post"]
+    layer[_superellipse(X2, Y2, body["a"], body["b"], p) < 1] = _T["skin"]
+    layer[_superellipse(X2, Y2, body["a"] - body["skin"], body["b"] - body["skin"], p) < 1] = _T["subcutaneous_fat"]
+    layer[_superellipse(X2, Y2, body["am"], body["bm"], p) < 1] = _T["muscle"]
+    layer[_superellipse(X2, Y2, body["ai"], body["bi"], p) < 1] = _T["visceral_fat"]
+    T[...] = layer[:, :, None]
+    return _cavity2d(X2, Y2, body)
+
+
+def _paint_spine(T, grid, anat):
+    sp, body = anat["spine"], anat["body"]
+    lo = (-sp["ps_x"] - sp["ps_a"] - sp["tp_len"] - 5, -body["b"], -1e9)
+    hi = (sp["ps_x"] + sp["ps_a"] + sp["tp_len"] + 5, sp["y_vb"] + sp["vb_ay"] + 1, 1e9)
+    sl = _box(grid, lo, hi)
+    if sl is None:
+        return
+    X, Y, Z = _sub(grid, sl)
+    X2, Y2 = X[:, :, 0], Y[:, :, 0]
+    codes = np.zeros(X2.shape[:1] + Y2.shape[1:], dtype=np.uint8)
+    inside_wall = _superellipse(X2, Y2, body["am"], body["bm"], body["p_post"]) < 1
+    for sgn in (-1.0, 1.0):
+        e = ((X2 - sgn * sp["ps_x"]) / sp["ps_a"]) ** 2 + ((Y2 - sp["ps_y"]) / sp["ps_b"]) ** 2
+        codes[(e < 1) & inside_wall] = _T["muscle"]
+    vb = ((X2 / sp["vb_ax"]) ** 2 + ((Y2 - sp["y_vb"]) / sp["vb_ay"]) ** 2) < 1
+    vb_in = ((X2 / (sp["vb_ax"] - sp["cortex"])) ** 2 + ((Y2 - sp["y_vb"]) / (sp["vb_ay"] - sp["cortex"])) ** 2) < 1
+    rc = np.sqrt(X2 ** 2 + (Y2 - sp["y_c"]) ** 2)
+    arch = rc < sp["r_canal"] + sp["arch"]
+    spinous = (np.abs(X2) < 3.0) & (Y2 < sp["y_c"]) & (Y2 > sp["sp_tip"])
+    transverse = (np.abs(Y2 - sp["y_c"]) < 3.5) & (np.abs(X2) < sp["r_canal"] + sp["tp_len"])
+    codes[arch | vb] = _T["cortical_bone"]
+    codes[vb_in] = _T["cancellous_bone"]
+    codes[rc < sp["r_canal"]] = _T["csf"]
+    z = Z[0, 0, :]
+    phase = np.mod((z - sp["z0"]) / sp["pitch"], 1.0)
+    disc_z = phase < sp["disc"] / sp["pitch"]
+    processes_z = (phase > 0.35) & (phase < 0.8)  # spinous and transverse processes: mid-vertebra only
+    vol = np.broadcast_to(codes[:, :, None], X2.shape[:1] + Y2.shape[1:] + z.shape).copy()
+    vol[vb[:, :, None] & disc_z[None, None, :]] = _T["disc"]
+    vol[((spinous | transverse) & (codes != _T["csf"]))[:, :, None] & processes_z[None, None, :]] = _T["cortical_bone"]
+    sub = T[sl]
+    nz = vol != 0
+    sub[nz] = vol[nz]
+
+
+def _paint_psoas(T, grid, anat):
+    sp = anat["spine"]
+    z_stop = sp["psoas_z0"]
+    for sgn in (-1.0, 1.0):
+        cx, cy, rmax = sgn * sp["psoas_x"], sp["psoas_y"], sp["psoas_r"]
+        sl = _box(grid, (cx - rmax, cy - rmax, -1e9), (cx + rmax, cy + rmax, z_stop))
+        if sl is None:
+            continue
+        X, Y, Z = _sub(grid, sl)
+        r = np.clip((z_stop - Z) * 0.25, 0.0, rmax)
+        mask = ((X - cx) ** 2 + (Y - cy) ** 2) < r ** 2
+        _paint(T, sl, mask, _T["muscle"])
+
+
+def _paint_tube2d(T, grid, v, code, z_max=1e9):
+    sl = _box(grid, (v["x"] - v["rx"], v["y"] - v["ry"], -1e9), (v["x"] + v["rx"], v["y"] + v["ry"], z_max))
+    if sl is None:
+        return
+    X, Y, Z = _sub(grid, sl)
+    mask2d = (((X[:, :, 0] - v["x"]) / v["rx"]) ** 2 + ((Y[:, :, 0] - v["y"]) / v["ry"]) ** 2) < 1
+    _paint(T, sl, np.broadcast_to(mask2d[:, :, None], tuple(s.stop - s.start for s in sl)), code)
+
+
+def _paint_lungs_heart(T, grid, anat, cavity2d):
+    body, sp, dp = anat["body"], anat["spine"], anat["diaphragm"]
+    full_xy = (slice(0, grid["shape"][0]), slice(0, grid["shape"][1]), slice(0, 1))
+    X, Y, _ = _sub(grid, full_xy)
+    X2, Y2 = X[:, :, 0], Y[:, :, 0]
+    zd = _diaphragm2d(X2, Y2, anat)
+    z_from = float(zd[cavity2d].min()) - dp["thick"] - 1.0 if np.any(cavity2d) else 1e9
+    sl = _box(grid, (-1e9, -1e9, z_from), (1e9, 1e9, 1e9))
+    if sl is None:
+        return
+    _, _, Z = _sub(grid, sl)
+    zd3 = zd[:, :, None]
+    mediastinum = ((X2 / 32.0) ** 2 + ((Y2 - sp["y_vb"]) / (sp["vb_ay"] + 28.0)) ** 2) < 1.0
+    above = Z > zd3
+    muscle = (~above) & (Z > zd3 - np.float32(dp["thick"])) & cavity2d[:, :, None]
+    lung = above & (cavity2d & ~mediastinum)[:, :, None]
+    sub = T[sl]
+    sub[muscle] = _T["muscle"]
+    sub[lung] = _T["lung"]
+    del muscle, lung, above
+    heart = anat["heart"]
+
+    def above_diaphragm(Xh, Yh, Zh):
+        return Zh > _diaphragm2d(Xh[:, :, 0], Yh[:, :, 0], anat)[:, :, None] + np.float32(3.0)
+
+    _paint_blob(T, grid, heart, _T["heart"], extra=above_diaphragm)
+
+
+def _paint_ribs(T, grid, anat):
+    body, rb = anat["body"], anat["ribs"]
+    z_from = rb["z_post"] - rb["z_lat"] - 1.0
+    sl = _box(grid, (-1e9, -1e9, z_from), (1e9, 1e9, 1e9))
+    if sl is None:
+        return
+    X, Y, Z = _sub(grid, sl)
+    X2, Y2 = X[:, :, 0], Y[:, :, 0]
+    p = body["p_post"]
+    ring = (_superellipse(X2, Y2, body["ai"], body["bi"], p) >= 1) & (
+        _superellipse(X2, Y2, body["ai"] + rb["thick"], body["bi"] + rb["thick"], p) < 1)
+    psi = np.arctan2(np.abs(X2) / body["a"], -Y2 / body["b"])
+    ring &= (psi > rb["psi_min"]) & (psi < rb["psi_max"])
+    ii, jj = np.nonzero(ring)
+    if len(ii) == 0:
+        return
+    psi_r = psi[ii, jj].astype(np.float32)
+    z = Z[0, 0, :]
+    phase = (z[None, :] - np.float32(rb["z0"]) + np.float32(rb["slope"]) * psi_r[:, None]) / np.float32(rb["pitch"])
+    present = (phase - np.floor(phase)) < np.float32(rb["height"] / rb["pitch"])
+    z_low = rb["z_post"] - rb["z_lat"] * np.sin(psi_r)
+    present &= z[None, :] > z_low[:, None]
+    sub = T[sl]
+    vals = sub[ii, jj, :]
+    vals[present] = _T["cortical_bone"]
+    sub[ii, jj, :] = vals
+
+
+def _paint_tube(T, grid, p0, p1, r0, r1, code, only):
+    """Tapered tube (capsule) from p0 to p1, painted only over tissue codes ``only``."""
+    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    rmax = max(r0, r1)
+    sl = _box(grid, np.minimum(p0, p1) - rmax, np.maximum(p0, p1) + rmax)
+    if sl is None:
+        return
+    X, Y, Z = _sub(grid, sl)
+    d = p1 - p0
+    dd = float(d @ d) + 1e-9
+    vx, vy, vz = X - np.float32(p0[0]), Y - np.float32(p0[1]), Z - np.float32(p0[2])
+    t = np.clip((vx * np.float32(d[0]) + vy * np.float32(d[1]) + vz * np.float32(d[2])) / np.float32(dd), 0, 1)
+    ex, ey, ez = vx - t * np.float32(d[0]), vy - t * np.float32(d[1]), vz - t * np.float32(d[2])
+    r = np.float32(r0) + t * np.float32(r1 - r0)
+    _paint(T, sl, ex * ex + ey * ey + ez * ez < r * r, code, only)
+
+
+def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
+    """Canonical (RAS-ordered) uint8 tissue map of the case on ``grid``."""
+    T = np.empty(grid["shape"], dtype=np.uint8)
+    cavity2d = _paint_body(T, grid, anat)
+
+    def in_cavity(X, Y, Z):
+        return _cavity2d(X[:, :, 0], Y[:, :, 0], anat["body"])[:, :, None]
+
+    for b in anat["bowel"]:
+        _paint_blob(T, grid, b["blob"], b["code"], extra=in_cavity)
+        if b["gas"] is not None:
+            _paint_blob(T, grid, b["gas"], _T["gas"], only=(b["code"],))
+    st = anat["stomach"]
+    _paint_blob(T, grid, st["blob"], _T["stomach"], extra=in_cavity)
+    if st["gas"]:
+        level_y = float(st["blob"]["centre"][1] + st["gas_level"] * st["blob"]["axes"][1])
+        _paint_blob(T, grid, st["blob"], _T["gas"], only=(_T["stomach"],), extra=lambda X, Y, Z: Y > level_y)
+    _paint_psoas(T, grid, anat)
+    for k in anat["kidneys"]:
+        _paint_blob(T, grid, k["outer"], _T["kidney_cortex"], extra=in_cavity)
+        _paint_blob(T, grid, k["outer"], _T["kidney_medulla"], level=k["medulla"], only=(_T["kidney_cortex"],))
+        _paint_blob(T, grid, k["sinus"], _T["visceral_fat"], only=(_T["kidney_cortex"], _T["kidney_medulla"]))
+    _paint_blob(T, grid, anat["spleen"], _T["spleen"], extra=in_cavity)
+    _paint_lungs_heart(T, grid, anat, cavity2d)
+    _paint_tube2d(T, grid, anat["vessels"]["aorta"], _T["aorta"])
+    _paint_tube2d(T, grid, anat["vessels"]["ivc"], _T["ivc"], z_max=float(anat["heart"]["centre"][2]))
+    _paint_spine(T, grid, anat)
+    _paint_ribs(T, grid, anat)
+
+    liver = anat["liver"]
+    got = _liver_mask(grid, anat, liver)
+    if got is not None:
+        _paint(T, got[0], got[1], _T["liver"])
+    if liver["gallbladder"] is not None:
+        _paint_blob(T, grid, liver["gallbladder"], _T["bile"], extra=in_cavity)
+    for p0, p1, r0, r1 in anat["hepatic_vessels"]:
+        _paint_tube(T, grid, p0, p1, r0, r1, _T["hepatic_vessel"], only=(_T["liver"],))
+    for i, tum in enumerate(anat["tumours"]):
+        _paint_blob(T, grid, tum, TUMOUR_CODES[i], only=LIVER_CODES)
+    return T
+
+
+def labels_from_tissues(tissues: np.ndarray) -> np.ndarray:
+    """MSD label map (0 background, 1 liver incl. hepatic vessels, 2 tumour) from a tissue map."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[list(LIVER_CODES)] = 1
+    lut[list(TUMOUR_CODES)] = 2
+    return lut[tissues]
+
+
+def _hu_image(T: np.ndarray, anat: dict, seed: int) -> np.ndarray:
+    """Tissue map -> blurred (partial volume), noisy int16 HU image (same axis order as T)."""
+    img = anat["hu"][T]
+    s_xy, s_z = anat["blur_sigma"]
+    img = ndimage.gaussian_filter(img, sigma=(s_xy, s_xy, s_z), mode="nearest", truncate=3.0, output=np.float32)
+    rng = np.random.default_rng([seed, 2])
+    sigma = np.float32(anat["noise_sigma"])
+    step = max(1, 4_000_000 // max(1, img.shape[1] * img.shape[2]))
+    for i0 in range(0, img.shape[0], step):  # slabs along the first axis: same values as one big draw
+        chunk = img[i0:i0 + step]
+        noise = rng.standard_normal(chunk.shape, dtype=np.float32)
+        noise *= sigma
+        chunk += noise
+    np.rint(img, out=img)
+    np.clip(img, _HU_MIN, _HU_MAX, out=img)
+    return img.astype(np.int16)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_case_with_tissues(seed: int, shape=None, spacing=None, orientation=None):
+    """Like :func:`make_case` but also returns the noiseless uint8 tissue map (codes in ``TISSUES``).
+
+    The tissue map is stored like the image and is what the image and label were made from; it lets tests and
+    demos find the spleen, bone, air and so on.
+    """
+    seed = _check_seed(seed)
+    anat = _draw_anatomy(seed)
+    grid = _make_grid(seed, anat, shape, spacing, orientation)
+    T = _paint_tissues(grid, anat)
+    image = _to_stored(_hu_image(T, anat, seed), grid["axes"])
+    tissues = _to_stored(T, grid["axes"])
+    del T
+    label = labels_from_tissues(tissues)
+    return image, label, _affine(grid), tissues
+
+
+def make_case(seed: int, shape=None, spacing=None, orientation=None):
+    """Synthetic portal-venous abdominal CT volume with liver / tumour labels.
+
+    Args:
+        seed: non-negative integer; the same arguments always give bit-identical output.
+        shape: (n0, n1, n2) voxels of the stored array, or None to derive it from the field of view.
+        spacing: (d0, d1, d2) mm along the stored array axes, or None (in-plane ~U(2.4, 3.2) mm, slices
+            ~U(3.0, 5.0) mm; with ``shape`` given, the spacing that gives the drawn field of view).
+        orientation: nibabel axis code of the stored array ("RAS", "LPS", "PLS", ...), or None to draw one of
+            ``ORIENTATIONS``.
+
+    Returns:
+        image: int16 Hounsfield units, label: uint8 (0 background, 1 liver incl. vessels, 2 tumour), both in
+        stored voxel order (i, j, k); affine: 4x4 float64 voxel -> world RAS+ mm.  The liver lies on the
+        patient's right (world +x) and entirely inside the field of view.
+
+    Raises:
+        ValueError: bad seed, shape, spacing or orientation, or a field of view too small for the liver.
+    """
+    image, label, affine, _ = make_case_with_tissues(seed, shape, spacing, orientation)
+    return image, label, affine
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str, description: str = "") -> str:
+    """Write ``array`` as gzip NIfTI-1 with qform = sform = ``affine`` (codes 1) and mm units, atomically."""
+    import nibabel as nib
+
+    path = os.fspath(path)
+    if not (path.endswith(".nii.gz") or path.endswith(".nii")):
+        raise ValueError(f"{path}: output must end with .nii.gz or .nii")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: folder {folder} does not exist")
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_data_dtype(array.dtype)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    img.header.set_xyzt_units(xyz="mm", t="sec")
+    if description:
+        img.header["descrip"] = description[:79].encode("ascii", "replace")
+    base = os.path.basename(path)
+    ext = ".nii.gz" if base.endswith(".nii.gz") else ".nii"
+    tmp = os.path.join(folder, f".{base[:-len(ext)]}.tmp{os.getpid()}{ext}")
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _write_json_atomic(obj, path: str):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=4)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _case_summary(label: np.ndarray, affine: np.ndarray) -> str:
+    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    n_liver = int(np.count_nonzero(label))
+    n_tumour = int(np.count_nonzero(label == 2))
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    import nibabel as nib
+
+    return (f"shape={tuple(label.shape)} spacing=({', '.join(f'{z:.2f}' for z in zooms)}) mm "
+            f"orientation={''.join(nib.aff2axcodes(affine))} liver={n_liver * voxel_ml:.0f} mL "
+            f"tumour={n_tumour * voxel_ml:.1f} mL")
+
+
+def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int = 0) -> str:
+    """Write a Medical Segmentation Decathlon style phantom dataset and return the path of its dataset.json.
+
+    Layout: ``imagesTr/liver_000.nii.gz`` ... and ``labelsTr/`` for the ``num_train`` training cases,
+    ``imagesTs/`` for the ``num_test`` test cases that follow, plus ``labelsTs/`` (phantom only: the held-out
+    labels, so a demo can measure held-out Dice).  Case ``i`` (0-based, training first) uses seed
+    ``seed * 1000 + i``.  Every file is written atomically; one progress line is printed per case.
+    """
+    seed = _check_seed(seed)
+    for name, v in (("num_train", num_train), ("num_test", num_test)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    total = int(num_train) + int(num_test)
+    if total < 1 or total > 1000:
+        raise ValueError(f"num_train + num_test must be in [1, 1000], got {total}")
+    output_dir = os.fspath(output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"{output_dir}: exists and is not a folder")
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
+
+    training, test = [], []
+    for i in range(total):
+        case_seed = seed * 1000 + i
+        name = f"liver_{i:03d}.nii.gz"
+        part = "Tr" if i < num_train else "Ts"
+        t0 = time.perf_counter()
+        image, label, affine = make_case(case_seed)
+        descr = f"SYNTHETIC liver CT phantom, seed {case_seed}, not patient data"
+        save_nifti(image, affine, os.path.join(output_dir, f"images{part}", name), descr)
+        save_nifti(label, affine, os.path.join(output_dir, f"labels{part}", name), descr)
+        if part == "Tr":
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        else:
+            test.append(f"./imagesTs/{name}")
+        print(f"[{i + 1}/{total}] images{part}/{name} seed={case_seed} {_case_summary(label, affine)} "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    dataset = {
+        "name": "LiverPhantom",
+        "description": ("SYNTHETIC abdominal CT phantom generated by scripts/phantom.py of the liver_ct_segmentation "
+                        "bundle; computer-generated shapes, NOT patient data. Labels follow MSD Task03_Liver."),
+        "reference": "Generated by scripts/phantom.py (liver_ct_segmentation MONAI bundle)",
+        "licence": "Synthetic data, no patient information; same licence as the bundle (see LICENSE)",
+        "release": "1.0",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "liver", "2": "cancer"},
+        "numTraining": int(num_train),
+        "numTest": int(num_test),
+        "training": training,
+        "test": test,
+        "phantom": {
+            "generator": "scripts/phantom.py",
+            "seed": seed,
+            "case_seed": "seed * 1000 + case index (training cases first)",
+            "test_labels": [t.replace("imagesTs", "labelsTs") for t in test],
+        },
+    }
+    path = os.path.join(output_dir, "dataset.json")
+    _write_json_atomic(dataset, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.phantom",
+        description="Generate the synthetic abdominal CT liver phantom (not patient data): either an MSD-style "
+                    "dataset (--output_dir) or one volume (--single).")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--output_dir", help="write an MSD-layout dataset (dataset.json, imagesTr, labelsTr, "
+                                           "imagesTs, labelsTs) into this folder")
+    mode.add_argument("--single", metavar="OUT.nii.gz", help="write one image volume to this file")
+    p.add_argument("--num_train", type=int, default=8, help="training cases (default 8)")
+    p.add_argument("--num_test", type=int, default=2, help="test cases (default 2)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed (default 0); dataset case i uses seed*1000+i, --single uses the seed itself")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("N0", "N1", "N2"), help="--single: array shape")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("D0", "D1", "D2"), help="--single: voxel size mm")
+    p.add_argument("--orientation", help="--single: axis code of the stored array, e.g. RAS or LPS")
+    p.add_argument("--label", metavar="OUT_LABEL.nii.gz", help="--single: also write the label volume here")
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    return p
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = _parser()
+
+    def fail(message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+    parser.error = fail  # one line to stderr and exit 1, also for usage errors
+    args = parser.parse_args(argv)
+    target = args.output_dir if args.output_dir is not None else args.single
+    try:
+        if args.output_dir is not None:
+            if args.shape or args.spacing or args.orientation or args.label:
+                raise ValueError("--shape/--spacing/--orientation/--label only apply with --single")
+            path = write_dataset(args.output_dir, args.num_train, args.num_test, args.seed)
+            print(f"wrote {path}", flush=True)
+        else:
+            for out in (args.single, args.label):
+                if out is not None and not (out.endswith(".nii.gz") or out.endswith(".nii")):
+                    target = out
+                    raise ValueError("output must end with .nii.gz or .nii")
+            t0 = time.perf_counter()
+            image, label, affine = make_case(args.seed, args.shape, args.spacing, args.orientation)
+            descr = f"SYNTHETIC liver CT phantom, seed {args.seed}, not patient data"
+            save_nifti(image, affine, args.single, descr)
+            if args.label is not None:
+                target = args.label
+                save_nifti(label, affine, args.label, descr)
+            print(f"wrote {args.single} seed={args.seed} {_case_summary(label, affine)} "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    except (ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = exc.filename if isinstance(exc, OSError) and exc.filename else target
+        msg = msg if str(msg).startswith(f"{where}:") else f"{where}: {msg}"
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The three workflows as users run them (`python -m monai.bundle run training|evaluation|inference`), on the phantom.
+
+The `trained` fixture (conftest.py) trains for 3 short epochs; these tests check what that run wrote, then evaluate
+and infer with its weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLE_ROOT, FAST, run_bundle
+from scipy import ndimage
+
+from scripts import phantom
+
+
+def epoch_losses(log: str) -> dict[int, float]:
+    """Mean train_loss per epoch from the StatsHandler lines `Epoch: e/N, Iter: i/M -- train_loss: x`."""
+    losses: dict[int, list[float]] = {}
+    for epoch, loss in re.findall(r"Epoch: (\d+)/\d+, Iter: \d+/\d+ -- train_loss: ([0-9.]+)", log):
+        losses.setdefault(int(epoch), []).append(float(loss))
+    return {e: float(np.mean(v)) for e, v in losses.items()}
+
+
+def test_training_lowers_the_loss_and_writes_the_checkpoints(trained):
+    losses = epoch_losses(trained["log"])
+    assert sorted(losses) == [1, 2, 3], trained["log"][-3000:]
+    assert losses[3] < losses[1], f"training did not lower the loss: {losses}"
+
+    # models/model.pt: the best weights by validation Dice, as a plain state dict that the inference network loads
+    weights = torch.load(trained["models"] / "model.pt", weights_only=True)
+    from monai.networks.nets import UNet
+
+    net = UNet(3, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="instance")
+    net.load_state_dict(weights, strict=True)
+
+    # the resumable checkpoint holds everything a resume needs
+    latest = trained["models"] / "checkpoint_epoch=3.pt"
+    state = torch.load(latest, weights_only=True)
+    assert set(state) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert state["trainer"]["max_epochs"] == 3 and state["trainer"]["iteration"] > 0
+
+    # the split is recorded, disjoint and complete
+    split = json.loads((trained["runs"] / "split.json").read_text())
+    train_images = {c["image"] for c in split["training"]}
+    val_images = {c["image"] for c in split["validation"]}
+    assert train_images and val_images and not train_images & val_images
+    assert len(train_images | val_images) == 6
+
+    # provenance says the weights come from the synthetic phantom
+    provenance = json.loads((trained["models"] / "model_provenance.json").read_text())
+    assert "PHANTOM" in provenance["trained_on"]
+
+    # TensorBoard logs
+    assert list(trained["runs"].glob("events.out.tfevents.*"))
+
+
+def test_training_is_reproducible_with_the_same_seed(trained, tmp_path):
+    again = run_bundle(
+        "training",
+        ["train.yaml"],
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=trained["data"],
+        output_dir=tmp_path / "runs",
+        ckpt_dir=tmp_path / "models",
+        epochs=1,
+        val_interval=1,
+        **FAST,
+    )
+    first = re.findall(r"Epoch: 1/\d+, Iter: \d+/\d+ -- train_loss: ([0-9.]+)", trained["log"])
+    second = re.findall(r"Epoch: 1/\d+, Iter: \d+/\d+ -- train_loss: ([0-9.]+)", again.stdout)
+    assert first and first == second
+
+
+def test_resume_continues_from_the_latest_checkpoint(trained, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(trained["models"], models)
+    proc = run_bundle(
+        "training",
+        ["train.yaml"],
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=trained["data"],
+        output_dir=tmp_path / "runs",
+        ckpt_dir=models,
+        epochs=4,
+        val_interval=1,
+        resume="true",
+        **FAST,
+    )
+    epochs = sorted(epoch_losses(proc.stdout))
+    assert epochs == [4], f"a resumed run must train only the remaining epoch, trained {epochs}"
+    assert (models / "checkpoint_epoch=4.pt").exists()
+    assert not (models / "checkpoint_epoch=3.pt").exists()
+
+
+def write_case(path, seed, orientation, spacing, shape=(40, 36, 24)):
+    image, label, affine = phantom.make_case(seed, shape=shape, spacing=spacing, orientation=orientation)
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    return image, label, affine
+
+
+def test_inference_round_trip_keeps_shape_and_affine(trained, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    cases = {
+        "ras": ("RAS", (9.0, 9.0, 10.0)),
+        "lps": ("LPS", (9.0, 9.0, 10.0)),
+        "aniso": ("LAS", (7.3, 9.7, 12.1)),
+    }
+    written = {name: write_case(inputs / f"{name}.nii.gz", i, *spec) for i, (name, spec) in enumerate(cases.items())}
+    out = tmp_path / "out"
+    run_bundle(
+        "inference",
+        ["inference.yaml"],
+        bundle_root=BUNDLE_ROOT,
+        input=inputs,
+        output_dir=out,
+        ckpt_path=trained["models"] / "model.pt",
+        **FAST,
+    )
+    for name, (image, _, affine) in written.items():
+        src = nib.load(str(inputs / f"{name}.nii.gz"))
+        seg = nib.load(str(out / f"{name}_seg.nii.gz"))
+        assert seg.shape == image.shape
+        assert seg.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(seg.affine, src.affine, atol=1e-5)
+        assert nib.aff2axcodes(seg.affine) == nib.aff2axcodes(affine)
+        mask = np.asarray(seg.dataobj)
+        assert set(np.unique(mask)) <= {0, 1}
+        assert ndimage.label(mask > 0)[1] <= 1, "only the largest connected component may remain"
+    with open(out / "report.csv") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(cases)
+    for name in cases:
+        seg = nib.load(str(out / f"{name}_seg.nii.gz"))
+        expected_ml = float((np.asarray(seg.dataobj) > 0).sum()) * float(np.prod(seg.header.get_zooms()[:3])) / 1000
+        assert float(rows[name]["liver_volume_ml"]) == pytest.approx(expected_ml, rel=1e-3, abs=1e-3)
+
+
+def test_evaluation_matches_a_hand_computed_dice(trained, tmp_path):
+    out = tmp_path / "eval"
+    run_bundle(
+        "evaluation",
+        ["inference.yaml", "evaluate.yaml"],
+        bundle_root=BUNDLE_ROOT,
+        eval_datalist=trained["runs"] / "split.json",
+        output_dir=out,
+        ckpt_path=trained["models"] / "model.pt",
+        **FAST,
+    )
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    split = json.loads((trained["runs"] / "split.json").read_text())
+    assert len(rows) == len(split["validation"])
+    for case, row in zip(split["validation"], rows):
+        label_img = nib.load(case["label"])
+        label = np.asarray(label_img.dataobj) > 0  # liver = every non-zero label
+        pred = np.asarray(nib.load(str(out / f"{row['case']}_seg.nii.gz")).dataobj) > 0
+        denom = label.sum() + pred.sum()
+        dice = 2.0 * (label & pred).sum() / denom if denom else 1.0
+        assert float(row["dice"]) == pytest.approx(dice, abs=1e-4)
+        voxel_ml = float(np.prod(label_img.header.get_zooms()[:3])) / 1000
+        assert float(row["reference_volume_ml"]) == pytest.approx(label.sum() * voxel_ml, rel=1e-4)
+        assert float(row["volume_difference_ml"]) == pytest.approx((pred.sum() - label.sum()) * voxel_ml, abs=1e-2)
+    with open(out / "metrics_summary.csv") as f:
+        summary = {r["statistic"]: r for r in csv.DictReader(f)}
+    assert float(summary["mean"]["dice"]) == pytest.approx(np.mean([float(r["dice"]) for r in rows]), abs=1e-4)
+    assert {"mean", "median"} <= set(summary)
+
+
+def test_missing_weights_stop_inference_unless_untrained_run_is_asked(phantom_dir, tmp_path):
+    out = tmp_path / "out"
+    missing = tmp_path / "nowhere" / "model.pt"
+    proc = run_bundle(
+        "inference", ["inference.yaml"], check=False, bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir,
+        output_dir=out, ckpt_path=missing, **FAST,
+    )
+    assert proc.returncode != 0
+    assert str(missing) in proc.stdout and "not found" in proc.stdout
+    assert not out.exists() or not any(out.iterdir())
+
+    proc = run_bundle(
+        "inference", ["inference.yaml"], bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, output_dir=out,
+        ckpt_path=missing, load_pretrain="false", **FAST,
+    )
+    assert "UNTRAINED" in proc.stdout
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["liver_006_seg.nii.gz", "liver_007_seg.nii.gz"]
