@@ -2,16 +2,29 @@
 
 The configs in ``configs/`` are the program; they reach the few pieces MONAI has no component for through
 ``$import scripts`` (for example ``scripts.datalist.split(...)``). Every submodule holds plain functions and, where an
-ignite/MONAI interface needs one, a small class. Importing this package imports nothing heavy beyond MONAI itself.
+ignite/MONAI interface needs one, a small class. Submodules load on first use, so ``$import scripts`` in a config
+costs nothing until a function is called.
 """
 
 import importlib
 
-__all__ = ["phantom", "datalist", "check_dataset", "dicom", "inputs", "handlers", "visualize"]
-
 
 def __getattr__(name):
-    # Submodules load on first use, so ``$import scripts`` in a config costs nothing until a function is called.
-    if name in __all__:
+    try:
         return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def as_bool(value) -> bool:
+    """A command-line flag as a bool: ``--resume true`` arrives as the string 'true', ``--resume True`` as True."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off", ""):
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    return bool(value)

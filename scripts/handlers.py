@@ -5,6 +5,7 @@
 - ``CaseTable``: an ignite handler that writes one CSV row per case: liver volume (mL) and mean liver HU, and, where a
   reference label is present, Dice, 95% Hausdorff distance, average surface distance (both in mm, from the voxel
   spacing, which MONAI's metric handlers cannot take) and volume difference (mL, which MONAI has no metric for).
+  Under torchrun it gathers the rows of every rank and rank 0 writes the files, each case once.
 """
 
 from __future__ import annotations
@@ -86,9 +87,14 @@ def _spacing(img) -> np.ndarray:
     return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
 
 
-def _case_name(img) -> str:
+def _case_source(img) -> str:
+    """The file (or DICOM folder) a case was read from, as its metadata records it."""
     meta = getattr(img, "meta", {}) or {}
-    name = os.path.basename(str(meta.get("filename_or_obj", "case")).rstrip("/"))
+    return str(meta.get("filename_or_obj", "case")).rstrip("/")
+
+
+def _case_name(img) -> str:
+    name = os.path.basename(_case_source(img))
     for ext in (".nii.gz", ".nii", ".gz"):
         if name.endswith(ext):
             return name[: -len(ext)]
@@ -159,6 +165,32 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def gather_cases(rows: list[dict], sources: list[str]) -> tuple[list[dict], list[str]]:
+    """All ranks' rows in dataset order, each case once; the input unchanged without a torch.distributed job.
+
+    Every rank must call it (a collective). ``sources`` holds each row's source file, the identity of a case. The
+    sampler deals case ``i`` to rank ``i % world_size`` (``DistributedSampler(shuffle=False)``), so taking one row
+    from each rank in turn restores the dataset order. A case that a padding sampler gave to two ranks is kept once,
+    with a warning: the padded copy also counts twice in MONAI's mean metrics.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows, sources
+    per_rank: list = [None] * dist.get_world_size()
+    dist.all_gather_object(per_rank, list(zip(sources, rows)))
+    merged = [r[i] for i in range(max(len(r) for r in per_rank)) for r in per_rank if i < len(r)]
+    kept: dict[str, dict] = {}
+    for source, row in merged:
+        kept.setdefault(source, row)
+    if len(kept) < len(merged):
+        logger.warning(
+            "%d case(s) were evaluated on two ranks (a padding sampler; use even_divisible=False); each is listed once",
+            len(merged) - len(kept),
+        )
+    return list(kept.values()), list(kept)
+
+
 def write_csv(rows: list[dict], path: str) -> str:
     """Atomically write dict rows as CSV (columns from the union of keys, in first-seen order)."""
     columns: list[str] = []
@@ -194,6 +226,7 @@ class CaseTable:
         self.label_key, self.image_key, self.pred_key = label_key, image_key, pred_key
         self.prefix, self.num_classes = prefix, int(num_classes)
         self.rows: list[dict] = []
+        self.sources: list[str] = []  # the source file of each row: the identity of a case across ranks
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -203,7 +236,7 @@ class CaseTable:
         engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _reset(self, engine) -> None:
-        self.rows = []
+        self.rows, self.sources = [], []
 
     def _collect(self, engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(engine.state.output)
@@ -214,16 +247,20 @@ class CaseTable:
 
             row = case_measures(item[self.pred_key], get(self.label_key), get(self.image_key), num_classes=self.num_classes)
             self.rows.append(row)
+            self.sources.append(_case_source(item[self.pred_key]))
             shown = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float))
             logger.info("case %d: %s: %s", len(self.rows), row["case"], shown)
 
     def _write(self, engine) -> None:
-        if not self.rows:
+        import torch.distributed as dist
+
+        rows, _ = gather_cases(self.rows, self.sources)  # every rank takes part; only rank 0 writes
+        if not rows or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
             return
-        path = write_csv(self.rows, os.path.join(self.output_dir, f"{self.prefix}.csv"))
-        summary = summarize(self.rows)
+        path = write_csv(rows, os.path.join(self.output_dir, f"{self.prefix}.csv"))
+        summary = summarize(rows)
         write_csv(summary, os.path.join(self.output_dir, f"{self.prefix}_summary.csv"))
         for entry in summary[:2]:
             shown = ", ".join(f"{k} {v:.3f}" for k, v in entry.items() if isinstance(v, float))
-            logger.info("%s over %d cases: %s", entry["statistic"], len(self.rows), shown)
+            logger.info("%s over %d cases: %s", entry["statistic"], len(rows), shown)
         logger.info("per-case table: %s", path)

@@ -1,17 +1,67 @@
-"""Inference inputs: find the cases behind ``--input``, check them before any work starts, and plan output names.
+"""Inference and evaluation inputs: find the cases, check them before any work starts, and cope with bad ones.
 
 ``--input`` may be a NIfTI file (``.nii``/``.nii.gz``), a folder of NIfTI files, a DICOM series folder, or a folder
-whose subfolders are DICOM series. Every problem found here stops the run before a single output is written.
+whose subfolders are DICOM series.
+
+Checks happen in two places, so that good files cost no more than their headers before inference starts:
+
+1. Before the run, from headers only (:func:`check_nifti`, :func:`check_dicom`): a missing or empty file; not 3D (2D,
+   a single slice, 4D); a declared size over ``max_voxels`` (refused before any voxel is read: memory stays bounded
+   and the size is reported); a singular or non-finite affine (an identity affine only warns: 1 mm voxels are
+   assumed); voxel data shorter than the header declares. For ``.nii.gz`` the last check reads the gzip trailer,
+   which records the uncompressed size: 4 bytes at the end of the file, so it costs nothing. A truncated file has
+   lost its trailer, and only when the trailer disagrees is the whole file decompressed (in 1 MiB chunks, nothing
+   kept) to tell a truncated file from a valid multi-member gzip. DICOM folders get :func:`scripts.dicom.check_series`
+   (one series, no missing slice, consistent geometry).
+2. While the pipeline reads each case anyway (:func:`check_loaded_case`, placed right after ``LoadImaged``): NaN/Inf
+   voxels, intensities that are not Hounsfield units (within [0, 1], or nothing below 0 as in MR), unexpected label
+   values. Damage that only decoding reveals (a corrupt gzip stream, broken DICOM pixel data) is caught here too.
+
+Batch runs go on past a bad case. :func:`list_inputs` leaves cases that fail step 1 out of the datalist and records
+them; :func:`tolerant` wraps the preprocessing so a case that fails step 2 yields a small ``{"failed": message}``
+item instead of raising inside the data loader (which would stop MONAI's evaluator), and :class:`SkipFailed` drops
+those items before they reach the network and records them. After the run, :func:`report_failures` lists every
+failed case and makes the run exit non-zero. The good cases' outputs are complete; failed cases write nothing.
+
+Every message names the file and the problem. The configs call these functions through
+:func:`scripts.errors.exit_on_error`, which prints them as one ``error: ...`` line.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
+import zlib
+
+from scripts.errors import one_line
 
 logger = logging.getLogger(__name__)
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+#: Largest input accepted, in voxels (header-declared): 512 x 512 x 2048. Inference holds roughly 20-25 bytes per
+#: voxel of the input grid at its peak (the image in float32, its HU copy, the class probabilities after inversion,
+#: the mask), so this limit keeps a case near 12 GB; raise it with ``--max_voxels`` on a machine with more memory.
+MAX_VOXELS = 512 * 512 * 2048
+#: Approximate peak memory of inference per input voxel, in bytes (see MAX_VOXELS); used to report sizes only.
+BYTES_PER_VOXEL_PEAK = 24
+#: Label values of the Medical Segmentation Decathlon Task03 convention: background, liver, tumour.
+EXPECTED_LABELS = (0, 1, 2)
+#: A CT field of view always holds air (-1000 HU) or fat (-100 HU); an image without values below this is no HU image.
+MIN_HU_BELOW = 0.0
+#: Values below this are air (HU); an image without any is suspicious (cropped tightly, or not HU).
+AIR_HU = -500.0
+#: Contrast-enhanced vessels or bone exceed this (HU); an image without any is suspicious.
+BRIGHT_HU = 100.0
+#: Key of the item that :func:`tolerant` returns for a case it could not prepare.
+FAILED_KEY = "failed"
+
+_GZIP_CHUNK = 1 << 20
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# names and sizes
 
 
 def case_name(path: str) -> str:
@@ -23,26 +73,205 @@ def case_name(path: str) -> str:
     return name
 
 
-def check_nifti_header(path: str) -> tuple:
-    """Read only the header of a NIfTI file and check that it holds one 3D volume; return its shape."""
+def _shape_text(shape) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 1024**3:.1f} GiB"
+
+
+def describe_size(shape, itemsize: int | None = None) -> str:
+    """``"512x512x300 voxels (78.6 M voxels, 150.0 MiB stored, ~1.8 GiB at inference)"``-style size report."""
+    voxels = math.prod(int(s) for s in shape)
+    parts = [f"{voxels / 1e6:.1f} M voxels"]
+    if itemsize:
+        parts.append(f"{_gib(voxels * itemsize)} as stored")
+    parts.append(f"~{_gib(voxels * BYTES_PER_VOXEL_PEAK)} at inference")
+    return f"{_shape_text(shape)} voxels ({', '.join(parts)})"
+
+
+def check_size(path: str, shape, max_voxels: int = MAX_VOXELS, itemsize: int | None = None) -> None:
+    """Refuse a volume whose declared size exceeds ``max_voxels``, reporting its size; nothing is allocated."""
+    voxels = math.prod(int(s) for s in shape)
+    if max_voxels and voxels > max_voxels:
+        raise ValueError(
+            f"{path}: too large: the header declares {describe_size(shape, itemsize)}, over the limit of "
+            f"{max_voxels / 1e6:.1f} M voxels (max_voxels); voxel data not read. Crop or downsample the volume, or "
+            "raise --max_voxels on a machine with enough memory"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# header-level checks
+
+
+def _squeeze_trailing(shape: tuple) -> tuple:
+    """(x, y, z, 1) -> (x, y, z): a trailing singleton time/channel axis holds no second volume."""
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _check_dimensions(path: str, shape: tuple) -> tuple:
+    shape = _squeeze_trailing(tuple(int(s) for s in shape))
+    if len(shape) < 3:
+        raise ValueError(f"{path}: a {len(shape)}D image of shape {_shape_text(shape)}; a 3D CT volume is expected")
+    if len(shape) > 3:
+        extra = math.prod(shape[3:])
+        raise ValueError(
+            f"{path}: {len(shape)}D data of shape {_shape_text(shape)} ({extra} volumes); a single 3D CT volume is "
+            "expected (split the series into 3D files first)"
+        )
+    if min(shape) < 2:
+        raise ValueError(f"{path}: a single slice of shape {_shape_text(shape)} (2D); a 3D CT volume is expected")
+    return shape
+
+
+def check_affine(path: str, affine) -> None:
+    """Raise for a singular or non-finite affine; warn (naming the file) for an identity affine."""
+    import numpy as np
+
+    affine = np.asarray(affine, dtype=float)
+    if not np.all(np.isfinite(affine)):
+        raise ValueError(f"{path}: the affine holds NaN/Inf values, so the voxel-to-world geometry is unknown")
+    det = float(np.linalg.det(affine[:3, :3]))
+    if abs(det) < 1e-6:
+        raise ValueError(
+            f"{path}: the affine is singular (determinant {det:.3g}), so the voxel-to-world geometry is unknown"
+        )
+    if np.allclose(affine, np.eye(4)):
+        logger.warning(
+            "%s: the affine is the identity (1 mm voxels at the origin): spacing and orientation were probably lost "
+            "on conversion; the mask follows the same grid, but volumes in mL assume 1 mm voxels",
+            path,
+        )
+
+
+def _gunzip_size(path: str) -> tuple[int, bool]:
+    """Decompress ``path`` in chunks without keeping anything; return (uncompressed bytes, stream complete).
+
+    Handles multi-member gzip files and trailing zero padding. Raises ``zlib.error`` for a damaged stream.
+    """
+    total, complete = 0, False
+    stream = zlib.decompressobj(wbits=31)
+    with open(path, "rb") as f:
+        pending = b""
+        while True:
+            if not pending:
+                pending = f.read(_GZIP_CHUNK)
+                if not pending:
+                    break
+            if complete:  # another gzip member follows, or padding
+                if not pending.strip(b"\0"):
+                    pending = b""
+                    continue
+                stream, complete = zlib.decompressobj(wbits=31), False
+            total += len(stream.decompress(pending, _GZIP_CHUNK))
+            if stream.eof:
+                pending, complete = stream.unused_data, True
+            else:
+                pending = stream.unconsumed_tail
+    return total, complete
+
+
+def _gzip_uncompressed_size(path: str, expected: int) -> int | None:
+    """The uncompressed size of a gzip file, or None when its trailer already shows it holds ``expected`` bytes.
+
+    First the 4-byte trailer (ISIZE, the size modulo 2**32) is compared with ``expected``: equal means complete,
+    at the cost of reading 4 bytes. Otherwise the file is decompressed in chunks (nothing kept) to find the truth.
+    Raises ValueError for a truncated or damaged stream.
+    """
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 18:  # a gzip header and trailer alone take 18 bytes
+            raise ValueError(f"{path}: truncated gzip file ({f.tell()} bytes)")
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    if isize == expected % 2**32:
+        return None
+    try:
+        total, complete = _gunzip_size(path)
+    except zlib.error as exc:  # a bad CRC or a damaged deflate stream
+        raise ValueError(f"{path}: corrupt gzip file: {one_line(exc)}") from exc
+    if not complete:
+        raise ValueError(
+            f"{path}: truncated gzip file: the compressed stream stops without its end marker after {total} bytes "
+            f"of data (the header declares {expected}); an interrupted download or copy?"
+        )
+    return total
+
+
+def check_stored_data(path: str, img) -> None:
+    """Raise when the file holds less voxel data than its header declares (a truncated file)."""
+    import numpy as np
+
+    header = img.header
+    offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))  # the header copy may say 0
+    nbytes = int(np.prod(img.shape, dtype=np.int64)) * np.dtype(header.get_data_dtype()).itemsize
+    expected = offset + nbytes
+    if path.endswith(".gz"):
+        total = _gzip_uncompressed_size(path, expected)
+    else:
+        total = os.path.getsize(path)
+    if total is not None and total < expected:
+        raise ValueError(
+            f"{path}: truncated file: it holds {total} bytes of NIfTI data, the header declares {expected} "
+            f"({_shape_text(img.shape)} voxels of {header.get_data_dtype()})"
+        )
+
+
+def check_nifti(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
+    """Check a NIfTI file from its header (and, for gzip, its trailer); return its 3D shape.
+
+    Raises FileNotFoundError/ValueError naming the file: missing, empty, unreadable header, not 3D, larger than
+    ``max_voxels``, singular or non-finite affine, or truncated voxel data. No voxel data is read.
+    """
     import nibabel as nib
     import numpy as np
 
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes)")
     try:
         img = nib.load(path)
         shape = tuple(int(s) for s in img.shape)
-    except Exception as e:  # nibabel raises several types for damaged headers
-        raise ValueError(f"{path}: not a readable NIfTI file ({e})") from e
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise ValueError(f"{path}: expected a 3D CT volume, found {len(shape)}D data of shape {shape}")
+        itemsize = np.dtype(img.get_data_dtype()).itemsize
+        affine = img.affine
+    except Exception as exc:  # nibabel raises several types for damaged or foreign files
+        raise ValueError(f"{path}: not a readable NIfTI file ({one_line(exc)})") from exc
+    shape3 = _check_dimensions(path, shape)
+    check_size(path, shape3, max_voxels, itemsize)
+    check_affine(path, affine)
+    check_stored_data(path, img)
+    return shape3
+
+
+#: The former name of :func:`check_nifti`.
+check_nifti_header = check_nifti
+
+
+def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
+    """Check a DICOM series folder from its headers (:func:`scripts.dicom.check_series`); return its shape."""
+    from scripts import dicom
+
+    info = dicom.check_series(folder)
+    shape = tuple(int(s) for s in info["shape"])
     if min(shape) < 2:
-        raise ValueError(f"{path}: expected a 3D CT volume, found shape {shape}")
-    affine = img.affine
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise ValueError(f"{path}: the header's affine is singular or not finite, so the geometry is unknown")
+        raise ValueError(f"{folder}: a DICOM series of shape {_shape_text(shape)} (a single slice); a 3D CT volume is expected")
+    check_size(folder, shape, max_voxels, itemsize=2)
+    check_affine(folder, info["affine"])
     return shape
+
+
+def check_case(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
+    """:func:`check_dicom` for a folder, :func:`check_nifti` for a file; returns the 3D shape."""
+    return check_dicom(path, max_voxels) if os.path.isdir(path) else check_nifti(path, max_voxels)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# inference inputs
 
 
 def _dicom_series_folders(folder: str) -> list[str]:
@@ -53,40 +282,57 @@ def _dicom_series_folders(folder: str) -> list[str]:
     return sorted({s["folder"] for s in series})
 
 
-def list_inputs(input_path: str, output_dir: str | None = None, postfix: str = "seg") -> list[dict]:
-    """Return ``[{"image": path}, ...]`` for every case behind ``input_path``, after checking each one.
-
-    Raises FileNotFoundError/ValueError naming the path and the problem: a missing or empty path, a file that is not
-    a 3D NIfTI volume, a DICOM folder with a missing slice or mixed series, or two inputs whose outputs would share
-    a name (or overwrite an input).
-    """
-    path = os.path.abspath(os.path.expanduser(str(input_path)))
+def _find_cases(input_path) -> list[str]:
+    text = "" if input_path is None else str(input_path)
+    if not text.strip():
+        raise ValueError("--input is empty: give a NIfTI file, a folder of NIfTI files or a DICOM series folder")
+    path = os.path.abspath(os.path.expanduser(text))
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{input_path}: no such file or folder")
+        raise FileNotFoundError(f"{path}: no such file or folder")
     if os.path.isfile(path):
         if not path.endswith(NIFTI_EXTENSIONS):
-            raise ValueError(f"{input_path}: not a NIfTI file (.nii or .nii.gz); for DICOM give the series folder")
-        cases = [path]
-    else:
-        entries = sorted(os.listdir(path))
-        cases = [os.path.join(path, f) for f in entries if f.endswith(NIFTI_EXTENSIONS) and not f.startswith(".")]
-        if not cases:
-            cases = _dicom_series_folders(path)
-        if not cases:
-            raise ValueError(f"{input_path}: the folder holds no NIfTI files and no DICOM series")
-    for case in cases:
-        if os.path.isdir(case):
-            from scripts import dicom
+            raise ValueError(f"{path}: not a NIfTI file (.nii or .nii.gz); for DICOM give the series folder")
+        return [path]
+    entries = sorted(os.listdir(path))
+    cases = [os.path.join(path, f) for f in entries if f.endswith(NIFTI_EXTENSIONS) and not f.startswith(".")]
+    if not cases:
+        cases = _dicom_series_folders(path)
+    if not cases:
+        raise ValueError(f"{path}: the folder holds no NIfTI files (.nii, .nii.gz) and no DICOM series")
+    return cases
 
-            dicom.check_series(case)
-        else:
-            if os.path.getsize(case) == 0:
-                raise ValueError(f"{case}: the file is empty")
-            check_nifti_header(case)
+
+def list_inputs(input_path, output_dir=None, postfix: str = "seg", max_voxels: int = MAX_VOXELS,
+                failures: list | None = None) -> list[dict]:
+    """Return ``[{"image": path}, ...]`` for every case behind ``input_path`` that passes the header checks.
+
+    Raises FileNotFoundError/ValueError naming the path and the problem for a missing or empty path, for two inputs
+    whose outputs would share a name (or overwrite an input), and when no case passes. A case that fails
+    :func:`check_case` is left out: with a ``failures`` list it is appended there
+    (``{"image", "problem", "stage": "check"}``) and logged, and the run goes on with the others; without one
+    (``failures=None``, the library default) any failing case raises, listing every failing case.
+    """
+    cases = _find_cases(input_path)
+    good, bad = [], []
+    for number, case in enumerate(cases, start=1):
+        try:
+            shape = check_case(case, max_voxels)
+        except (ValueError, OSError) as exc:
+            bad.append({"image": case, "problem": one_line(exc), "stage": "check"})
+            logger.warning("[%d/%d] skipped: %s", number, len(cases), one_line(exc))
+            continue
+        good.append(case)
+        logger.info("[%d/%d] %s: %s", number, len(cases), case_name(case), describe_size(shape))
+    if bad and (failures is None or not good):
+        listing = "; ".join(b["problem"] for b in bad)
+        raise ValueError(listing if len(cases) == 1 else f"{len(bad)} of {len(cases)} input case(s) failed the checks: {listing}")
     if output_dir is not None:
-        plan_outputs(cases, output_dir, postfix)
-    logger.info("%d input case(s) under %s", len(cases), input_path)
-    return [{"image": c} for c in cases]
+        plan_outputs(good, output_dir, postfix)
+    if bad:
+        failures.extend(bad)
+        logger.warning("%d of %d input case(s) will be skipped; the run exits non-zero at the end", len(bad), len(cases))
+    logger.info("%d input case(s) under %s", len(good), input_path)
+    return [{"image": c} for c in good]
 
 
 def plan_outputs(cases: list[str], output_dir: str, postfix: str) -> dict:
@@ -105,8 +351,19 @@ def plan_outputs(cases: list[str], output_dir: str, postfix: str) -> dict:
     return planned
 
 
-def check_weights(ckpt_path: str, load_pretrain: bool) -> None:
-    """Stop when the weights file is missing, unless the user asked for an untrained run."""
+# ----------------------------------------------------------------------------------------------------------------------
+# weights
+
+
+def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
+    """Stop unless ``ckpt_path`` holds weights that fit ``network``, or the user asked for an untrained run.
+
+    The file is loaded with ``torch.load(weights_only=True)`` (:func:`scripts.checkpoint.load_weights`): a file that
+    holds other Python objects is refused, never unpickled. With ``network`` the weights are compared with its
+    state dict (names and shapes) and checked for NaN/Inf. Raises FileNotFoundError/ValueError naming the file.
+    """
+    from scripts import checkpoint
+
     if not load_pretrain:
         logger.warning("load_pretrain is false: running UNTRAINED weights; the masks are meaningless")
         return
@@ -117,29 +374,214 @@ def check_weights(ckpt_path: str, load_pretrain: bool) -> None:
         )
     if os.path.getsize(ckpt_path) == 0:
         raise ValueError(f"{ckpt_path}: the weights file is empty")
+    state = checkpoint.load_weights(ckpt_path)
+    if network is not None:
+        checkpoint.check_fits(ckpt_path, state, network, key="model")
 
 
-def labelled_cases(datalist_file: str, key: str = "validation") -> list[dict]:
-    """The ``key`` list of a datalist JSON as ``[{"image", "label"}, ...]`` with absolute paths, each file checked.
+# ----------------------------------------------------------------------------------------------------------------------
+# evaluation inputs
 
-    Relative paths are relative to the JSON's folder (the MSD ``dataset.json`` convention).
+
+def _grid_problem(image: str, label: str) -> str | None:
+    """Why ``label`` is not on ``image``'s voxel grid, or None (headers only)."""
+    import nibabel as nib
+    import numpy as np
+
+    a, b = nib.load(image), nib.load(label)
+    sa, sb = _squeeze_trailing(tuple(a.shape)), _squeeze_trailing(tuple(b.shape))
+    if sa != sb:
+        return f"{label}: label grid differs from its image {image}: shape {_shape_text(sb)} vs {_shape_text(sa)}"
+    aa, ab = np.asarray(a.affine, dtype=float), np.asarray(b.affine, dtype=float)
+    spacing = float(np.linalg.norm(aa[:3, :3], axis=0).min())
+    tolerance = max(1e-3, 0.01 * spacing)  # float32 header rounding, at most 1% of a voxel
+    if np.abs(aa - ab).max() > tolerance:
+        shift = float(np.linalg.norm(aa[:3, 3] - ab[:3, 3]))
+        return (
+            f"{label}: label grid differs from its image {image}: the affines differ (origins {shift:.3f} mm apart, "
+            f"axes {''.join(nib.aff2axcodes(ab))} vs {''.join(nib.aff2axcodes(aa))}); resample the label onto the image"
+        )
+    return None
+
+
+def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int = MAX_VOXELS) -> list[dict]:
+    """The ``key`` list of a datalist JSON as ``[{"image", "label"}, ...]`` with absolute paths, each case checked.
+
+    Relative paths are relative to the JSON's folder (the MSD ``dataset.json`` convention). Image and label go
+    through :func:`check_case` and must share one voxel grid (shape and affine). Every bad case is reported at once
+    in one ValueError (metrics over a silently reduced set would mislead); label values are checked while the
+    evaluation reads them (:func:`check_loaded_case`).
     """
     from monai.data import load_decathlon_datalist
 
+    datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
     if not os.path.isfile(datalist_file):
         raise FileNotFoundError(f"{datalist_file}: datalist not found (train first, or give --eval_datalist)")
     try:
         cases = load_decathlon_datalist(
-            datalist_file, is_segmentation=True, data_list_key=key, base_dir=os.path.dirname(os.path.abspath(datalist_file))
+            datalist_file, is_segmentation=True, data_list_key=key, base_dir=os.path.dirname(datalist_file)
         )
     except (ValueError, KeyError) as e:
-        raise ValueError(f"{datalist_file}: no list '{key}' of labelled cases ({e})") from e
+        raise ValueError(f"{datalist_file}: no list '{key}' of labelled cases ({one_line(e)})") from e
     if not cases:
         raise ValueError(f"{datalist_file}: the list '{key}' is empty")
+    problems = []
     for case in cases:
         if "label" not in case:
-            raise ValueError(f"{datalist_file}: case {case.get('image')} has no label")
+            problems.append(f"{case.get('image')}: no label in {datalist_file}")
+            continue
+        ok = True
         for role in ("image", "label"):
-            if not os.path.exists(case[role]):
-                raise FileNotFoundError(f"{case[role]}: {role} listed in {datalist_file} not found")
+            try:
+                check_case(case[role], max_voxels)
+            except (ValueError, OSError) as exc:
+                problems.append(f"{role} {one_line(exc)}")
+                ok = False
+        if ok and not os.path.isdir(case["image"]):
+            grid = _grid_problem(case["image"], case["label"])
+            if grid:
+                problems.append(grid)
+    if problems:
+        raise ValueError(
+            f"{datalist_file}: {len(problems)} problem(s) in the '{key}' cases; fix or remove them: " + "; ".join(problems)
+        )
     return [{"image": c["image"], "label": c["label"]} for c in cases]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# checks while the pipeline reads each case
+
+
+def _source(value, fallback: str) -> str:
+    meta = getattr(value, "meta", None) or {}
+    return str(meta.get("filename_or_obj", fallback))
+
+
+def check_image_intensities(image, path: str) -> None:
+    """Raise for NaN/Inf voxels or intensities that cannot be Hounsfield units; warn for doubtful ranges."""
+    import torch
+
+    x = torch.as_tensor(image)
+    if x.is_floating_point():
+        finite = torch.isfinite(x)
+        bad = int(x.numel() - finite.sum())
+        if bad:
+            raise ValueError(f"{path}: {bad} NaN/Inf voxel(s) in the image; the mask would be garbage")
+        del finite
+    lo, hi = (float(v) for v in torch.aminmax(x.float() if not x.is_floating_point() else x))
+    if lo >= 0.0 and hi <= 1.0:
+        raise ValueError(
+            f"{path}: intensities lie within [0, 1] ({lo:g}..{hi:g}): normalised data, not Hounsfield units; "
+            "give the original CT"
+        )
+    if lo >= MIN_HU_BELOW:
+        raise ValueError(
+            f"{path}: no intensity below {MIN_HU_BELOW:g} (range {lo:g}..{hi:g}): not Hounsfield units (an MR image, "
+            "or a CT stored without its rescale intercept); a CT always holds fat and air below 0 HU"
+        )
+    if lo > AIR_HU:
+        logger.warning("%s: minimum %g HU (> %g): no air in the image; cropped tightly to the body?", path, lo, AIR_HU)
+    if hi < BRIGHT_HU:
+        logger.warning("%s: maximum %g HU (< %g): no bone or contrast; is this Hounsfield units?", path, hi, BRIGHT_HU)
+
+
+def check_label_values(label, path: str, expected=EXPECTED_LABELS) -> None:
+    """Raise when ``label`` holds values other than ``expected`` (0 background, 1 liver, 2 tumour)."""
+    import torch
+
+    y = torch.as_tensor(label)
+    known = torch.zeros(y.shape, dtype=torch.bool)
+    for v in expected:
+        known |= y == v
+    if bool(known.all()):
+        return
+    odd, counts = torch.unique(y[~known], return_counts=True)
+    shown = ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(odd.tolist(), counts.tolist()))[:10])
+    raise ValueError(f"{path}: unexpected label values {shown}; expected {list(expected)} (background, liver, tumour)")
+
+
+def check_loaded_case(data: dict) -> dict:
+    """A pipeline step right after ``LoadImaged``: check the voxels of ``data["image"]`` (and ``data["label"]``).
+
+    Returns ``data`` unchanged; raises ValueError naming the file (see :func:`check_image_intensities`,
+    :func:`check_label_values`).
+    """
+    if "image" in data:
+        check_image_intensities(data["image"], _source(data["image"], "image"))
+    if "label" in data:
+        check_label_values(data["label"], _source(data["label"], "label"))
+    return data
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+def describe_failure(item, exc: BaseException) -> str:
+    """One line naming the case's file and the innermost cause of ``exc``."""
+    path = str(item.get("image", "?")) if isinstance(item, dict) else str(item)
+    named = [str(v) for v in item.values() if isinstance(v, str)] if isinstance(item, dict) else [path]
+    root = _root_cause(exc)
+    text = one_line(root) or type(root).__name__
+    if any(text.startswith(p) for p in named):  # our own checks name the file already
+        return text
+    return f"{path}: cannot be read or prepared: {type(root).__name__}: {text}"
+
+
+def _apply_or_report(transform, item):
+    try:
+        return transform(item)
+    except Exception as exc:  # any failure of one case's reading or preprocessing: reported, the run goes on
+        return {FAILED_KEY: describe_failure(item, exc)}
+
+
+def tolerant(transform):
+    """``transform`` for a dataset, except that a case it fails on yields ``{"failed": message}`` instead of raising.
+
+    Picklable (for data loader worker processes). Use with batch size 1 and :class:`SkipFailed`.
+    """
+    return functools.partial(_apply_or_report, transform)
+
+
+class SkipFailed:
+    """Iterate over ``loader``'s batches, leaving out the failed cases of :func:`tolerant` and recording them.
+
+    Each failure is logged and appended to ``failures`` as ``{"image", "problem", "stage": "load"}``. It has no
+    length on purpose: ignite then ends the epoch when the batches run out, however many cases were left out.
+    """
+
+    def __init__(self, loader, failures: list):
+        self.loader = loader
+        self.failures = failures
+
+    def __iter__(self):
+        for batch in self.loader:
+            problems = batch.get(FAILED_KEY) if isinstance(batch, dict) else None
+            if problems:
+                for problem in problems if isinstance(problems, (list, tuple)) else [problems]:
+                    self.failures.append({"image": str(problem).split(": ")[0], "problem": str(problem), "stage": "load"})
+                    logger.error("skipped: %s", problem)
+                continue
+            yield batch
+
+
+def report_failures(failures: list, cases: list) -> None:
+    """After a batch run: raise ValueError listing every case that failed (header checks or reading), if any.
+
+    ``cases`` is the datalist that was run (the cases that passed the header checks).
+    """
+    if not failures:
+        return
+    total = len(cases) + sum(1 for f in failures if f.get("stage") == "check")
+    done = total - len(failures)
+    raise ValueError(
+        f"{len(failures)} of {total} input case(s) failed and were skipped ({done} written): "
+        + "; ".join(f["problem"] for f in failures)
+    )

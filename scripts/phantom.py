@@ -257,7 +257,7 @@ def _cavity2d(X2, Y2, body: dict, shrink: float = 0.0):
 def _spine_zone2d(X2, Y2, anat: dict):
     """Region the liver must not enter: vertebra, posterior elements, paraspinal muscles, aorta and IVC."""
     sp, ves = anat["spine"], anat["vessels"]
-    zone = ((X2 / (sp["vb_ax"] + 12.0)) ** 2 + ((Y2 - sp["y_vb"] + 10.0) / (sp["vb_ay"] + 20.0)) ** 2) < 1.0
+    zone = ((X2 / (sp["vb_ax"] + 8.0)) ** 2 + ((Y2 - sp["y_vb"] + 14.0) / (sp["vb_ay"] + 18.0)) ** 2) < 1.0
     for sgn in (-1.0, 1.0):
         zone = zone | ((((X2 - sgn * sp["ps_x"]) / (sp["ps_a"] + 3.0)) ** 2
                         + ((Y2 - sp["ps_y"]) / (sp["ps_b"] + 3.0)) ** 2) < 1.0)
@@ -335,17 +335,17 @@ def _place_liver(rng, anat: dict) -> dict:
     width0 = ext_max[0] - float(g["coords"][0][idx[0]].min())
     depth0 = ext_max[1] - float(g["coords"][1][idx[1]].min())
     height0 = ext_max[2] - float(g["coords"][2][idx[2]].min())
-    max_depth = 1.6 * body["bi"]  # at most 80% of the cavity's front-back size
-    max_width = 1.5 * body["ai"]  # keep the left lobe tip right of x = -0.5 * cavity half-width
+    max_depth = 1.75 * body["bi"]  # at most ~85% of the cavity front-to-back
+    max_width = min(1.5 * body["ai"], 200.0)  # left lobe tip right of x = -0.5 * cavity half-width
     scale = (target_ml / (m.sum() * _COARSE_MM ** 3 / 1000.0)) ** (1.0 / 3.0)
 
     liver = None
-    for it in range(5):
+    for it in range(8):
         # too wide or deep for this patient: narrower and taller instead (within limits)
         scale = min(scale, 1.35)
         s_x = min(scale, max_width / width0)
         s_y = min(scale, max_depth / depth0)
-        s_z = min(scale ** 3 / (s_x * s_y), 1.35 * scale, 200.0 / height0)
+        s_z = min(scale ** 3 / (s_x * s_y), 1.35 * scale, 165.0 / height0)
         stretch = np.array([s_x, s_y, s_z])
         shift = np.array([body["ai"] - gap_x, body["bi"] - gap_y, 0.0]) - stretch * ext_max
         lobes = [_moved(lb, shift, stretch) for lb in lobes_local]
@@ -358,7 +358,7 @@ def _place_liver(rng, anat: dict) -> dict:
         g = _coarse_grid(lo, hi)
         sl, m = _liver_mask(g, anat, liver)
         vol = m.sum() * _COARSE_MM ** 3 / 1000.0
-        if it == 4 or abs(vol / target_ml - 1.0) < 0.01:
+        if it == 7 or abs(vol / target_ml - 1.0) < 0.01:
             break
         scale *= (target_ml / max(vol, 1.0)) ** (1.0 / 3.0)
 
@@ -376,7 +376,6 @@ def _place_liver(rng, anat: dict) -> dict:
         "fov_lo": pts.min(axis=0) - _COARSE_MM,
         "fov_hi": pts.max(axis=0) + _COARSE_MM,
         "top": (float(top_pts[:, 0].mean()), float(top_pts[:, 1].mean()), float(top)),
-        "local_lobes": lobes_local,
     })
     return liver
 
@@ -457,6 +456,9 @@ def _draw_anatomy(seed: int) -> dict:
 
     a_lr, b_ap = rng.uniform(150, 180), rng.uniform(110, 130)
     fat_x, fat_y, wall = rng.uniform(10, 25), rng.uniform(8, 20), rng.uniform(8, 12)
+    # slim patients have little fat: keep the cavity at least 240 x 170 mm
+    fat_x = max(5.0, min(fat_x, a_lr - 2.0 - wall - 120.0))
+    fat_y = max(5.0, min(fat_y, b_ap - 2.0 - wall - 85.0))
     body = {"a": a_lr, "b": b_ap, "p_post": rng.uniform(2.3, 2.8), "skin": 2.0, "fat_x": fat_x, "fat_y": fat_y,
             "wall": wall}
     body["am"] = a_lr - 2.0 - fat_x  # outer boundary of the muscle wall
@@ -681,10 +683,8 @@ def _affine(grid: dict) -> np.ndarray:
     """4x4 voxel -> world (RAS+ mm) matrix of the stored array."""
     aff = np.eye(4)
     for i, (w, sgn) in enumerate(grid["axes"]):
-        n, d = grid["shape"][w], grid["spacing_c"][w]
         aff[:, i] = 0.0
-        aff[w, i] = sgn * d
-    aff[3, 3] = 1.0
+        aff[w, i] = sgn * grid["spacing_c"][w]
     for w in range(3):
         sgn = [s for (ww, s) in grid["axes"] if ww == w][0]
         first = grid["origin"][w] + (0.0 if sgn > 0 else (grid["shape"][w] - 1) * grid["spacing_c"][w])

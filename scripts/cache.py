@@ -1,0 +1,263 @@
+"""Where preprocessed training cases are kept: in RAM (``cache: ram``) or in a private folder on disk (``cache: disk``).
+
+Training and validation read every case once per epoch. The deterministic part of the preprocessing (load, reorient,
+resample to ``pixdim``, window, crop) is the slow part, so it is done once and kept:
+
+- ``ram``: MONAI ``CacheDataset`` keeps ``cache_rate`` of the cases in the memory of every training process.
+- ``disk``: MONAI ``PersistentDataset`` writes each case once to ``<cache_dir>/<transform hash>/`` and reads it back
+  in later epochs. The folder is private to the user (mode 0700), since cached files are loaded with ``torch.load``.
+  Its name is a hash of the deterministic transforms' settings, so changing, say, ``pixdim`` or ``hu_window`` starts
+  a new folder instead of reading stale cases; each file's name hashes the case's paths, sizes and modification
+  times, so a replaced image is preprocessed again.
+
+Command line (what each choice costs for a dataset, computed from the NIfTI headers)::
+
+    python -m scripts.cache --dataset_dir DIR [--datalist FILE] [--pixdim 2 2 2] [--processes 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import stat
+import sys
+import types
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "liver_ct_segmentation"
+CACHE_CHOICES = ("ram", "disk")
+#: Bytes per voxel of a cached case: the image and the label, both float32 after ``EnsureTyped`` in train.yaml.
+BYTES_PER_VOXEL = 4 + 4
+
+
+def default_cache_root() -> str:
+    """The user's cache folder for this bundle: ``$XDG_CACHE_HOME/liver_ct_segmentation`` (``~/.cache/...``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, APP_NAME)
+
+
+def _describe(obj, seen: frozenset = frozenset()):
+    """A JSON-able description of ``obj``'s settings: class names and attribute values, recursively.
+
+    Memory addresses never enter it, so the same settings give the same description in every process.
+    """
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else repr(obj)
+    if isinstance(obj, enum.Enum):
+        return f"{type(obj).__name__}.{obj.name}"
+    if isinstance(obj, type):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    if isinstance(obj, (np.dtype, np.generic)):
+        return repr(obj)
+    import torch
+
+    if isinstance(obj, torch.dtype):
+        return str(obj)
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return _describe(np.asarray(obj.tolist() if isinstance(obj, torch.Tensor) else obj).tolist(), seen)
+    if id(obj) in seen:
+        return "<cycle>"
+    seen = seen | {id(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_describe(v, seen) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(json.dumps(_describe(v, seen), sort_keys=True) for v in obj)
+    if isinstance(obj, dict):
+        return {str(k): _describe(v, seen) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, functools.partial):
+        return {"partial": _describe(obj.func, seen), "args": _describe(obj.args, seen), "kwargs": _describe(obj.keywords, seen)}
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(type(obj)))}"
+    name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    if hasattr(obj, "__dict__"):
+        return {"class": name, "settings": _describe(vars(obj), seen)}
+    return name
+
+
+def deterministic_transforms(transform) -> list:
+    """The leading transforms of ``transform`` whose result a persistent cache may store.
+
+    The same rule as MONAI's ``PersistentDataset``: stop at the first random transform or the first callable that
+    is not a MONAI ``Transform``.
+    """
+    from monai.transforms import Compose, RandomizableTrait, Transform
+
+    flat = transform.flatten().transforms if isinstance(transform, Compose) else list(transform or [])
+    kept = []
+    for t in flat:
+        if isinstance(t, RandomizableTrait) or not isinstance(t, Transform):
+            break
+        kept.append(t)
+    return kept
+
+
+def transform_hash(transform, length: int = 16) -> str:
+    """A hex hash of the settings of ``transform``'s deterministic part (see :func:`deterministic_transforms`)."""
+    from monai import __version__ as monai_version
+
+    description = {"monai": monai_version, "transforms": _describe(deterministic_transforms(transform))}
+    text = json.dumps(description, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def item_hash(item) -> bytes:
+    """The cache key of one datalist entry: its values and, for each value that is a file, its size and mtime.
+
+    Used as ``PersistentDataset(hash_func=...)``: a file replaced under the same name gets a new cache entry.
+    """
+
+    def key(value):
+        if isinstance(value, str) and os.path.isfile(value):
+            st = os.stat(value)
+            return [os.path.abspath(value), st.st_size, st.st_mtime_ns]
+        if isinstance(value, dict):
+            return {str(k): key(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        if isinstance(value, (list, tuple)):
+            return [key(v) for v in value]
+        return value if isinstance(value, (bool, int, float, str, type(None))) else repr(value)
+
+    text = json.dumps(key(item), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest().encode("utf-8")
+
+
+def private_dir(path: str) -> str:
+    """Create ``path`` (mode 0700) if needed and check that only the current user can read or change it.
+
+    Raises ``PermissionError`` naming the folder when it belongs to another user or is open to group/others:
+    cached cases are loaded with ``torch.load``, so nobody else may be able to place files there.
+    """
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(f"{path}: the cache path exists and is not a folder")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise PermissionError(f"{path}: the cache folder belongs to another user (uid {st.st_uid}); choose --cache_dir")
+    if st.st_mode & 0o077:
+        raise PermissionError(
+            f"{path}: the cache folder is open to other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"run `chmod 700 {path}` or choose another --cache_dir"
+        )
+    return path
+
+
+def cache_folder(transform, cache_dir: str | None = None) -> str:
+    """The private folder for cases preprocessed by ``transform``: ``<cache_dir>/<transform_hash>``."""
+    root = os.path.abspath(os.path.expanduser(str(cache_dir or default_cache_root())))
+    if not os.path.exists(root):
+        os.makedirs(root, mode=0o700, exist_ok=True)  # a root we create is private too
+    return private_dir(os.path.join(root, transform_hash(transform)))
+
+
+def dataset(data, transform, cache: str = "ram", cache_rate: float = 1.0, cache_dir: str | None = None, num_workers: int = 0):
+    """The training or validation dataset with the chosen cache.
+
+    Args:
+        data: datalist entries (``{"image": path, "label": path}``).
+        transform: the full preprocessing; only its deterministic leading part is cached.
+        cache: ``"ram"`` (``CacheDataset``) or ``"disk"`` (``PersistentDataset`` in :func:`cache_folder`).
+        cache_rate: fraction of the cases kept in RAM (``ram`` only).
+        cache_dir: the disk cache root (``disk`` only); ``None``: :func:`default_cache_root`.
+        num_workers: threads that fill the RAM cache.
+    """
+    from monai.data import CacheDataset, PersistentDataset
+
+    if cache == "ram":
+        return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)
+    if cache == "disk":
+        folder = cache_folder(transform, cache_dir)
+        logger.info("disk cache: %s (%d case(s) listed)", folder, len(data))
+        return PersistentDataset(data=data, transform=transform, cache_dir=folder, hash_func=item_hash)
+    raise ValueError(f"cache: {cache!r} is not one of {', '.join(CACHE_CHOICES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# how much each choice needs, from the NIfTI headers
+# ----------------------------------------------------------------------------------------------
+def resampled_shape(shape, spacing, pixdim) -> tuple:
+    """The grid size of a volume of ``shape`` voxels at ``spacing`` mm after resampling to ``pixdim`` mm."""
+    return tuple(max(1, int(round(n * s / p))) for n, s, p in zip(shape, spacing, pixdim))
+
+
+def estimate(items, pixdim=(2.0, 2.0, 2.0)) -> list[dict]:
+    """Per case: original shape and spacing, shape at ``pixdim`` and the bytes its cached copy takes at most.
+
+    An upper bound: the foreground crop of the preprocessing removes the air around the body (often a third).
+    """
+    import nibabel as nib
+
+    rows = []
+    for n, item in enumerate(items, 1):
+        path = item["image"]
+        try:
+            img = nib.load(path)
+            shape = tuple(int(s) for s in img.shape[:3])
+            spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
+        except Exception as exc:  # nibabel raises several types for damaged headers
+            raise ValueError(f"{path}: not a readable NIfTI file ({exc})") from exc
+        at = resampled_shape(shape, spacing, pixdim)
+        row = {"image": path, "shape": shape, "spacing": spacing, "resampled": at, "bytes": int(np.prod(at)) * BYTES_PER_VOXEL}
+        rows.append(row)
+        print(
+            f"{n}/{len(items)} {os.path.basename(path)}: {'x'.join(map(str, shape))} at "
+            f"{'x'.join(f'{s:.2f}' for s in spacing)} mm -> {'x'.join(map(str, at))} -> {row['bytes'] / 1e6:.0f} MB",
+            flush=True,
+        )
+    return rows
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.cache",
+        description="How much RAM (cache: ram) or disk (cache: disk) the preprocessed cases of a dataset need, "
+        "computed from the NIfTI headers (an upper bound: before the crop to the body).",
+    )
+    parser.add_argument("--dataset_dir", required=True, metavar="DIR", help="dataset folder; relative datalist paths are resolved against it")
+    parser.add_argument("--datalist", metavar="FILE", help="datalist JSON (default: DIR/dataset.json)")
+    parser.add_argument("--pixdim", type=float, nargs=3, default=[2.0, 2.0, 2.0], metavar="MM", help="training voxel size (default: 2 2 2)")
+    parser.add_argument("--processes", type=int, default=1, metavar="N", help="training processes per machine (default: 1)")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; prints one line per case, then the totals; returns the exit status."""
+    from .datalist import load_datalist
+
+    args = _parser().parse_args(argv)
+    datalist_file = args.datalist or os.path.join(args.dataset_dir, "dataset.json")
+    try:
+        if args.processes < 1:
+            raise ValueError(f"--processes {args.processes}: must be at least 1")
+        if min(args.pixdim) <= 0:
+            raise ValueError(f"--pixdim {args.pixdim}: voxel sizes must be positive")
+        items = load_datalist(datalist_file, base_dir=args.dataset_dir)["training"]
+        if not items:
+            raise ValueError(f"{datalist_file}: no labelled cases in 'training'")
+        rows = estimate(items, args.pixdim)
+    except (ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    total = sum(r["bytes"] for r in rows) / 1e9
+    median = float(np.median([r["bytes"] for r in rows])) / 1e6
+    print(f"{len(rows)} case(s) at {'x'.join(f'{p:g}' for p in args.pixdim)} mm: median {median:.0f} MB, total {total:.2f} GB")
+    print(f"cache: ram  -> up to {total:.2f} GB of RAM in each training process, {total * args.processes:.2f} GB per machine")
+    print(f"cache: disk -> up to {total:.2f} GB on disk per machine; RAM only for the cases in flight")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Joining a ``torchrun`` job: the one step of multi-GPU training and evaluation that MONAI has no component for.
+
+``configs/multi_gpu_train.yaml`` and ``configs/multi_gpu_evaluate.yaml`` define::
+
+    process_group: "$scripts.distributed.init_process_group(@device, @dist_timeout_s)"
+    rank: "$torch.distributed.get_rank(@process_group)"
+
+so the process group exists before anything that asks for the rank (seeding, samplers, DDP, the writers that only
+rank 0 runs), whatever order the config resolves them in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+#: Variables torchrun sets for every process it starts.
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def init_process_group(device, timeout_s: float = 600):
+    """Join the job torchrun started; return the default process group. Safe to call again.
+
+    The backend is NCCL on a CUDA device (which becomes this process's current device) and gloo otherwise.
+    ``timeout_s`` bounds every collective: a rank that waits longer for the others (one died, or hangs) raises
+    instead of waiting forever, so a failure anywhere ends the whole job.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.group.WORLD
+    missing = [v for v in TORCHRUN_VARIABLES if v not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f"the multi_gpu configs must be started by torchrun (missing {', '.join(missing)}): "
+            "torchrun --nproc_per_node=N -m monai.bundle run ... (see README, 'Several GPUs')"
+        )
+    if not dist.is_available():
+        raise RuntimeError("this PyTorch build has no torch.distributed support")
+    if float(timeout_s) <= 0:
+        raise ValueError(f"dist_timeout_s: {timeout_s} must be a positive number of seconds")
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL and ignite's collectives use the current device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=float(timeout_s)))
+    logger.info(
+        "rank %d of %d (local rank %s, %s backend, device %s)",
+        dist.get_rank(), dist.get_world_size(), os.environ["LOCAL_RANK"], backend, device,
+    )
+    return dist.group.WORLD

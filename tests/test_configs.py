@@ -1,0 +1,104 @@
+"""Every config parses and instantiates, the workflow property checks are clean, the copies that inference.yaml must
+hold agree with train.yaml, and the documented overrides change what they say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLE_ROOT, CONFIGS
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+# Values that inference.yaml repeats from train.yaml because it must stand alone inside model.ts.
+SHARED_KEYS = ["num_classes", "pixdim", "patch_size", "hu_window", "sw_batch_size", "sw_overlap", "network_def"]
+
+
+def parser(*files, **overrides) -> ConfigParser:
+    p = ConfigParser()
+    p.read_config([str(CONFIGS / f) for f in files])
+    p.read_meta(str(CONFIGS / "metadata.json"))
+    p.update({"bundle_root": str(BUNDLE_ROOT), **overrides})
+    return p
+
+
+def workflow(files, workflow_type, **overrides) -> ConfigWorkflow:
+    w = ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        **{"bundle_root": str(BUNDLE_ROOT), **overrides},
+    )
+    w.initialize()
+    return w
+
+
+def test_inference_copies_agree_with_train():
+    train, infer = parser("train.yaml"), parser("inference.yaml")
+    for key in SHARED_KEYS:
+        assert train[key] == infer[key], f"inference.yaml's {key} differs from train.yaml's"
+
+
+def test_train_and_inference_preprocessing_give_the_network_the_same_input(phantom_dir):
+    """Not just equal numbers: the image that inference feeds the network equals the one validation feeds it."""
+    case = str(phantom_dir / "imagesTr" / "liver_000.nii.gz")
+    label = str(phantom_dir / "labelsTr" / "liver_000.nii.gz")
+    train = parser("train.yaml", dataset_dir=str(phantom_dir))
+    infer = parser("inference.yaml")
+    val_image = train.get_parsed_content("validate#preprocessing")({"image": case, "label": label})["image"]
+    inf_image = infer.get_parsed_content("preprocessing")({"image": case})["image"]
+    assert val_image.shape == inf_image.shape
+    np.testing.assert_allclose(val_image.numpy(), inf_image.numpy(), atol=1e-6)
+
+
+def test_evaluation_merges_labels_like_training():
+    for num_classes in (2, 3):
+        train = parser("train.yaml", num_classes=num_classes)
+        evaluate = parser("inference.yaml", "evaluate.yaml", num_classes=num_classes)
+        eval_threshold = evaluate.get_parsed_content("postprocessing").transforms[-2].threshold[0]
+        assert train.get_parsed_content("label_threshold") == eval_threshold
+
+
+@pytest.mark.parametrize("files", [["train.yaml"], ["train.yaml", "demo.yaml"]])
+def test_train_workflow_properties(files, phantom_dir, tmp_path):
+    w = workflow(files, "train", dataset_dir=str(phantom_dir), output_dir=str(tmp_path / "runs"), ckpt_dir=str(tmp_path))
+    assert w.check_properties() == []
+    trainer = w.parser.get_parsed_content("train#trainer")
+    assert trainer.state.max_epochs == w.parser["epochs"]
+
+
+@pytest.mark.parametrize("files", [["inference.yaml"], ["inference.yaml", "evaluate.yaml"], ["inference.yaml", "demo.yaml"]])
+def test_infer_workflow_properties(files, phantom_dir, trained):
+    w = workflow(
+        files,
+        "infer",
+        dataset_dir=str(phantom_dir),
+        eval_datalist=str(trained["runs"] / "split.json"),
+        ckpt_path=str(trained["models"] / "model.pt"),
+    )
+    assert w.check_properties() == []
+    net = w.parser.get_parsed_content("network_def")
+    x = torch.zeros(1, 1, *w.parser["patch_size"])
+    assert net(x).shape == (1, w.parser["num_classes"], *w.parser["patch_size"])
+
+
+def test_num_classes_3_keeps_the_tumour_label(phantom_dir):
+    """The documented 3-class override: the network gets 3 outputs and the training labels keep 0/1/2."""
+    case = {"image": str(phantom_dir / "imagesTr/liver_000.nii.gz"), "label": str(phantom_dir / "labelsTr/liver_000.nii.gz")}
+    two = parser("train.yaml", dataset_dir=str(phantom_dir))
+    three = parser("train.yaml", dataset_dir=str(phantom_dir), num_classes=3)
+    labels2 = set(np.unique(two.get_parsed_content("validate#preprocessing")(dict(case))["label"].numpy()))
+    labels3 = set(np.unique(three.get_parsed_content("validate#preprocessing")(dict(case))["label"].numpy()))
+    assert labels2 == {0, 1}
+    assert labels3 == {0, 1, 2}, "phantom case liver_000 has a tumour; 3 classes must keep it"
+    assert three.get_parsed_content("network_def").out_channels == 3
+    assert parser("inference.yaml", num_classes=3).get_parsed_content("network_def").out_channels == 3
+
+
+def test_geometry_overrides_reach_the_transforms():
+    p = parser("train.yaml", pixdim=[3.0, 3.0, 3.0], patch_size=[64, 64, 64], hu_window=[-100, 200])
+    transforms = {type(t).__name__: t for t in p.get_parsed_content("train#deterministic_transforms")}
+    assert tuple(transforms["Spacingd"].spacing_transform.pixdim) == (3.0, 3.0, 3.0)
+    scaler = transforms["ScaleIntensityRanged"].scaler
+    assert (scaler.a_min, scaler.a_max) == (-100, 200)
+    assert tuple(p.get_parsed_content("validate#inferer").roi_size) == (64, 64, 64)

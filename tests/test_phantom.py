@@ -1,0 +1,336 @@
+"""Tests of the synthetic abdominal CT phantom (scripts/phantom.py), the bundle's embedded default dataset."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+from scipy import ndimage
+
+from scripts import phantom
+
+ROOT = Path(__file__).resolve().parents[1]
+T = phantom.TISSUES
+SMALL = (48, 48, 28)  # stored shape of the small explicit cases; the spacing then follows from the drawn field of view
+
+
+@functools.lru_cache(maxsize=None)
+def _case(seed, shape=None, spacing=None, orientation=None):
+    """Cached (image, label, affine, tissues); callers must not modify the arrays."""
+    return phantom.make_case_with_tissues(seed, shape, spacing, orientation)
+
+
+def _zooms(affine):
+    return np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+
+
+def _world_centroid(mask, affine):
+    ijk = np.argwhere(mask).mean(axis=0)
+    return affine[:3, :3] @ ijk + affine[:3, 3]
+
+
+def _to_ras(arr, affine):
+    """Array reordered to R, A, S axis order (what nibabel.as_closest_canonical would store)."""
+    ornt = ornt_transform(axcodes2ornt(nib.aff2axcodes(affine)), axcodes2ornt(("R", "A", "S")))
+    return apply_orientation(arr, ornt)
+
+
+def _interior(mask, voxels=2):
+    return ndimage.binary_erosion(mask, iterations=voxels)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# make_case
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_bit_identical_output_and_seeds_differ():
+    a = phantom.make_case(11, shape=SMALL)
+    b = phantom.make_case(11, shape=SMALL)
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+    c = phantom.make_case(12, shape=SMALL)
+    assert not np.array_equal(a[0], c[0])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_default_cases_draw_grid_and_orientation_within_ranges():
+    shapes, codes = set(), set()
+    for seed in range(6):
+        image, label, affine, _ = _case(seed)
+        assert image.dtype == np.int16 and label.dtype == np.uint8 and affine.dtype == np.float64
+        assert image.shape == label.shape and image.ndim == 3
+        code = "".join(nib.aff2axcodes(affine))
+        assert code in phantom.ORIENTATIONS
+        zooms = _zooms(affine)
+        # default orientations keep the slice axis last: (in-plane, in-plane, slice)
+        assert 2.4 <= zooms[0] <= 3.2 and zooms[0] == pytest.approx(zooms[1])
+        assert 3.0 <= zooms[2] <= 5.0
+        fov = np.array(image.shape) * zooms
+        assert 340 - 4 <= fov[0] <= 400 + 4 and 340 - 4 <= fov[1] <= 400 + 4
+        assert 200 - 6 <= fov[2] <= 260 + 6
+        assert 105 <= image.shape[0] <= 170 and 38 <= image.shape[2] <= 90
+        # the affine is axis-aligned: one non-zero entry per column
+        assert np.count_nonzero(affine[:3, :3]) == 3
+        shapes.add(image.shape)
+        codes.add(code)
+    assert len(shapes) == 6 and len(codes) >= 2
+
+
+@pytest.mark.parametrize(
+    "shape, spacing, orientation",
+    [
+        ((60, 56, 30), (6.5, 7.0, 8.5), "LPS"),
+        ((60, 56, 30), (6.5, 7.0, 8.5), "RAS"),
+        ((40, 64, 50), (9.0, 6.0, 6.5), "SRA"),  # permuted axes: stored axis 0 is superior, 1 right, 2 anterior
+    ],
+)
+def test_explicit_grid_is_honoured(shape, spacing, orientation):
+    image, label, affine = phantom.make_case(5, shape=shape, spacing=spacing, orientation=orientation)
+    assert image.shape == shape and label.shape == shape
+    assert image.dtype == np.int16 and label.dtype == np.uint8
+    assert "".join(nib.aff2axcodes(affine)) == orientation
+    np.testing.assert_allclose(_zooms(affine), spacing, rtol=0, atol=1e-12)
+    assert np.count_nonzero(affine[:3, :3]) == 3 and np.array_equal(affine[3], [0, 0, 0, 1])
+
+
+def test_orientations_store_the_same_physical_case():
+    # Same seed and same grid per world axis: each stored array is an exact re-ordering of the RAS one and the affines
+    # map each voxel to the same world point.
+    ras = phantom.make_case(4, shape=(50, 46, 30), orientation="RAS")
+    for code, shape in (("LPS", (50, 46, 30)), ("LPI", (50, 46, 30)), ("PIR", (46, 30, 50))):
+        img, lab, aff = phantom.make_case(4, shape=shape, orientation=code)
+        assert "".join(nib.aff2axcodes(aff)) == code
+        assert np.array_equal(_to_ras(img, aff), ras[0])
+        assert np.array_equal(_to_ras(lab, aff), ras[1])
+        np.testing.assert_allclose(_world_centroid(lab > 0, aff), _world_centroid(ras[1] > 0, ras[2]), atol=1e-6)
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPS", "LAS", "LPI", "PIR"])
+def test_liver_is_on_the_patients_right_in_world_coordinates(orientation):
+    # nibabel world space is RAS+: +x points to the patient's right, so the liver centroid has the larger x.
+    shape = (46, 30, 50) if orientation == "PIR" else (50, 46, 30)
+    for seed in (0, 1, 2):
+        image, label, affine, tissues = _case(seed, shape, None, orientation)
+        liver = _world_centroid(label > 0, affine)
+        body = _world_centroid(image > -300, affine)
+        spleen = _world_centroid(tissues == T["spleen"], affine)
+        spine = _world_centroid(tissues == T["cancellous_bone"], affine)
+        assert liver[0] > 30.0, liver  # the body midline is at world x = 0
+        assert liver[0] > body[0] + 15.0
+        assert spleen[0] < body[0] - 30.0  # the distractor lies on the patient's left
+        assert liver[1] > spine[1] + 20.0  # and the liver sits anterior to the spine
+
+
+def test_default_cases_liver_right_and_inside_field_of_view():
+    for seed in range(6):
+        image, label, affine, _ = _case(seed)
+        liver = label > 0
+        assert liver[[0, -1]].sum() == 0 and liver[:, [0, -1]].sum() == 0 and liver[:, :, [0, -1]].sum() == 0
+        assert _world_centroid(liver, affine)[0] > 30.0
+
+
+def test_labels_tumours_and_tissues_agree():
+    with_tumour = 0
+    for seed in range(6):
+        image, label, affine, tissues = _case(seed)
+        assert set(np.unique(label)) <= {0, 1, 2}
+        assert np.count_nonzero(label == 1) > 1000
+        tumour_tissue = np.isin(tissues, phantom.TUMOUR_CODES)
+        assert np.array_equal(label == 2, tumour_tissue)
+        assert np.array_equal(label == 1, np.isin(tissues, phantom.LIVER_CODES))
+        n_tumours = sum(np.any(tissues == c) for c in phantom.TUMOUR_CODES)
+        if n_tumours:
+            with_tumour += 1
+            assert np.count_nonzero(label == 2) > 0
+            # every tumour lies inside the liver: its surroundings are liver, not background
+            ring = ndimage.binary_dilation(tumour_tissue, iterations=1) & ~tumour_tissue
+            assert np.mean(label[ring] > 0) > 0.8
+        # spleen, kidneys and vessels outside the liver are background
+        for name in ("spleen", "kidney_cortex", "aorta", "ivc", "bile"):
+            assert np.all(label[tissues == T[name]] == 0)
+    assert 1 <= with_tumour <= 5  # 0-3 tumours per case: some cases have them, some do not
+
+
+def test_liver_volume_within_range():
+    for seed in range(6):
+        _, label, affine, _ = _case(seed)
+        ml = np.count_nonzero(label) * abs(np.linalg.det(affine[:3, :3])) / 1000.0
+        assert 1000.0 <= ml <= 2200.0, (seed, ml)
+
+
+def test_hounsfield_units_within_designed_ranges():
+    for seed in (0, 3):
+        image, label, affine, tissues = _case(seed)
+        img = image.astype(np.float64)
+
+        def mean(name, erode=2):
+            m = _interior(tissues == T[name], erode)
+            assert m.sum() > 20, name
+            return img[m].mean()
+
+        liver = mean("liver")
+        assert 85.0 <= liver <= 125.0
+        assert 6.0 <= img[_interior(tissues == T["liver"])].std() <= 25.0  # noise sigma 8-20 HU
+        assert abs(mean("spleen") - liver) <= 20.0  # deliberately close to the liver
+        assert -1010.0 <= mean("air") <= -980.0
+        assert -880.0 <= mean("lung", 1) <= -780.0
+        assert -125.0 <= mean("subcutaneous_fat") <= -75.0
+        assert 30.0 <= mean("muscle", 1) <= 70.0
+        assert 170.0 <= mean("cancellous_bone", 1) <= 330.0
+        assert np.percentile(img[tissues == T["cortical_bone"]], 99) >= 450.0
+        assert mean("kidney_cortex", 1) > liver + 20.0
+        tumours = _interior(label == 2, 1)
+        if tumours.any():
+            assert img[tumours].mean() <= liver - 20.0
+        vessels = tissues == T["hepatic_vessel"]
+        assert img[vessels].mean() > liver + 15.0
+        assert image.min() >= -1024 and image.max() <= 3071
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": 0, "shape": (40, 40)}, "shape"),
+        ({"seed": 0, "shape": (40, 40, 2.5)}, "shape"),
+        ({"seed": 0, "spacing": (1.0, 0.0, 1.0)}, "spacing"),
+        ({"seed": 0, "spacing": (1.0, float("nan"), 1.0)}, "spacing"),
+        ({"seed": 0, "orientation": "RAR"}, "orientation"),
+        ({"seed": 0, "orientation": "XYZ"}, "orientation"),
+        ({"seed": 0, "shape": (64, 64, 20), "spacing": (1.0, 1.0, 1.0)}, "too small to contain the liver"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        phantom.make_case(**kwargs)
+
+
+def test_standard_ct_grid():
+    # the benchmark's "standard CT": 512 x 512 x 150 at 0.8 x 0.8 x 2.5 mm, stored LPS
+    shape, spacing = (512, 512, 150), (0.8, 0.8, 2.5)
+    image, label, affine = phantom.make_case(0, shape=shape, spacing=spacing, orientation="LPS")
+    assert image.shape == shape and image.dtype == np.int16 and label.dtype == np.uint8
+    assert nib.aff2axcodes(affine) == ("L", "P", "S")
+    np.testing.assert_allclose(_zooms(affine), spacing)
+    ml = np.count_nonzero(label) * abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    assert 1000.0 <= ml <= 2200.0
+    assert _world_centroid(label > 0, affine)[0] > 30.0
+    liver = label > 0
+    assert liver[[0, -1]].sum() == 0 and liver[:, [0, -1]].sum() == 0 and liver[:, :, [0, -1]].sum() == 0
+    # same patient as the default-grid case of the same seed: similar liver volume
+    _, label0, affine0, _ = _case(0)
+    ml0 = np.count_nonzero(label0) * abs(np.linalg.det(affine0[:3, :3])) / 1000.0
+    assert abs(ml - ml0) / ml0 < 0.08
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# write_dataset and the command line
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_write_dataset_msd_layout(tmp_path, capsys):
+    out = tmp_path / "data"
+    path = phantom.write_dataset(str(out), num_train=2, num_test=1, seed=3)
+    assert path == str(out / "dataset.json")
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(progress) == 3 and "liver_002" in progress[2]
+    ds = json.loads(Path(path).read_text())
+    assert "SYNTHETIC" in ds["description"] and "not patient data" in ds["description"].lower()
+    assert ds["tensorImageSize"] == "3D" and ds["modality"] == {"0": "CT"}
+    assert ds["labels"] == {"0": "background", "1": "liver", "2": "cancer"}
+    assert ds["numTraining"] == 2 and ds["numTest"] == 1
+    assert ds["training"] == [
+        {"image": "./imagesTr/liver_000.nii.gz", "label": "./labelsTr/liver_000.nii.gz"},
+        {"image": "./imagesTr/liver_001.nii.gz", "label": "./labelsTr/liver_001.nii.gz"},
+    ]
+    assert ds["test"] == ["./imagesTs/liver_002.nii.gz"]
+    pairs = [(t["image"], t["label"]) for t in ds["training"]]
+    pairs += [(t, t.replace("imagesTs", "labelsTs")) for t in ds["test"]]
+    for i, (image_rel, label_rel) in enumerate(pairs):
+        img = nib.load(str(out / image_rel))
+        lab = nib.load(str(out / label_rel))
+        assert img.get_data_dtype() == np.int16 and lab.get_data_dtype() == np.uint8
+        assert np.array_equal(img.affine, lab.affine)
+        for hdr in (img.header, lab.header):
+            assert int(hdr["qform_code"]) == 1 and int(hdr["sform_code"]) == 1
+            assert hdr.get_xyzt_units()[0] == "mm"
+        # case i is make_case(seed * 1000 + i)
+        image, label, affine = phantom.make_case(3000 + i)
+        assert np.array_equal(np.asanyarray(img.dataobj), image)
+        assert np.array_equal(np.asanyarray(lab.dataobj), label)
+        np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    # nothing but the expected files (no temporary leftovers)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    expected = ["dataset.json"] + [f"{d}/liver_00{i}.nii.gz" for d, i in
+                                   (("imagesTr", 0), ("imagesTr", 1), ("imagesTs", 2), ("labelsTr", 0),
+                                    ("labelsTr", 1), ("labelsTs", 2))]
+    assert files == sorted(expected)
+
+
+def test_write_dataset_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="num_train"):
+        phantom.write_dataset(str(tmp_path / "a"), num_train=-1)
+    with pytest.raises(ValueError, match="num_train \\+ num_test"):
+        phantom.write_dataset(str(tmp_path / "b"), num_train=0, num_test=0)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        phantom.write_dataset(str(afile), num_train=1, num_test=0)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "scripts.phantom", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_single_volume_with_label(tmp_path):
+    out, lab = tmp_path / "ct.nii.gz", tmp_path / "ct_label.nii.gz"
+    proc = _cli("--single", out, "--shape", 40, 44, 30, "--spacing", 9, 8.5, 9.5, "--orientation", "LAS",
+                "--seed", 2, "--label", lab)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout
+    img, seg = nib.load(str(out)), nib.load(str(lab))
+    assert img.shape == (40, 44, 30) and nib.aff2axcodes(img.affine) == ("L", "A", "S")
+    image, label, affine = phantom.make_case(2, (40, 44, 30), (9, 8.5, 9.5), "LAS")
+    assert np.array_equal(np.asanyarray(img.dataobj), image)
+    assert np.array_equal(np.asanyarray(seg.dataobj), label)
+    assert np.array_equal(img.affine, seg.affine)
+
+
+def test_cli_dataset_and_help(tmp_path):
+    proc = _cli("--output_dir", tmp_path / "ds", "--num_train", 1, "--num_test", 1, "--seed", 7)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ds" / "labelsTs" / "liver_001.nii.gz").is_file()
+    assert "[2/2]" in proc.stdout
+    helped = _cli("--help")
+    assert helped.returncode == 0 and "--single" in helped.stdout and "--output_dir" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--single", "{tmp}/out.txt"], "out.txt"),
+        (["--single", "{tmp}/small.nii.gz", "--shape", 16, 16, 8, "--spacing", 1, 1, 1], "too small"),
+        (["--single", "{tmp}/x.nii.gz", "--orientation", "QQQ"], "orientation"),
+        (["--single", "{tmp}/missing/x.nii.gz", "--shape", 40, 40, 30], "does not exist"),
+        (["--output_dir", "{tmp}/d", "--num_train", -2], "num_train"),
+        (["--single", "{tmp}/x.nii.gz", "--shape", 4], "shape"),
+        ([], "required"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_1(tmp_path, args, needle):
+    proc = _cli(*[str(a).format(tmp=tmp_path) for a in args])
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), "no partial output may be left"
