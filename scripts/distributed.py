@@ -48,8 +48,14 @@ def init_process_group(device, timeout_s: float = 600):
         torch.cuda.set_device(device)  # NCCL and ignite's collectives use the current device
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=float(timeout_s)))
+    # ignite learns the job's layout lazily, with collectives (a new group, an all-reduce), on its first
+    # idist.get_rank(); a handler that only rank 0 builds (a checkpoint saver) would then wait for the other ranks
+    # forever. Every rank does it here, together.
+    import ignite.distributed as idist
+
+    idist.sync()
     logger.info(
-        "rank %d of %d (local rank %s, %s backend, device %s)",
-        dist.get_rank(), dist.get_world_size(), os.environ["LOCAL_RANK"], backend, device,
+        "rank %d of %d: pid %d, local rank %s, %s backend, device %s",
+        dist.get_rank(), dist.get_world_size(), os.getpid(), os.environ["LOCAL_RANK"], backend, device,
     )
     return dist.group.WORLD

@@ -77,17 +77,27 @@ def _shape_text(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 1024**3:.1f} GiB"
+def _bytes(nbytes: float) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
+def _count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return str(int(n))
 
 
 def describe_size(shape, itemsize: int | None = None) -> str:
-    """``"512x512x300 voxels (78.6 M voxels, 150.0 MiB stored, ~1.8 GiB at inference)"``-style size report."""
+    """``"512x512x300 voxels (78.6 M voxels, 150.0 MiB as stored, ~1.8 GiB at inference)"``: a size report."""
     voxels = math.prod(int(s) for s in shape)
-    parts = [f"{voxels / 1e6:.1f} M voxels"]
+    parts = [f"{_count(voxels)} voxels"]
     if itemsize:
-        parts.append(f"{_gib(voxels * itemsize)} as stored")
-    parts.append(f"~{_gib(voxels * BYTES_PER_VOXEL_PEAK)} at inference")
+        parts.append(f"{_bytes(voxels * itemsize)} as stored")
+    parts.append(f"~{_bytes(voxels * BYTES_PER_VOXEL_PEAK)} at inference")
     return f"{_shape_text(shape)} voxels ({', '.join(parts)})"
 
 
@@ -97,7 +107,7 @@ def check_size(path: str, shape, max_voxels: int = MAX_VOXELS, itemsize: int | N
     if max_voxels and voxels > max_voxels:
         raise ValueError(
             f"{path}: too large: the header declares {describe_size(shape, itemsize)}, over the limit of "
-            f"{max_voxels / 1e6:.1f} M voxels (max_voxels); voxel data not read. Crop or downsample the volume, or "
+            f"{_count(max_voxels)} voxels (max_voxels); voxel data not read. Crop or downsample the volume, or "
             "raise --max_voxels on a machine with enough memory"
         )
 
@@ -581,6 +591,8 @@ def report_failures(failures: list, cases: list) -> None:
         return
     total = len(cases) + sum(1 for f in failures if f.get("stage") == "check")
     done = total - len(failures)
+    if total == 1:
+        raise ValueError(failures[0]["problem"])
     raise ValueError(
         f"{len(failures)} of {total} input case(s) failed and were skipped ({done} written): "
         + "; ".join(f["problem"] for f in failures)

@@ -102,3 +102,33 @@ def test_geometry_overrides_reach_the_transforms():
     scaler = transforms["ScaleIntensityRanged"].scaler
     assert (scaler.a_min, scaler.a_max) == (-100, 200)
     assert tuple(p.get_parsed_content("validate#inferer").roi_size) == (64, 64, 64)
+
+
+def test_default_dataset_dir_is_where_monai_downloads_task03(tmp_path):
+    """`DecathlonDataset(root_dir='data', task='Task03_Liver')` unpacks to data/Task03_Liver: the configs' default."""
+    from scripts import phantom
+
+    bundle = tmp_path / "bundle"
+    phantom.write_dataset(str(bundle / "data" / "Task03_Liver"), num_train=3, num_test=1, seed=3)
+    p = parser("train.yaml", bundle_root=str(bundle))
+    split = p.get_parsed_content("split")
+    cases = split["training"] + split["validation"]
+    assert len(cases) == 3 and all(c["image"].startswith(str(bundle / "data" / "Task03_Liver")) for c in cases)
+    assert (bundle / "runs" / "split.json").exists()
+    infer = parser("inference.yaml", bundle_root=str(bundle), output_dir=str(tmp_path / "out"))
+    assert [c["image"] for c in infer.get_parsed_content("datalist")] == [
+        str(bundle / "data" / "Task03_Liver" / "imagesTs" / "liver_003.nii.gz")
+    ]
+
+
+def test_training_config_trains_fold_k_of_a_built_datalist(phantom_dir, tmp_path):
+    from scripts import datalist
+
+    items = datalist.assign_folds(datalist.from_msd(str(phantom_dir)), num_folds=3, seed=0)
+    datalist.write_datalist(items, str(tmp_path / "datalist.json"))
+    for fold in range(3):
+        p = parser("train.yaml", datalist_file=str(tmp_path / "datalist.json"), fold=fold, output_dir=str(tmp_path))
+        split = p.get_parsed_content("split")
+        expected = sorted(i["image"] for i in items if i["fold"] == fold)
+        assert sorted(c["image"] for c in split["validation"]) == expected
+        assert len(split["training"]) == len(items) - len(expected)

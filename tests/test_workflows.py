@@ -193,3 +193,39 @@ def test_missing_weights_stop_inference_unless_untrained_run_is_asked(phantom_di
     )
     assert "UNTRAINED" in proc.stdout
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["liver_006_seg.nii.gz", "liver_007_seg.nii.gz"]
+
+
+@pytest.mark.parametrize("transfer_syntax", ["explicit", "jpeg2000"])
+def test_inference_on_a_dicom_series_folder(trained, tmp_path, transfer_syntax):
+    """A DICOM series folder is one case: the mask is named after the folder and lies on the series' own grid."""
+    from scripts import dicom
+
+    image, _, affine = phantom.make_case(7, shape=(48, 40, 24), spacing=(8.0, 8.0, 9.0), orientation="LPS")
+    series = tmp_path / "CT_series"
+    dicom.write_series(image, affine, str(series), transfer_syntax=transfer_syntax)
+    volume, dicom_affine, _ = dicom.read_series(str(series))
+    out = tmp_path / "out"
+    run_bundle(
+        "inference", ["inference.yaml"], bundle_root=BUNDLE_ROOT, input=series, output_dir=out,
+        ckpt_path=trained["models"] / "model.pt", **FAST,
+    )
+    seg = nib.load(str(out / "CT_series_seg.nii.gz"))
+    assert seg.shape == volume.shape
+    np.testing.assert_allclose(seg.affine, dicom_affine, atol=1e-4)
+    assert seg.get_data_dtype() == np.uint8
+
+
+def test_training_curves_from_a_real_training_log(trained, tmp_path):
+    from PIL import Image
+
+    from scripts import visualize
+
+    png = visualize.curves(str(trained["runs"]), str(tmp_path / "curves.png"))
+    info = json.loads(Image.open(png).text["Description"])
+    val = visualize.read_scalars(str(trained["runs"]))["val_mean_dice"]
+    assert len(val) == 3  # one validation per epoch (val_interval 1)
+    assert info["best_val_mean_dice"] == pytest.approx(max(v for _, v, _ in val), abs=1e-6)
+    losses = epoch_losses(trained["log"])
+    # the log prints losses to 4 decimals, so the per-epoch means agree to about 1e-4
+    assert [e for e, _ in info["loss_epoch_means"]] == sorted(losses)
+    np.testing.assert_allclose([m for _, m in info["loss_epoch_means"]], [losses[e] for e in sorted(losses)], atol=1e-3)

@@ -1,0 +1,1173 @@
+"""Speed and memory benchmark of the inference (and training) pipeline, against the Model Zoo reference bundle.
+
+A command, not a timed test: every figure in ``docs/benchmark.md`` comes from one run of it, on this machine.
+
+    python -m scripts.benchmark                       # everything; writes docs/benchmark.md and docs/benchmark.json
+    python -m scripts.benchmark --steps e2e stages    # only some steps (the report holds what was run)
+    python -m scripts.benchmark --trained_ckpt models/model.pt --trained_configs configs/demo.yaml
+
+Steps (``--steps``):
+  e2e      the standard workload (a folder of 5 synthetic 512x512x150 CTs, 0.8x0.8x2.5 mm, int16 gzip NIfTI) and one
+           single volume, each processed by ONE ``python -m monai.bundle run inference`` command (start-up counted
+           once), alternating with the reference pipeline on the same inputs; wall time to the last mask, time per
+           volume once the engine started, peak RSS of the process tree (psutil polling), CPU time.
+  stages   where the time goes: every pre/postprocessing transform and the network timed in one process on one
+           volume, for the current config and for each optimisation reverted (the before/after figures), plus the
+           FLOPs of the windows actually run and the compute floor (FLOPs / measured matmul rate).
+  train    training steps per second and the share of time spent waiting for data (train.yaml + demo.yaml, phantom).
+  rss600   peak RSS of one 512x512x600 volume.
+  dice     the fast path against the plain path (float64 resampling, both class channels inverted, argmax) with the
+           same trained weights on held-out phantom cases: Dice of each against the phantom label.
+  gpu      CUDA latency per volume (fp32 / fp16 / bf16 autocast) and training throughput; "not run" without a GPU.
+
+Weights: speed does not depend on weight values, so the timed runs use a randomly initialised state dict written
+outside the bundle (``--ckpt_path``). Random weights make noisy masks (KeepLargestConnectedComponent then works on
+millions of islands), so the e2e step is also run with ``--trained_ckpt`` when given, and the dice step needs it.
+
+The machine may be shared: runs alternate (ours, reference, ours, ...) and medians are reported with the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import glob
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_DIR = os.path.join(os.path.dirname(BUNDLE_ROOT), "shared", "reference", "spleen_ct_segmentation")
+STANDARD_SHAPE = (512, 512, 150)
+STANDARD_SPACING = (0.8, 0.8, 2.5)
+STEPS = ("e2e", "stages", "train", "rss600", "dice", "gpu")
+# Measured but not adopted (see docs/benchmark.md): bf16 autocast of the network on CPU (MONAI's evaluator autocasts
+# on CUDA only), and windows without overlap (sw_overlap is training geometry, shared with train.yaml).
+OPTIONS = {"option: bf16 network": {"amp_dtype": "bfloat16"}, "option: sw_overlap 0": {"overrides": {"sw_overlap": 0.0}}}
+INFERENCE_CONFIG = "configs/inference.yaml"
+
+# ------------------------------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def make_cases(folder: str, seeds, shape=STANDARD_SHAPE, spacing=STANDARD_SPACING, orientation="LPS") -> list[str]:
+    """Write phantom CTs ``folder/imagesTs/ct_<seed>.nii.gz`` (int16 gzip) and labels ``folder/labelsTs/``.
+
+    Files already there with the same parameters (recorded in ``folder/cases.json``) are reused. Returns the image
+    paths. ``folder`` is then a valid ``--dataset_dir`` for the reference bundle and ``folder/imagesTs`` an
+    ``--input`` for ours.
+    """
+    from scripts import phantom
+
+    params = {"seeds": [int(s) for s in seeds], "shape": list(shape), "spacing": list(spacing),
+              "orientation": orientation}
+    record = os.path.join(folder, "cases.json")
+    images = [os.path.join(folder, "imagesTs", f"ct_{s:03d}.nii.gz") for s in params["seeds"]]
+    labels = [p.replace("imagesTs", "labelsTs") for p in images]
+    if os.path.isfile(record) and all(os.path.isfile(p) for p in images + labels):
+        with open(record) as f:
+            if json.load(f) == params:
+                return images
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.makedirs(os.path.join(folder, "imagesTs"))
+    os.makedirs(os.path.join(folder, "labelsTs"))
+    for seed, image_path, label_path in zip(params["seeds"], images, labels):
+        t0 = time.perf_counter()
+        image, label, affine = phantom.make_case(seed, shape=tuple(shape), spacing=tuple(spacing),
+                                                 orientation=orientation)
+        phantom.save_nifti(image, affine, image_path, f"SYNTHETIC benchmark phantom, seed {seed}")
+        phantom.save_nifti(label, affine, label_path, f"SYNTHETIC benchmark phantom label, seed {seed}")
+        log(f"  wrote {image_path} {tuple(image.shape)} ({time.perf_counter() - t0:.1f} s)")
+    with open(record, "w") as f:
+        json.dump(params, f)
+    return images
+
+
+def make_thin_slice_case(path: str, seed: int = 0, shape=(512, 512, 600), spacing=(0.8, 0.8, 0.625)) -> str:
+    """A thin-slice int16 CT of ``shape`` at ``spacing`` (default 512x512x600 at 0.8x0.8x0.625 mm): a phantom drawn
+    with half the slices, each twice as thick, then every slice repeated (the phantom draws at most 150 M voxels)."""
+    from scripts import phantom
+
+    if os.path.isfile(path):
+        return path
+    if shape[2] % 2:
+        raise ValueError(f"the slice count must be even, got {shape[2]}")
+    image, _, affine = phantom.make_case(seed, shape=(shape[0], shape[1], shape[2] // 2),
+                                         spacing=(spacing[0], spacing[1], 2 * spacing[2]), orientation="LPS")
+    image = np.repeat(image, 2, axis=2)
+    half = np.eye(4)
+    half[2, 2], half[2, 3] = 0.5, -0.25  # thin slice k sits at thick index (k - 0.5) / 2
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    phantom.save_nifti(image, affine @ half, path, f"SYNTHETIC benchmark phantom, seed {seed}, thin slices")
+    return path
+
+
+def random_weights(path: str, config_files=(INFERENCE_CONFIG,), seed: int = 0) -> str:
+    """Save the randomly initialised state dict of the config's ``network_def`` to ``path`` (a stand-in for trained
+    weights: the network costs the same whatever its weights)."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    torch.manual_seed(seed)
+    cfg = ConfigParser()
+    cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
+    net = cfg.get_parsed_content("network_def")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# configuration variants: each optimisation of inference.yaml, and the overrides that revert it
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _find_transform(cfg, section: str, target: str) -> int:
+    transforms = cfg.get(f"{section}#transforms")
+    for i, t in enumerate(transforms or []):
+        if isinstance(t, dict) and str(t.get("_target_", "")).split(".")[-1] == target:
+            return i
+    raise ValueError(f"{INFERENCE_CONFIG}: no {target} in {section}; the benchmark's variants need updating")
+
+
+def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
+    """``{optimisation: {config id: value}}``: the overrides that give each optimisation's "before" path.
+
+    - ``float32_resampling``: Spacingd (and so its inversion) computes in float64, MONAI's default.
+    - ``liver_channel_only``: both class channels are resampled to the input grid and argmax'ed.
+    - ``plain``: both reverted: the pipeline as it was before issue 6 (the "plain full-resolution" path).
+    """
+    from monai.bundle import ConfigParser
+
+    cfg = ConfigParser()
+    cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
+    spacing = _find_transform(cfg, "preprocessing", "Spacingd")
+    lam = _find_transform(cfg, "postprocessing", "Lambdad")
+    disc = _find_transform(cfg, "postprocessing", "AsDiscreted")
+    f64 = {f"preprocessing#transforms#{spacing}#dtype": "$numpy.float64"}
+    both_channels = {
+        f"postprocessing#transforms#{lam}#func": "$lambda p: p",
+        f"postprocessing#transforms#{disc}#argmax": True,
+        f"postprocessing#transforms#{disc}#threshold": None,
+    }
+    return {"float32_resampling": f64, "liver_channel_only": both_channels, "plain": {**f64, **both_channels}}
+
+
+def cli_overrides(overrides: dict) -> list[str]:
+    """``{id: value}`` as ``monai.bundle run`` arguments (``--id value``; None and bools as Python literals)."""
+    out = []
+    for key, value in overrides.items():
+        out += [f"--{key}", "None" if value is None else str(value)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# running and watching a command
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def tree_rss(proc) -> tuple[int, int]:
+    """(sum of RSS over ``proc`` and all its descendants, largest single RSS) in bytes; vanished processes count 0.
+
+    The sum counts pages that forked workers share with their parent twice: it is an upper bound.
+    """
+    import psutil
+
+    total = largest = 0
+    try:
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        return 0, 0
+    for p in procs:
+        try:
+            rss = p.memory_info().rss
+        except psutil.Error:
+            continue
+        total += rss
+        largest = max(largest, rss)
+    return total, largest
+
+
+def run_monitored(cmd: list[str], cwd: str, log_path: str, timeout: float = 3600.0, interval: float = 0.05) -> dict:
+    """Run ``cmd``, polling the RSS of its process tree; return wall time, peak RSS, CPU time and exit code.
+
+    ``wall_s`` runs from just before the process starts to its exit; ``start_epoch`` is the start as a Unix time
+    (for comparing with log and file times). Raises RuntimeError (with the log's tail) if the command fails.
+    """
+    import psutil
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    before = os.times()
+    with open(log_path, "w") as out:
+        start_epoch = time.time()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        watched = psutil.Process(proc.pid)
+        peak_sum = peak_one = 0
+        while proc.poll() is None:
+            total, largest = tree_rss(watched)
+            peak_sum, peak_one = max(peak_sum, total), max(peak_one, largest)
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"{log_path}: command timed out after {timeout:.0f} s: {' '.join(cmd)}")
+            time.sleep(interval)
+        wall = time.perf_counter() - t0
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"{log_path}: command failed with exit code {proc.returncode}: {' '.join(cmd)}\n{tail}")
+    return {"wall_s": wall, "peak_rss_gb": peak_sum / 1e9, "peak_rss_one_process_gb": peak_one / 1e9,
+            "cpu_s": cpu, "start_epoch": start_epoch, "log": log_path}
+
+
+def log_time(log_path: str, marker: str) -> float | None:
+    """Unix time of the first log line containing ``marker`` (lines start ``YYYY-mm-dd HH:MM:SS,mmm``), or None."""
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            if marker in line:
+                try:
+                    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                except ValueError:
+                    continue
+                return stamp.timestamp()
+    return None
+
+
+def summarize_run(run: dict, masks: list[str], n_cases: int) -> dict:
+    """Add to ``run``: time to the last mask written, engine start-up, and time per volume once started."""
+    if len(masks) != n_cases:
+        raise RuntimeError(f"{run['log']}: expected {n_cases} masks, found {len(masks)}")
+    last = max(os.stat(m).st_mtime for m in masks)
+    started = log_time(run["log"], "Engine run")
+    run["to_last_mask_s"] = last - run["start_epoch"]
+    if started is not None:
+        run["startup_s"] = started - run["start_epoch"]
+        run["per_volume_s"] = (last - started) / n_cases
+    return run
+
+
+def ours_command(input_dir: str, output_dir: str, ckpt: str, config_files=(INFERENCE_CONFIG,), overrides=None):
+    files = [os.path.join(BUNDLE_ROOT, c) for c in config_files]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", json.dumps(files),
+           "--meta_file", os.path.join(BUNDLE_ROOT, "configs/metadata.json"),
+           "--logging_file", os.path.join(BUNDLE_ROOT, "configs/logging.conf"),
+           "--input", input_dir, "--output_dir", output_dir, "--ckpt_path", ckpt]
+    return cmd + cli_overrides(overrides or {})
+
+
+def reference_command(dataset_dir: str, output_dir: str):
+    """The reference bundle's README command (random weights, no loader workers); run from its folder."""
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+            "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf",
+            "--dataset_dir", dataset_dir, "--output_dir", output_dir, "--load_pretrain", "False",
+            "--dataloader#num_workers", "0"]
+
+
+def run_ours(case_dir: str, out: str, ckpt: str, n_cases: int, config_files=(INFERENCE_CONFIG,), overrides=None):
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    run = run_monitored(ours_command(os.path.join(case_dir, "imagesTs"), out, ckpt, config_files, overrides),
+                        BUNDLE_ROOT, out + ".log")
+    return summarize_run(run, sorted(glob.glob(os.path.join(out, "*_seg.nii.gz"))), n_cases)
+
+
+def run_reference(case_dir: str, out: str, n_cases: int, reference_dir: str = REFERENCE_DIR):
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    run = run_monitored(reference_command(case_dir, out), reference_dir, out + ".log")
+    return summarize_run(run, sorted(glob.glob(os.path.join(out, "*", "*_trans.nii.gz"))), n_cases)
+
+
+def spread(values) -> dict:
+    """Median, min, max and the values themselves (rounded) of a list of numbers."""
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return {"median": None, "min": None, "max": None, "values": []}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": [round(v, 3) for v in values]}
+
+
+def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repeats: int, reference_dir: str,
+                        label: str) -> dict:
+    """Ours and the reference on the same folder, alternating (ours first, then the reference, ``repeats`` times);
+    medians of each figure and the median of the per-pair ratios of wall time."""
+    ours, ref = [], []
+    for r in range(repeats):
+        for who in ("ours", "reference"):
+            out = os.path.join(work, f"{label}_{who}_{r}")
+            t0 = time.perf_counter()
+            run = (run_ours(case_dir, out, ckpt, n_cases) if who == "ours"
+                   else run_reference(case_dir, out, n_cases, reference_dir))
+            run["load_average"] = os.getloadavg()[0]
+            (ours if who == "ours" else ref).append(run)
+            log(f"  {label} {who} run {r + 1}/{repeats}: {run['to_last_mask_s']:.1f} s to last mask, "
+                f"peak RSS {run['peak_rss_gb']:.2f} GB ({time.perf_counter() - t0:.0f} s)")
+    keys = ("to_last_mask_s", "wall_s", "per_volume_s", "startup_s", "cpu_s", "peak_rss_gb", "load_average")
+    result = {"cases": n_cases, "repeats": repeats,
+              "ours": {k: spread([r.get(k) for r in ours]) for k in keys},
+              "reference": {k: spread([r.get(k) for r in ref]) for k in keys}}
+    ratios = [o["to_last_mask_s"] / f["to_last_mask_s"] for o, f in zip(ours, ref)]
+    result["ratio_to_last_mask"] = spread(ratios)
+    cpu_ratios = [o["cpu_s"] / f["cpu_s"] for o, f in zip(ours, ref)]
+    result["ratio_cpu"] = spread(cpu_ratios)
+    if all("per_volume_s" in r for r in ours + ref):
+        result["ratio_per_volume"] = spread([o["per_volume_s"] / f["per_volume_s"] for o, f in zip(ours, ref)])
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# compute: FLOPs, windows, measured rates
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def flops_per_window(network, roi_size, in_channels: int = 1) -> float:
+    """FLOPs (2 per multiply-add) of one forward pass of ``network`` on one ``roi_size`` window, counted by torch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(network.parameters())
+    x = torch.zeros((1, in_channels, *roi_size), device=param.device, dtype=param.dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(x)
+    return float(counter.get_total_flops())
+
+
+def count_windows(inferer, image_shape, out_channels: int = 2) -> int:
+    """How many windows ``inferer`` runs on a (1, C, *spatial) input of ``image_shape``: the inferer is run with a
+    stand-in network that returns zeros and counts the windows it is given."""
+    import torch
+
+    seen = [0]
+
+    def fake_network(x):
+        seen[0] += x.shape[0]
+        return torch.zeros((x.shape[0], out_channels, *x.shape[2:]), dtype=x.dtype)
+
+    with torch.no_grad():
+        inferer(torch.zeros(image_shape), fake_network)
+    return seen[0]
+
+
+def matmul_rate(size: int = 2048, repeats: int = 7) -> float:
+    """Measured fp32 matrix-multiply rate of this CPU in GFLOP/s (median of ``repeats``; all torch threads)."""
+    import torch
+
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    for _ in range(2):
+        a @ b
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        rates.append(2 * size ** 3 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
+
+
+def conv_rate(repeats: int = 5) -> float:
+    """Measured rate of one 3x3x3 conv3d (32 -> 32 channels, 4 x 48^3 voxels: a mid-size U-Net layer), GFLOP/s."""
+    import torch
+
+    conv = torch.nn.Conv3d(32, 32, 3, padding=1, bias=False).eval()
+    x = torch.rand(4, 32, 48, 48, 48)
+    flops = 2 * 27 * 32 * 32 * 4 * 48 ** 3
+    with torch.no_grad():
+        conv(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            conv(x)
+            times.append(time.perf_counter() - t0)
+    return flops / statistics.median(times) / 1e9
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# in-process stage profile (run in a fresh worker process: python -m scripts.benchmark --worker stages ARGS.json)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _load_weights(network, ckpt: str) -> None:
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    network.load_state_dict(state)
+
+
+def _stage_name(transform) -> str:
+    """A transform's class name, or a plain function's own name."""
+    while isinstance(transform, functools.partial):
+        transform = transform.func
+    return getattr(transform, "__name__", None) or type(transform).__name__
+
+
+def profile_case(image: str, ckpt: str, config_files=(INFERENCE_CONFIG,), overrides=None, output_dir=None,
+                 device: str = "cpu", amp_dtype: str | None = None) -> dict:
+    """Time every preprocessing transform, the sliding-window network and every postprocessing transform of the
+    inference config on one image, in this process, as the evaluator runs them (plus the report's HU/volume row).
+
+    Returns ``{"stages": {name: seconds}, "network_s", "total_s", "windows", "network_input_shape",
+    "flops_per_window", "mask_voxels"}``. ``amp_dtype`` ("float16"/"bfloat16") runs the network under autocast
+    on ``device``.
+    """
+    import torch
+    from monai.bundle import ConfigParser
+
+    from scripts import handlers
+
+    cfg = ConfigParser()
+    cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
+    cfg["bundle_root"] = BUNDLE_ROOT
+    cfg["input"] = image
+    cfg["output_dir"] = output_dir or tempfile.mkdtemp(prefix="liver-bench-")
+    cfg["ckpt_path"] = ckpt
+    cfg["device"] = f"$torch.device('{device}')"
+    for key, value in (overrides or {}).items():
+        cfg[key] = value
+    pre = cfg.get_parsed_content("preprocessing")
+    post = cfg.get_parsed_content("postprocessing")
+    inferer = cfg.get_parsed_content("inferer")
+    net = cfg.get_parsed_content("network")
+    _load_weights(net, ckpt)
+    net.eval()
+    dev = torch.device(device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    stages: dict[str, float] = {}
+
+    def timed(name, fn, arg):
+        t0 = time.perf_counter()
+        out = fn(arg)
+        sync()
+        while name in stages:
+            name += "'"
+        stages[name] = time.perf_counter() - t0
+        return out
+
+    data = {"image": image}
+    for t in pre.transforms:
+        data = timed("pre: " + _stage_name(t), t, data)
+    x = data["image"].unsqueeze(0).to(dev)
+    windows = [0]
+    hook = net.register_forward_pre_hook(lambda m, a: windows.__setitem__(0, windows[0] + a[0].shape[0]))
+
+    def run_network(inp):
+        with torch.no_grad():
+            if amp_dtype:
+                with torch.autocast(dev.type, dtype=getattr(torch, amp_dtype)):
+                    return inferer(inp, net)
+            return inferer(inp, net)
+
+    data["pred"] = timed("network (sliding window)", run_network, x)[0].float()
+    hook.remove()
+    for t in post.transforms:
+        data = timed("post: " + _stage_name(t), t, data)
+    timed("report row (CaseTable)", lambda d: handlers.case_measures(d["pred"], None, d.get("ct_hu")), data)
+    roi = cfg.get_parsed_content("patch_size")
+    return {
+        "stages": stages,
+        "network_s": stages["network (sliding window)"],
+        "total_s": sum(stages.values()),
+        "windows": windows[0],
+        "network_input_shape": list(x.shape[2:]),
+        "flops_per_window": flops_per_window(net, roi),
+        "mask_voxels": int(torch.as_tensor(data["pred"]).count_nonzero()),
+        "device": str(dev),
+        "amp_dtype": amp_dtype,
+    }
+
+
+def _worker_stages(args: dict) -> dict:
+    """Worker: profile each variant ``repeats`` times, rotating the order each round so none always runs first."""
+    import torch
+
+    results: dict[str, list] = {name: [] for name in args["variants"]}
+    names = list(args["variants"])
+    if args.get("threads"):
+        torch.set_num_threads(int(args["threads"]))
+    for r in range(int(args["repeats"])):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            v = args["variants"][name]
+            res = profile_case(args["image"], args["ckpt"], args["config_files"], v.get("overrides"),
+                               device=v.get("device", "cpu"), amp_dtype=v.get("amp_dtype"))
+            results[name].append(res)
+            print(f"  stages {name} round {r + 1}: total {res['total_s']:.1f} s, network {res['network_s']:.1f} s",
+                  flush=True)
+    return results
+
+
+def _worker_train(args: dict) -> dict:
+    """Worker: train ``epochs`` epochs with train.yaml (+ extra configs) and time the data wait of every step."""
+    import torch
+    from ignite.engine import Events
+    from monai.bundle import ConfigParser
+
+    cfg = ConfigParser()
+    cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in args["config_files"]])
+    cfg["bundle_root"] = BUNDLE_ROOT
+    for key, value in args["overrides"].items():
+        cfg[key] = value
+    if args.get("device"):
+        cfg["device"] = f"$torch.device('{args['device']}')"
+    t0 = time.perf_counter()
+    cfg.get_parsed_content("initialize")
+    trainer = cfg.get_parsed_content("train#trainer")  # builds (and caches) the datasets
+    setup_s = time.perf_counter() - t0
+    marks: dict[str, list] = {"wait": [], "iter": [], "epoch": []}
+    state = {}
+
+    def mark(key):
+        def handler(engine):
+            now = time.perf_counter()
+            if key.endswith("_start"):
+                state[key] = now
+            else:
+                base = key[: -len("_end")]
+                marks[base].append(now - state[base + "_start"])
+        return handler
+
+    trainer.add_event_handler(Events.GET_BATCH_STARTED, mark("wait_start"))
+    trainer.add_event_handler(Events.GET_BATCH_COMPLETED, mark("wait_end"))
+    trainer.add_event_handler(Events.ITERATION_STARTED, mark("iter_start"))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, mark("iter_end"))
+    trainer.add_event_handler(Events.EPOCH_STARTED, mark("epoch_start"))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, mark("epoch_end"))
+    cfg.get_parsed_content("run")
+    total = sum(marks["epoch"])
+    steps = len(marks["iter"])
+    batch = int(cfg.get_parsed_content("batch_size")) * int(cfg.get_parsed_content("num_samples"))
+    return {
+        "setup_s": setup_s, "epochs": len(marks["epoch"]), "steps": steps, "epoch_s": marks["epoch"],
+        "steps_per_s": steps / total, "patches_per_s": steps * batch / total,
+        "data_wait_s": sum(marks["wait"]), "data_wait_share": sum(marks["wait"]) / total,
+        "step_s_median": statistics.median(marks["iter"]) if marks["iter"] else None,
+        "patches_per_step": batch, "device": str(cfg.get_parsed_content("device")),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _worker_dice(args: dict) -> dict:
+    """Worker: each variant on each labelled case, in process; Dice of each mask against the label (liver > 0)."""
+    import nibabel as nib
+
+    out = {}
+    for name, v in args["variants"].items():
+        rows = []
+        for image, label in zip(args["images"], args["labels"]):
+            folder = os.path.join(args["output_dir"], name.replace(" ", "_").replace(":", ""))
+            res = profile_case(image, args["ckpt"], args["config_files"], v.get("overrides"), output_dir=folder,
+                               amp_dtype=v.get("amp_dtype"))
+            stem = os.path.basename(image)[: -len(".nii.gz")]
+            mask = np.asarray(nib.load(os.path.join(folder, f"{stem}_seg.nii.gz")).dataobj) > 0
+            ref = np.asarray(nib.load(label).dataobj) > 0
+            rows.append({"case": stem, "dice": dice(mask, ref), "network_s": res["network_s"],
+                         "total_s": res["total_s"], "windows": res["windows"]})
+        out[name] = rows
+        print(f"  stages dice {name}: " + ", ".join(f"{r['dice']:.4f}" for r in rows), flush=True)
+    return out
+
+
+def run_worker(kind: str, args: dict, work: str, timeout: float = 3600.0) -> dict:
+    """Run ``_worker_<kind>(args)`` in a fresh Python process (clean memory, no state shared between steps)."""
+    fd, args_path = tempfile.mkstemp(prefix=f"{kind}-", suffix=".json", dir=work)
+    with os.fdopen(fd, "w") as f:
+        json.dump(args, f)
+    out_path = args_path[: -len(".json")] + ".out.json"
+    cmd = [sys.executable, "-m", "scripts.benchmark", "--worker", kind, args_path, out_path]
+    proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("  stages ")]
+    for ln in lines:
+        log(ln)
+    if proc.returncode != 0 or not os.path.isfile(out_path):
+        raise RuntimeError(f"{kind} worker failed ({proc.returncode}):\n{proc.stdout[-4000:]}")
+    with open(out_path) as f:
+        return json.load(f)
+
+
+def summarize_stages(results: dict) -> dict:
+    """Median seconds per stage, network and total for each variant."""
+    out = {}
+    for name, runs in results.items():
+        stage_names = list(runs[0]["stages"])
+        out[name] = {
+            "stages": {s: statistics.median(r["stages"].get(s, 0.0) for r in runs) for s in stage_names},
+            "network_s": spread([r["network_s"] for r in runs]),
+            "total_s": spread([r["total_s"] for r in runs]),
+            "windows": runs[0]["windows"],
+            "network_input_shape": runs[0]["network_input_shape"],
+            "flops_per_window": runs[0]["flops_per_window"],
+            "mask_voxels": runs[0]["mask_voxels"],
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# accuracy: fast path vs plain path
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    denom = int(a.sum()) + int(b.sum())
+    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(a, b).sum()) / denom
+
+
+def compare_masks(fast_dir: str, plain_dir: str, label_dir: str) -> list[dict]:
+    """Per case: Dice of the fast and plain liver masks against the label (liver = label > 0) and to each other."""
+    import nibabel as nib
+
+    rows = []
+    for fast in sorted(glob.glob(os.path.join(fast_dir, "*_seg.nii.gz"))):
+        name = os.path.basename(fast)[: -len("_seg.nii.gz")]
+        f = np.asarray(nib.load(fast).dataobj) > 0
+        p = np.asarray(nib.load(os.path.join(plain_dir, f"{name}_seg.nii.gz")).dataobj) > 0
+        y = np.asarray(nib.load(os.path.join(label_dir, f"{name}.nii.gz")).dataobj) > 0
+        rows.append({"case": name, "dice_fast": dice(f, y), "dice_plain": dice(p, y), "dice_fast_vs_plain": dice(f, p),
+                     "voxels_differing": int(np.count_nonzero(f != p))})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# machine and report
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    """CPU, cores, memory, GPU, library versions, thread settings and the date."""
+    import monai
+    import nibabel
+    import psutil
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu, "cpu_cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
+        "numpy": np.__version__, "nibabel": nibabel.__version__, "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(), "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def _f(x, digits=1, unit=""):
+    return "n/a" if x is None else f"{x:.{digits}f}{unit}"
+
+
+def _sp(s, digits=1):
+    """'median (min-max)' of a spread."""
+    if not s or s.get("median") is None:
+        return "n/a"
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+
+def render_markdown(res: dict) -> str:
+    """The human-readable report (docs/benchmark.md) from the results dict (docs/benchmark.json)."""
+    m = res["machine"]
+    L = ["# Benchmark: inference and training speed", "",
+         f"Generated by `{res['command']}` on {m['date']} (do not edit by hand: rerun the command).", "",
+         f"Machine: {m['cpu']}, {m['cpu_cores']} cores, {m['memory_gb']} GB RAM, GPU: {m['gpu'] or 'none'}; "
+         f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), MONAI {m['monai']}, "
+         f"numpy {m['numpy']}, nibabel {m['nibabel']}; {m['platform']}.", "",
+         "The machine is shared with other jobs: load average "
+         f"{', '.join(f'{v:.1f}' for v in m['load_average_at_start'])} at the start"
+         + (f" and {', '.join(f'{v:.1f}' for v in res['load_average_at_end'])} at the end"
+            if res.get("load_average_at_end") else "")
+         + ". Runs alternate ours/reference and medians (min-max) are given; compare figures within this report "
+           "only.", ""]
+    shape = "x".join(str(v) for v in res.get("shape", STANDARD_SHAPE))
+    mm = "x".join(f"{v:g}" for v in res.get("spacing", STANDARD_SPACING))
+    L += [f"Inputs: synthetic phantom CTs, {shape} voxels at {mm} mm, LPS, int16 gzip NIfTI (`scripts.phantom`, "
+          f"seeds {res.get('seeds')}). Timed runs use randomly initialised weights (`--ckpt_path` outside the bundle): "
+          "the network costs the same whatever its weights, but random weights give noisy masks, which makes "
+          "KeepLargestConnectedComponent slower than with trained weights (see the trained-weights rows).", ""]
+    tg = res.get("targets", {})
+    if tg:
+        L += ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
+        for t in tg.values():
+            L.append(f"| {t['target']} | {t['measured']} | {t['met']} |")
+        L.append("")
+    e2e = res.get("e2e")
+    if e2e:
+        L += ["## End to end (one `monai.bundle run` command per workload)", "",
+              "Wall time from the command's start to the last mask written; per volume = (last mask - engine start) "
+              "/ cases; start-up = engine start - command start; CPU = user+system of the process tree; peak RSS = "
+              "sum over the process tree (workers included; an upper bound).", "",
+              "| workload | pipeline | to last mask s | per volume s | start-up s | CPU s | peak RSS GB |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+        for wl, r in e2e.items():
+            for who in ("ours", "reference"):
+                s = r[who]
+                L.append(f"| {wl} ({r['cases']} cases, {r['repeats']} runs) | {who} | {_sp(s['to_last_mask_s'])} | "
+                         f"{_sp(s['per_volume_s'])} | {_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | "
+                         f"{_sp(s['peak_rss_gb'], 2)} |")
+            L.append(f"| {wl} | **ours / reference** | **{_sp(r['ratio_to_last_mask'], 3)}** | "
+                     f"{_sp(r.get('ratio_per_volume'), 3)} | | {_sp(r['ratio_cpu'], 3)} | |")
+        L.append("")
+        L.append("Commands: ours `python -m monai.bundle run inference --config_file configs/inference.yaml "
+                 "--meta_file configs/metadata.json --logging_file configs/logging.conf --input DIR/imagesTs "
+                 "--output_dir OUT --ckpt_path RANDOM.pt`; reference (from its folder) `python -m monai.bundle run "
+                 "--config_file configs/inference.json --meta_file configs/metadata.json --logging_file "
+                 "configs/logging.conf --dataset_dir DIR --output_dir OUT --load_pretrain False "
+                 "--dataloader#num_workers 0`.")
+        L.append("")
+    tr = res.get("e2e_trained")
+    if tr:
+        L += ["### With trained (phantom demo) weights", "",
+              f"Config files {tr['config_files']}, weights `{tr['ckpt']}`; the fast path and the plain path "
+              "alternate.", "",
+              "| path | to last mask s | per volume s | peak RSS GB |", "| --- | --- | --- | --- |"]
+        for who in ("fast", "plain"):
+            s = tr[who]
+            L.append(f"| {who} | {_sp(s['to_last_mask_s'])} | {_sp(s['per_volume_s'])} | {_sp(s['peak_rss_gb'], 2)} |")
+        L.append("")
+    st = res.get("stages")
+    if st:
+        cur = st["variants"]["current"]
+        L += [f"## Where the time goes (one {shape} volume, one process)", "",
+              f"Median of {st['repeats']} rounds; variants rotate within each round. Each column reverts one "
+              "optimisation (the before figure); `plain` reverts all of them (the pipeline before issue 6).", ""]
+        names = list(st["variants"])
+        L.append("| stage | " + " | ".join(names) + " |")
+        L.append("| --- |" + " --- |" * len(names))
+        all_stages = []
+        for n in names:
+            all_stages += [s for s in st["variants"][n]["stages"] if s not in all_stages]
+        for s in all_stages:
+            L.append(f"| {s} | " + " | ".join(_f(st["variants"][n]["stages"].get(s), 2) for n in names) + " |")
+        L.append("| **total** | " + " | ".join(f"**{_sp(st['variants'][n]['total_s'])}**" for n in names) + " |")
+        L.append("")
+        fl = st["compute"]
+        L += ["### Compute floor", "",
+              f"Network input after preprocessing {cur['network_input_shape']} voxels; {cur['windows']} windows of "
+              f"{fl['roi_size']} at {fl['flops_per_window'] / 1e9:.2f} GFLOP each = {fl['total_gflop']:.0f} GFLOP "
+              f"per volume. Measured here: fp32 matmul {fl['matmul_gflops']:.0f} GFLOP/s, conv3d layer "
+              f"{fl['conv_gflops']:.0f} GFLOP/s. Floor = FLOPs / matmul rate = {fl['floor_s']:.1f} s; the network "
+              f"took {_f(cur['network_s']['median'])} s ({fl['network_gflops']:.0f} GFLOP/s, "
+              f"{fl['network_vs_floor']:.1f}x the floor); the whole volume {_f(cur['total_s']['median'])} s "
+              f"({fl['total_vs_floor']:.1f}x the floor). Network share of the volume: "
+              f"{100 * fl['network_share']:.0f}%.", ""]
+        if fl.get("folder_total_gflop"):
+            L += [f"Standard folder: {fl['folder_windows']} windows, {fl['folder_total_gflop']:.0f} GFLOP, floor "
+                  f"{fl['folder_floor_s']:.1f} s; end to end (to last mask) is "
+                  f"{fl['folder_e2e_vs_floor']:.1f}x the floor.", ""]
+        if st.get("reference"):
+            rf = st["reference"]
+            L += [f"Reference, same volume: network input {rf['network_input_shape']}, {rf['windows']} windows, "
+                  f"network {_f(rf['network_s'])} s of {_f(rf['total_s'])} s.", ""]
+    tn = res.get("train")
+    if tn:
+        L += ["## Training throughput (CPU)", "",
+              f"`{tn['config_files']}` with {tn['overrides']} on {tn['cases']} phantom cases; "
+              "data wait = time between asking the loader for a batch and getting it.", "",
+              "| variant | steps/s | patches/s | median step s | data wait share | epochs x steps |",
+              "| --- | --- | --- | --- | --- | --- |"]
+        for name, r in tn["variants"].items():
+            L.append(f"| {name} | {r['steps_per_s']:.3f} | {r['patches_per_s']:.2f} | {_f(r['step_s_median'], 2)} | "
+                     f"{100 * r['data_wait_share']:.0f}% | {r['epochs']} x {r['steps'] // max(r['epochs'], 1)} |")
+        L.append("")
+    r6 = res.get("rss600")
+    if r6:
+        L += ["## Large volume", "",
+              f"One 512x512x600 volume (0.8x0.8x0.625 mm, 375 mm long): peak RSS {r6['peak_rss_gb']:.2f} GB (process tree), "
+              f"largest process {r6['peak_rss_one_process_gb']:.2f} GB, {r6['to_last_mask_s']:.1f} s to the mask.", ""]
+    dc = res.get("dice")
+    if dc:
+        L += ["## Accuracy: fast path vs plain path, same trained weights", "",
+              f"Weights `{dc['ckpt']}` ({dc['weights_note']}); config files {dc['config_files']}; held-out phantom "
+              "cases (seeds not used in training), liver = label > 0.", "",
+              "| case | Dice fast | Dice plain | difference | Dice fast vs plain | voxels differing |",
+              "| --- | --- | --- | --- | --- | --- |"]
+        for r in dc["cases"]:
+            L.append(f"| {r['case']} | {r['dice_fast']:.4f} | {r['dice_plain']:.4f} | "
+                     f"{r['dice_fast'] - r['dice_plain']:+.5f} | {r['dice_fast_vs_plain']:.5f} | "
+                     f"{r['voxels_differing']} |")
+        L.append("")
+    if dc and dc.get("options"):
+        opts = dc["options"]
+        names = list(opts)
+        L += ["Options, run in one process with the same weights (mean over the cases; windows and network seconds "
+              "are per case, demo geometry):", "",
+              "| variant | mean Dice | mean difference to current | windows | network s | volume s |",
+              "| --- | --- | --- | --- | --- | --- |"]
+        base = [r["dice"] for r in opts["current"]]
+        for n in names:
+            d = [r["dice"] for r in opts[n]]
+            L.append(f"| {n} | {np.mean(d):.4f} | {np.mean(np.subtract(d, base)):+.5f} | "
+                     f"{np.mean([r['windows'] for r in opts[n]]):.1f} | "
+                     f"{np.median([r['network_s'] for r in opts[n]]):.2f} | "
+                     f"{np.median([r['total_s'] for r in opts[n]]):.2f} |")
+        L.append("")
+    gp = res.get("gpu")
+    L += ["## GPU", ""]
+    if not gp or gp.get("not_run"):
+        L += [f"Not run: {gp.get('not_run') if gp else 'step not selected'}. The step measures, on CUDA, the "
+              "per-volume latency of the stage profile in fp32 and under fp16/bf16 autocast, and training "
+              "throughput with AMP; run `python -m scripts.benchmark --steps gpu` on a GPU machine.", ""]
+    else:
+        L += [f"GPU: {gp['gpu']}.", "", "| variant | network s | volume s (in process) |", "| --- | --- | --- |"]
+        for name, v in gp["stages"].items():
+            L.append(f"| {name} | {_sp(v['network_s'], 3)} | {_sp(v['total_s'], 2)} |")
+        if gp.get("train"):
+            t = gp["train"]
+            L.append("")
+            L.append(f"Training (AMP): {t['steps_per_s']:.2f} steps/s, {t['patches_per_s']:.1f} patches/s, data wait "
+                     f"{100 * t['data_wait_share']:.0f}%.")
+        L.append("")
+    if res.get("notes"):
+        L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
+    return "\n".join(L)
+
+
+def evaluate_targets(res: dict) -> dict:
+    """The issue's targets, each with the measured figure and whether it is met (None: not measured)."""
+    out = {}
+    e2e = res.get("e2e", {})
+
+    def add(key, target, value, limit, fmt):
+        met = None if value is None else bool(value <= limit)
+        out[key] = {"target": target, "value": value,
+                    "measured": "not measured" if value is None else fmt.format(value),
+                    "met": {None: "not measured", True: "yes", False: "NO"}[met]}
+
+    fold = e2e.get("folder", {}).get("ratio_to_last_mask", {}).get("median")
+    single = e2e.get("single", {}).get("ratio_to_last_mask", {}).get("median")
+    add("folder_ratio", "5-volume folder <= 0.2x reference", fold, 0.2, "{:.3f}x (median of per-pair ratios)")
+    add("single_ratio", "single volume <= 0.35x reference", single, 0.35, "{:.3f}x (median of per-pair ratios)")
+    rss = e2e.get("folder", {}).get("ours", {}).get("peak_rss_gb", {}).get("max")
+    add("rss150", "peak RSS <= 4 GB at 512x512x150", rss, 4.0, "{:.2f} GB (largest run)")
+    r6 = res.get("rss600", {}).get("peak_rss_gb")
+    add("rss600", "peak RSS <= 8 GB at 512x512x600", r6, 8.0, "{:.2f} GB")
+    dc = res.get("dice")
+    worst = max(abs(r["dice_fast"] - r["dice_plain"]) for r in dc["cases"]) if dc else None
+    add("dice", "fast path Dice within 0.005 of plain", worst, 0.005, "largest |difference| {:.5f}")
+    gp = res.get("gpu") or {}
+    lat = None
+    if gp.get("stages"):
+        lat = min(v["total_s"]["median"] for v in gp["stages"].values())
+    add("gpu_latency", "GPU: <= 1 s per standard volume (H100)", lat, 1.0, "{:.2f} s")
+    return out
+
+
+def write_report(res: dict, report_dir: str) -> tuple[str, str]:
+    """Write ``benchmark.json`` and ``benchmark.md`` atomically into ``report_dir``; return both paths."""
+    from scripts.handlers import atomic_write_text
+
+    res["targets"] = evaluate_targets(res)
+    json_path = atomic_write_text(os.path.join(report_dir, "benchmark.json"), json.dumps(res, indent=1) + "\n")
+    md_path = atomic_write_text(os.path.join(report_dir, "benchmark.md"), render_markdown(res) + "\n")
+    return md_path, json_path
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# steps
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def step_e2e(args, res, work, cases_dir, ckpt):
+    single_dir = os.path.join(work, "single")
+    os.makedirs(os.path.join(single_dir, "imagesTs"), exist_ok=True)
+    first = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))[0]
+    link = os.path.join(single_dir, "imagesTs", os.path.basename(first))
+    if not os.path.exists(link):
+        os.symlink(first, link)
+    res["e2e"] = {}
+    log("e2e: standard folder")
+    res["e2e"]["folder"] = compare_alternating(cases_dir, work, ckpt, args.num_cases, args.repeats,
+                                               args.reference_dir, "folder")
+    log("e2e: single volume")
+    res["e2e"]["single"] = compare_alternating(single_dir, work, ckpt, 1, args.repeats, args.reference_dir,
+                                               "single")
+
+
+def step_stages(args, res, work, cases_dir, ckpt):
+    import torch
+    from monai.bundle import ConfigParser
+
+    image = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))[0]
+    reverts = revert_overrides()
+    variants = {"current": {}}
+    for name, ov in reverts.items():
+        variants[name if name == "plain" else f"no {name}"] = {"overrides": ov}
+    variants.update(OPTIONS)
+    log("stages: per-transform timings (current config and each optimisation reverted)")
+    raw = run_worker("stages", {"image": image, "ckpt": ckpt, "config_files": [INFERENCE_CONFIG],
+                                "variants": variants, "repeats": args.repeats}, work)
+    summary = summarize_stages(raw)
+    cur = summary["current"]
+    mm, cv = matmul_rate(), conv_rate()
+    cfg = ConfigParser()
+    cfg.read_config(os.path.join(BUNDLE_ROOT, INFERENCE_CONFIG))
+    roi = cfg.get_parsed_content("patch_size")
+    total_gflop = cur["windows"] * cur["flops_per_window"] / 1e9
+    compute = {"roi_size": roi, "flops_per_window": cur["flops_per_window"], "total_gflop": total_gflop,
+               "matmul_gflops": mm, "conv_gflops": cv, "floor_s": total_gflop / mm,
+               "network_gflops": total_gflop / cur["network_s"]["median"],
+               "network_vs_floor": cur["network_s"]["median"] / (total_gflop / mm),
+               "total_vs_floor": cur["total_s"]["median"] / (total_gflop / mm),
+               "network_share": cur["network_s"]["median"] / cur["total_s"]["median"]}
+    # windows over the whole folder: preprocessing each case, then counting the inferer's windows
+    pre = _parsed(["preprocessing", "inferer"])
+    windows = 0
+    for path in sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz"))):
+        x = pre["preprocessing"]({"image": path})["image"]
+        windows += count_windows(pre["inferer"], (1, *x.shape))
+    compute["folder_windows"] = windows
+    compute["folder_total_gflop"] = windows * cur["flops_per_window"] / 1e9
+    compute["folder_floor_s"] = compute["folder_total_gflop"] / mm
+    fold = res.get("e2e", {}).get("folder")
+    if fold:
+        compute["folder_e2e_vs_floor"] = fold["ours"]["to_last_mask_s"]["median"] / compute["folder_floor_s"]
+    res["stages"] = {"repeats": args.repeats, "image": image, "variants": summary, "compute": compute,
+                     "overrides": reverts}
+    if args.reference_dir and os.path.isdir(args.reference_dir):
+        res["stages"]["reference"] = profile_reference(image, args.reference_dir)
+
+
+def _parsed(ids, config_files=(INFERENCE_CONFIG,)):
+    from monai.bundle import ConfigParser
+
+    cfg = ConfigParser()
+    cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
+    cfg["bundle_root"] = BUNDLE_ROOT
+    cfg["input"] = BUNDLE_ROOT  # never read: only the transforms are used
+    cfg["datalist"] = []
+    return {i: cfg.get_parsed_content(i) for i in ids}
+
+
+def profile_reference(image: str, reference_dir: str) -> dict:
+    """Windows and network time of the reference pipeline on one volume (network only; in this process)."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    cfg = ConfigParser()
+    cfg.read_config(os.path.join(reference_dir, "configs", "inference.json"))
+    cfg["dataset_dir"] = os.path.dirname(os.path.dirname(image))
+    pre, inferer, net = (cfg.get_parsed_content(k) for k in ("preprocessing", "inferer", "network"))
+    t0 = time.perf_counter()
+    x = pre({"image": image})["image"][None]
+    t1 = time.perf_counter()
+    windows = [0]
+    net.register_forward_pre_hook(lambda m, a: windows.__setitem__(0, windows[0] + a[0].shape[0]))
+    net.eval()
+    with torch.no_grad():
+        inferer(x, net)
+    t2 = time.perf_counter()
+    return {"network_input_shape": list(x.shape[2:]), "windows": windows[0], "preprocessing_s": t1 - t0,
+            "network_s": t2 - t1, "total_s": None}
+
+
+def step_train(args, res, work):
+    from scripts import phantom
+
+    data = os.path.join(work, "train_data")
+    if not os.path.isfile(os.path.join(data, "dataset.json")):
+        phantom.write_dataset(data, num_train=args.train_cases, num_test=0, seed=7)
+    base = {"dataset_dir": data, "output_dir": os.path.join(work, "train_runs"),
+            "ckpt_dir": os.path.join(work, "train_models"), "epochs": args.train_epochs, "fold": -1,
+            "val_interval": 1000, "allow_dataset_warnings": True}
+    variants = {"train.yaml as is": {}}
+    if args.train_variants:
+        variants["ThreadDataLoader, no workers"] = {"train#dataloader#_target_": "ThreadDataLoader",
+                                                   "train#dataloader#num_workers": 0}
+    out = {"config_files": ["configs/train.yaml", "configs/demo.yaml"], "overrides": base, "cases": args.train_cases,
+           "variants": {}}
+    for name, ov in variants.items():
+        log(f"train: {name}")
+        shutil.rmtree(base["output_dir"], ignore_errors=True)
+        shutil.rmtree(base["ckpt_dir"], ignore_errors=True)
+        out["variants"][name] = run_worker("train", {"config_files": out["config_files"], "overrides": {**base, **ov}},
+                                           work)
+        r = out["variants"][name]
+        log(f"  {r['steps_per_s']:.3f} steps/s, data wait {100 * r['data_wait_share']:.0f}%")
+    res["train"] = out
+
+
+def step_rss600(args, res, work, ckpt):
+    folder = os.path.join(work, "thin", "imagesTs")
+    log("rss600: 512x512x600 volume")
+    make_thin_slice_case(os.path.join(folder, "ct_thin.nii.gz"))
+    res["rss600"] = run_ours(os.path.dirname(folder), os.path.join(work, "rss600_ours"), ckpt, 1)
+
+
+def step_dice(args, res, work, cases_dir):
+    if not args.trained_ckpt:
+        res.setdefault("notes", []).append("dice: not run (no --trained_ckpt given)")
+        return
+    configs = [INFERENCE_CONFIG] + list(args.trained_configs)
+    plain = revert_overrides(configs)["plain"]
+    runs = {"fast": [], "plain": []}
+    log("dice: fast and plain paths with trained weights")
+    for r in range(args.repeats if args.dice_timed else 1):
+        for who in ("fast", "plain"):
+            out = os.path.join(work, f"dice_{who}_{r}")
+            run = run_ours(cases_dir, out, args.trained_ckpt, args.num_cases, configs, plain if who == "plain" else None)
+            runs[who].append(run)
+            log(f"  {who} run {r + 1}: {run['to_last_mask_s']:.1f} s to last mask")
+    rows = compare_masks(os.path.join(work, "dice_fast_0"), os.path.join(work, "dice_plain_0"),
+                         os.path.join(cases_dir, "labelsTs"))
+    res["dice"] = {"ckpt": args.trained_ckpt, "config_files": configs, "cases": rows,
+                   "weights_note": args.trained_note}
+    images = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))
+    variants = {"current": {}, "plain": {"overrides": plain}, **OPTIONS}
+    log("dice: the options, in process")
+    res["dice"]["options"] = run_worker("dice", {
+        "images": images, "labels": [p.replace("imagesTs", "labelsTs") for p in images], "ckpt": args.trained_ckpt,
+        "config_files": configs, "variants": variants, "output_dir": os.path.join(work, "dice_options")}, work)
+    keys = ("to_last_mask_s", "per_volume_s", "peak_rss_gb", "cpu_s")
+    res["e2e_trained"] = {"ckpt": args.trained_ckpt, "config_files": configs,
+                          **{who: {k: spread([r.get(k) for r in v]) for k in keys} for who, v in runs.items()}}
+
+
+def step_gpu(args, res, work, cases_dir):
+    import torch
+
+    if not torch.cuda.is_available():
+        res["gpu"] = {"not_run": "no GPU lent (torch.cuda.is_available() is False)"}
+        return
+    image = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))[0]
+    ckpt = random_weights(os.path.join(work, "weights", "random.pt"))
+    variants = {"fp32": {"device": "cuda"}, "fp16 autocast": {"device": "cuda", "amp_dtype": "float16"},
+                "bf16 autocast": {"device": "cuda", "amp_dtype": "bfloat16"}}
+    log("gpu: stage profile on CUDA")
+    raw = run_worker("stages", {"image": image, "ckpt": ckpt, "config_files": [INFERENCE_CONFIG],
+                                "variants": variants, "repeats": args.repeats + 1}, work)
+    for runs in raw.values():
+        runs.pop(0)  # the first round warms up CUDA and cuDNN
+    out = {"gpu": torch.cuda.get_device_name(0), "stages": summarize_stages(raw)}
+    data = os.path.join(work, "train_data")
+    if not os.path.isfile(os.path.join(data, "dataset.json")):
+        from scripts import phantom
+
+        phantom.write_dataset(data, num_train=args.train_cases, num_test=0, seed=7)
+    out["train"] = run_worker("train", {"config_files": ["configs/train.yaml", "configs/demo.yaml"], "device": "cuda",
+                                        "overrides": {"dataset_dir": data, "output_dir": os.path.join(work, "gpu_runs"),
+                                                      "ckpt_dir": os.path.join(work, "gpu_models"),
+                                                      "epochs": args.train_epochs, "fold": -1, "val_interval": 1000,
+                                                      "amp": True, "allow_dataset_warnings": True}}, work)
+    res["gpu"] = out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m scripts.benchmark",
+                                description="Benchmark the bundle's inference (and training) against the reference "
+                                            "pipeline; writes docs/benchmark.md and docs/benchmark.json.")
+    p.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="steps to run (default: all)")
+    p.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "liver_benchmark"),
+                   help="inputs, outputs and logs (reused between runs; default: %(default)s)")
+    p.add_argument("--report_dir", default=os.path.join(BUNDLE_ROOT, "docs"), help="where the report goes")
+    p.add_argument("--reference_dir", default=REFERENCE_DIR, help="the reference bundle (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs per comparison (default 3)")
+    p.add_argument("--num_cases", type=int, default=5, help="volumes in the standard folder (default 5)")
+    p.add_argument("--shape", type=int, nargs=3, default=list(STANDARD_SHAPE),
+                   help="voxels of the standard cases (default: %(default)s; smaller only to try the command out)")
+    p.add_argument("--spacing", type=float, nargs=3, default=list(STANDARD_SPACING),
+                   help="voxel size in mm of the standard cases (default: %(default)s)")
+    p.add_argument("--trained_ckpt", help="trained weights for the dice step and the trained-weights e2e rows")
+    p.add_argument("--trained_configs", nargs="*", default=["configs/demo.yaml"],
+                   help="configs merged over inference.yaml for --trained_ckpt (default: configs/demo.yaml)")
+    p.add_argument("--trained_note", default="trained briefly on the synthetic phantom with configs/demo.yaml",
+                   help="how --trained_ckpt was trained (goes into the report)")
+    p.add_argument("--dice_timed", action="store_true", help="repeat the dice step's runs --repeats times")
+    p.add_argument("--train_cases", type=int, default=8, help="phantom cases for the train step (default 8)")
+    p.add_argument("--train_epochs", type=int, default=2, help="epochs for the train step (default 2)")
+    p.add_argument("--train_variants", action="store_true", help="also time training with a ThreadDataLoader")
+    p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    p.add_argument("--worker", nargs=3, metavar=("KIND", "ARGS_JSON", "OUT_JSON"), help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.worker:
+        kind, args_path, out_path = args.worker
+        with open(args_path) as f:
+            wargs = json.load(f)
+        result = {"stages": _worker_stages, "train": _worker_train, "dice": _worker_dice}[kind](wargs)
+        with open(out_path, "w") as f:
+            json.dump(result, f)
+        return 0
+    try:
+        if args.repeats < 1 or args.num_cases < 1:
+            raise ValueError("--repeats and --num_cases must be at least 1")
+        if ("e2e" in args.steps or "stages" in args.steps) and not os.path.isfile(
+                os.path.join(args.reference_dir, "configs", "inference.json")):
+            raise FileNotFoundError(f"{args.reference_dir}: no configs/inference.json (give --reference_dir)")
+        if args.trained_ckpt and not os.path.isfile(args.trained_ckpt):
+            raise FileNotFoundError(f"{args.trained_ckpt}: weights file not found")
+        work = os.path.abspath(args.work_dir)
+        os.makedirs(work, exist_ok=True)
+        res = {"command": "python -m scripts.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "machine": machine_info(), "notes": list(args.note)}
+        seeds = list(range(args.num_cases))
+        res["seeds"] = seeds
+        cases_dir = os.path.join(work, "standard")
+        log(f"inputs: {args.num_cases} phantom CTs under {cases_dir}")
+        make_cases(cases_dir, seeds, shape=args.shape, spacing=args.spacing)
+        res["shape"], res["spacing"] = list(args.shape), list(args.spacing)
+        ckpt = random_weights(os.path.join(work, "weights", "random.pt"))
+        started = time.perf_counter()
+        if "e2e" in args.steps:
+            step_e2e(args, res, work, cases_dir, ckpt)
+        if "stages" in args.steps:
+            step_stages(args, res, work, cases_dir, ckpt)
+        if "dice" in args.steps:
+            step_dice(args, res, work, cases_dir)
+        if "rss600" in args.steps:
+            step_rss600(args, res, work, ckpt)
+        if "train" in args.steps:
+            step_train(args, res, work)
+        if "gpu" in args.steps:
+            step_gpu(args, res, work, cases_dir)
+        res["load_average_at_end"] = list(os.getloadavg())
+        res["benchmark_minutes"] = (time.perf_counter() - started) / 60
+        md, js = write_report(res, args.report_dir)
+        for t in res["targets"].values():
+            log(f"target: {t['target']}: {t['measured']} -> {t['met']}")
+        log(f"wrote {md} and {js}")
+        return 0
+    except (ValueError, OSError, RuntimeError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}".splitlines()[0], file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

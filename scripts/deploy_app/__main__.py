@@ -1,0 +1,88 @@
+"""Command line: ``python -m scripts.deploy_app -i DICOM_STUDY_DIR -o OUT_DIR -m models/model.ts`` (bundle root)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import resource
+import sys
+
+STACK_BYTES = 32 * 2**20  # Holoscan asks for a 32 MiB stack and warns on the usual 8 MiB
+
+
+def _raise_stack_limit() -> None:
+    """Lift this process's soft stack limit to what Holoscan asks for, where the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft != resource.RLIM_INFINITY and soft < STACK_BYTES:
+        target = STACK_BYTES if hard == resource.RLIM_INFINITY else min(STACK_BYTES, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_STACK, (target, hard))
+
+
+@contextlib.contextmanager
+def _quiet_stderr(enabled: bool):
+    """Hide what native libraries print while loading: nvImageCodec reports missing GPU codecs (nvJPEG2000, nvTIFF)
+    as errors on machines without them, though DICOM decoding here goes through pydicom's own plugins."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.deploy_app",
+        description="Liver segmentation of the CT series in a DICOM study folder: writes a DICOM SEG and a NIfTI "
+                    "mask. A MONAI Deploy App SDK application running the bundle exported to TorchScript.")
+    parser.add_argument("-i", "--input", required=True, help="DICOM study folder (searched recursively)")
+    parser.add_argument("-o", "--output", required=True, help="output folder (created when missing)")
+    parser.add_argument("-m", "--model", default="models/model.ts",
+                        help="TorchScript bundle export (python -m monai.bundle ckpt_export ...; default %(default)s)")
+    parser.add_argument("--series_uid", default=None,
+                        help="SeriesInstanceUID to segment (default: the CT series with the most slices)")
+    parser.add_argument("--debug", action="store_true", help="Holoscan's log, native libraries' messages, tracebacks")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Command line entry; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    for noisy in ("monai.deploy", "holoscan", "highdicom"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "INFO" if args.debug else "ERROR")
+    _raise_stack_limit()
+    try:
+        for path, what in ((args.input, "input folder"), (args.model, "model file")):
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path}: {what} not found")
+        with _quiet_stderr(not args.debug):
+            from scripts.deploy_app.app import run_app  # loads MONAI, the SDK and Holoscan
+        result = run_app(args.input, args.output, args.model, series_uid=args.series_uid)
+    except Exception as exc:  # one line for the user; the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return 1
+    for name, reason in result["skipped"]:
+        print(f"not segmented: {name}: {reason}", flush=True)
+    liver = result["voxels"].get(1, 0)
+    print(f"wrote {result['seg']} and {result['nifti']} ({liver} liver voxels; configs {'+'.join(result['configs'])}; "
+          f"{result['seconds']:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

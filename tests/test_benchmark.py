@@ -1,0 +1,212 @@
+"""Smoke tests of the benchmark's pieces (scripts/benchmark.py) on tiny inputs. Nothing here is timed: the figures
+come from `python -m scripts.benchmark`, which writes docs/benchmark.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from scripts import benchmark, phantom
+
+TINY = {"shape": (64, 64, 40), "spacing": (7.0, 7.0, 8.0)}
+# the demo geometry shrunk further: 8 mm voxels, 32^3 windows
+TINY_OVERRIDES = {"pixdim": [8.0, 8.0, 8.0], "patch_size": [32, 32, 32], "sw_batch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_cases(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench") / "cases"
+    images = benchmark.make_cases(str(folder), [3, 4], **TINY)
+    return folder, images
+
+
+def test_make_cases_writes_int16_gzip_nifti_and_labels_and_reuses_them(tiny_cases):
+    folder, images = tiny_cases
+    assert [os.path.basename(p) for p in images] == ["ct_003.nii.gz", "ct_004.nii.gz"]
+    img = nib.load(images[0])
+    assert img.get_data_dtype() == np.int16 and img.shape == TINY["shape"]
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+    with open(images[0], "rb") as f:
+        assert f.read(2) == b"\x1f\x8b"  # gzip
+    label = np.asarray(nib.load(str(folder / "labelsTs" / "ct_003.nii.gz")).dataobj)
+    assert label.max() >= 1
+    stamp = os.stat(images[0]).st_mtime_ns
+    assert benchmark.make_cases(str(folder), [3, 4], **TINY) == images
+    assert os.stat(images[0]).st_mtime_ns == stamp  # reused, not redrawn
+
+
+def test_thin_slice_case_doubles_the_slices_on_the_same_field_of_view(tmp_path):
+    path = benchmark.make_thin_slice_case(str(tmp_path / "thin.nii.gz"), seed=1, shape=(48, 48, 80),
+                                          spacing=(9.0, 9.0, 4.5))
+    thin = nib.load(path)
+    assert thin.shape == (48, 48, 80) and thin.get_data_dtype() == np.int16
+    assert np.allclose(nib.affines.voxel_sizes(thin.affine), (9.0, 9.0, 4.5))
+    data = np.asarray(thin.dataobj)
+    assert np.array_equal(data[..., 0], data[..., 1]) and not np.array_equal(data[..., 1], data[..., 2])
+    # the first thin slice sits a quarter of a thick slice below the first thick slice's centre (LPS: k is S)
+    thick = phantom.make_case(1, shape=(48, 48, 40), spacing=(9.0, 9.0, 9.0), orientation="LPS")[2]
+    assert thin.affine[2, 3] == pytest.approx(thick[2, 3] - 0.25 * thick[2, 2])
+    with pytest.raises(ValueError, match="even"):
+        benchmark.make_thin_slice_case(str(tmp_path / "odd.nii.gz"), shape=(48, 48, 81))
+
+
+def test_revert_overrides_target_the_optimised_transforms():
+    reverts = benchmark.revert_overrides()
+    assert set(reverts) == {"float32_resampling", "liver_channel_only", "plain"}
+    assert reverts["plain"] == {**reverts["float32_resampling"], **reverts["liver_channel_only"]}
+    from monai.bundle import ConfigParser
+
+    for name, expect_argmax, expect_dtype in (("plain", True, np.float64), (None, False, torch.float32)):
+        cfg = ConfigParser()
+        cfg.read_config(os.path.join(benchmark.BUNDLE_ROOT, "configs/inference.yaml"))
+        cfg["input"] = benchmark.BUNDLE_ROOT
+        for key, value in (reverts[name] if name else {}).items():
+            cfg[key] = value
+        post = cfg.get_parsed_content("postprocessing").transforms
+        pre = cfg.get_parsed_content("preprocessing").transforms
+        disc = next(t for t in post if type(t).__name__ == "AsDiscreted")
+        lam = next(t for t in post if type(t).__name__ == "Lambdad")
+        spacing = next(t for t in pre if type(t).__name__ == "Spacingd")
+        assert bool(disc.argmax[0]) is expect_argmax
+        assert spacing.dtype[0] == expect_dtype
+        two = torch.rand(2, 3, 3, 3)
+        assert lam.func[0](two).shape[0] == (2 if name else 1)
+
+
+def test_cli_overrides_are_monai_bundle_arguments():
+    args = benchmark.cli_overrides({"a#b": None, "c": True, "d": "$lambda p: p"})
+    assert args == ["--a#b", "None", "--c", "True", "--d", "$lambda p: p"]
+
+
+def test_profile_case_times_every_stage_and_counts_the_windows_it_runs(tiny_cases, tmp_path):
+    _, images = tiny_cases
+    ckpt = benchmark.random_weights(str(tmp_path / "w" / "random.pt"))
+    overrides = {k: v for k, v in TINY_OVERRIDES.items()}
+    res = benchmark.profile_case(images[0], ckpt, overrides=overrides, output_dir=str(tmp_path / "out"))
+    names = list(res["stages"])
+    assert names[0] == "pre: LoadImaged" and "network (sliding window)" in names
+    assert "post: Invertd" in names and "post: SaveImaged" in names and names[-1] == "report row (CaseTable)"
+    assert all(v >= 0 for v in res["stages"].values()) and res["total_s"] >= res["network_s"] > 0
+    assert (tmp_path / "out" / "ct_003_seg.nii.gz").is_file()
+    # the windows the network saw are the windows the inferer plans for this input
+    parsed = benchmark._parsed(["inferer"])
+    from monai.inferers import SlidingWindowInferer
+
+    inferer = SlidingWindowInferer(roi_size=[32, 32, 32], sw_batch_size=2, overlap=parsed["inferer"].overlap)
+    assert res["windows"] == benchmark.count_windows(inferer, (1, 1, *res["network_input_shape"])) > 0
+    # one 32^3 window of this U-Net: a few hundred MFLOP
+    assert 1e8 < res["flops_per_window"] < 1e10
+
+
+def test_flops_scale_with_the_window_volume():
+    from monai.networks.nets import UNet
+
+    net = UNet(3, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0).eval()
+    small = benchmark.flops_per_window(net, (16, 16, 16))
+    big = benchmark.flops_per_window(net, (32, 32, 32))
+    assert small > 0 and big == pytest.approx(8 * small, rel=0.01)
+
+
+def test_run_monitored_sees_the_memory_of_child_processes(tmp_path):
+    child = "import time, numpy as np; a = np.ones(300_000_000 // 8); time.sleep(0.8)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    run = benchmark.run_monitored([sys.executable, "-c", parent], str(tmp_path), str(tmp_path / "log.txt"))
+    assert run["peak_rss_gb"] > 0.3 and run["peak_rss_one_process_gb"] > 0.3
+    assert run["wall_s"] >= 0.8 and run["cpu_s"] > 0
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        benchmark.run_monitored([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], str(tmp_path),
+                                str(tmp_path / "log2.txt"))
+
+
+def test_summarize_run_reads_engine_start_and_mask_times(tmp_path):
+    start = time.time() - 20
+    engine = start + 5
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(engine)) + f",{int((engine % 1) * 1000):03d}"
+    log_path = tmp_path / "run.log"
+    log_path.write_text(f"some line\n{stamp} - ignite - INFO - Engine run resuming from iteration 0\n")
+    masks = []
+    for i, t in enumerate((engine + 4, engine + 10)):
+        m = tmp_path / f"m{i}_seg.nii.gz"
+        m.write_bytes(b"x")
+        os.utime(m, (t, t))
+        masks.append(str(m))
+    run = benchmark.summarize_run({"start_epoch": start, "log": str(log_path)}, masks, 2)
+    assert run["to_last_mask_s"] == pytest.approx(15, abs=0.01)
+    assert run["startup_s"] == pytest.approx(5, abs=0.01)
+    assert run["per_volume_s"] == pytest.approx(5, abs=0.01)
+    with pytest.raises(RuntimeError, match="expected 3 masks"):
+        benchmark.summarize_run({"start_epoch": start, "log": str(log_path)}, masks, 3)
+
+
+def test_dice_and_compare_masks(tmp_path):
+    a = np.zeros((10, 10, 10), bool)
+    a[2:6] = True
+    b = np.zeros_like(a)
+    b[4:8] = True
+    assert benchmark.dice(a, b) == pytest.approx(0.5)
+    assert benchmark.dice(np.zeros(3), np.zeros(3)) == 1.0
+    for sub, arr in (("fast", a), ("plain", b), ("labels", a)):
+        (tmp_path / sub).mkdir()
+        name = "c_seg.nii.gz" if sub != "labels" else "c.nii.gz"
+        nib.save(nib.Nifti1Image(arr.astype(np.uint8), np.eye(4)), str(tmp_path / sub / name))
+    rows = benchmark.compare_masks(str(tmp_path / "fast"), str(tmp_path / "plain"), str(tmp_path / "labels"))
+    assert rows == [{"case": "c", "dice_fast": 1.0, "dice_plain": pytest.approx(0.5), "dice_fast_vs_plain":
+                     pytest.approx(0.5), "voxels_differing": 400}]
+
+
+def test_report_states_each_target_and_what_was_not_run(tmp_path):
+    s = benchmark.spread
+    res = {
+        "command": "python -m scripts.benchmark --steps e2e", "seeds": [0],
+        "machine": benchmark.machine_info(),
+        "e2e": {"folder": {"cases": 5, "repeats": 2,
+                           "ours": {"to_last_mask_s": s([50, 60]), "per_volume_s": s([8, 9]), "startup_s": s([9]),
+                                    "cpu_s": s([90]), "peak_rss_gb": s([2.5, 3.1])},
+                           "reference": {"to_last_mask_s": s([300, 320]), "per_volume_s": s([55]),
+                                         "startup_s": s([9]), "cpu_s": s([500]), "peak_rss_gb": s([4.0])},
+                           "ratio_to_last_mask": s([0.17, 0.19]), "ratio_cpu": s([0.18])}},
+        "dice": {"ckpt": "w.pt", "weights_note": "demo", "config_files": ["a"],
+                 "cases": [{"case": "c", "dice_fast": 0.9, "dice_plain": 0.91, "dice_fast_vs_plain": 0.99,
+                            "voxels_differing": 3}]},
+        "gpu": {"not_run": "no GPU lent"},
+    }
+    md_path, json_path = benchmark.write_report(res, str(tmp_path))
+    md = open(md_path).read()
+    saved = json.load(open(json_path))
+    assert saved["targets"]["folder_ratio"]["met"] == "yes"
+    assert saved["targets"]["rss150"]["met"] == "yes" and saved["targets"]["rss150"]["value"] == pytest.approx(3.1)
+    assert saved["targets"]["dice"]["met"] == "NO"  # |0.9 - 0.91| > 0.005
+    assert saved["targets"]["single_ratio"]["met"] == "not measured"
+    assert "| 5-volume folder <= 0.2x reference | 0.180x" in md
+    assert "Not run: no GPU lent" in md and res["machine"]["cpu"] in md
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_cli_rejects_bad_arguments_with_one_line(capsys, tmp_path):
+    assert benchmark.main(["--repeats", "0", "--work_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --repeats and --num_cases must be at least 1"]
+    assert benchmark.main(["--reference_dir", str(tmp_path / "none"), "--steps", "e2e"]) == 1
+    assert "no configs/inference.json" in capsys.readouterr().err
+
+
+def test_dice_worker_scores_each_variant_against_the_label(tiny_cases, tmp_path):
+    folder, images = tiny_cases
+    ckpt = benchmark.random_weights(str(tmp_path / "random.pt"))
+    plain = benchmark.revert_overrides()["plain"]
+    out = benchmark._worker_dice({
+        "images": images[:1], "labels": [str(folder / "labelsTs" / "ct_003.nii.gz")], "ckpt": ckpt,
+        "config_files": ["configs/inference.yaml"], "output_dir": str(tmp_path / "out"),
+        "variants": {"current": {"overrides": TINY_OVERRIDES}, "plain": {"overrides": {**TINY_OVERRIDES, **plain}}}})
+    assert set(out) == {"current", "plain"}
+    for rows in out.values():
+        assert [r["case"] for r in rows] == ["ct_003"]
+        assert 0.0 <= rows[0]["dice"] <= 1.0 and rows[0]["windows"] > 0
+    assert (tmp_path / "out" / "plain" / "ct_003_seg.nii.gz").is_file()

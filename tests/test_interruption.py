@@ -1,0 +1,210 @@
+"""Interruption, for real: a training process killed mid-epoch resumes from its latest checkpoint, and a checkpoint
+write that dies (SIGKILL, a full disk, an exception inside torch.save) never leaves models/model.pt or the resumable
+checkpoint missing or truncated.
+
+The checkpoint faults run MONAI's own CheckpointSaver next to ours (scripts.checkpoint.AtomicCheckpointSaver) on the
+same fault: the stock saver loses the file, which shows that the fault really strikes mid-write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BUNDLE_ROOT, FAST, bundle_cmd, run_bundle
+
+from scripts import checkpoint
+
+TESTS = Path(__file__).resolve().parent
+
+
+class Fault:
+    """Pickled inside torch.save, after the target file has been opened: dies (SIGKILL) or fails like a full disk."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __reduce__(self):
+        if self.kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise OSError(28, "No space left on device (simulated)")
+
+
+class Weights:
+    """A save_dict entry: 1 MB of weights whose value is the epoch, plus a fault from epoch 2 on when asked."""
+
+    def __init__(self, fault=None):
+        self.fault, self.epoch, self.arm = fault, 0, False
+
+    def state_dict(self):
+        state = {"w": torch.full((250_000,), float(self.epoch))}
+        if self.arm and self.fault in ("kill", "raise"):
+            state["fault"] = Fault(self.fault)
+        return state
+
+    def load_state_dict(self, state):
+        self.epoch = int(state["w"][0])
+
+
+def save_two_epochs(folder, saver_kind, which, fault):
+    """Epoch 1 saves normally (weights = 1.0); epoch 2's save (weights = 2.0) meets ``fault``.
+
+    ``saver_kind``: "atomic" (ours) or "stock" (MONAI's). ``which``: "best" (fixed key_metric_filename model.pt, as
+    validate#handlers) or "latest" (checkpoint_epoch=N.pt, n_saved=1, as latest_saver). ``fault``: "kill" (SIGKILL
+    mid-write), "full" (RLIMIT_FSIZE: the write fails part-way, as on a full disk) or "raise" (an exception while
+    torch.save pickles). Prints one JSON line with what happened.
+    """
+    from ignite.engine import Engine, Events
+    from monai.handlers import CheckpointSaver
+
+    weights = Weights(fault)
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _next(e):  # runs before the saver: handlers fire in the order they were added
+        weights.epoch = e.state.epoch
+        e.state.metrics["score"] = float(e.state.epoch)  # a better score every epoch: model.pt is replaced
+        if e.state.epoch == 2:
+            weights.arm = True
+            if fault == "full":
+                import resource
+
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG as an OSError instead of a signal
+                resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, resource.RLIM_INFINITY))
+
+    cls = checkpoint.AtomicCheckpointSaver if saver_kind == "atomic" else CheckpointSaver
+    if which == "best":
+        saver = cls(save_dir=folder, save_dict={"model": weights}, save_key_metric=True, key_metric_name="score",
+                    key_metric_filename="model.pt")
+    else:
+        saver = cls(save_dir=folder, save_dict={"network": weights, "other": torch.nn.Linear(2, 2)}, save_interval=1,
+                    n_saved=1, epoch_level=True)
+    saver.attach(engine)
+    try:
+        engine.run([0], max_epochs=2)
+        print(json.dumps({"raised": None}), flush=True)
+    except Exception as exc:
+        print(json.dumps({"raised": type(exc).__name__}), flush=True)
+
+
+def run_fault(folder, saver_kind, which, fault):
+    code = f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(BUNDLE_ROOT)!r}]; import test_interruption as t; t.save_two_epochs(*sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), saver_kind, which, fault], cwd=BUNDLE_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    return proc
+
+
+def loadable_epochs(folder):
+    """{file name: epoch stored in it} for every checkpoint file in ``folder`` that loads (weights only)."""
+    found = {}
+    for path in sorted(Path(folder).glob("*.pt")):
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception:
+            continue
+        w = state["w"] if "w" in state else state["network"]["w"]
+        found[path.name] = int(w[0])
+    return found
+
+
+@pytest.mark.parametrize("which", ["best", "latest"])
+@pytest.mark.parametrize("fault", ["kill", "full"])
+def test_a_checkpoint_write_that_dies_keeps_the_previous_file(tmp_path, which, fault):
+    proc = run_fault(tmp_path, "atomic", which, fault)
+    if fault == "kill":
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    else:
+        # torch reports the short write as OSError or RuntimeError ("unexpected pos"): either way the save failed
+        assert proc.returncode == 0 and '"raised": "' in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    expected = {"model.pt": 1} if which == "best" else {"checkpoint_epoch=1.pt": 1}
+    assert loadable_epochs(tmp_path) == expected, sorted(os.listdir(tmp_path))
+    assert not [p for p in os.listdir(tmp_path) if not p.endswith(".pt") and not p.startswith(".")]
+    if fault == "full":  # the failed write cleaned up its temporary file
+        assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("which, fault", [("best", "kill"), ("latest", "full")])
+def test_monai_stock_saver_loses_the_file_under_the_same_fault(tmp_path, which, fault):
+    """The fault injection is real: MONAI's CheckpointSaver deletes the old file first and writes in place."""
+    run_fault(tmp_path, "stock", which, fault)
+    assert loadable_epochs(tmp_path) == {}, "MONAI's saver kept a loadable file: the fault did not strike mid-write"
+
+
+def test_an_exception_inside_torch_save_keeps_the_previous_best_in_process(tmp_path, capsys):
+    save_two_epochs(tmp_path, "atomic", "best", "raise")
+    assert '"raised": "OSError"' in capsys.readouterr().out
+    assert loadable_epochs(tmp_path) == {"model.pt": 1}
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_atomic_saves_replace_the_old_file_only_after_success(tmp_path):
+    save_two_epochs(tmp_path, "atomic", "latest", "none")
+    assert loadable_epochs(tmp_path) == {"checkpoint_epoch=2.pt": 2}  # n_saved=1 still holds
+    save_two_epochs(tmp_path / "best", "atomic", "best", "none")
+    assert loadable_epochs(tmp_path / "best") == {"model.pt": 2}
+    mode = os.stat(tmp_path / "best" / "model.pt").st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # as a plain file, not the 0600 of a temporary file
+
+
+def test_resume_refuses_a_damaged_or_foreign_checkpoint(tmp_path):
+    from monai.networks.nets import UNet
+
+    net = UNet(3, 1, 2, channels=(4, 8), strides=(2,))
+    state = {"network": net}
+    with pytest.raises(FileNotFoundError, match="no checkpoint_epoch=N.pt to resume from"):
+        checkpoint.resumable(tmp_path, state)
+    torch.save({"network": net.state_dict(), "optimizer": {}}, tmp_path / "checkpoint_epoch=3.pt")
+    assert checkpoint.resumable(tmp_path, state) == str(tmp_path / "checkpoint_epoch=3.pt")
+    with pytest.raises(ValueError, match=r"checkpoint_epoch=3.pt: not a resumable checkpoint of this bundle: it lacks trainer"):
+        checkpoint.resumable(tmp_path, {"network": net, "trainer": None})
+    other = UNet(3, 1, 3, channels=(4, 8), strides=(2,))
+    with pytest.raises(ValueError, match="these weights do not fit the bundle's network"):
+        checkpoint.resumable(tmp_path, {"network": other})
+    raw = (tmp_path / "checkpoint_epoch=3.pt").read_bytes()
+    (tmp_path / "checkpoint_epoch=4.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"checkpoint_epoch=4.pt: not a readable PyTorch weights file"):
+        checkpoint.resumable(tmp_path, state)
+
+
+def epochs_trained(log: str) -> list[int]:
+    return sorted({int(e) for e in re.findall(r"Epoch: (\d+)/\d+, Iter: \d+/\d+ -- train_loss", log)})
+
+
+@pytest.mark.slow
+def test_training_killed_mid_epoch_resumes_from_the_latest_checkpoint(phantom_dir, tmp_path):
+    models, runs = tmp_path / "models", tmp_path / "runs"
+    settings = dict(bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, output_dir=runs, ckpt_dir=models, epochs=3,
+                    fold=-1, **FAST)  # fold -1: no validation, only the resumable checkpoint matters here
+    proc = subprocess.Popen(bundle_cmd("training", ["train.yaml"], **settings), cwd=BUNDLE_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            start_new_session=True)
+    log = []
+    try:
+        for line in proc.stdout:
+            log.append(line)
+            if re.search(r"Epoch: 2/3, Iter: 1/\d+ -- train_loss", line):  # epoch 1 saved, epoch 2 half done
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(log)[-3000:]
+    assert sorted(p.name for p in models.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt"]
+    saved = torch.load(models / "checkpoint_epoch=1.pt", weights_only=True)
+    assert saved["trainer"]["epoch"] == 1 and saved["trainer"]["max_epochs"] == 3
+
+    resumed = run_bundle("training", ["train.yaml"], resume="true", **settings)
+    assert "resuming from" in resumed.stdout and "checkpoint_epoch=1.pt" in resumed.stdout
+    assert epochs_trained(resumed.stdout) == [2, 3], resumed.stdout[-3000:]  # continues at 2, stops at max_epochs
+    final = torch.load(models / "checkpoint_epoch=3.pt", weights_only=True)
+    assert final["trainer"]["epoch"] == 3 and final["trainer"]["max_epochs"] == 3
+    assert final["lr_scheduler"]["last_epoch"] == 3  # the LR schedule continued too
