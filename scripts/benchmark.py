@@ -843,9 +843,70 @@ def render_markdown(res: dict) -> str:
             L.append(f"Training (AMP): {t['steps_per_s']:.2f} steps/s, {t['patches_per_s']:.1f} patches/s, data wait "
                      f"{100 * t['data_wait_share']:.0f}%.")
         L.append("")
+    L += decisions_markdown(res)
     if res.get("notes"):
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     return "\n".join(L)
+
+
+def _stage_delta(res, variant, stages) -> str:
+    """'before -> after s' of the summed ``stages`` between a reverted variant and the current config."""
+    v = res.get("stages", {}).get("variants", {})
+    if variant not in v or "current" not in v:
+        return "(not measured)"
+    before = sum(v[variant]["stages"].get(s, 0.0) for s in stages)
+    after = sum(v["current"]["stages"].get(s, 0.0) for s in stages)
+    return f"{before:.1f} s -> {after:.1f} s"
+
+
+def decisions_markdown(res: dict) -> list[str]:
+    """What the benchmark led to change in configs/inference.yaml, and what was measured and left alone."""
+    v = res.get("stages", {}).get("variants", {})
+    cur = v.get("current", {})
+    total = (lambda n: _sp(v[n]["total_s"]) if n in v else "n/a")
+    L = ["## Changes kept in configs/inference.yaml (before -> after, from the stage table)", "",
+         "1. `Spacingd` computes in float32 (`dtype: $torch.float32`; MONAI's default is float64). The inverse "
+         "resampling of the prediction to the input grid (39 M voxels for a 512x512x150 CT) uses the same dtype: "
+         f"Spacingd + Invertd {_stage_delta(res, 'no float32_resampling', ['pre: Spacingd', 'post: Invertd'])}; "
+         f"volume {total('no float32_resampling')} -> {total('current')} s.",
+         "2. With 2 classes only the liver probability is inverted and thresholded at 0.5 (`Lambdad` keeps channel "
+         "1, `AsDiscreted threshold: 0.5`), instead of inverting both channels and taking the argmax. The mask is the "
+         "same: resampling is linear, so the background channel is always 1 - liver, and argmax of [1 - p, p] is "
+         "p >= 0.5 (up to exact ties). It halves the full-resolution resampling and avoids torch's argmax over a "
+         "2-long channel axis of a 2x512x512x150 tensor, which is very slow on this CPU: Invertd + AsDiscreted "
+         f"{_stage_delta(res, 'no liver_channel_only', ['post: Invertd', 'post: AsDiscreted'])}; volume "
+         f"{total('no liver_channel_only')} -> {total('current')} s. With 3 classes the argmax path is unchanged.",
+         f"3. Both together (`plain`, the pipeline before issue 6): volume {total('plain')} -> {total('current')} s "
+         "in one process; the end-to-end tables above are for the current config.", "",
+         "## Measured and left alone", ""]
+    if "option: bf16 network" in v and cur:
+        L.append(f"- bf16 autocast of the network on CPU (this CPU has AVX-512 BF16): network "
+                 f"{_sp(cur['network_s'])} -> {_sp(v['option: bf16 network']['network_s'])} s. Not adopted: MONAI's "
+                 "evaluator autocasts on CUDA only, so the bundle would need its own engine code in the inference "
+                 "path, and the accuracy cost is in the options table of the accuracy section. A decision for the "
+                 "lead.")
+    if "option: sw_overlap 0" in v and cur:
+        so = v["option: sw_overlap 0"]
+        L.append(f"- Windows without overlap (`sw_overlap: 0`): {cur['windows']} -> {so['windows']} windows, network "
+                 f"{_sp(cur['network_s'])} -> {_sp(so['network_s'])} s. `sw_overlap` is training geometry (shared "
+                 "with train.yaml's validation), so it is the lead's call; accuracy in the options table.")
+    if cur:
+        save = cur["stages"].get("post: SaveImaged")
+        load = cur["stages"].get("pre: LoadImaged")
+        L.append(f"- gzip I/O: reading the 45 MB input takes {_f(load, 2)} s (done by the loader worker while the "
+                 f"network runs on the previous case); writing the uint8 mask takes {_f(save, 2)} s at nibabel's "
+                 "default compression level (1): nothing to gain from the output level.")
+        klcc = cur["stages"].get("post: KeepLargestConnectedComponentd")
+        L.append(f"- KeepLargestConnectedComponent at full resolution: {_f(klcc, 2)} s with random weights (noisy "
+                 "masks); much less with trained weights. Kept: the report's liver volume depends on it.")
+    L += ["- Threads: torch uses as many threads as cores (2); one DataLoader worker (`num_workers: 1`, already "
+          "the config's value) reads and resamples the next case while the network runs.",
+          "- `sw_batch_size` 4 vs 8, channels-last 3D memory format, and TorchScript freezing were tried while "
+          "prototyping (not in this benchmark): none was faster than the eager fp32 network here (channels-last "
+          "makes instance norm copy its input). ONNX Runtime: not measured here.",
+          "- Coarse-to-fine ROI inference: needs a second, coarse network (the bundle has one network at 2 mm); "
+          "the foreground crop already drops the air around the body.", ""]
+    return L
 
 
 def evaluate_targets(res: dict) -> dict:
@@ -883,6 +944,9 @@ def write_report(res: dict, report_dir: str) -> tuple[str, str]:
     from scripts.handlers import atomic_write_text
 
     res["targets"] = evaluate_targets(res)
+    fold, compute = res.get("e2e", {}).get("folder"), res.get("stages", {}).get("compute")
+    if fold and compute:
+        compute["folder_e2e_vs_floor"] = fold["ours"]["to_last_mask_s"]["median"] / compute["folder_floor_s"]
     json_path = atomic_write_text(os.path.join(report_dir, "benchmark.json"), json.dumps(res, indent=1) + "\n")
     md_path = atomic_write_text(os.path.join(report_dir, "benchmark.md"), render_markdown(res) + "\n")
     return md_path, json_path
@@ -944,9 +1008,6 @@ def step_stages(args, res, work, cases_dir, ckpt):
     compute["folder_windows"] = windows
     compute["folder_total_gflop"] = windows * cur["flops_per_window"] / 1e9
     compute["folder_floor_s"] = compute["folder_total_gflop"] / mm
-    fold = res.get("e2e", {}).get("folder")
-    if fold:
-        compute["folder_e2e_vs_floor"] = fold["ours"]["to_last_mask_s"]["median"] / compute["folder_floor_s"]
     res["stages"] = {"repeats": args.repeats, "image": image, "variants": summary, "compute": compute,
                      "overrides": reverts}
     if args.reference_dir and os.path.isdir(args.reference_dir):
@@ -1106,6 +1167,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train_cases", type=int, default=8, help="phantom cases for the train step (default 8)")
     p.add_argument("--train_epochs", type=int, default=2, help="epochs for the train step (default 2)")
     p.add_argument("--train_variants", action="store_true", help="also time training with a ThreadDataLoader")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the results of the steps not run now from the existing REPORT_DIR/benchmark.json")
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
     p.add_argument("--worker", nargs=3, metavar=("KIND", "ARGS_JSON", "OUT_JSON"), help=argparse.SUPPRESS)
@@ -1133,8 +1196,16 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"{args.trained_ckpt}: weights file not found")
         work = os.path.abspath(args.work_dir)
         os.makedirs(work, exist_ok=True)
-        res = {"command": "python -m scripts.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "machine": machine_info(), "notes": list(args.note)}
+        command = "python -m scripts.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+        res = {"command": command, "machine": machine_info(), "notes": list(args.note)}
+        previous = os.path.join(args.report_dir, "benchmark.json")
+        if args.merge and os.path.isfile(previous):
+            with open(previous) as f:
+                old = json.load(f)
+            old.pop("targets", None)
+            res = {**old, "command": f"{old.get('command')}; then {command}", "machine": res["machine"],
+                   "notes": old.get("notes", []) + [n for n in args.note if n not in old.get("notes", [])]}
+            res["machine"]["load_average_at_start"] = old["machine"]["load_average_at_start"]
         seeds = list(range(args.num_cases))
         res["seeds"] = seeds
         cases_dir = os.path.join(work, "standard")

@@ -27,6 +27,7 @@ import math
 import os
 import stat
 import sys
+import threading
 import types
 
 import numpy as np
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 APP_NAME = "liver_ct_segmentation"
 CACHE_CHOICES = ("ram", "disk")
+#: Attributes that transforms and image readers set while they run (the last files read); not settings.
+RUNTIME_ATTRIBUTES = frozenset({"filenames"})
 #: Bytes per voxel of a cached case: the image and the label, both float32 after ``EnsureTyped`` in train.yaml.
 BYTES_PER_VOXEL = 4 + 4
 
@@ -48,7 +51,9 @@ def default_cache_root() -> str:
 def _describe(obj, seen: frozenset = frozenset()):
     """A JSON-able description of ``obj``'s settings: class names and attribute values, recursively.
 
-    Memory addresses never enter it, so the same settings give the same description in every process.
+    Memory addresses never enter it, nor the state a transform keeps while it runs (thread-local tracing flags,
+    the files a reader last read), so the same settings give the same description in every process, before and
+    after the transforms are used.
     """
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
@@ -81,7 +86,8 @@ def _describe(obj, seen: frozenset = frozenset()):
         return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(type(obj)))}"
     name = f"{type(obj).__module__}.{type(obj).__qualname__}"
     if hasattr(obj, "__dict__"):
-        return {"class": name, "settings": _describe(vars(obj), seen)}
+        settings = {k: v for k, v in vars(obj).items() if k not in RUNTIME_ATTRIBUTES and not isinstance(v, threading.local)}
+        return {"class": name, "settings": _describe(settings, seen)}
     return name
 
 

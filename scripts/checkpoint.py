@@ -221,5 +221,7 @@ def resumable(ckpt_dir, training_state: Mapping) -> str:
         raise ValueError(f"{path}: not a resumable checkpoint of this bundle: it lacks {', '.join(lacking)}")
     if "network" in training_state:
         check_fits(path, state, training_state["network"], key="network")
-    logger.info("resuming from %s (epoch %s)", path, (state.get("trainer") or {}).get("epoch", "?"))
+    trainer = state.get("trainer") or {}
+    done = trainer.get("epoch") or (trainer.get("iteration", 0) // max(1, trainer.get("epoch_length") or 1))
+    logger.info("resuming from %s (after epoch %s)", path, done)
     return path

@@ -473,10 +473,18 @@ def test_a_bad_input_stops_inference_with_one_line_and_no_output(tmp_path, ct, m
                       load_pretrain="false", **FAST)
     assert_one_line_error(proc, f"error: {bad}: truncated gzip file")
     assert not out.exists()
-    monkeypatch.setenv(errors.DEBUG_ENV, "1")  # the debug flag brings the traceback back
+
+
+@pytest.mark.slow
+def test_the_debug_flag_brings_the_traceback_back(tmp_path, ct, monkeypatch):
+    image, _, affine = ct
+    bad = truncate(save(tmp_path / "good.nii.gz", image, affine), tmp_path / "bad.nii.gz", -6)
+    out = tmp_path / "out"
+    monkeypatch.setenv(errors.DEBUG_ENV, "1")
     proc = run_bundle("inference", ["inference.yaml"], check=False, bundle_root=BUNDLE_ROOT, input=bad, output_dir=out,
                       load_pretrain="false", **FAST)
-    assert proc.returncode != 0 and "Traceback" in proc.stdout and "truncated gzip file" in proc.stdout
+    assert proc.returncode != 0 and "Traceback" in proc.stdout
+    assert f"ValueError: {bad}: truncated gzip file" in proc.stdout
     assert not out.exists()
 
 
@@ -560,3 +568,39 @@ def test_batch_inference_goes_on_past_bad_cases_and_keeps_tiny_volumes(tmp_path,
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["a_good_seg.nii.gz", "b_tiny_seg.nii.gz"]
     with open(out / "report.csv") as f:
         assert sorted(r["case"] for r in csv.DictReader(f)) == ["a_good", "b_tiny"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the disk cache (scripts/cache.py; its privacy and invalidation are tested in tests/test_distributed.py): untrusted
+# files in it are refused
+
+
+def test_a_disk_cache_folder_open_to_others_is_refused(tmp_path):
+    from scripts import cache
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    with pytest.raises(PermissionError, match=re.escape(f"{shared}: the cache folder is open to other users")):
+        cache.private_dir(shared)
+
+
+def test_a_planted_pickle_in_the_disk_cache_never_runs(tmp_path, ct):
+    """Cached cases are read with torch.load(weights_only=True): a file planted under a case's cache name is refused
+    (MONAI deletes it and preprocesses the case again), and its payload never runs."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    from scripts import cache
+
+    image, _, affine = ct
+    item = {"image": save(tmp_path / "ct.nii.gz", image, affine)}
+    transform = Compose([LoadImaged(keys="image"), EnsureChannelFirstd(keys="image")])
+    root = tmp_path / "cache"
+    fresh = cache.dataset([item], transform, cache="disk", cache_dir=root)[0]
+    (cached,) = (root / cache.transform_hash(transform)).glob("*.pt")
+    marker = tmp_path / "PWNED"
+    torch.save({"image": torch.zeros(1), "payload": Payload(marker)}, cached)  # replaced by a malicious file
+    with pytest.warns(UserWarning, match="Corrupt cache file detected"):
+        again = cache.dataset([item], transform, cache="disk", cache_dir=root)[0]
+    assert not marker.exists(), "unpickling the cached file ran its payload"
+    assert torch.equal(torch.as_tensor(again["image"]), torch.as_tensor(fresh["image"]))

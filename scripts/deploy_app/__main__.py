@@ -1,4 +1,8 @@
-"""Command line: ``python -m scripts.deploy_app -i DICOM_STUDY_DIR -o OUT_DIR -m models/model.ts`` (bundle root)."""
+"""Command line: ``python -m scripts.deploy_app -i DICOM_STUDY_DIR -o OUT_DIR -m models/model.ts`` (bundle root).
+
+Inside a MONAI Application Package the runner passes no arguments but sets HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH
+and HOLOSCAN_MODEL_PATH; those are the defaults of -i, -o and -m.
+"""
 
 from __future__ import annotations
 
@@ -40,15 +44,30 @@ def _quiet_stderr(enabled: bool):
         os.close(devnull)
 
 
+def _model_default() -> str:
+    """$HOLOSCAN_MODEL_PATH (a MAP's model file, or the folder the packager put it in), else models/model.ts."""
+    path = os.environ.get("HOLOSCAN_MODEL_PATH")
+    if not path:
+        return "models/model.ts"
+    if os.path.isdir(path):
+        found = sorted(os.path.join(d, f) for d, _, files in os.walk(path) for f in files if f.endswith(".ts"))
+        return found[0] if len(found) == 1 else path
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.deploy_app",
         description="Liver segmentation of the CT series in a DICOM study folder: writes a DICOM SEG and a NIfTI "
                     "mask. A MONAI Deploy App SDK application running the bundle exported to TorchScript.")
-    parser.add_argument("-i", "--input", required=True, help="DICOM study folder (searched recursively)")
-    parser.add_argument("-o", "--output", required=True, help="output folder (created when missing)")
-    parser.add_argument("-m", "--model", default="models/model.ts",
-                        help="TorchScript bundle export (python -m monai.bundle ckpt_export ...; default %(default)s)")
+    env_input, env_output = os.environ.get("HOLOSCAN_INPUT_PATH"), os.environ.get("HOLOSCAN_OUTPUT_PATH")
+    parser.add_argument("-i", "--input", required=not env_input, default=env_input,
+                        help="DICOM study folder, searched recursively (default: $HOLOSCAN_INPUT_PATH)")
+    parser.add_argument("-o", "--output", required=not env_output, default=env_output,
+                        help="output folder, created when missing (default: $HOLOSCAN_OUTPUT_PATH)")
+    parser.add_argument("-m", "--model", default=_model_default(),
+                        help="TorchScript bundle export (python -m monai.bundle ckpt_export ...; "
+                             "default: $HOLOSCAN_MODEL_PATH, else %(default)s)")
     parser.add_argument("--series_uid", default=None,
                         help="SeriesInstanceUID to segment (default: the CT series with the most slices)")
     parser.add_argument("--debug", action="store_true", help="Holoscan's log, native libraries' messages, tracebacks")
@@ -60,7 +79,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
-    for noisy in ("monai.deploy", "holoscan", "highdicom"):
+    for noisy in ("monai.deploy", "holoscan", "highdicom", "monai.data.nvimgcodec_pydicom_plugin"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.WARNING)
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "INFO" if args.debug else "ERROR")
     _raise_stack_limit()

@@ -101,9 +101,10 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
 def read_embedded_bundle(model_path) -> tuple[dict, list[str]]:
     """The metadata and the config names that ``ckpt_export`` stored in a TorchScript file.
 
-    Returns ``(metadata, config_names)`` with ``inference`` first, then any other exported config in export order
-    (e.g. ``demo`` when exported with ``--config_file "['configs/inference.yaml','configs/demo.yaml']"``); the
-    application merges them in that order. Raises ValueError when the file is not a bundle export.
+    Returns ``(metadata, config_names)`` with ``inference`` first, then any other exported config in the order the
+    archive keeps (alphabetical), e.g. ``demo`` when exported with
+    ``--config_file "['configs/inference.yaml','configs/demo.yaml']"``; the application merges them in that order.
+    Raises FileNotFoundError/ValueError naming the file when it is missing or not a bundle export.
     """
     model_path = os.fspath(model_path)
     if not os.path.isfile(model_path):
