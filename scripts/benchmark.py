@@ -36,6 +36,7 @@ import glob
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -1196,7 +1197,7 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"{args.trained_ckpt}: weights file not found")
         work = os.path.abspath(args.work_dir)
         os.makedirs(work, exist_ok=True)
-        command = "python -m scripts.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python -m scripts.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
         res = {"command": command, "machine": machine_info(), "notes": list(args.note)}
         previous = os.path.join(args.report_dir, "benchmark.json")
         if args.merge and os.path.isfile(previous):

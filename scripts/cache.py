@@ -166,6 +166,29 @@ def cache_folder(transform, cache_dir: str | None = None) -> str:
     return private_dir(os.path.join(root, transform_hash(transform)))
 
 
+def compact(item):
+    """``item`` with every tensor that views a larger buffer copied to its own: a cropped volume saved as a view
+    would store the whole uncropped buffer on disk (``torch.save`` writes storages, not views)."""
+    import torch
+
+    def own(v):
+        if isinstance(v, torch.Tensor) and v.untyped_storage().nbytes() > v.numel() * v.element_size():
+            return v.clone(memory_format=torch.contiguous_format)
+        return v
+
+    return {k: own(v) for k, v in item.items()} if isinstance(item, dict) else own(item)
+
+
+def with_compact_cache(transform):
+    """``transform`` with :func:`compact` inserted after its deterministic part, where ``PersistentDataset`` saves."""
+    from monai.transforms import Compose, Lambda
+
+    flat = transform.flatten().transforms if isinstance(transform, Compose) else list(transform)
+    n = len(deterministic_transforms(transform))
+    options = {k: getattr(transform, k) for k in ("map_items", "unpack_items", "log_stats", "lazy", "overrides") if hasattr(transform, k)}
+    return Compose(list(flat[:n]) + [Lambda(func=compact)] + list(flat[n:]), **options)
+
+
 def dataset(data, transform, cache: str = "ram", cache_rate: float = 1.0, cache_dir: str | None = None, num_workers: int = 0):
     """The training or validation dataset with the chosen cache.
 
@@ -184,7 +207,7 @@ def dataset(data, transform, cache: str = "ram", cache_rate: float = 1.0, cache_
     if cache == "disk":
         folder = cache_folder(transform, cache_dir)
         logger.info("disk cache: %s (%d case(s) listed)", folder, len(data))
-        return PersistentDataset(data=data, transform=transform, cache_dir=folder, hash_func=item_hash)
+        return PersistentDataset(data=data, transform=with_compact_cache(transform), cache_dir=folder, hash_func=item_hash)
     raise ValueError(f"cache: {cache!r} is not one of {', '.join(CACHE_CHOICES)}")
 
 

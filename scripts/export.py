@@ -198,7 +198,10 @@ class OnnxNetwork(torch.nn.Module):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: ONNX file not found (python -m scripts.export onnx ...)")
         self.path = path
-        self.session = _ort_session(path, threads, providers)
+        try:
+            self.session = _ort_session(path, threads, providers)
+        except Exception as exc:  # ONNX Runtime raises its own types for files it cannot read
+            raise ValueError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())})") from exc
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -272,7 +275,8 @@ def package(output, bundle_root=".", weights=True) -> str:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for rel in files:
                 info = zipfile.ZipInfo(f"{BUNDLE_NAME}/{rel}", date_time=ZIP_DATE)
-                info.compress_type = zipfile.ZIP_DEFLATED
+                # float weights barely compress: store them, deflate the text
+                info.compress_type = zipfile.ZIP_STORED if rel.startswith("models/") else zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 with open(os.path.join(root, rel), "rb") as f:
                     archive.writestr(info, f.read())

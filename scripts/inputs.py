@@ -13,9 +13,11 @@ Checks happen in two places, so that good files cost no more than their headers 
    lost its trailer, and only when the trailer disagrees is the whole file decompressed (in 1 MiB chunks, nothing
    kept) to tell a truncated file from a valid multi-member gzip. DICOM folders get :func:`scripts.dicom.check_series`
    (one series, no missing slice, consistent geometry).
-2. While the pipeline reads each case anyway (:func:`check_loaded_case`, placed right after ``LoadImaged``): NaN/Inf
-   voxels, intensities that are not Hounsfield units (within [0, 1], or nothing below 0 as in MR), unexpected label
-   values. Damage that only decoding reveals (a corrupt gzip stream, broken DICOM pixel data) is caught here too.
+2. On the case the pipeline has read anyway (inside :func:`tolerant`, on the HU copy ``ct_hu`` and the label as
+   loaded, so the config's preprocessing stays pure MONAI for MONAI Deploy; :func:`check_loaded_case` is the same
+   check as a pipeline step): NaN/Inf voxels, intensities that are not Hounsfield units (within [0, 1], or nothing
+   below 0 as in MR), unexpected label values. Damage that only decoding reveals (a corrupt gzip stream, broken DICOM
+   pixel data) is caught here too.
 
 Batch runs go on past a bad case. :func:`list_inputs` leaves cases that fail step 1 out of the datalist and records
 them; :func:`tolerant` wraps the preprocessing so a case that fails step 2 yields a small ``{"failed": message}``
@@ -40,12 +42,13 @@ from scripts.errors import one_line
 logger = logging.getLogger(__name__)
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
-#: Largest input accepted, in voxels (header-declared): 512 x 512 x 2048. Inference holds roughly 20-25 bytes per
-#: voxel of the input grid at its peak (the image in float32, its HU copy, the class probabilities after inversion,
-#: the mask), so this limit keeps a case near 12 GB; raise it with ``--max_voxels`` on a machine with more memory.
+#: Largest input accepted, in voxels (header-declared): 512 x 512 x 2048. At its peak inference holds about 25-35
+#: bytes per voxel of the input grid (the image in float32, its HU copy, the class probabilities after inversion, the
+#: mask, plus the resampled grid; measured 25 bytes/voxel for a 256x256x300 input at pixdim 3 mm), so this limit keeps
+#: a case under about 16 GiB; raise it with ``--max_voxels`` on a machine with more memory.
 MAX_VOXELS = 512 * 512 * 2048
 #: Approximate peak memory of inference per input voxel, in bytes (see MAX_VOXELS); used to report sizes only.
-BYTES_PER_VOXEL_PEAK = 24
+BYTES_PER_VOXEL_PEAK = 30
 #: Label values of the Medical Segmentation Decathlon Task03 convention: background, liver, tumour.
 EXPECTED_LABELS = (0, 1, 2)
 #: A CT field of view always holds air (-1000 HU) or fat (-100 HU); an image without values below this is no HU image.
@@ -256,10 +259,6 @@ def check_nifti(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
     check_affine(path, affine)
     check_stored_data(path, img)
     return shape3
-
-
-#: The former name of :func:`check_nifti`.
-check_nifti_header = check_nifti
 
 
 def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
@@ -547,7 +546,15 @@ def describe_failure(item, exc: BaseException) -> str:
 
 def _apply_or_report(transform, item):
     try:
-        return transform(item)
+        out = transform(item)
+        # The voxel checks run here rather than inside the config's preprocessing, which stays pure MONAI for
+        # MONAI Deploy. They read the HU copy (ct_hu) and the label, which preprocessing leaves as loaded.
+        source = str(item.get("image", "image")) if isinstance(item, dict) else "image"
+        if isinstance(out, dict) and "ct_hu" in out:
+            check_image_intensities(out["ct_hu"], source)
+        if isinstance(out, dict) and isinstance(item, dict) and "label" in out and "label" in item:
+            check_label_values(out["label"], str(item["label"]))
+        return out
     except Exception as exc:  # any failure of one case's reading or preprocessing: reported, the run goes on
         return {FAILED_KEY: describe_failure(item, exc)}
 

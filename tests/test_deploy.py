@@ -275,10 +275,26 @@ def test_writer_refuses_a_mask_that_does_not_fit_and_leaves_no_file(tmp_path):
     assert sorted(os.listdir(out)) == sorted([os.path.basename(written["seg"]), os.path.basename(written["nifti"])])
 
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_are_one_line_and_a_map_runner_needs_no_arguments(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "scripts.deploy_app", "-i", str(tmp_path / "missing"), "-o",
                            str(tmp_path / "out"), "-m", str(tmp_path / "model.ts")],
                           cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: input folder not found"]
     assert not (tmp_path / "out").exists()
+    # inside a MONAI Application Package the runner sets these variables and passes no arguments
+    (tmp_path / "in").mkdir()
+    env = {**os.environ, "HOLOSCAN_INPUT_PATH": str(tmp_path / "in"), "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"),
+           "HOLOSCAN_MODEL_PATH": str(tmp_path / "models")}
+    proc = subprocess.run([sys.executable, "-m", "scripts.deploy_app"], cwd=BUNDLE_ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'models'}: model file not found"]
+
+
+def test_map_description_parses():
+    import yaml
+
+    app = yaml.safe_load((BUNDLE_ROOT / "scripts" / "deploy_app" / "app.yaml").read_text())
+    assert app["application"]["inputFormats"] == ["file"] and app["application"]["outputFormats"] == ["file"]
+    assert {"cpu", "gpu", "memory"} <= set(app["resources"])

@@ -39,7 +39,7 @@ def torchrun(nproc: int, run_id: str, config_files: list[str], timeout: int = 60
     start = time.monotonic()
     proc = subprocess.run(
         cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},  # torchrun's own choice for N > 1
     )
     return proc, time.monotonic() - start
 
@@ -304,6 +304,9 @@ def test_the_disk_cache_is_private_reused_and_renewed_when_a_file_changes(phanto
     for a, b in zip(fresh, cached):
         assert torch.equal(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
         assert torch.equal(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
+        # a file holds the cropped case, not the uncropped buffer the crop was a view of (the phantom's was 2x)
+        stored = next(p for p in files if torch.equal(torch.load(p, weights_only=True)["image"], torch.as_tensor(b["image"])))
+        assert stored.stat().st_size < 1.02 * 2 * b["image"].numel() * 4  # image + label, float32, plus a header
 
     # an image replaced under the same name is preprocessed again
     image = Path(data[0]["image"])

@@ -44,7 +44,9 @@ def _eager(weights) -> torch.nn.Module:
 
 def _ct_patch(size=96) -> torch.Tensor:
     """A phantom CT patch at the inference geometry (2 mm), scaled as preprocessing scales it: a realistic input."""
-    hu = phantom.make_case(5, shape=(size, size, size), spacing=(2.0, 2.0, 2.0), orientation="RAS")[0]
+    hu = phantom.make_case(5, shape=(128, 128, 128), spacing=(2.0, 2.0, 2.0), orientation="RAS")[0]  # liver inside
+    start = (128 - size) // 2
+    hu = hu[start:start + size, start:start + size, start:start + size]
     low, high = _parser("inference.yaml")["hu_window"]
     return torch.from_numpy(np.clip((hu.astype(np.float32) - low) / (high - low), 0, 1))[None, None]
 
@@ -126,11 +128,12 @@ def test_onnx_inference_config_gives_the_pytorch_mask(onnx_file, weights, tmp_pa
     image, _, affine = phantom.make_case(11)
     case = phantom.save_nifti(image, affine, str(tmp_path / "case.nii.gz"))
     masks = {}
-    for name, extra, ckpt in (("torch", [], weights), ("onnx", ["inference_onnx.yaml"], onnx_file["path"])):
+    for name, extra, weights_key in (("torch", [], "ckpt_path"), ("onnx", ["inference_onnx.yaml"], "onnx_path")):
+        path = weights if name == "torch" else onnx_file["path"]
         workflow = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in ["inference.yaml", "demo.yaml", *extra]],
                                   meta_file=str(CONFIGS / "metadata.json"), workflow_type="infer",
                                   bundle_root=str(BUNDLE_ROOT), input=case, output_dir=str(tmp_path / name),
-                                  ckpt_path=str(ckpt), num_workers=0)
+                                  num_workers=0, **{weights_key: str(path)})
         workflow.initialize()
         if name == "onnx":
             assert isinstance(workflow.parser.get_parsed_content("network"), export.OnnxNetwork)
@@ -145,13 +148,13 @@ def test_onnx_inference_config_gives_the_pytorch_mask(onnx_file, weights, tmp_pa
 def test_trt_config_merges_over_inference_and_falls_back_to_pytorch_without_a_gpu():
     base = _parser("inference.yaml")
     trt = _parser("inference.yaml", "inference_trt.yaml")
+    changed = {k for k in set(base.get()) | set(trt.get()) if base.get().get(k) != trt.get().get(k)}  # raw configs
+    assert changed == {"imports", "trt_precision", "trt_args", "network"}
     assert trt["imports"] == base["imports"] + ["$from monai.networks import trt_compile"]  # appended, not replaced
     sw = base["sw_batch_size"]
     assert trt.get_parsed_content("trt_args") == {"precision": "fp16", "dynamic_batchsize": [1, sw, sw]}
     fp32 = _parser("inference.yaml", "inference_trt.yaml", trt_precision="fp32")
     assert fp32.get_parsed_content("trt_args")["precision"] == "fp32"
-    changed = {k for k in set(base.get()) | set(trt.get()) if base.get().get(k) != trt.get().get(k)}
-    assert changed == {"imports", "trt_precision", "trt_args", "network"}
     net = trt.get_parsed_content("network")  # no CUDA here: trt_compile leaves the PyTorch network as it is
     assert type(net).__name__ == "UNet" and not hasattr(net, "_trt_compiler")
 
@@ -160,8 +163,8 @@ def test_onnx_config_changes_only_the_network_and_its_weights():
     base = _parser("inference.yaml")
     onnx = _parser("inference.yaml", "inference_onnx.yaml")
     changed = {k for k in set(base.get()) | set(onnx.get()) if base.get().get(k) != onnx.get().get(k)}
-    assert changed == {"ckpt_path", "ort_threads", "network", "checkpointloader"}
-    assert onnx.get_parsed_content("ckpt_path").endswith("/models/model.onnx")
+    assert changed == {"onnx_path", "ort_threads", "network", "initialize"}
+    assert onnx.get_parsed_content("onnx_path").endswith("/models/model.onnx")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
