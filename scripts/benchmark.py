@@ -779,8 +779,8 @@ def render_markdown(res: dict) -> str:
               f"{100 * fl['network_share']:.0f}%.", ""]
         if fl.get("folder_total_gflop"):
             L += [f"Standard folder: {fl['folder_windows']} windows, {fl['folder_total_gflop']:.0f} GFLOP, floor "
-                  f"{fl['folder_floor_s']:.1f} s; end to end (to last mask) is "
-                  f"{fl['folder_e2e_vs_floor']:.1f}x the floor.", ""]
+                  f"{fl['folder_floor_s']:.1f} s" + (f"; end to end (to last mask) is {fl['folder_e2e_vs_floor']:.1f}x "
+                                                     "the floor." if fl.get("folder_e2e_vs_floor") else "."), ""]
         if st.get("reference"):
             rf = st["reference"]
             L += [f"Reference, same volume: network input {rf['network_input_shape']}, {rf['windows']} windows, "
@@ -1168,6 +1168,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train_cases", type=int, default=8, help="phantom cases for the train step (default 8)")
     p.add_argument("--train_epochs", type=int, default=2, help="epochs for the train step (default 2)")
     p.add_argument("--train_variants", action="store_true", help="also time training with a ThreadDataLoader")
+    p.add_argument("--render_only", action="store_true",
+                   help="only rewrite REPORT_DIR/benchmark.md (and the targets) from REPORT_DIR/benchmark.json")
     p.add_argument("--merge", action="store_true",
                    help="keep the results of the steps not run now from the existing REPORT_DIR/benchmark.json")
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
@@ -1188,6 +1190,11 @@ def main(argv=None) -> int:
             json.dump(result, f)
         return 0
     try:
+        if args.render_only:
+            with open(os.path.join(args.report_dir, "benchmark.json")) as f:
+                md, js = write_report(json.load(f), args.report_dir)
+            log(f"wrote {md} and {js}")
+            return 0
         if args.repeats < 1 or args.num_cases < 1:
             raise ValueError("--repeats and --num_cases must be at least 1")
         if ("e2e" in args.steps or "stages" in args.steps) and not os.path.isfile(

@@ -22,7 +22,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 
 __all__ = [
     "from_msd",
@@ -45,26 +44,10 @@ _LITS_SEGMENTATION = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
 # small helpers
 # ----------------------------------------------------------------------------------------------
 def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
+    """Write ``text`` to ``path`` atomically (``scripts.fileio.write_text``), creating its folder; returns the path."""
+    from scripts.fileio import write_text
 
-    The parent folder is created when missing. A reader never sees a half-written file, and a
-    failed write leaves any previous file untouched.
-    """
-    path = os.path.abspath(os.path.expanduser(str(path)))
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_text(path, text)
 
 
 def _abs(path, base_dir):

@@ -33,10 +33,8 @@ import datetime
 import os
 import re
 import sys
-import tempfile
 import warnings
 
-import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -221,17 +219,11 @@ def _slice_dataset(geom: dict, k: int, rows: int, columns: int, signed: bool, in
 
 
 def _save_dataset_atomic(ds: Dataset, path: str) -> None:
-    """Write one DICOM file through a temporary name in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    """Write one DICOM file atomically (``scripts.fileio``)."""
+    from scripts.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_series(image_hu, affine, out_dir, *, transfer_syntax="explicit", patient_id="PHANTOM", study_uid=None,
@@ -680,21 +672,10 @@ def _output_names(series: list[dict]) -> list[str]:
 
 
 def _save_nifti_atomic(volume: np.ndarray, affine: np.ndarray, path: str) -> None:
-    """Save a gzip NIfTI with sform and qform set to ``affine`` through a temporary file in the same folder."""
-    image = nib.Nifti1Image(volume, affine)
-    image.set_sform(affine, code=1)
-    image.set_qform(affine, code=1)
-    image.header.set_xyzt_units("mm", "sec")
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp.nii.gz", dir=folder)
-    os.close(fd)
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Save a gzip NIfTI with sform and qform set to ``affine``, atomically (``scripts.fileio.save_nifti``)."""
+    from scripts.fileio import save_nifti
+
+    save_nifti(volume, affine, path)
 
 
 def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:

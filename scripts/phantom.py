@@ -979,44 +979,16 @@ def make_case(seed: int, shape=None, spacing=None, orientation=None):
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: str, description: str = "") -> str:
-    """Write ``array`` as gzip NIfTI-1 with qform = sform = ``affine`` (codes 1) and mm units, atomically."""
-    import nibabel as nib
+    """Write ``array`` as NIfTI-1 with qform = sform = ``affine`` (codes 1), atomically: ``scripts.fileio.save_nifti``."""
+    from scripts.fileio import save_nifti as _save
 
-    path = os.fspath(path)
-    if not (path.endswith(".nii.gz") or path.endswith(".nii")):
-        raise ValueError(f"{path}: output must end with .nii.gz or .nii")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{path}: folder {folder} does not exist")
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_data_dtype(array.dtype)
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
-    img.header.set_xyzt_units(xyz="mm", t="sec")
-    if description:
-        img.header["descrip"] = description[:79].encode("ascii", "replace")
-    base = os.path.basename(path)
-    ext = ".nii.gz" if base.endswith(".nii.gz") else ".nii"
-    tmp = os.path.join(folder, f".{base[:-len(ext)]}.tmp{os.getpid()}{ext}")
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return _save(array, affine, path, description)
 
 
 def _write_json_atomic(obj, path: str):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=4)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from scripts.fileio import write_text
+
+    write_text(path, json.dumps(obj, indent=4) + "\n")
 
 
 def _case_summary(label: np.ndarray, affine: np.ndarray) -> str:

@@ -46,7 +46,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -274,19 +273,12 @@ def render_slice(
 
 
 def _atomic_savefig(fig, output_png, dpi: float, metadata: dict) -> str:
-    """Save a figure as PNG through a temporary file in the output's folder; never leaves a partial file."""
+    """Save a figure as PNG atomically (``scripts.fileio``); never leaves a partial file."""
+    from scripts.fileio import atomic_path
+
     output_png = os.fspath(output_png)
-    folder = os.path.dirname(os.path.abspath(output_png))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output_png)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi, metadata=metadata)
-        os.replace(tmp, output_png)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(output_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata=metadata)
     return output_png
 
 

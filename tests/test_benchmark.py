@@ -210,3 +210,13 @@ def test_dice_worker_scores_each_variant_against_the_label(tiny_cases, tmp_path)
         assert [r["case"] for r in rows] == ["ct_003"]
         assert 0.0 <= rows[0]["dice"] <= 1.0 and rows[0]["windows"] > 0
     assert (tmp_path / "out" / "plain" / "ct_003_seg.nii.gz").is_file()
+
+
+def test_render_only_rewrites_the_markdown_from_the_json(tmp_path):
+    res = {"command": "python -m scripts.benchmark", "seeds": [0], "machine": benchmark.machine_info(),
+           "rss600": {"peak_rss_gb": 9.5, "peak_rss_one_process_gb": 8.0, "to_last_mask_s": 100.0}}
+    (tmp_path / "benchmark.json").write_text(json.dumps(res))
+    assert benchmark.main(["--render_only", "--report_dir", str(tmp_path)]) == 0
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "| peak RSS <= 8 GB at 512x512x600 | 9.50 GB | NO |" in md
+    assert json.loads((tmp_path / "benchmark.json").read_text())["targets"]["rss600"]["met"] == "NO"

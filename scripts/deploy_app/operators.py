@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 import zipfile
 
@@ -160,16 +159,10 @@ def segment_descriptions(metadata: dict):
 
 
 def _atomic_dicom_save(dataset, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    from scripts.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
         dataset.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir) -> dict:

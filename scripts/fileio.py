@@ -1,0 +1,86 @@
+"""Atomic file output, the one way every module of the bundle writes a file.
+
+A file is written under a temporary name in its target folder, flushed to disk, given the mode a plain ``open()``
+would give it (0666 minus the umask), and renamed over the target (``os.replace``, atomic on POSIX and Windows).
+A reader never sees a partial file, and a failed or interrupted write leaves any previous file untouched; the
+temporary file is removed on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+__all__ = ["atomic_path", "write_text", "save_nifti", "file_mode"]
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file (0666 minus the umask)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync(path: str, directory: bool = False) -> None:
+    with contextlib.suppress(OSError):  # folders cannot be opened on Windows: then a no-op
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ".tmp"):
+    """Yield a temporary path beside ``path``; when the block ends without error, move it onto ``path``.
+
+    ``suffix`` ends the temporary name, for writers that choose the format by extension (``".tmp.nii.gz"``).
+    The target's folder is created when missing.
+    """
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync(folder, directory=True)
+
+
+def write_text(path, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the absolute path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    return os.path.abspath(os.fspath(path))
+
+
+def save_nifti(array, affine, path, description: str = "") -> str:
+    """Write ``array`` as NIfTI-1 (gzip for ``.nii.gz``) with qform = sform = ``affine`` (codes 1), mm units and the
+    array's dtype, atomically. The target folder must exist."""
+    import nibabel as nib
+
+    path = os.fspath(path)
+    if not (path.endswith(".nii.gz") or path.endswith(".nii")):
+        raise ValueError(f"{path}: output must end with .nii.gz or .nii")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: folder {folder} does not exist")
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_data_dtype(array.dtype)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    img.header.set_xyzt_units(xyz="mm", t="sec")
+    if description:
+        img.header["descrip"] = description[:79].encode("ascii", "replace")
+    with atomic_path(path, suffix=".tmp.nii.gz" if path.endswith(".nii.gz") else ".tmp.nii") as tmp:
+        nib.save(img, tmp)
+    return path
