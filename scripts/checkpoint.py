@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 
 import torch
@@ -41,46 +40,15 @@ __all__ = ["save_atomic", "AtomicDiskSaver", "AtomicCheckpointSaver", "load_weig
 # writing
 
 
-def _file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file (0666 minus the umask)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_atomic(obj, path, save=torch.save) -> str:
-    """``save(obj, file)`` to ``path`` through a temporary file in the same folder; returns ``path``.
+    """``save(obj, file)`` to ``path`` atomically (``scripts.fileio.atomic_path``: temporary file, fsync, rename);
+    returns ``path``. After a crash or power loss ``path`` is either the previous file or the complete new one."""
+    from scripts.fileio import atomic_path
 
-    The temporary file is flushed and fsync'ed before it is renamed over ``path``, so after a crash or power loss
-    ``path`` is either the previous file or the complete new one. On any failure the temporary file is removed and
-    ``path`` is untouched.
-    """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
     return path
 
 

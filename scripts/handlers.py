@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 
 import numpy as np
 import torch
@@ -28,19 +27,10 @@ PROVENANCE_FILE = "model_provenance.json"
 
 
 def atomic_write_text(path: str, text: str) -> str:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, so no reader sees a partial file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (``scripts.fileio.write_text``)."""
+    from scripts.fileio import write_text
+
+    return write_text(path, text)
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:
