@@ -68,7 +68,7 @@ def make_cases(folder: str, seeds, shape=STANDARD_SHAPE, spacing=STANDARD_SPACIN
     paths. ``folder`` is then a valid ``--dataset_dir`` for the reference bundle and ``folder/imagesTs`` an
     ``--input`` for ours.
     """
-    from scripts import phantom
+    from scripts import fileio, phantom
 
     params = {"seeds": [int(s) for s in seeds], "shape": list(shape), "spacing": list(spacing),
               "orientation": orientation}
@@ -90,8 +90,7 @@ def make_cases(folder: str, seeds, shape=STANDARD_SHAPE, spacing=STANDARD_SPACIN
         phantom.save_nifti(image, affine, image_path, f"SYNTHETIC benchmark phantom, seed {seed}")
         phantom.save_nifti(label, affine, label_path, f"SYNTHETIC benchmark phantom label, seed {seed}")
         log(f"  wrote {image_path} {tuple(image.shape)} ({time.perf_counter() - t0:.1f} s)")
-    with open(record, "w") as f:
-        json.dump(params, f)
+    fileio.write_text(record, json.dumps(params))
     return images
 
 
@@ -942,14 +941,14 @@ def evaluate_targets(res: dict) -> dict:
 
 def write_report(res: dict, report_dir: str) -> tuple[str, str]:
     """Write ``benchmark.json`` and ``benchmark.md`` atomically into ``report_dir``; return both paths."""
-    from scripts.handlers import atomic_write_text
+    from scripts.fileio import write_text
 
     res["targets"] = evaluate_targets(res)
     fold, compute = res.get("e2e", {}).get("folder"), res.get("stages", {}).get("compute")
     if fold and compute:
         compute["folder_e2e_vs_floor"] = fold["ours"]["to_last_mask_s"]["median"] / compute["folder_floor_s"]
-    json_path = atomic_write_text(os.path.join(report_dir, "benchmark.json"), json.dumps(res, indent=1) + "\n")
-    md_path = atomic_write_text(os.path.join(report_dir, "benchmark.md"), render_markdown(res) + "\n")
+    json_path = write_text(os.path.join(report_dir, "benchmark.json"), json.dumps(res, indent=1) + "\n")
+    md_path = write_text(os.path.join(report_dir, "benchmark.md"), render_markdown(res) + "\n")
     return md_path, json_path
 
 
@@ -975,7 +974,6 @@ def step_e2e(args, res, work, cases_dir, ckpt):
 
 
 def step_stages(args, res, work, cases_dir, ckpt):
-    import torch
     from monai.bundle import ConfigParser
 
     image = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))[0]
@@ -1185,9 +1183,10 @@ def main(argv=None) -> int:
         kind, args_path, out_path = args.worker
         with open(args_path) as f:
             wargs = json.load(f)
+        from scripts.fileio import write_text
+
         result = {"stages": _worker_stages, "train": _worker_train, "dice": _worker_dice}[kind](wargs)
-        with open(out_path, "w") as f:
-            json.dump(result, f)
+        write_text(out_path, json.dumps(result))
         return 0
     try:
         if args.render_only:
