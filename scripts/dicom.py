@@ -95,8 +95,7 @@ def _image_type(ds) -> tuple:
     return tuple(str(v) for v in value)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+from scripts.errors import one_line as _one_line  # noqa: E402  (one definition for every module)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -330,7 +330,9 @@ def main(argv=None) -> int:
     except Exception as exc:  # one line for the user; the traceback with --debug
         if args.debug:
             raise
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        from scripts.errors import one_line
+
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
         return 1
     return 0
 
