@@ -94,7 +94,18 @@ def _case_name(img) -> str:
 def _as_labels(x: torch.Tensor) -> torch.Tensor:
     """A (C, ...) one-hot/probability map or a (1, ...) label map -> a (...) integer label map."""
     x = torch.as_tensor(x)
-    return x.argmax(0) if x.shape[0] > 1 else x[0].round().long()
+    if x.shape[0] > 1:
+        return x.argmax(0)
+    return x[0].long() if not x.is_floating_point() else x[0].round().long()
+
+
+def _foreground(x) -> np.ndarray:
+    """Every non-background voxel of a (C, ...) one-hot map or a (1, ...) label map, as a NumPy bool array (cheaper
+    than an integer label map: the report row of a 512x512x150 case takes 0.1 s instead of seconds)."""
+    x = torch.as_tensor(x)
+    if x.shape[0] > 1:
+        return np.asarray(x.argmax(0).cpu()) > 0
+    return np.asarray(x[0].cpu()) >= 0.5
 
 
 def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict:
@@ -106,14 +117,15 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict
 
     spacing = _spacing(pred)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    p = _as_labels(pred).cpu()
-    liver_p = p > 0
-    row = {"case": _case_name(pred), "liver_volume_ml": float(liver_p.sum()) * voxel_ml}
+    liver_p = _foreground(pred)
+    row = {"case": _case_name(pred), "liver_volume_ml": float(np.count_nonzero(liver_p)) * voxel_ml}
     if image_hu is not None:
-        hu = torch.as_tensor(image_hu)[0].cpu()
-        row["liver_mean_hu"] = float(hu[liver_p].float().mean()) if liver_p.any() else float("nan")
+        hu = np.asarray(torch.as_tensor(image_hu)[0].cpu())
+        row["liver_mean_hu"] = float(hu[liver_p].mean(dtype=np.float64)) if liver_p.any() else float("nan")
     if label is None:
         return row
+    p = _as_labels(pred).cpu()
+    liver_p = torch.from_numpy(liver_p)
     y = _as_labels(label).cpu()
     if y.shape != p.shape:
         raise ValueError(f"{row['case']}: prediction {tuple(p.shape)} and label {tuple(y.shape)} grids differ")

@@ -59,8 +59,9 @@ def test_thin_slice_case_doubles_the_slices_on_the_same_field_of_view(tmp_path):
 
 def test_revert_overrides_target_the_optimised_transforms():
     reverts = benchmark.revert_overrides()
-    assert set(reverts) == {"float32_resampling", "liver_channel_only", "plain"}
-    assert reverts["plain"] == {**reverts["float32_resampling"], **reverts["liver_channel_only"]}
+    assert set(reverts) == {"float32_resampling", "liver_channel_only", "liver_box_resampling", "plain"}
+    assert reverts["plain"] == {**reverts["float32_resampling"], **reverts["liver_channel_only"],
+                                **reverts["liver_box_resampling"]}
     from monai.bundle import ConfigParser
 
     for name, expect_argmax, expect_dtype in (("plain", True, np.float64), (None, False, torch.float32)):
@@ -71,10 +72,16 @@ def test_revert_overrides_target_the_optimised_transforms():
             cfg[key] = value
         post = cfg.get_parsed_content("postprocessing").transforms
         pre = cfg.get_parsed_content("preprocessing").transforms
-        disc = next(t for t in post if type(t).__name__ == "AsDiscreted")
+        names = [type(t).__name__ for t in post]
         lam = next(t for t in post if type(t).__name__ == "Lambdad")
         spacing = next(t for t in pre if type(t).__name__ == "Spacingd")
-        assert bool(disc.argmax[0]) is expect_argmax
+        if name:  # the plain path: Invertd, AsDiscreted (argmax) and KeepLargestConnectedComponentd on the whole grid
+            assert names == ["Activationsd", "Lambdad", "Invertd", "AsDiscreted", "KeepLargestConnectedComponentd",
+                             "SaveImaged"]
+            assert bool(post[3].argmax[0]) is expect_argmax
+        else:  # the box resampling of scripts.postprocess replaces those three
+            assert names == ["Activationsd", "Lambdad", "Lambdad", "SaveImaged"]
+            assert post[2].func[0].__name__ == "to_input_grid"
         assert spacing.dtype[0] == expect_dtype
         two = torch.rand(2, 3, 3, 3)
         assert lam.func[0](two).shape[0] == (2 if name else 1)
@@ -92,7 +99,8 @@ def test_profile_case_times_every_stage_and_counts_the_windows_it_runs(tiny_case
     res = benchmark.profile_case(images[0], ckpt, overrides=overrides, output_dir=str(tmp_path / "out"))
     names = list(res["stages"])
     assert names[0] == "pre: LoadImaged" and "network (sliding window)" in names
-    assert "post: Invertd" in names and "post: SaveImaged" in names and names[-1] == "report row (CaseTable)"
+    assert "post: Lambdad'" in names and "post: SaveImaged" in names and names[-1] == "report row (CaseTable)"
+    assert "post: Invertd" not in names  # the liver-box resampling replaces it
     assert all(v >= 0 for v in res["stages"].values()) and res["total_s"] >= res["network_s"] > 0
     assert (tmp_path / "out" / "ct_003_seg.nii.gz").is_file()
     # the windows the network saw are the windows the inferer plans for this input
@@ -220,3 +228,26 @@ def test_render_only_rewrites_the_markdown_from_the_json(tmp_path):
     md = (tmp_path / "benchmark.md").read_text()
     assert "| peak RSS <= 8 GB at 512x512x600 | 9.50 GB | NO |" in md
     assert json.loads((tmp_path / "benchmark.json").read_text())["targets"]["rss600"]["met"] == "NO"
+
+
+def test_report_adds_the_onnx_runtime_rows_and_takes_gpu_latency_from_the_runner(tmp_path):
+    s = benchmark.spread
+    side = {"to_last_mask_s": s([40]), "per_volume_s": s([6]), "startup_s": s([8]), "cpu_s": s([70]),
+            "peak_rss_gb": s([2.6])}
+    res = {
+        "command": "python -m scripts.benchmark --steps e2e gpu --onnx", "seeds": [0],
+        "machine": benchmark.machine_info(),
+        "e2e": {"single": {"cases": 1, "repeats": 1, "ours": side, "ours_onnx": side, "reference": side,
+                           "ratio_to_last_mask": s([0.4]), "ratio_cpu": s([0.4]),
+                           "ratio_onnx_to_last_mask": s([0.3]), "ratio_onnx_cpu": s([0.3])}},
+        "gpu": {"gpu": "Test GPU", "cpu_cores": 16, "ckpt": "w.pt",
+                "stages": {"fp32": {"network_s": s([0.03]), "total_s": s([1.9]), "stages": {"network": 0.03}}},
+                "e2e": {"ours": {**side, "per_volume_s": s([0.9])}}},
+    }
+    md_path, json_path = benchmark.write_report(res, str(tmp_path))
+    targets = json.load(open(json_path))["targets"]
+    assert targets["single_ratio"]["met"] == "NO" and targets["single_ratio_onnx"]["met"] == "yes"
+    assert targets["gpu_latency"]["value"] == pytest.approx(0.9) and targets["gpu_latency"]["met"] == "yes"
+    md = open(md_path).read()
+    assert "| single | **ours, ONNX Runtime / reference** | **0.300" in md
+    assert "GPU: Test GPU (16 CPU cores)" in md and "measured on Test GPU" in md

@@ -1,0 +1,114 @@
+"""The network's output back on the input's grid, resampled only where the liver is.
+
+MONAI's ``Invertd`` undoes the preprocessing by resampling the probability map over the whole input grid: 39 M
+voxels for a 512x512x150 CT, most of them air, bone and bowel far from the liver. MONAI has no transform that inverts
+into a region only, so this module does that one job, with MONAI's own parts:
+
+1. On the network's grid (2 mm, about 4 M voxels) the mask is thresholded and its largest connected component found
+   (``get_largest_connected_component_mask``), then boxed with a margin.
+2. The box's corners are mapped to the input's voxel grid through the affines that the preprocessing recorded
+   (the network grid's affine, and the input's affine and shape kept in the first traced transform).
+3. ``SpatialResample`` resamples the class probabilities into that box of the input grid only, with the same
+   interpolation as ``Spacingd``; the box is thresholded (or argmax'ed), reduced to its largest component
+   (``KeepLargestConnectedComponent``) and pasted into an empty label map of the input's shape and affine.
+
+The mask equals the one from ``Invertd`` + ``AsDiscreted`` + ``KeepLargestConnectedComponentd`` over the whole grid up
+to interpolation round-off at a handful of boundary voxels (tests/test_postprocess.py compares them), at a fraction of
+the cost (docs/benchmark.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+MARGIN_VOXELS = 2   # network-grid voxels added around the low-resolution box: trilinear interpolation reaches 1 voxel
+
+
+def input_grid(pred) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The input's affine and spatial shape, from the preprocessing trace that ``pred`` carries.
+
+    The first traced transform (``Orientationd`` in the bundle's configs) saw the image as it was read: its
+    ``orig_size`` is the input's shape and its ``original_affine`` (or the reader's ``original_affine``) the input's
+    affine.
+    """
+    trace = getattr(pred, "applied_operations", None)
+    if not trace:
+        raise ValueError("the prediction carries no preprocessing trace (applied_operations), so the input's grid is "
+                         "unknown; use Invertd instead")
+    first = trace[0]
+    affine = (first.get("extra_info") or {}).get("original_affine")
+    if affine is None:
+        affine = pred.meta.get("original_affine")
+    if affine is None:
+        raise ValueError("the prediction's metadata holds no original_affine, so the input's grid is unknown")
+    shape = tuple(int(s) for s in first["orig_size"])
+    return np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64), shape
+
+
+def _labels(prob: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(C, ...) probabilities -> (...) labels: ``p >= threshold`` for one channel (the liver), argmax for several."""
+    if prob.shape[0] == 1:
+        return (prob[0] >= threshold).to(torch.uint8)
+    return prob.argmax(0).to(torch.uint8)
+
+
+def liver_box(fg: torch.Tensor, net_affine: np.ndarray, in_affine: np.ndarray, in_shape, margin: int = MARGIN_VOXELS):
+    """The box of the input grid (start, stop per axis) that holds the foreground ``fg`` of the network grid,
+    widened by ``margin`` network voxels and clipped to the input; None when ``fg`` is empty."""
+    idx = torch.nonzero(fg)
+    if idx.numel() == 0:
+        return None
+    lo = idx.min(0).values.cpu().numpy() - margin
+    hi = idx.max(0).values.cpu().numpy() + margin
+    corners = np.array([[*c, 1.0] for c in itertools.product(*zip(lo, hi))]).T        # 4 x 8, network voxels
+    in_vox = (np.linalg.solve(in_affine, net_affine) @ corners)[:3]
+    start = np.clip(np.floor(in_vox.min(1)).astype(int), 0, in_shape)
+    stop = np.clip(np.ceil(in_vox.max(1)).astype(int) + 1, 0, in_shape)
+    if np.any(stop <= start):
+        return None
+    return start, stop
+
+
+def to_input_grid(pred, threshold: float = 0.5, mode: str = "bilinear", padding_mode: str = "border",
+                  align_corners: bool = False, margin: int = MARGIN_VOXELS):
+    """(C, ...) class probabilities on the network grid -> a (1, ...) uint8 label map on the input's grid.
+
+    ``pred`` is the MetaTensor the inferer returns for one case (C = 1: the liver probability; C > 1: one channel per
+    class), carrying the affine of the network grid and the preprocessing trace. Labels: ``p >= threshold`` for one
+    channel, argmax for several; only the largest connected foreground component is kept, as
+    ``KeepLargestConnectedComponentd(independent=False)`` would. ``mode``/``padding_mode``/``align_corners`` are
+    ``Spacingd``'s, so the interpolation matches ``Invertd``'s.
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import KeepLargestConnectedComponent, SpatialResample
+    from monai.transforms.utils import get_largest_connected_component_mask
+
+    in_affine, in_shape = input_grid(pred)
+    net_affine = np.asarray(torch.as_tensor(pred.affine).cpu(), dtype=np.float64)
+    prob = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
+    out = torch.zeros((1, *in_shape), dtype=torch.uint8)
+    meta = {k: v for k, v in pred.meta.items() if k != "affine"}
+    fg = _labels(prob, threshold) > 0
+    if fg.any():
+        fg = get_largest_connected_component_mask(fg)
+    box = liver_box(torch.as_tensor(fg), net_affine, in_affine, in_shape, margin) if fg.any() else None
+    if box is not None:
+        start, stop = box
+        shift = np.eye(4)
+        shift[:3, 3] = start
+        src = MetaTensor(prob, affine=torch.as_tensor(net_affine))
+        resample = SpatialResample(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
+                                   dtype=torch.float32)
+        inside = resample(src, dst_affine=torch.as_tensor(in_affine @ shift),
+                          spatial_size=tuple(int(s) for s in stop - start))
+        labels = _labels(torch.as_tensor(inside), threshold)[None]
+        num_labels = max(int(prob.shape[0]), 2)
+        labels = KeepLargestConnectedComponent(applied_labels=list(range(1, num_labels)), independent=False)(labels)
+        region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+        out[(slice(None), *region)] = torch.as_tensor(labels).to(device="cpu", dtype=torch.uint8)
+    result = MetaTensor(out, affine=torch.as_tensor(in_affine), meta=meta)
+    result.applied_operations = []
+    return result
