@@ -124,11 +124,10 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict
         row["liver_mean_hu"] = float(hu[liver_p].mean(dtype=np.float64)) if liver_p.any() else float("nan")
     if label is None:
         return row
-    p = _as_labels(pred).cpu()
     liver_p = torch.from_numpy(liver_p)
     y = _as_labels(label).cpu()
-    if y.shape != p.shape:
-        raise ValueError(f"{row['case']}: prediction {tuple(p.shape)} and label {tuple(y.shape)} grids differ")
+    if y.shape != liver_p.shape:
+        raise ValueError(f"{row['case']}: prediction {tuple(liver_p.shape)} and label {tuple(y.shape)} grids differ")
     liver_y = y > 0
     both = torch.stack([liver_p, liver_y])[:, None, None].float()  # (2, B=1, C=1, ...)
     pred_oh, ref_oh = both[0], both[1]
@@ -144,6 +143,7 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict
         )
     else:  # a distance to an empty mask is undefined
         row["hd95_mm"] = row["asd_mm"] = float("nan")
+    p = _as_labels(pred).cpu() if num_classes > 2 else None   # per-class labels only where there are classes
     for c in range(1, num_classes) if num_classes > 2 else ():
         pc, yc = (p == c), (y == c)
         denom = float(pc.sum() + yc.sum())

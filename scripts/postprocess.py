@@ -8,8 +8,8 @@ into a region only, so this module does that one job, with MONAI's own parts:
    (``get_largest_connected_component_mask``), then boxed with a margin.
 2. The box's corners are mapped to the input's voxel grid through the affines that the preprocessing recorded
    (the network grid's affine, and the input's affine and shape kept in the first traced transform).
-3. ``SpatialResample`` resamples the class probabilities into that box of the input grid only, with the same
-   interpolation as ``Spacingd``; the box is thresholded (or argmax'ed), reduced to its largest component
+3. ``SpatialResample`` resamples the class probabilities into that box of the input grid only, with the
+   interpolation that the preprocessing's resampling recorded in the trace (as ``Invertd`` would); the box is thresholded (or argmax'ed), reduced to its largest component
    (``KeepLargestConnectedComponent``) and pasted into an empty label map of the input's shape and affine.
 
 The mask equals the one from ``Invertd`` + ``AsDiscreted`` + ``KeepLargestConnectedComponentd`` over the whole grid up
@@ -48,6 +48,21 @@ def input_grid(pred) -> tuple[np.ndarray, tuple[int, ...]]:
     return np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64), shape
 
 
+def _interpolation(pred) -> dict:
+    """The resampling settings (mode, padding mode, align corners) that ``Spacingd`` recorded in the trace, which
+    ``Invertd`` would reuse; MONAI's defaults where the preprocessing did not resample."""
+    from monai.utils import TraceKeys
+
+    settings = {"mode": "bilinear", "padding_mode": "border", "align_corners": False}
+    for op in pred.applied_operations:
+        if op.get(TraceKeys.CLASS_NAME) == "SpatialResample":
+            info = op.get(TraceKeys.EXTRA_INFO) or {}
+            settings.update({k: info[k] for k in settings if k in info})
+    if settings["align_corners"] == TraceKeys.NONE:
+        settings["align_corners"] = None
+    return settings
+
+
 def _labels(prob: torch.Tensor, threshold: float) -> torch.Tensor:
     """(C, ...) probabilities -> (...) labels: ``p >= threshold`` for one channel (the liver), argmax for several."""
     if prob.shape[0] == 1:
@@ -72,15 +87,14 @@ def liver_box(fg: torch.Tensor, net_affine: np.ndarray, in_affine: np.ndarray, i
     return start, stop
 
 
-def to_input_grid(pred, threshold: float = 0.5, mode: str = "bilinear", padding_mode: str = "border",
-                  align_corners: bool = False, margin: int = MARGIN_VOXELS):
+def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS):
     """(C, ...) class probabilities on the network grid -> a (1, ...) uint8 label map on the input's grid.
 
     ``pred`` is the MetaTensor the inferer returns for one case (C = 1: the liver probability; C > 1: one channel per
     class), carrying the affine of the network grid and the preprocessing trace. Labels: ``p >= threshold`` for one
     channel, argmax for several; only the largest connected foreground component is kept, as
-    ``KeepLargestConnectedComponentd(independent=False)`` would. ``mode``/``padding_mode``/``align_corners`` are
-    ``Spacingd``'s, so the interpolation matches ``Invertd``'s.
+    ``KeepLargestConnectedComponentd(independent=False)`` would. The interpolation is the one ``Spacingd`` recorded
+    in the trace, as ``Invertd`` uses it.
     """
     from monai.data import MetaTensor
     from monai.transforms import KeepLargestConnectedComponent, SpatialResample
@@ -91,17 +105,14 @@ def to_input_grid(pred, threshold: float = 0.5, mode: str = "bilinear", padding_
     prob = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
     out = torch.zeros((1, *in_shape), dtype=torch.uint8)
     meta = {k: v for k, v in pred.meta.items() if k != "affine"}
-    fg = _labels(prob, threshold) > 0
-    if fg.any():
-        fg = get_largest_connected_component_mask(fg)
-    box = liver_box(torch.as_tensor(fg), net_affine, in_affine, in_shape, margin) if fg.any() else None
+    fg = get_largest_connected_component_mask(_labels(prob, threshold) > 0)   # an empty mask stays empty
+    box = liver_box(torch.as_tensor(fg), net_affine, in_affine, in_shape, margin)
     if box is not None:
         start, stop = box
         shift = np.eye(4)
         shift[:3, 3] = start
         src = MetaTensor(prob, affine=torch.as_tensor(net_affine))
-        resample = SpatialResample(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
-                                   dtype=torch.float32)
+        resample = SpatialResample(**_interpolation(pred), dtype=torch.float32)
         inside = resample(src, dst_affine=torch.as_tensor(in_affine @ shift),
                           spatial_size=tuple(int(s) for s in stop - start))
         labels = _labels(torch.as_tensor(inside), threshold)[None]
