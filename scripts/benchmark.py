@@ -56,9 +56,11 @@ STEPS = ("e2e", "stages", "train", "rss600", "dice", "gpu")
 # Measured but not adopted (see docs/benchmark.md): windows without overlap (sw_overlap is training geometry, shared
 # with train.yaml, and it costs accuracy). bf16 autocast on the CPU is not an option here: without AVX-512 BF16 (this
 # machine's EPYC has none) one volume ran for minutes instead of 3 s.
+E2E_ONLY = {"thread_loader"}   # optimisations that only a whole run shows (the stage profile runs one case in process)
 OPTIONS = {"option: sw_overlap 0": {"overrides": {"sw_overlap": 0.0}}}
 INFERENCE_CONFIG = "configs/inference.yaml"
 ONNX_CONFIGS = (INFERENCE_CONFIG, "configs/inference_onnx.yaml")   # the network in ONNX Runtime
+NETWORK_STAGE = "network (sliding window)"   # the stage name of the inferer's call (coarse and fine passes)
 BOX_STAGE = "post: Lambdad'"   # the stage name of the liver-box resampling (the second Lambdad of the postprocessing)
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -153,6 +155,10 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     - ``liver_channel_only``: both class channels are resampled to the input grid and argmax'ed.
     - ``liver_box_resampling``: ``Invertd`` resamples the prediction over the whole input grid, then
       ``AsDiscreted`` and ``KeepLargestConnectedComponentd`` run there (instead of scripts.postprocess).
+    - ``liver_box_inference``: the sliding window runs over the whole body (no coarse pass, scripts/inferers.py).
+    - ``slab_reader``: MONAI's default reader (its one-pass copy of the voxels into C order).
+    - ``thread_loader``: MONAI's DataLoader, which reads the next case only when it is asked for (with no loader
+      processes); end to end only: the in-process stage profile has no loader (``E2E_ONLY``).
     - ``plain``: all reverted: the pipeline as it was before issue 6 (the "plain full-resolution" path).
     """
     from monai.bundle import ConfigParser
@@ -169,8 +175,12 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
         f"postprocessing#transforms#{disc}#threshold": None,
     }
     whole_grid = {"resample_liver_box": False}
+    whole_body = {"coarse_to_fine": False}
+    monai_reader = {f"preprocessing#transforms#{_find_transform(cfg, 'preprocessing', 'LoadImaged')}#reader": None}
+    process_loader = {"dataloader#_target_": "DataLoader"}
     return {"float32_resampling": f64, "liver_channel_only": both_channels, "liver_box_resampling": whole_grid,
-            "plain": {**f64, **both_channels, **whole_grid}}
+            "liver_box_inference": whole_body, "slab_reader": monai_reader, "thread_loader": process_loader,
+            "plain": {**f64, **both_channels, **whole_grid, **whole_body, **monai_reader, **process_loader}}
 
 
 def cli_overrides(overrides: dict) -> list[str]:
@@ -369,19 +379,22 @@ def flops_per_window(network, roi_size, in_channels: int = 1) -> float:
     return float(counter.get_total_flops())
 
 
-def count_windows(inferer, image_shape, out_channels: int = 2) -> int:
-    """How many windows ``inferer`` runs on a (1, C, *spatial) input of ``image_shape``: the inferer is run with a
-    stand-in network that returns zeros and counts the windows it is given."""
+def count_windows(inferer, image_shape, out_channels: int = 2, network=None, image=None) -> int:
+    """How many windows ``inferer`` runs on a (1, C, *spatial) input of ``image_shape``. Without ``network``, a
+    stand-in that returns zeros is run (the plan of a plain sliding window); the coarse-to-fine inferer's windows
+    depend on what the network finds, so for it pass the ``network`` and the ``image``."""
     import torch
 
     seen = [0]
 
-    def fake_network(x):
+    def counted(x):
         seen[0] += x.shape[0]
+        if network is not None:
+            return network(x)
         return torch.zeros((x.shape[0], out_channels, *x.shape[2:]), dtype=x.dtype)
 
     with torch.no_grad():
-        inferer(torch.zeros(image_shape), fake_network)
+        inferer(torch.zeros(image_shape) if image is None else image, counted)
     return seen[0]
 
 
@@ -498,7 +511,7 @@ def profile_case(image: str, ckpt: str, config_files=(INFERENCE_CONFIG,), overri
                     return inferer(inp, net)
             return inferer(inp, net)
 
-    data["pred"] = timed("network (sliding window)", run_network, x)[0].float()
+    data["pred"] = timed(NETWORK_STAGE, run_network, x)[0].float()
     hook.remove()
     for t in post.transforms:
         data = timed("post: " + _stage_name(t), t, data)
@@ -506,7 +519,7 @@ def profile_case(image: str, ckpt: str, config_files=(INFERENCE_CONFIG,), overri
     roi = cfg.get_parsed_content("patch_size")
     return {
         "stages": stages,
-        "network_s": stages["network (sliding window)"],
+        "network_s": stages[NETWORK_STAGE],
         "total_s": sum(stages.values()),
         "windows": windows[0],
         "network_input_shape": list(x.shape[2:]),
@@ -931,7 +944,25 @@ def decisions_markdown(res: dict) -> list[str]:
          "6. requirements.txt names the MONAI extras the bundle uses instead of `monai[all]`: `import monai` imports "
          "every optional package it finds, and [all] brings about 100 the bundle never uses (mlflow, transformers, "
          "torchvision, pandas, ...). Start-up is in the end-to-end table (both pipelines ran in that environment); "
-         "the notes give the hand-timed import of both environments.", "",
+         "the notes give the hand-timed import of both environments.",
+         "7. The windows run only in the liver's box (`coarse_to_fine: true`, `scripts/inferers.py`). The image on "
+         "the 2 mm grid is averaged down to 4 mm, where the same network and windows find the liver (one window for "
+         "a trunk); the 96^3 windows then cover that box plus 8 voxels only, and the logits are pasted into a "
+         "background-filled map of the full grid. The run falls back to windows over the whole body when the coarse "
+         "pass finds no liver or the liver reaches a face of its box. Network (both passes) "
+         f"{_stage_delta(res, 'no liver_box_inference', [NETWORK_STAGE])}, {cur.get('windows', 'n/a')} windows "
+         f"instead of {v.get('no liver_box_inference', {}).get('windows', 'n/a')}; volume "
+         f"{total('no liver_box_inference')} -> {total('current')} s. The Dice of the accuracy section compares it "
+         "with the plain path.",
+         "8. NIfTI files are read by `scripts.inputs.NiftiReader`, MONAI's NibabelReader whose voxels are put in C "
+         "order 8 slices at a time: MONAI makes every loaded array C-contiguous, and its one-pass copy of nibabel's "
+         "Fortran-order array strides across the whole volume. LoadImaged "
+         f"{_stage_delta(res, 'no slab_reader', ['pre: LoadImaged'])}; volume {total('no slab_reader')} -> "
+         f"{total('current')} s.",
+         "9. The loader is MONAI's ThreadDataLoader: with no loader processes (2 cores), a thread prepares the next "
+         "case while the network runs on this one (reading and gzip release the GIL). It shows only in a whole run: "
+         "the notes give the hand-timed folder with and without it; `plain` in the trained-weights table reverts it "
+         "with the rest.", "",
          "## Measured and left alone", ""]
     L.append("- bf16 on the CPU: autocast of the network ran for over 2 minutes on one volume (fp32: 3 s) on this "
              "machine's EPYC, which has no AVX-512 BF16; bf16 weights and inputs too. An earlier machine with "
@@ -949,9 +980,9 @@ def decisions_markdown(res: dict) -> list[str]:
                  f"num_workers is 0); writing the uint8 mask takes {_f(save, 2)} s at nibabel's "
                  "default compression level (1): nothing to gain from the output level.")
     L += ["- Threads and loader workers: torch uses as many threads as cores (2). `num_workers` is a quarter of "
-          "the cores, at most 4: none here. Measured by hand with the GPU-trained weights (notes): one worker on "
-          "2 cores made the first volume 4 s slower (the worker's reading competes with the network's 2 threads) "
-          "and saved about as much on the later ones; the folder took the same time, a single volume 1.3 s longer.",
+          "the cores, at most 4: none here, where the ThreadDataLoader's thread reads ahead instead. Measured by "
+          "hand with the GPU-trained weights (notes): a loader process on 2 cores made the first volume seconds "
+          "slower (it starts, and its reading competes with the network's 2 threads) and the folder no faster.",
           "- `sw_batch_size` 4 vs 8, channels-last 3D memory format, and TorchScript freezing were tried while "
           "prototyping (not in this benchmark): none was faster than the eager fp32 network here (channels-last "
           "makes instance norm copy its input). ONNX Runtime (configs/inference_onnx.yaml): slower end to end "
@@ -960,9 +991,10 @@ def decisions_markdown(res: dict) -> list[str]:
           "by hand with the GPU-trained phantom weights on the 5 standard cases (notes): every one lost more than "
           "0.005 mean Dice against the 96^3 windows with 0.25 overlap that the network was trained and validated "
           "with (instance normalisation sees other statistics in a larger window). Not adopted.",
-          "- Coarse-to-fine ROI inference: needs a second, coarse network (the bundle has one network at 2 mm); "
-          "the foreground crop already drops the air around the body, and the box resampling above already "
-          "restricts the full-resolution work to the liver.", ""]
+          "- The coarse pass is one window with a batch of 1, for which PyTorch's CPU convolution falls back "
+          "from oneDNN to its slow path in the deep layers (a batch of 1 costs about as much as a batch of 2 "
+          "here, hand-timed): left alone, the alternatives being a second network or deprecated TorchScript "
+          "freezing.", ""]
     return L
 
 
@@ -1053,7 +1085,8 @@ def step_stages(args, res, work, cases_dir, ckpt):
     reverts = revert_overrides()
     variants = {"current": {}}
     for name, ov in reverts.items():
-        variants[name if name == "plain" else f"no {name}"] = {"overrides": ov}
+        if name not in E2E_ONLY:
+            variants[name if name == "plain" else f"no {name}"] = {"overrides": ov}
     variants.update(OPTIONS)
     log("stages: per-transform timings (current config and each optimisation reverted)")
     raw = run_worker("stages", {"image": image, "ckpt": ckpt, "config_files": [INFERENCE_CONFIG],
@@ -1072,11 +1105,13 @@ def step_stages(args, res, work, cases_dir, ckpt):
                "total_vs_floor": cur["total_s"]["median"] / (total_gflop / mm),
                "network_share": cur["network_s"]["median"] / cur["total_s"]["median"]}
     # windows over the whole folder: preprocessing each case, then counting the inferer's windows
-    pre = _parsed(["preprocessing", "inferer"])
+    pre = _parsed(["preprocessing", "inferer", "network"])
+    _load_weights(pre["network"], ckpt)
+    pre["network"].eval()
     windows = 0
     for path in sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz"))):
         x = pre["preprocessing"]({"image": path})["image"]
-        windows += count_windows(pre["inferer"], (1, *x.shape))
+        windows += count_windows(pre["inferer"], (1, *x.shape), network=pre["network"], image=x[None])
     compute["folder_windows"] = windows
     compute["folder_total_gflop"] = windows * cur["flops_per_window"] / 1e9
     compute["folder_floor_s"] = compute["folder_total_gflop"] / mm

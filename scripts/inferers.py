@@ -1,0 +1,113 @@
+"""Sliding-window inference inside the liver's box: a coarse pass finds the liver, the fine pass runs only there.
+
+On a 512x512x150 CT the body's box on the 2 mm network grid is about 176x121x187 voxels: 18 windows of 96^3. The
+liver fills a third of that box, and windows over the rest only confirm background. ``LiverBoxInferer`` wraps the
+configured sliding-window inferer (MONAI has no coarse-to-fine inferer) and, per image:
+
+1. averages the image down by ``scale`` (2: a 4 mm grid) and runs the same inferer on it: usually one window;
+2. boxes the largest connected foreground component there, maps the box back to the network grid and adds
+   ``margin`` voxels on each side;
+3. runs the inferer on that crop only (typically 4 to 6 windows) and pastes the logits into a background-filled
+   output of the input's shape, with the input's metadata (the preprocessing trace that the postprocessing inverts).
+
+Both passes use the same windows (``roi_size``) as the plain path, so ONNX Runtime and TensorRT networks with a fixed
+window shape run unchanged. The result falls back to the plain sliding window over the whole image when the coarse
+pass finds no liver, or when the fine foreground touches a face of the crop that is not the image's own border (the
+liver may reach beyond the box). tests/test_inferers.py checks both fallbacks and compares with the plain path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from monai.inferers import Inferer
+from monai.transforms.utils import get_largest_connected_component_mask
+from monai.utils import convert_to_dst_type
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND_LOGIT = 20.0   # outside the box: softmax gives background 1 - 2e-9 (fp16-safe, unlike inf)
+
+
+def _foreground(logits: torch.Tensor) -> torch.Tensor:
+    """argmax > 0 over the channel axis 0, without torch's argmax (slow over a 2-long axis on CPU)."""
+    return logits[1:].amax(0) > logits[0]
+
+
+def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
+    """The box ``(lo, hi)`` on the fine grid of ``fine_shape`` around the largest foreground component of coarse
+    ``logits`` (C, ...), widened by ``margin`` voxels and clipped to the grid; None when there is no foreground."""
+    fg = _foreground(logits)
+    if not bool(fg.any()):
+        return None
+    idx = torch.nonzero(get_largest_connected_component_mask(fg))
+    lo_c, hi_c = idx.min(0).values.tolist(), (idx.max(0).values + 1).tolist()
+    lo, hi = [], []
+    for a, b, n_fine, n_coarse in zip(lo_c, hi_c, fine_shape, fg.shape):
+        step = n_fine / n_coarse   # coarse voxel i covers fine voxels [i * step, (i + 1) * step)
+        lo.append(max(0, math.floor(a * step) - margin))
+        hi.append(min(n_fine, math.ceil(b * step) + margin))
+    return lo, hi
+
+
+def _on_inner_face(fg: torch.Tensor, lo, hi, shape) -> bool:
+    """Whether the crop's foreground ``fg`` lies on a face of the crop that is inside the image."""
+    for axis, (a, b, n) in enumerate(zip(lo, hi, shape)):
+        if (a > 0 and bool(fg.select(axis, 0).any())) or (b < n and bool(fg.select(axis, -1).any())):
+            return True
+    return False
+
+
+def liver_reaches_box(logits: torch.Tensor, lo, hi, shape) -> bool:
+    """Whether the largest foreground component of the crop's ``logits`` (C, ...) touches a face of the crop that
+    is inside the image: the liver may go on beyond the box. Islands elsewhere do not count (the largest component
+    is taken only when some foreground is on such a face)."""
+    fg = _foreground(logits)
+    return _on_inner_face(fg, lo, hi, shape) and _on_inner_face(get_largest_connected_component_mask(fg), lo, hi, shape)
+
+
+class LiverBoxInferer(Inferer):
+    """``inferer`` run on the liver's box only, found by ``inferer`` on the image averaged down by ``scale``.
+
+    Args:
+        inferer: the sliding-window inferer of the plain path (its windows, overlap and blending are used for both
+            passes).
+        scale: the coarse grid's voxel size in network-grid voxels (2: 4 mm for a 2 mm network grid).
+        margin: network-grid voxels added on each side of the coarse box.
+    """
+
+    def __init__(self, inferer: Inferer, scale: int = 2, margin: int = 8):
+        super().__init__()
+        if scale < 1 or margin < 0:
+            raise ValueError(f"LiverBoxInferer needs scale >= 1 and margin >= 0, got {scale} and {margin}")
+        self.inferer, self.scale, self.margin = inferer, int(scale), int(margin)
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
+        x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
+        out = torch.cat([self._one(x[i:i + 1], network, *args, **kwargs) for i in range(x.shape[0])])
+        return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]   # the inputs' metadata and trace
+
+    def _plain(self, x, network, *args, **kwargs):
+        out = self.inferer(x, network, *args, **kwargs)
+        return out.as_tensor() if hasattr(out, "as_tensor") else out
+
+    def _one(self, x: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        shape = tuple(x.shape[2:])
+        coarse = F.adaptive_avg_pool3d(x, [math.ceil(n / self.scale) for n in shape]) if self.scale > 1 else x
+        box = coarse_box(self._plain(coarse, network, *args, **kwargs)[0], shape, self.margin)
+        if box is None:
+            logger.info("no liver at the coarse pass: sliding window over the whole image")
+            return self._plain(x, network, *args, **kwargs)
+        lo, hi = box
+        crop = x[(..., *(slice(a, b) for a, b in zip(lo, hi)))]
+        fine = self._plain(crop, network, *args, **kwargs)
+        if liver_reaches_box(fine[0], lo, hi, shape):
+            logger.info("the liver reaches the edge of its coarse box: sliding window over the whole image")
+            return self._plain(x, network, *args, **kwargs)
+        out = torch.zeros((1, fine.shape[1], *shape), dtype=fine.dtype, device=fine.device)
+        out[:, 1:] = -BACKGROUND_LOGIT
+        out[(..., *(slice(a, b) for a, b in zip(lo, hi)))] = fine
+        return out

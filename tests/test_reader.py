@@ -1,0 +1,52 @@
+"""The config's image reader (scripts.inputs.NiftiReader): the same arrays and metadata as MONAI's default reader for
+NIfTI, in C order, and DICOM series folders still go to ITK."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.transforms import LoadImaged
+
+from conftest import CONFIGS
+from scripts import dicom, inputs, phantom
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3), (9, 4, 17), (6, 5, 4, 3)])
+def test_c_order_is_the_same_array_in_c_order(shape):
+    a = np.asfortranarray(np.random.default_rng(0).integers(-1000, 1000, shape).astype(np.int16))
+    out = inputs.c_order(a, slab=4)   # 3, 17: the last slab is partial
+    assert out.flags.c_contiguous and out.dtype == a.dtype and np.array_equal(out, a)
+    c = np.ascontiguousarray(a)
+    assert inputs.c_order(c) is c   # already C order: no copy
+
+
+def _config_loader():
+    cfg = ConfigParser()
+    cfg.read_config(str(CONFIGS / "inference.yaml"))
+    cfg["input"] = str(CONFIGS)   # never read
+    return cfg.get_parsed_content("preprocessing").transforms[0]
+
+
+def test_the_configs_loader_reads_nifti_as_monais_default_does(tmp_path):
+    image, _, affine = phantom.make_case(2, shape=(40, 36, 20), spacing=(9.0, 9.0, 10.0), orientation="LPS")
+    path = phantom.save_nifti(image, affine, str(tmp_path / "ct.nii.gz"), "SYNTHETIC test phantom")
+    ours, default = _config_loader()({"image": path})["image"], LoadImaged("image")({"image": path})["image"]
+    assert ours.is_contiguous() and ours.dtype == default.dtype == torch.float32
+    assert torch.equal(ours, default) and torch.equal(ours.affine, default.affine)
+    assert {k: str(v) for k, v in ours.meta.items()} == {k: str(v) for k, v in default.meta.items()}
+
+
+def test_the_configs_loader_reads_a_dicom_series_with_itk(tmp_path):
+    image, _, affine = phantom.make_case(2, shape=(40, 36, 20), spacing=(9.0, 9.0, 10.0), orientation="LPS")
+    dicom.write_series(image, affine, str(tmp_path / "series"))
+    volume, dicom_affine, _ = dicom.read_series(str(tmp_path / "series"))
+    img = _config_loader()({"image": str(tmp_path / "series")})["image"]
+    np.testing.assert_array_equal(img.numpy(), volume)
+    np.testing.assert_allclose(img.affine.numpy(), dicom_affine, atol=1e-4)
+
+
+def test_the_reader_refuses_what_is_not_nifti(tmp_path):
+    with pytest.raises(ValueError, match="not a NIfTI file: .*series"):
+        inputs.NiftiReader().read(str(tmp_path / "series"))
