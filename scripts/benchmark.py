@@ -823,7 +823,7 @@ def render_markdown(res: dict) -> str:
         if st.get("reference"):
             rf = st["reference"]
             L += [f"Reference, same volume: network input {rf['network_input_shape']}, {rf['windows']} windows, "
-                  f"network {_f(rf['network_s'])} s of {_f(rf['total_s'])} s.", ""]
+                  f"network {_f(rf['network_s'])} s.", ""]
     tn = res.get("train")
     if tn:
         L += ["## Training throughput (CPU)", "",
@@ -911,6 +911,18 @@ def _stage_delta(res, variant, stages) -> str:
     return f"{before:.1f} s -> {after:.1f} s"
 
 
+def _onnx_verdict(res: dict) -> str:
+    """ONNX Runtime against PyTorch end to end, in words, from the e2e medians."""
+    parts = []
+    for wl in ("folder", "single"):
+        e = res.get("e2e", {}).get(wl, {})
+        ours = e.get("ours", {}).get("to_last_mask_s", {}).get("median")
+        onnx = e.get("ours_onnx", {}).get("to_last_mask_s", {}).get("median")
+        if ours and onnx:
+            parts.append(f"{wl} {onnx:.1f} s vs {ours:.1f} s with PyTorch")
+    return "end to end " + "; ".join(parts) if parts else "not measured in this run"
+
+
 def decisions_markdown(res: dict) -> list[str]:
     """What the benchmark led to change in configs/inference.yaml, and what was measured and left alone."""
     v = res.get("stages", {}).get("variants", {})
@@ -969,24 +981,29 @@ def decisions_markdown(res: dict) -> list[str]:
              "AVX-512 BF16 gave 17.1 -> 12.1 s, but MONAI's evaluator autocasts on CUDA only. Not adopted.")
     if "option: sw_overlap 0" in v and cur:
         so = v["option: sw_overlap 0"]
+        opts = res.get("dice", {}).get("options", {})
+        dice_diff = (float(np.mean([r["dice"] for r in opts["option: sw_overlap 0"]]))
+                     - float(np.mean([r["dice"] for r in opts["current"]]))) if {"current", "option: sw_overlap 0"} <= set(opts) else None
         L.append(f"- Windows without overlap (`sw_overlap: 0`): {cur['windows']} -> {so['windows']} windows, network "
-                 f"{_sp(cur['network_s'])} -> {_sp(so['network_s'])} s. `sw_overlap` is training geometry (shared "
-                 "with train.yaml's validation) and costs accuracy (the options table of the accuracy section): not "
-                 "adopted.")
+                 f"{_sp(cur['network_s'])} -> {_sp(so['network_s'])} s; mean Dice "
+                 f"{'not measured' if dice_diff is None else f'{dice_diff:+.5f}'} on the phantom cases (options table "
+                 "of the accuracy section). Not adopted: `sw_overlap` is training geometry (shared with train.yaml's "
+                 "validation), windows that do not overlap leave seams at their borders, and over the whole body the "
+                 "same option lost 0.02 Dice (notes); a few phantom cases are too few to change it on.")
     if cur:
         save = cur["stages"].get("post: SaveImaged")
         load = cur["stages"].get("pre: LoadImaged")
-        L.append(f"- gzip I/O: reading the 45 MB input takes {_f(load, 2)} s (in the main process on 2 cores, where "
-                 f"num_workers is 0); writing the uint8 mask takes {_f(save, 2)} s at nibabel's "
-                 "default compression level (1): nothing to gain from the output level.")
+        L.append(f"- gzip I/O: reading the 45 MB input takes {_f(load, 2)} s (in the loader's thread on 2 cores, "
+                 f"while the network runs on the previous case); writing the uint8 mask takes {_f(save, 2)} s at "
+                 "nibabel's default compression level (1): nothing to gain from the output level.")
     L += ["- Threads and loader workers: torch uses as many threads as cores (2). `num_workers` is a quarter of "
           "the cores, at most 4: none here, where the ThreadDataLoader's thread reads ahead instead. Measured by "
           "hand with the GPU-trained weights (notes): a loader process on 2 cores made the first volume seconds "
           "slower (it starts, and its reading competes with the network's 2 threads) and the folder no faster.",
           "- `sw_batch_size` 4 vs 8, channels-last 3D memory format, and TorchScript freezing were tried while "
           "prototyping (not in this benchmark): none was faster than the eager fp32 network here (channels-last "
-          "makes instance norm copy its input). ONNX Runtime (configs/inference_onnx.yaml): slower end to end "
-          "here (the e2e table): opening its session costs more than its forward pass saves.",
+          "makes instance norm copy its input).",
+          f"- ONNX Runtime (configs/inference_onnx.yaml): {_onnx_verdict(res)}; not the default.",
           "- Fewer or larger windows (whole volume in one pass, 128^3 or 192^3 windows, overlap 0.1 or 0): measured "
           "by hand with the GPU-trained phantom weights on the 5 standard cases (notes): every one lost more than "
           "0.005 mean Dice against the 96^3 windows with 0.25 overlap that the network was trained and validated "

@@ -7,8 +7,9 @@ configured sliding-window inferer (MONAI has no coarse-to-fine inferer) and, per
 1. averages the image down by ``scale`` (2: a 4 mm grid) and runs the same inferer on it: usually one window;
 2. boxes the largest connected foreground component there, maps the box back to the network grid and adds
    ``margin`` voxels on each side;
-3. runs the inferer on that crop only (typically 4 to 6 windows) and pastes the logits into a background-filled
-   output of the input's shape, with the input's metadata (the preprocessing trace that the postprocessing inverts).
+3. runs the inferer on that crop only (6 windows for the first benchmark CT) and pastes the logits into a
+   background-filled output of the input's shape, with the input's metadata (the preprocessing trace that the
+   postprocessing inverts).
 
 Both passes use the same windows (``roi_size``) as the plain path, so ONNX Runtime and TensorRT networks with a fixed
 window shape run unchanged. The result falls back to the plain sliding window over the whole image when the coarse

@@ -59,7 +59,8 @@ def test_thin_slice_case_doubles_the_slices_on_the_same_field_of_view(tmp_path):
 
 def test_revert_overrides_target_the_optimised_transforms():
     reverts = benchmark.revert_overrides()
-    parts = {"float32_resampling", "liver_channel_only", "liver_box_resampling", "liver_box_inference", "slab_reader"}
+    parts = {"float32_resampling", "liver_channel_only", "liver_box_resampling", "liver_box_inference", "slab_reader",
+             "thread_loader"}
     assert set(reverts) == parts | {"plain"}
     assert reverts["plain"] == {k: v for name in sorted(parts) for k, v in reverts[name].items()}
     from monai.bundle import ConfigParser
@@ -76,6 +77,7 @@ def test_revert_overrides_target_the_optimised_transforms():
         inferer, reader = cfg.get_parsed_content("inferer"), pre[0]._loader.readers[-1]
         assert type(inferer).__name__ == ("SlidingWindowInferer" if name else "LiverBoxInferer")
         assert type(reader).__name__ == ("NibabelReader" if name else "NiftiReader")
+        assert cfg["dataloader"]["_target_"] == ("DataLoader" if name else "ThreadDataLoader")
         lam = next(t for t in post if type(t).__name__ == "Lambdad")
         spacing = next(t for t in pre if type(t).__name__ == "Spacingd")
         if name:  # the plain path: Invertd, AsDiscreted (argmax) and KeepLargestConnectedComponentd on the whole grid

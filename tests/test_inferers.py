@@ -120,9 +120,10 @@ def test_a_liver_beyond_its_coarse_box_falls_back_to_the_whole_image(inferers):
 def test_islands_on_the_box_faces_do_not_trigger_the_fallback(inferers):
     plain, fast = inferers
     x = phantom(island=False)
-    x[..., 22:26, 10:14, 10:14] = 0.8   # an island that the box around the liver will cut
+    x[..., 24:28, 22:26, 22:26] = 0.8   # an island 2 voxels from the liver, cut by the box's face at 26
     ref, n_plain = run(plain, x)
     out, n_fast = run(fast, x)
+    assert coarse_box(run(plain, torch.nn.functional.adaptive_avg_pool3d(x, [40, 36, 32]))[0][0], SHAPE, 4)[0][0] == 26
     assert np.array_equal(mask(out), mask(ref)) and n_fast < n_plain
 
 
