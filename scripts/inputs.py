@@ -274,6 +274,7 @@ def check_nifti(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
     ``max_voxels``, singular or non-finite affine, or truncated voxel data. No voxel data is read.
     """
     import nibabel as nib
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
@@ -426,6 +427,7 @@ def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
 def _grid_problem(image: str, label: str) -> str | None:
     """Why ``label`` is not on ``image``'s voxel grid, or None (headers only)."""
     import nibabel as nib
+
     a, b = nib.load(image), nib.load(label)
     sa, sb = _squeeze_trailing(tuple(a.shape)), _squeeze_trailing(tuple(b.shape))
     if sa != sb:
