@@ -91,23 +91,19 @@ class LiverBoxInferer(Inferer):
         out = torch.cat([self._one(x[i:i + 1], network, *args, **kwargs) for i in range(x.shape[0])])
         return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]   # the inputs' metadata and trace
 
-    def _plain(self, x, network, *args, **kwargs):
-        out = self.inferer(x, network, *args, **kwargs)
-        return out.as_tensor() if hasattr(out, "as_tensor") else out
-
     def _one(self, x: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         shape = tuple(x.shape[2:])
         coarse = F.adaptive_avg_pool3d(x, [math.ceil(n / self.scale) for n in shape]) if self.scale > 1 else x
-        box = coarse_box(self._plain(coarse, network, *args, **kwargs)[0], shape, self.margin)
+        box = coarse_box(self.inferer(coarse, network, *args, **kwargs)[0], shape, self.margin)
         if box is None:
             logger.info("no liver at the coarse pass: sliding window over the whole image")
-            return self._plain(x, network, *args, **kwargs)
+            return self.inferer(x, network, *args, **kwargs)
         lo, hi = box
         crop = x[(..., *(slice(a, b) for a, b in zip(lo, hi)))]
-        fine = self._plain(crop, network, *args, **kwargs)
+        fine = self.inferer(crop, network, *args, **kwargs)
         if liver_reaches_box(fine[0], lo, hi, shape):
             logger.info("the liver reaches the edge of its coarse box: sliding window over the whole image")
-            return self._plain(x, network, *args, **kwargs)
+            return self.inferer(x, network, *args, **kwargs)
         out = torch.zeros((1, fine.shape[1], *shape), dtype=fine.dtype, device=fine.device)
         out[:, 1:] = -BACKGROUND_LOGIT
         out[(..., *(slice(a, b) for a, b in zip(lo, hi)))] = fine

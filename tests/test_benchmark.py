@@ -257,3 +257,15 @@ def test_report_adds_the_onnx_runtime_rows_and_takes_gpu_latency_from_the_runner
     md = open(md_path).read()
     assert "| single | **ours, ONNX Runtime / reference** | **0.300" in md
     assert "GPU: Test GPU (16 CPU cores)" in md and "measured on Test GPU" in md
+
+
+def test_compare_alternating_without_a_reference_runs_ours_alone(tmp_path):
+    """The gpu step's end-to-end runs: with no reference folder only ours runs, and there are no ratios."""
+    folder = tmp_path / "one"
+    benchmark.make_cases(str(folder), [3], **TINY)
+    ckpt = benchmark.random_weights(str(tmp_path / "w" / "random.pt"))
+    res = benchmark.compare_alternating(str(folder), str(tmp_path / "work"), ckpt, 1, 1, None, "gpu")
+    assert set(res) == {"cases", "repeats", "ours"}
+    assert res["ours"]["to_last_mask_s"]["median"] > 0
+    assert [p.name for p in (tmp_path / "work" / "gpu_ours_0").glob("*_seg.nii.gz")] == ["ct_003_seg.nii.gz"]
+    assert not (tmp_path / "work" / "gpu_reference_0").exists()
