@@ -56,6 +56,7 @@ STEPS = ("e2e", "stages", "train", "rss600", "dice", "gpu")
 # Measured but not adopted (see docs/benchmark.md): windows without overlap (sw_overlap is training geometry, shared
 # with train.yaml; over the whole body it cost accuracy, inside the liver's box the phantom cases show no loss). bf16 autocast on the CPU is not an option here: without AVX-512 BF16 (this
 # machine's EPYC has none) one volume ran for minutes instead of 3 s.
+GPU_PARTS = ("stages", "e2e", "train")
 E2E_ONLY = {"thread_loader"}   # optimisations that only a whole run shows (the stage profile runs one case in process)
 OPTIONS = {"option: sw_overlap 0": {"overrides": {"sw_overlap": 0.0}}}
 INFERENCE_CONFIG = "configs/inference.yaml"
@@ -156,7 +157,8 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     - ``liver_box_resampling``: ``Invertd`` resamples the prediction over the whole input grid, then
       ``AsDiscreted`` and ``KeepLargestConnectedComponentd`` run there (instead of scripts.postprocess).
     - ``liver_box_inference``: the sliding window runs over the whole body (no coarse pass, scripts/inferers.py).
-    - ``slab_reader``: MONAI's default reader (its one-pass copy of the voxels into C order).
+    - ``slab_reader``: MONAI's default reader (its one-pass copy of the voxels into C order, zlib's inflate).
+    - ``isal_gzip``: the slab reader inflating ``.nii.gz`` with nibabel's gzip (zlib) instead of ISA-L.
     - ``thread_loader``: MONAI's DataLoader, which reads the next case only when it is asked for (with no loader
       processes); end to end only: the in-process stage profile has no loader (``E2E_ONLY``).
     - ``plain``: all reverted: the pipeline as it was before issue 6 (the "plain full-resolution" path).
@@ -176,10 +178,12 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     }
     whole_grid = {"resample_liver_box": False}
     whole_body = {"coarse_to_fine": False}
-    monai_reader = {f"preprocessing#transforms#{_find_transform(cfg, 'preprocessing', 'LoadImaged')}#reader": None}
+    reader = f"preprocessing#transforms#{_find_transform(cfg, 'preprocessing', 'LoadImaged')}#reader"
+    monai_reader, zlib_reader = {reader: None}, {reader: "$scripts.inputs.NiftiReader(fast_gzip=False)"}
     process_loader = {"dataloader#_target_": "DataLoader"}
     return {"float32_resampling": f64, "liver_channel_only": both_channels, "liver_box_resampling": whole_grid,
-            "liver_box_inference": whole_body, "slab_reader": monai_reader, "thread_loader": process_loader,
+            "liver_box_inference": whole_body, "slab_reader": monai_reader, "isal_gzip": zlib_reader,
+            "thread_loader": process_loader,
             "plain": {**f64, **both_channels, **whole_grid, **whole_body, **monai_reader, **process_loader}}
 
 
@@ -271,15 +275,21 @@ def log_time(log_path: str, marker: str) -> float | None:
 
 
 def summarize_run(run: dict, masks: list[str], n_cases: int) -> dict:
-    """Add to ``run``: time to the last mask written, engine start-up, and time per volume once started."""
+    """Add to ``run``: time to the last mask written, engine start-up, time per volume once started (engine start
+    to the last mask, over the cases), the first mask after the engine started, and the steady interval between
+    masks (first to last mask, over the cases after the first)."""
     if len(masks) != n_cases:
         raise RuntimeError(f"{run['log']}: expected {n_cases} masks, found {len(masks)}")
-    last = max(os.stat(m).st_mtime for m in masks)
+    times = sorted(os.stat(m).st_mtime for m in masks)
+    first, last = times[0], times[-1]
     started = log_time(run["log"], "Engine run")
     run["to_last_mask_s"] = last - run["start_epoch"]
+    if n_cases > 1:
+        run["steady_per_volume_s"] = (last - first) / (n_cases - 1)
     if started is not None:
         run["startup_s"] = started - run["start_epoch"]
         run["per_volume_s"] = (last - started) / n_cases
+        run["first_mask_s"] = first - started
     return run
 
 
@@ -346,7 +356,8 @@ def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repea
             runs[who].append(run)
             log(f"  {label} {who} run {r + 1}/{repeats}: {run['to_last_mask_s']:.1f} s to last mask, "
                 f"peak RSS {run['peak_rss_gb']:.2f} GB ({time.perf_counter() - t0:.0f} s)")
-    keys = ("to_last_mask_s", "wall_s", "per_volume_s", "startup_s", "cpu_s", "peak_rss_gb", "load_average")
+    keys = ("to_last_mask_s", "wall_s", "per_volume_s", "first_mask_s", "steady_per_volume_s", "startup_s", "cpu_s",
+            "peak_rss_gb", "load_average")
     result = {"cases": n_cases, "repeats": repeats, "ours": {k: spread([r.get(k) for r in ours]) for k in keys}}
     if not ref:
         return result
@@ -888,10 +899,17 @@ def render_markdown(res: dict) -> str:
             L += ["", "Largest fp32 stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in top) + "."]
         if gp.get("e2e"):
             L += ["", "The standard folder end to end on the GPU machine (one `monai.bundle run` command each):", "",
-                  "| pipeline | to last mask s | per volume s | start-up s | peak RSS GB |", "| --- | --- | --- | --- | --- |"]
-            for who, v in ((w, gp["e2e"][w]) for w in ("ours", "reference") if w in gp["e2e"]):
-                L.append(f"| {who} | {_sp(v['to_last_mask_s'])} | {_sp(v['per_volume_s'], 2)} | "
-                         f"{_sp(v['startup_s'])} | {_sp(v['peak_rss_gb'], 2)} |")
+                  "| pipeline | to last mask s | per volume s | first mask s | steady s/volume | start-up s | "
+                  "peak RSS GB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            for who, v in gp["e2e"].items():
+                if isinstance(v, dict) and "to_last_mask_s" in v:
+                    L.append(f"| {who} | {_sp(v['to_last_mask_s'])} | {_sp(v['per_volume_s'], 2)} | "
+                             f"{_sp(v.get('first_mask_s'), 2)} | {_sp(v.get('steady_per_volume_s'), 2)} | "
+                             f"{_sp(v['startup_s'])} | {_sp(v['peak_rss_gb'], 2)} |")
+            L += ["", "Per volume: engine start to the last mask, over the cases (the target's figure). First mask: "
+                  "engine start to the first mask (reading and preparing the first case, the first windows, its "
+                  "post-processing). Steady: first to last mask, over the cases after the first (the loader "
+                  "processes prepare the next cases meanwhile)."]
         if gp.get("train"):
             t = gp["train"]
             L.append("")
@@ -974,7 +992,10 @@ def decisions_markdown(res: dict) -> list[str]:
          "Fortran-order array strides across the whole volume. LoadImaged "
          f"{_stage_delta(res, 'no slab_reader', ['pre: LoadImaged'])}; volume {total('no slab_reader')} -> "
          f"{total('current')} s.",
-         "9. The loader is MONAI's ThreadDataLoader: with no loader processes (2 cores), a thread prepares the next "
+         "9. The same reader inflates `.nii.gz` with ISA-L (the `isal` package) instead of zlib, whose inflate was "
+         f"the largest part of LoadImaged (profiled): LoadImaged {_stage_delta(res, 'no isal_gzip', ['pre: LoadImaged'])}"
+         f"; volume {total('no isal_gzip')} -> {total('current')} s. Same voxels and scaling: tests/test_reader.py.",
+         "10. The loader is MONAI's ThreadDataLoader: with no loader processes (2 cores), a thread prepares the next "
          "case while the network runs on this one (reading and gzip release the GIL). It shows only in a whole run: "
          "the notes give the hand-timed folder with and without it; `plain` in the trained-weights table reverts it "
          "with the rest.", "",
@@ -1006,7 +1027,9 @@ def decisions_markdown(res: dict) -> list[str]:
           "- `sw_batch_size` 4 vs 8, channels-last 3D memory format, and TorchScript freezing were tried while "
           "prototyping (not in this benchmark): none was faster than the eager fp32 network here (channels-last "
           "makes instance norm copy its input).",
-          f"- ONNX Runtime (configs/inference_onnx.yaml): {_onnx_verdict(res)}; not the default.",
+          f"- ONNX Runtime (configs/inference_onnx.yaml): {_onnx_verdict(res)}. Not the default: it needs the "
+          "export step (`python -m scripts.export onnx`) after every training, and the PyTorch network is what "
+          "model.ts, MONAI Deploy and TensorRT are built from.",
           "- Fewer or larger windows (whole volume in one pass, 128^3 or 192^3 windows, overlap 0.1 or 0): measured "
           "by hand with the GPU-trained phantom weights on the 5 standard cases (notes): every one lost more than "
           "0.005 mean Dice against the 96^3 windows with 0.25 overlap that the network was trained and validated "
@@ -1238,7 +1261,9 @@ def step_dice(args, res, work, cases_dir):
 
 def step_gpu(args, res, work, cases_dir):
     """On CUDA: the stage profile (fp32, fp16/bf16 autocast), the standard folder end to end (ours and, when its
-    folder is there, the reference), and training throughput with AMP. ``--gpu_device cpu`` dry-runs it."""
+    folder is there, the reference), and training throughput with AMP; ``--gpu_parts``
+    picks among the three, and with ``--merge`` the parts not run keep their earlier results. ``--gpu_device cpu``
+    dry-runs it."""
     import torch
 
     device = args.gpu_device
@@ -1247,6 +1272,22 @@ def step_gpu(args, res, work, cases_dir):
         return
     images = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))
     ckpt = args.trained_ckpt or random_weights(os.path.join(work, "weights", "random.pt"))
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else device
+    out = {**(res.get("gpu") or {} if args.merge else {}), "gpu": name, "cpu_cores": os.cpu_count(), "ckpt": ckpt}
+    parts = set(args.gpu_parts)
+    if "stages" in parts:
+        _gpu_stages(args, out, work, images, ckpt, device)
+    if "e2e" in parts:
+        log(f"gpu: the standard folder ({len(images)} cases) end to end, {args.repeats} run(s) each")
+        has_reference = os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json"))
+        out["e2e"] = compare_alternating(cases_dir, work, ckpt, len(images), args.repeats,
+                                         args.reference_dir if has_reference else None, "gpu")
+    if "train" in parts:
+        _gpu_train(args, out, work, device)
+    res["gpu"] = out
+
+
+def _gpu_stages(args, out, work, images, ckpt, device):
     variants = {"fp32": {"device": device}, "fp16 autocast": {"device": device, "amp_dtype": "float16"},
                 "bf16 autocast": {"device": device, "amp_dtype": "bfloat16"}}
     log(f"gpu: stage profile on {device}")
@@ -1254,12 +1295,10 @@ def step_gpu(args, res, work, cases_dir):
                                 "variants": variants, "repeats": args.repeats + 1}, work)
     for runs in raw.values():
         runs.pop(0)  # the first round warms up CUDA and cuDNN
-    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else device
-    out = {"gpu": name, "cpu_cores": os.cpu_count(), "stages": summarize_stages(raw), "ckpt": ckpt}
-    log(f"gpu: the standard folder ({len(images)} cases) end to end, {args.repeats} run(s) each")
-    has_reference = os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json"))
-    out["e2e"] = compare_alternating(cases_dir, work, ckpt, len(images), args.repeats,
-                                     args.reference_dir if has_reference else None, "gpu")
+    out["stages"] = summarize_stages(raw)
+
+
+def _gpu_train(args, out, work, device):
     data = os.path.join(work, "train_data")
     if not os.path.isfile(os.path.join(data, "dataset.json")):
         from scripts import phantom
@@ -1272,7 +1311,6 @@ def step_gpu(args, res, work, cases_dir):
                                                       "epochs": args.train_epochs, "fold": -1, "val_interval": 1000,
                                                       "amp": device.startswith("cuda"),
                                                       "allow_dataset_warnings": True}}, work)
-    res["gpu"] = out
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -1311,6 +1349,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     p.add_argument("--onnx", action="store_true",
                    help="e2e: also run ours with ONNX Runtime (configs/inference_onnx.yaml merged over inference.yaml)")
+    p.add_argument("--gpu_parts", nargs="+", choices=GPU_PARTS, default=list(GPU_PARTS),
+                   help="parts of the gpu step to run (default: all)")
     p.add_argument("--gpu_device", default="cuda", help="device of the gpu step (default cuda; cpu: a dry run)")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
     p.add_argument("--worker", nargs=3, metavar=("KIND", "ARGS_JSON", "OUT_JSON"), help=argparse.SUPPRESS)

@@ -61,8 +61,10 @@ def test_revert_overrides_target_the_optimised_transforms():
     reverts = benchmark.revert_overrides()
     parts = {"float32_resampling", "liver_channel_only", "liver_box_resampling", "liver_box_inference", "slab_reader",
              "thread_loader"}
-    assert set(reverts) == parts | {"plain"}
+    assert set(reverts) == parts | {"isal_gzip", "plain"}
+    # plain reads with MONAI's own reader, which reverts the ISA-L inflate with the slab copy
     assert reverts["plain"] == {k: v for name in sorted(parts) for k, v in reverts[name].items()}
+    assert reverts["isal_gzip"].keys() == reverts["slab_reader"].keys()
     from monai.bundle import ConfigParser
 
     for name, expect_argmax, expect_dtype in (("plain", True, np.float64), (None, False, torch.float32)):
@@ -88,6 +90,12 @@ def test_revert_overrides_target_the_optimised_transforms():
             assert names == ["Activationsd", "Lambdad", "Lambdad", "SaveImaged"]
             assert post[2].func[0].__name__ == "to_input_grid"
         assert spacing.dtype[0] == expect_dtype
+        if not name:
+            assert reader.fast_gzip
+            ((key, value),) = reverts["isal_gzip"].items()
+            cfg[key] = value
+            zlib_reader = cfg.get_parsed_content("preprocessing").transforms[0]._loader.readers[-1]
+            assert type(zlib_reader).__name__ == "NiftiReader" and not zlib_reader.fast_gzip
         two = torch.rand(2, 3, 3, 3)
         assert lam.func[0](two).shape[0] == (2 if name else 1)
 

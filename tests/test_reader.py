@@ -3,6 +3,7 @@ NIfTI, in C order, and DICOM series folders still go to ITK."""
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -29,13 +30,31 @@ def _config_loader():
     return cfg.get_parsed_content("preprocessing").transforms[0]
 
 
-def test_the_configs_loader_reads_nifti_as_monais_default_does(tmp_path):
-    image, _, affine = phantom.make_case(2, shape=(40, 36, 20), spacing=(9.0, 9.0, 10.0), orientation="LPS")
-    path = phantom.save_nifti(image, affine, str(tmp_path / "ct.nii.gz"), "SYNTHETIC test phantom")
-    ours, default = _config_loader()({"image": path})["image"], LoadImaged("image")({"image": path})["image"]
+def _assert_same_image(ours, default):
     assert ours.is_contiguous() and ours.dtype == default.dtype == torch.float32
     assert torch.equal(ours, default) and torch.equal(ours.affine, default.affine)
     assert {k: str(v) for k, v in ours.meta.items()} == {k: str(v) for k, v in default.meta.items()}
+
+
+def test_the_configs_loader_reads_nifti_as_monais_default_does(tmp_path):
+    assert inputs.has_isal and _config_loader()._loader.readers[-1].fast_gzip   # the ISA-L path is the one tested
+    image, _, affine = phantom.make_case(2, shape=(40, 36, 20), spacing=(9.0, 9.0, 10.0), orientation="LPS")
+    path = phantom.save_nifti(image, affine, str(tmp_path / "ct.nii.gz"), "SYNTHETIC test phantom")
+    _assert_same_image(_config_loader()({"image": path})["image"], LoadImaged("image")({"image": path})["image"])
+
+
+@pytest.mark.parametrize("name", ["scaled.nii.gz", "scaled.nii"])
+@pytest.mark.parametrize("fast_gzip", [True, False])
+def test_the_reader_applies_the_headers_scaling_as_nibabel_does(tmp_path, name, fast_gzip):
+    """Stored uint16 with scl_slope 0.5 and scl_inter -1024 (as some scanners write HU), gzip'ed or not."""
+    stored = np.random.default_rng(1).integers(0, 4000, (23, 17, 9)).astype(np.uint16)
+    img = nib.Nifti1Image(stored, np.diag([0.7, 0.8, 2.5, 1.0]))
+    img.header.set_slope_inter(0.5, -1024.0)
+    path = str(tmp_path / name)
+    nib.save(img, path)
+    ours = LoadImaged("image", reader=inputs.NiftiReader(fast_gzip=fast_gzip))({"image": path})["image"]
+    _assert_same_image(ours, LoadImaged("image")({"image": path})["image"])
+    np.testing.assert_array_equal(ours.numpy(), stored * 0.5 - 1024.0)
 
 
 def test_the_configs_loader_reads_a_dicom_series_with_itk(tmp_path):
