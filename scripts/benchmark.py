@@ -54,8 +54,9 @@ STANDARD_SHAPE = (512, 512, 150)
 STANDARD_SPACING = (0.8, 0.8, 2.5)
 STEPS = ("e2e", "stages", "train", "rss600", "dice", "gpu")
 # Measured but not adopted (see docs/benchmark.md): windows without overlap (sw_overlap is training geometry, shared
-# with train.yaml; over the whole body it cost accuracy, inside the liver's box the phantom cases show no loss). bf16 autocast on the CPU is not an option here: without AVX-512 BF16 (this
-# machine's EPYC has none) one volume ran for minutes instead of 3 s.
+# with train.yaml; over the whole body it cost accuracy, inside the liver's box the phantom cases show no loss). bf16
+# autocast on the CPU is not an option here: without AVX-512 BF16 (this machine's EPYC has none) one volume ran for
+# minutes instead of 3 s.
 GPU_PARTS = ("stages", "e2e", "train")
 E2E_ONLY = {"thread_loader"}   # optimisations that only a whole run shows (the stage profile runs one case in process)
 OPTIONS = {"option: sw_overlap 0": {"overrides": {"sw_overlap": 0.0}}}
@@ -1274,7 +1275,9 @@ def step_gpu(args, res, work, cases_dir):
     images = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))
     ckpt = args.trained_ckpt or random_weights(os.path.join(work, "weights", "random.pt"))
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else device
-    out = {**(res.get("gpu") or {} if args.merge else {}), "gpu": name, "cpu_cores": os.cpu_count(), "ckpt": ckpt}
+    # res holds an earlier gpu section only with --merge: keep its parts, not a "not run" left from a run without CUDA
+    earlier = {k: v for k, v in (res.get("gpu") or {}).items() if k != "not_run"}
+    out = {**earlier, "gpu": name, "cpu_cores": os.cpu_count(), "ckpt": ckpt}
     parts = set(args.gpu_parts)
     if "stages" in parts:
         _gpu_stages(args, out, work, images, ckpt, device)

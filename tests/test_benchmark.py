@@ -163,6 +163,8 @@ def test_summarize_run_reads_engine_start_and_mask_times(tmp_path):
     assert run["to_last_mask_s"] == pytest.approx(15, abs=0.01)
     assert run["startup_s"] == pytest.approx(5, abs=0.01)
     assert run["per_volume_s"] == pytest.approx(5, abs=0.01)
+    assert run["first_mask_s"] == pytest.approx(4, abs=0.01)          # engine start to the first mask
+    assert run["steady_per_volume_s"] == pytest.approx(6, abs=0.01)   # first to last mask, over the one after it
     with pytest.raises(RuntimeError, match="expected 3 masks"):
         benchmark.summarize_run({"start_epoch": start, "log": str(log_path)}, masks, 3)
 
@@ -256,7 +258,8 @@ def test_report_adds_the_onnx_runtime_rows_and_takes_gpu_latency_from_the_runner
                            "ratio_onnx_to_last_mask": s([0.3]), "ratio_onnx_cpu": s([0.3])}},
         "gpu": {"gpu": "Test GPU", "cpu_cores": 16, "ckpt": "w.pt",
                 "stages": {"fp32": {"network_s": s([0.03]), "total_s": s([1.9]), "stages": {"network": 0.03}}},
-                "e2e": {"ours": {**side, "per_volume_s": s([0.9])}}},
+                "e2e": {"ours": {**side, "per_volume_s": s([0.9]), "first_mask_s": s([2.2]),
+                                 "steady_per_volume_s": s([0.55])}}},
     }
     md_path, json_path = benchmark.write_report(res, str(tmp_path))
     targets = json.load(open(json_path))["targets"]
@@ -265,6 +268,7 @@ def test_report_adds_the_onnx_runtime_rows_and_takes_gpu_latency_from_the_runner
     md = open(md_path).read()
     assert "| single | **ours, ONNX Runtime / reference** | **0.300" in md
     assert "GPU: Test GPU (16 CPU cores)" in md and "measured on Test GPU" in md
+    assert "| ours | 40.0 (40.0-40.0) | 0.90 (0.90-0.90) | 2.20 (2.20-2.20) | 0.55 (0.55-0.55) | 8.0" in md
 
 
 def test_compare_alternating_without_a_reference_runs_ours_alone(tmp_path):
@@ -277,3 +281,14 @@ def test_compare_alternating_without_a_reference_runs_ours_alone(tmp_path):
     assert res["ours"]["to_last_mask_s"]["median"] > 0
     assert [p.name for p in (tmp_path / "work" / "gpu_ours_0").glob("*_seg.nii.gz")] == ["ct_003_seg.nii.gz"]
     assert not (tmp_path / "work" / "gpu_reference_0").exists()
+
+
+def test_gpu_step_keeps_the_earlier_parts_it_does_not_run_but_not_an_earlier_not_run(tmp_path):
+    """--merge --gpu_parts ...: what the gpu step does not run now stays; a "not run" from a machine without CUDA goes."""
+    import argparse
+
+    args = argparse.Namespace(gpu_device="cpu", gpu_parts=[], trained_ckpt="w.pt")
+    res = {"gpu": {"not_run": "no GPU lent", "stages": {"fp32": {}}, "train": {"steps_per_s": 3.7}}}
+    benchmark.step_gpu(args, res, str(tmp_path), str(tmp_path))
+    assert res["gpu"] == {"stages": {"fp32": {}}, "train": {"steps_per_s": 3.7}, "gpu": "cpu",
+                          "cpu_cores": os.cpu_count(), "ckpt": "w.pt"}
