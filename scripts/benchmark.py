@@ -58,7 +58,9 @@ STEPS = ("e2e", "stages", "train", "rss600", "dice", "gpu")
 # autocast on the CPU is not an option here: without AVX-512 BF16 (this machine's EPYC has none) one volume ran for
 # minutes instead of 3 s.
 GPU_PARTS = ("stages", "e2e", "train")
-E2E_ONLY = {"thread_loader"}   # optimisations that only a whole run shows (the stage profile runs one case in process)
+E2E_ONLY = {"thread_loader", "gpu_loader_threads"}   # optimisations that only a whole run shows (the stage profile runs one case in process)
+GPU_ONLY = {"gpu_preprocessing", "gpu_loader_threads"}   # optimisations that change nothing on a 2-core CPU
+GPU_E2E_VARIANTS = ("gpu_preprocessing", "gpu_loader_threads")   # reverted beside ours in the gpu step's e2e runs
 OPTIONS = {"option: sw_overlap 0": {"overrides": {"sw_overlap": 0.0}}}
 INFERENCE_CONFIG = "configs/inference.yaml"
 ONNX_CONFIGS = (INFERENCE_CONFIG, "configs/inference_onnx.yaml")   # the network in ONNX Runtime
@@ -162,6 +164,13 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     - ``isal_gzip``: the slab reader inflating ``.nii.gz`` with nibabel's gzip (zlib) instead of ISA-L.
     - ``thread_loader``: MONAI's DataLoader, which reads the next case only when it is asked for (with no loader
       processes); end to end only: the in-process stage profile has no loader (``E2E_ONLY``).
+    - ``cpu_batch_of_2``: 4 windows per network call on a CPU too (the GPU's number).
+    - ``full_batches``: short batches of windows go to the network as they are (the coarse pass's single window).
+    - ``nifti_writer``: the label map in C order, written by MONAI's ``NibabelWriter`` (zlib's deflate).
+    - ``gpu_preprocessing``: with a GPU, the image is resampled, scaled and cropped on the CPU, in loader processes
+      (``GPU_ONLY``).
+    - ``gpu_loader_threads``: with the preprocessing on a GPU, one loader thread instead of ``num_workers`` (end to
+      end only, ``GPU_ONLY``).
     - ``plain``: all reverted: the pipeline as it was before issue 6 (the "plain full-resolution" path).
     """
     from monai.bundle import ConfigParser
@@ -171,6 +180,8 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     spacing = _find_transform(cfg, "preprocessing", "Spacingd")
     lam = _find_transform(cfg, "postprocessing", "Lambdad")
     disc = _find_transform(cfg, "postprocessing", "AsDiscreted")
+    box = next(i for i, t in enumerate(cfg.get("postprocessing#transforms")) if "to_input_grid" in str(t.get("func")))
+    save = _find_transform(cfg, "postprocessing", "SaveImaged")
     f64 = {f"preprocessing#transforms#{spacing}#dtype": "$numpy.float64"}
     both_channels = {
         f"postprocessing#transforms#{lam}#func": "$lambda p: p",
@@ -182,10 +193,16 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     reader = f"preprocessing#transforms#{_find_transform(cfg, 'preprocessing', 'LoadImaged')}#reader"
     monai_reader, zlib_reader = {reader: None}, {reader: "$scripts.inputs.NiftiReader(fast_gzip=False)"}
     process_loader = {"dataloader#_target_": "DataLoader"}
+    batch_4, short_batches, cpu_pre = {"sw_batch_size": 4}, {"full_batches": False}, {"preprocess_device": "cpu"}
+    monai_writer = {f"postprocessing#transforms#{box}#func": "$lambda p: scripts.postprocess.to_input_grid(p, "
+                                                             "x_fastest=False)",
+                    f"postprocessing#transforms#{save}#writer": "NibabelWriter"}
     return {"float32_resampling": f64, "liver_channel_only": both_channels, "liver_box_resampling": whole_grid,
             "liver_box_inference": whole_body, "slab_reader": monai_reader, "isal_gzip": zlib_reader,
-            "thread_loader": process_loader,
-            "plain": {**f64, **both_channels, **whole_grid, **whole_body, **monai_reader, **process_loader}}
+            "thread_loader": process_loader, "cpu_batch_of_2": batch_4, "full_batches": short_batches,
+            "nifti_writer": monai_writer, "gpu_preprocessing": cpu_pre, "gpu_loader_threads": {"num_workers": 0},
+            "plain": {**f64, **both_channels, **whole_grid, **whole_body, **monai_reader, **process_loader,
+                      **batch_4, **short_batches, **monai_writer, **cpu_pre}}
 
 
 def cli_overrides(overrides: dict) -> list[str]:
@@ -336,13 +353,16 @@ def spread(values) -> dict:
 
 
 def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repeats: int, reference_dir: str | None,
-                        label: str, onnx_path: str | None = None) -> dict:
+                        label: str, onnx_path: str | None = None, variants: dict | None = None) -> dict:
     """Ours and the reference on the same folder, alternating (ours first, then the reference, ``repeats`` times);
     medians of each figure and the median of the per-pair ratios of wall time. Without ``reference_dir`` only ours
-    runs (and there are no ratios)."""
-    runs = {"ours": [], "ours_onnx": [], "reference": []}
+    runs (and there are no ratios). ``variants`` (``{name: overrides}``) run ours with those overrides too, in the
+    same rotation, as ``ours_no_<name>``."""
+    variants = {f"ours_no_{k}": v for k, v in (variants or {}).items()}
+    runs = {"ours": [], "ours_onnx": [], "reference": [], **{k: [] for k in variants}}
     ours, ref = runs["ours"], runs["reference"]
-    pipelines = ("ours",) + (("ours_onnx",) if onnx_path else ()) + (("reference",) if reference_dir else ())
+    pipelines = (("ours",) + (("ours_onnx",) if onnx_path else ()) + tuple(variants)
+                 + (("reference",) if reference_dir else ()))
     for r in range(repeats):
         for who in pipelines:
             out = os.path.join(work, f"{label}_{who}_{r}")
@@ -351,6 +371,8 @@ def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repea
                 run = run_ours(case_dir, out, ckpt, n_cases)
             elif who == "ours_onnx":   # inference_onnx.yaml merged over inference.yaml
                 run = run_ours(case_dir, out, ckpt, n_cases, ONNX_CONFIGS, {"onnx_path": onnx_path})
+            elif who in variants:
+                run = run_ours(case_dir, out, ckpt, n_cases, overrides=variants[who])
             else:
                 run = run_reference(case_dir, out, n_cases, reference_dir)
             run["load_average"] = os.getloadavg()[0]
@@ -360,6 +382,8 @@ def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repea
     keys = ("to_last_mask_s", "wall_s", "per_volume_s", "first_mask_s", "steady_per_volume_s", "startup_s", "cpu_s",
             "peak_rss_gb", "load_average")
     result = {"cases": n_cases, "repeats": repeats, "ours": {k: spread([r.get(k) for r in ours]) for k in keys}}
+    for who in variants:
+        result[who] = {k: spread([r.get(k) for r in runs[who]]) for k in keys}
     if not ref:
         return result
     result["reference"] = {k: spread([r.get(k) for r in ref]) for k in keys}
@@ -1130,7 +1154,7 @@ def step_stages(args, res, work, cases_dir, ckpt):
     reverts = revert_overrides()
     variants = {"current": {}}
     for name, ov in reverts.items():
-        if name not in E2E_ONLY:
+        if name not in E2E_ONLY | GPU_ONLY:
             variants[name if name == "plain" else f"no {name}"] = {"overrides": ov}
     variants.update(OPTIONS)
     log("stages: per-transform timings (current config and each optimisation reverted)")
@@ -1284,8 +1308,10 @@ def step_gpu(args, res, work, cases_dir):
     if "e2e" in parts:
         log(f"gpu: the standard folder ({len(images)} cases) end to end, {args.repeats} run(s) each")
         has_reference = os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json"))
+        reverts = revert_overrides()
         out["e2e"] = compare_alternating(cases_dir, work, ckpt, len(images), args.repeats,
-                                         args.reference_dir if has_reference else None, "gpu")
+                                         args.reference_dir if has_reference else None, "gpu",
+                                         variants={k: reverts[k] for k in GPU_E2E_VARIANTS})
     if "train" in parts:
         _gpu_train(args, out, work, device)
     res["gpu"] = out
@@ -1293,7 +1319,9 @@ def step_gpu(args, res, work, cases_dir):
 
 def _gpu_stages(args, out, work, images, ckpt, device):
     variants = {"fp32": {"device": device}, "fp16 autocast": {"device": device, "amp_dtype": "float16"},
-                "bf16 autocast": {"device": device, "amp_dtype": "bfloat16"}}
+                "bf16 autocast": {"device": device, "amp_dtype": "bfloat16"},
+                **{f"fp32, no {k}": {"device": device, "overrides": revert_overrides()[k]}
+                   for k in sorted(GPU_ONLY - E2E_ONLY)}}
     log(f"gpu: stage profile on {device}")
     raw = run_worker("stages", {"image": images[0], "ckpt": ckpt, "config_files": [INFERENCE_CONFIG],
                                 "variants": variants, "repeats": args.repeats + 1}, work)

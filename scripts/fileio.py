@@ -12,7 +12,16 @@ import contextlib
 import os
 import tempfile
 
-__all__ = ["atomic_path", "write_text", "save_nifti", "file_mode"]
+__all__ = ["atomic_path", "write_text", "save_nifti", "file_mode", "igzip", "has_isal"]
+
+try:   # ISA-L's gzip: inflates and deflates NIfTI files 2-10x faster than zlib (docs/benchmark.md)
+    from isal import igzip
+
+    has_isal = True
+except ImportError:
+    igzip, has_isal = None, False
+
+GZIP_LEVEL = 1   # deflate level of written .nii.gz files: the fastest that compresses (nibabel's default too)
 
 
 def file_mode() -> int:
@@ -63,9 +72,10 @@ def write_text(path, text: str) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-def save_nifti(array, affine, path, description: str = "") -> str:
-    """Write ``array`` as NIfTI-1 (gzip for ``.nii.gz``) with qform = sform = ``affine`` (codes 1), mm units and the
-    array's dtype, atomically. The target folder must exist."""
+def save_nifti(array, affine, path, description: str = "", fast_gzip: bool = True) -> str:
+    """Write ``array`` as NIfTI-1 (gzip for ``.nii.gz``, by ISA-L where ``isal`` is installed and ``fast_gzip``) with
+    qform = sform = ``affine`` (codes 1), mm units and the array's dtype, atomically. The array is written in its own
+    memory order: an x-fastest (Fortran-order) array needs no transposed copy. The target folder must exist."""
     import nibabel as nib
 
     path = os.fspath(path)
@@ -81,6 +91,11 @@ def save_nifti(array, affine, path, description: str = "") -> str:
     img.header.set_xyzt_units(xyz="mm", t="sec")
     if description:
         img.header["descrip"] = description[:79].encode("ascii", "replace")
-    with atomic_path(path, suffix=".tmp.nii.gz" if path.endswith(".nii.gz") else ".tmp.nii") as tmp:
-        nib.save(img, tmp)
+    gz = path.endswith(".nii.gz")
+    with atomic_path(path, suffix=".tmp.nii.gz" if gz else ".tmp.nii") as tmp:
+        if gz and fast_gzip and has_isal:
+            with igzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as f:
+                img.to_file_map({"image": nib.FileHolder(filename=tmp, fileobj=f)})
+        else:
+            nib.save(img, tmp)
     return path

@@ -121,7 +121,10 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict
     row = {"case": _case_name(pred), "liver_volume_ml": float(np.count_nonzero(liver_p)) * voxel_ml}
     if image_hu is not None:
         hu = np.asarray(torch.as_tensor(image_hu)[0].cpu())
-        row["liver_mean_hu"] = float(hu[liver_p].mean(dtype=np.float64)) if liver_p.any() else float("nan")
+        mask = liver_p
+        if mask.flags.f_contiguous and not mask.flags.c_contiguous:   # an x-fastest mask (scripts/postprocess.py):
+            hu, mask = hu.T, mask.T   # indexed in its own order, 0.05 s instead of 0.6 s for 512x512x150
+        row["liver_mean_hu"] = float(hu[mask].mean(dtype=np.float64)) if mask.any() else float("nan")
     if label is None:
         return row
     liver_p = torch.from_numpy(liver_p)

@@ -39,12 +39,11 @@ import zlib
 
 import numpy as np
 from monai.data import NibabelReader
-from monai.utils import optional_import
 
 from scripts.errors import one_line
+from scripts.fileio import has_isal, igzip
 
 logger = logging.getLogger(__name__)
-igzip, has_isal = optional_import("isal.igzip")
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 #: Largest input accepted, in voxels (header-declared): 512 x 512 x 2048. At its peak inference holds about 25-35
@@ -113,6 +112,9 @@ class NiftiReader(NibabelReader):
         return c_order(array), meta
 
     def _get_array_data(self, img, filename):
+        # the image's own file: MONAI passes the name its reader recorded at the last read(), which another loader
+        # thread sharing this reader may have replaced meanwhile
+        filename = img.get_filename() or filename
         if not (self.fast_gzip and str(filename).endswith(".gz")):
             return super()._get_array_data(img, filename)
         from nibabel.arrayproxy import ArrayProxy

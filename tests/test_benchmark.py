@@ -60,8 +60,9 @@ def test_thin_slice_case_doubles_the_slices_on_the_same_field_of_view(tmp_path):
 def test_revert_overrides_target_the_optimised_transforms():
     reverts = benchmark.revert_overrides()
     parts = {"float32_resampling", "liver_channel_only", "liver_box_resampling", "liver_box_inference", "slab_reader",
-             "thread_loader"}
-    assert set(reverts) == parts | {"isal_gzip", "plain"}
+             "thread_loader", "cpu_batch_of_2", "full_batches", "nifti_writer", "gpu_preprocessing"}
+    gpu_only = {"gpu_loader_threads"}   # one loader thread: the 2-core CPU's setting already, so not in plain
+    assert set(reverts) == parts | gpu_only | {"isal_gzip", "plain"}
     # plain reads with MONAI's own reader, which reverts the ISA-L inflate with the slab copy
     assert reverts["plain"] == {k: v for name in sorted(parts) for k, v in reverts[name].items()}
     assert reverts["isal_gzip"].keys() == reverts["slab_reader"].keys()
@@ -78,6 +79,9 @@ def test_revert_overrides_target_the_optimised_transforms():
         names = [type(t).__name__ for t in post]
         inferer, reader = cfg.get_parsed_content("inferer"), pre[0]._loader.readers[-1]
         assert type(inferer).__name__ == ("SlidingWindowInferer" if name else "LiverBoxInferer")
+        assert (inferer if name else inferer.inferer).sw_batch_size == (4 if name else 2)   # on this CPU
+        moved = next(t for t in pre if type(t).__name__ == "EnsureTyped" and t.converter.device is not None)
+        assert str(moved.converter.device) == "cpu"   # the CPU here; plain: preprocess_device cpu everywhere
         assert type(reader).__name__ == ("NibabelReader" if name else "NiftiReader")
         assert cfg["dataloader"]["_target_"] == ("DataLoader" if name else "ThreadDataLoader")
         lam = next(t for t in post if type(t).__name__ == "Lambdad")
@@ -90,7 +94,13 @@ def test_revert_overrides_target_the_optimised_transforms():
             assert names == ["Activationsd", "Lambdad", "Lambdad", "SaveImaged"]
             assert post[2].func[0].__name__ == "to_input_grid"
         assert spacing.dtype[0] == expect_dtype
+        saver = next(t for t in post if type(t).__name__ == "SaveImaged").saver
+        assert saver.writers[0].__name__ == ("NibabelWriter" if name else "NiftiWriter")
         if not name:
+            assert inferer.batch == 2
+            cfg["full_batches"] = False
+            assert cfg.get_parsed_content("inferer", lazy=False).batch == 1
+            cfg["full_batches"] = True
             assert reader.fast_gzip
             ((key, value),) = reverts["isal_gzip"].items()
             cfg[key] = value

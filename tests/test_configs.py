@@ -3,6 +3,9 @@ hold agree with train.yaml, and the documented overrides change what they say.""
 
 from __future__ import annotations
 
+import os
+
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -49,6 +52,56 @@ def test_train_and_inference_preprocessing_give_the_network_the_same_input(phant
     inf_image = infer.get_parsed_content("preprocessing")({"image": case})["image"]
     assert val_image.shape == inf_image.shape
     np.testing.assert_allclose(val_image.numpy(), inf_image.numpy(), atol=1e-6)
+
+
+def test_speed_settings_follow_the_device():
+    """On a CPU: 2 windows per network call, loader processes by core count. With a GPU: 4 windows per call, the image
+    moved to the GPU after its HU copy is taken (the copy stays a NumPy array) and before any resampling, and loader
+    threads instead of processes (CUDA does not run in forked processes)."""
+    workers = min(4, (os.cpu_count() or 2) // 4)
+    cpu = parser("inference.yaml", device="$torch.device('cpu')")
+    assert cpu.get_parsed_content("sw_batch_size") == 2 and cpu.get_parsed_content("inferer").batch == 2
+    assert cpu.get_parsed_content("num_workers") == workers
+    assert cpu.get_parsed_content("dataloader#use_thread_workers") is False
+    gpu = parser("inference.yaml", device="$torch.device('cuda')")   # parsing touches no GPU
+    assert gpu.get_parsed_content("sw_batch_size") == 4
+    assert gpu.get_parsed_content("dataloader#use_thread_workers") is True
+    pre = gpu.get_parsed_content("preprocessing").transforms
+    names = [type(t).__name__ for t in pre]
+    move = next(i for i, t in enumerate(pre) if getattr(getattr(t, "converter", None), "device", None) is not None)
+    assert names.index("CopyItemsd") < move < names.index("Orientationd")
+    assert str(pre[move].converter.device) == "cuda"
+    on_cpu = parser("inference.yaml", device="$torch.device('cuda')", preprocess_device="cpu")
+    assert on_cpu.get_parsed_content("dataloader#use_thread_workers") is False
+
+
+def test_loader_threads_give_the_cases_in_order(phantom_dir):
+    """The loader as a GPU runs it (thread workers) on this CPU: the cases in order, each fully prepared."""
+    folder = str(phantom_dir / "imagesTr")
+    ref = parser("inference.yaml", input=folder, num_workers=0)
+    threads = parser("inference.yaml", input=folder, num_workers=2, **{"dataloader#use_thread_workers": True})
+    got = []
+    for p in (ref, threads):
+        loader = p.get_parsed_content("dataloader")
+        got.append([(b["image"].meta["filename_or_obj"][0], tuple(b["image"].shape)) for b in loader])
+    assert len(got[0]) == 6 and got[0] == got[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the lent device machine)")
+def test_preprocessing_on_the_gpu_gives_the_cpus_network_input_and_mask(phantom_dir, trained, tmp_path):
+    case = str(phantom_dir / "imagesTs" / "liver_006.nii.gz")
+    geometry = {"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]}   # as the trained fixture's
+    inputs, masks = {}, {}
+    for where in ("cpu", "cuda"):
+        pre = parser("inference.yaml", preprocess_device=where, **geometry).get_parsed_content("preprocessing")
+        inputs[where] = pre({"image": case})["image"]
+        w = workflow(["inference.yaml"], "infer", input=case, output_dir=str(tmp_path / where),
+                     ckpt_path=str(trained["models"] / "model.pt"), preprocess_device=where, **geometry)
+        w.run()
+        masks[where] = np.asarray(nib.load(tmp_path / where / "liver_006_seg.nii.gz").dataobj)
+    assert inputs["cuda"].device.type == "cuda" and inputs["cuda"].shape == inputs["cpu"].shape
+    np.testing.assert_allclose(inputs["cuda"].cpu().numpy(), inputs["cpu"].numpy(), atol=1e-5)
+    assert masks["cpu"].sum() > 0 and np.mean(masks["cpu"] != masks["cuda"]) <= 1e-4
 
 
 def test_evaluation_merges_labels_like_training():

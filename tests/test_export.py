@@ -151,7 +151,7 @@ def test_trt_config_merges_over_inference_and_falls_back_to_pytorch_without_a_gp
     changed = {k for k in set(base.get()) | set(trt.get()) if base.get().get(k) != trt.get().get(k)}  # raw configs
     assert changed == {"imports", "trt_precision", "trt_args", "network"}
     assert trt["imports"] == base["imports"] + ["$from monai.networks import trt_compile"]  # appended, not replaced
-    sw = base["sw_batch_size"]
+    sw = base.get_parsed_content("sw_batch_size")
     assert trt.get_parsed_content("trt_args") == {"precision": "fp16", "dynamic_batchsize": [1, sw, sw]}
     fp32 = _parser("inference.yaml", "inference_trt.yaml", trt_precision="fp32")
     assert fp32.get_parsed_content("trt_args")["precision"] == "fp32"

@@ -69,3 +69,28 @@ def test_the_configs_loader_reads_a_dicom_series_with_itk(tmp_path):
 def test_the_reader_refuses_what_is_not_nifti(tmp_path):
     with pytest.raises(ValueError, match="not a NIfTI file: .*series"):
         inputs.NiftiReader().read(str(tmp_path / "series"))
+
+
+def test_one_reader_shared_by_loader_threads_reads_each_threads_own_file(tmp_path):
+    """Loader threads (GPU preprocessing) share the config's reader. MONAI's reader records the last file it opened
+    on itself; the ISA-L path must read the file of the image it was given, not that record."""
+    import threading
+
+    paths, arrays = [], []
+    for i, shape in enumerate(((40, 30, 20), (36, 32, 24))):
+        arrays.append(np.random.default_rng(i).integers(-1000, 1000, shape).astype(np.int16))
+        paths.append(str(tmp_path / f"case{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(arrays[i], np.eye(4)), paths[i])
+    reader = inputs.NiftiReader()
+    assert reader.fast_gzip
+    images = [reader.read(p) for p in paths]   # the reader's record now names the second file
+    got = [reader.get_data(img)[0] for img in images]
+    assert all(np.array_equal(g, a) for g, a in zip(got, arrays))
+    load = LoadImaged("image", reader=reader, image_only=True)
+    for _ in range(10):
+        out = [None, None]
+        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, load({"image": paths[i]})["image"]))
+                   for i in (0, 1)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert all(np.array_equal(np.asarray(o), a) for o, a in zip(out, arrays))
