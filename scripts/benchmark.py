@@ -192,7 +192,8 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     whole_body = {"coarse_to_fine": False}
     reader = f"preprocessing#transforms#{_find_transform(cfg, 'preprocessing', 'LoadImaged')}#reader"
     monai_reader, zlib_reader = {reader: None}, {reader: "$scripts.inputs.NiftiReader(fast_gzip=False)"}
-    process_loader = {"dataloader#_target_": "DataLoader"}
+    process_loader = {"dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1,
+                                     "shuffle": False, "num_workers": "@num_workers"}}   # no use_thread_workers
     batch_4, short_batches, cpu_pre = {"sw_batch_size": 4}, {"full_batches": False}, {"preprocess_device": "cpu"}
     monai_writer = {f"postprocessing#transforms#{box}#func": "$lambda p: scripts.postprocess.to_input_grid(p, "
                                                              "x_fastest=False)",
@@ -933,8 +934,8 @@ def render_markdown(res: dict) -> str:
                              f"{_sp(v['startup_s'])} | {_sp(v['peak_rss_gb'], 2)} |")
             L += ["", "Per volume: engine start to the last mask, over the cases (the target's figure). First mask: "
                   "engine start to the first mask (reading and preparing the first case, the first windows, its "
-                  "post-processing). Steady: first to last mask, over the cases after the first (the loader "
-                  "processes prepare the next cases meanwhile)."]
+                  "post-processing). Steady: first to last mask, over the cases after the first (the loaders prepare "
+                  "the next cases meanwhile). `ours_no_X` reverts optimisation X (see the changes kept)."]
         if gp.get("train"):
             t = gp["train"]
             L.append("")
@@ -1024,7 +1025,26 @@ def decisions_markdown(res: dict) -> list[str]:
          "10. The loader is MONAI's ThreadDataLoader: with no loader processes (2 cores), a thread prepares the next "
          "case while the network runs on this one (reading and gzip release the GIL). It shows only in a whole run: "
          "the notes give the hand-timed folder with and without it; `plain` in the trained-weights table reverts it "
-         "with the rest.", "",
+         "with the rest.",
+         "11. On a CPU the network gets 2 windows per call (`sw_batch_size`; 4 on a GPU): here a window costs 0.17 s "
+         "in a batch of 2, 0.22 s in a batch of 4 (activations out of cache) and 0.42 s alone (notes). Network "
+         f"{_stage_delta(res, 'no cpu_batch_of_2', [NETWORK_STAGE])}; volume {total('no cpu_batch_of_2')} -> "
+         f"{total('current')} s.",
+         "12. Every network call gets `sw_batch_size` windows (`full_batches: true`, `scripts/inferers.py`): the "
+         "coarse pass's single window and a short last batch are padded with empty windows whose outputs are "
+         "dropped (the network treats the windows of a batch independently: tests/test_inferers.py). One input "
+         "shape means one set of oneDNN (or cuDNN) kernels, and no batch-1 calls, for which PyTorch's CPU "
+         "convolution leaves oneDNN in the deep layers. Network "
+         f"{_stage_delta(res, 'no full_batches', [NETWORK_STAGE])}; in a fresh process the calls of one volume took "
+         "1.59-1.66 s as 4 batches of 2 against 1.93-2.14 s as batches of 1, 4 and 2 (hand-timed, notes).",
+         "13. The mask is laid out x-fastest, as NIfTI stores voxels, and `scripts.postprocess.NiftiWriter` "
+         "(SaveImaged's writer) writes it as it is, atomically, deflated by ISA-L. MONAI's NibabelWriter made the "
+         "uint8 mask C-ordered and float64 on the way, and nibabel then wrote it transposed slab by slab. SaveImaged "
+         f"{_stage_delta(res, 'no nifti_writer', ['post: SaveImaged'])}; volume {total('no nifti_writer')} -> "
+         f"{total('current')} s. The report row indexes the HU image in the mask's order (0.6 s otherwise).",
+         "14. On a GPU the image goes to the GPU after its HU copy is taken, and resampling, scaling and cropping run "
+         "there (`preprocess_device`); the loaders are then threads (`use_thread_workers`), since CUDA does not run "
+         "in forked loader processes. The GPU table gives both reverts end to end.", "",
          "## Measured and left alone", ""]
     L.append("- bf16 on the CPU: autocast of the network ran for over 2 minutes on one volume (fp32: 3 s) on this "
              "machine's EPYC, which has no AVX-512 BF16; bf16 weights and inputs too. An earlier machine with "
@@ -1044,26 +1064,22 @@ def decisions_markdown(res: dict) -> list[str]:
         save = cur["stages"].get("post: SaveImaged")
         load = cur["stages"].get("pre: LoadImaged")
         L.append(f"- gzip I/O: reading the 45 MB input takes {_f(load, 2)} s (in the loader's thread on 2 cores, "
-                 f"while the network runs on the previous case); writing the uint8 mask takes {_f(save, 2)} s at "
-                 "nibabel's default compression level (1): nothing to gain from the output level.")
+                 f"while the network runs on the previous case); writing the uint8 mask takes {_f(save, 2)} s with "
+                 "ISA-L at level 1 (change 13).")
     L += ["- Threads and loader workers: torch uses as many threads as cores (2). `num_workers` is a quarter of "
           "the cores, at most 4: none here, where the ThreadDataLoader's thread reads ahead instead. Measured by "
           "hand with the GPU-trained weights (notes): a loader process on 2 cores made the first volume seconds "
           "slower (it starts, and its reading competes with the network's 2 threads) and the folder no faster.",
-          "- `sw_batch_size` 4 vs 8, channels-last 3D memory format, and TorchScript freezing were tried while "
-          "prototyping (not in this benchmark): none was faster than the eager fp32 network here (channels-last "
-          "makes instance norm copy its input).",
+          "- TorchScript freezing and channels-last 3D, hand-timed on one 96^3 window (notes): a frozen trace ran a "
+          "batch of 2 in 0.36 s against 0.34 s eager, after 3.4 s of tracing; channels-last 0.39 s against 0.41 s "
+          "for a batch of 1. Neither adopted.",
           f"- ONNX Runtime (configs/inference_onnx.yaml): {_onnx_verdict(res)}. Not the default: it needs the "
           "export step (`python -m scripts.export onnx`) after every training, and the PyTorch network is what "
           "model.ts, MONAI Deploy and TensorRT are built from.",
           "- Fewer or larger windows (whole volume in one pass, 128^3 or 192^3 windows, overlap 0.1 or 0): measured "
           "by hand with the GPU-trained phantom weights on the 5 standard cases (notes): every one lost more than "
           "0.005 mean Dice against the 96^3 windows with 0.25 overlap that the network was trained and validated "
-          "with (instance normalisation sees other statistics in a larger window). Not adopted.",
-          "- The coarse pass is one window with a batch of 1, for which PyTorch's CPU convolution falls back "
-          "from oneDNN to its slow path in the deep layers (a batch of 1 costs about as much as a batch of 2 "
-          "here, hand-timed): left alone, the alternatives being a second network or deprecated TorchScript "
-          "freezing.", ""]
+          "with (instance normalisation sees other statistics in a larger window). Not adopted.", ""]
     return L
 
 

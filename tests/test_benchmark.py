@@ -84,6 +84,7 @@ def test_revert_overrides_target_the_optimised_transforms():
         assert str(moved.converter.device) == "cpu"   # the CPU here; plain: preprocess_device cpu everywhere
         assert type(reader).__name__ == ("NibabelReader" if name else "NiftiReader")
         assert cfg["dataloader"]["_target_"] == ("DataLoader" if name else "ThreadDataLoader")
+        assert type(cfg.get_parsed_content("dataloader")).__name__ == cfg["dataloader"]["_target_"]
         lam = next(t for t in post if type(t).__name__ == "Lambdad")
         spacing = next(t for t in pre if type(t).__name__ == "Spacingd")
         if name:  # the plain path: Invertd, AsDiscreted (argmax) and KeepLargestConnectedComponentd on the whole grid
