@@ -165,7 +165,6 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     - ``thread_loader``: MONAI's DataLoader, which reads the next case only when it is asked for (with no loader
       processes); end to end only: the in-process stage profile has no loader (``E2E_ONLY``).
     - ``cpu_batch_of_2``: 4 windows per network call on a CPU too (the GPU's number).
-    - ``full_batches``: short batches of windows go to the network as they are (the coarse pass's single window).
     - ``nifti_writer``: the label map in C order, written by MONAI's ``NibabelWriter`` (zlib's deflate).
     - ``gpu_preprocessing``: with a GPU, the image is resampled, scaled and cropped on the CPU, in loader processes
       (``GPU_ONLY``).
@@ -194,16 +193,16 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     monai_reader, zlib_reader = {reader: None}, {reader: "$scripts.inputs.NiftiReader(fast_gzip=False)"}
     process_loader = {"dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1,
                                      "shuffle": False, "num_workers": "@num_workers"}}   # no use_thread_workers
-    batch_4, short_batches, cpu_pre = {"sw_batch_size": 4}, {"full_batches": False}, {"preprocess_device": "cpu"}
+    batch_4, cpu_pre = {"sw_batch_size": 4}, {"preprocess_device": "cpu"}
     monai_writer = {f"postprocessing#transforms#{box}#func": "$lambda p: scripts.postprocess.to_input_grid(p, "
                                                              "x_fastest=False)",
                     f"postprocessing#transforms#{save}#writer": "NibabelWriter"}
     return {"float32_resampling": f64, "liver_channel_only": both_channels, "liver_box_resampling": whole_grid,
             "liver_box_inference": whole_body, "slab_reader": monai_reader, "isal_gzip": zlib_reader,
-            "thread_loader": process_loader, "cpu_batch_of_2": batch_4, "full_batches": short_batches,
+            "thread_loader": process_loader, "cpu_batch_of_2": batch_4,
             "nifti_writer": monai_writer, "gpu_preprocessing": cpu_pre, "gpu_loader_threads": {"num_workers": 0},
             "plain": {**f64, **both_channels, **whole_grid, **whole_body, **monai_reader, **process_loader,
-                      **batch_4, **short_batches, **monai_writer, **cpu_pre}}
+                      **batch_4, **monai_writer, **cpu_pre}}
 
 
 def cli_overrides(overrides: dict) -> list[str]:
@@ -1030,19 +1029,12 @@ def decisions_markdown(res: dict) -> list[str]:
          "in a batch of 2, 0.22 s in a batch of 4 (activations out of cache) and 0.42 s alone (notes). Network "
          f"{_stage_delta(res, 'no cpu_batch_of_2', [NETWORK_STAGE])}; volume {total('no cpu_batch_of_2')} -> "
          f"{total('current')} s.",
-         "12. Every network call gets `sw_batch_size` windows (`full_batches: true`, `scripts/inferers.py`): the "
-         "coarse pass's single window and a short last batch are padded with empty windows whose outputs are "
-         "dropped (the network treats the windows of a batch independently: tests/test_inferers.py). One input "
-         "shape means one set of oneDNN (or cuDNN) kernels, and no batch-1 calls, for which PyTorch's CPU "
-         "convolution leaves oneDNN in the deep layers. Network "
-         f"{_stage_delta(res, 'no full_batches', [NETWORK_STAGE])}; in a fresh process the calls of one volume took "
-         "1.59-1.66 s as 4 batches of 2 against 1.93-2.14 s as batches of 1, 4 and 2 (hand-timed, notes).",
-         "13. The mask is laid out x-fastest, as NIfTI stores voxels, and `scripts.postprocess.NiftiWriter` "
+         "12. The mask is laid out x-fastest, as NIfTI stores voxels, and `scripts.postprocess.NiftiWriter` "
          "(SaveImaged's writer) writes it as it is, atomically, deflated by ISA-L. MONAI's NibabelWriter made the "
          "uint8 mask C-ordered and float64 on the way, and nibabel then wrote it transposed slab by slab. SaveImaged "
          f"{_stage_delta(res, 'no nifti_writer', ['post: SaveImaged'])}; volume {total('no nifti_writer')} -> "
          f"{total('current')} s. The report row indexes the HU image in the mask's order (0.6 s otherwise).",
-         "14. On a GPU the image goes to the GPU after its HU copy is taken, and resampling, scaling and cropping run "
+         "13. On a GPU the image goes to the GPU after its HU copy is taken, and resampling, scaling and cropping run "
          "there (`preprocess_device`); the loaders are then threads (`use_thread_workers`), since CUDA does not run "
          "in forked loader processes. The GPU table gives both reverts end to end.", "",
          "## Measured and left alone", ""]
@@ -1065,11 +1057,17 @@ def decisions_markdown(res: dict) -> list[str]:
         load = cur["stages"].get("pre: LoadImaged")
         L.append(f"- gzip I/O: reading the 45 MB input takes {_f(load, 2)} s (in the loader's thread on 2 cores, "
                  f"while the network runs on the previous case); writing the uint8 mask takes {_f(save, 2)} s with "
-                 "ISA-L at level 1 (change 13).")
+                 "ISA-L at level 1 (change 12).")
     L += ["- Threads and loader workers: torch uses as many threads as cores (2). `num_workers` is a quarter of "
           "the cores, at most 4: none here, where the ThreadDataLoader's thread reads ahead instead. Measured by "
           "hand with the GPU-trained weights (notes): a loader process on 2 cores made the first volume seconds "
           "slower (it starts, and its reading competes with the network's 2 threads) and the folder no faster.",
+          "- Full batches, tried and removed: every network call padded to `sw_batch_size` windows with empty ones "
+          "(the coarse pass's single window became a batch of 2), so that no call has a batch of 1. One 96^3 window "
+          "alone took 0.41 s and 0.34 s as a batch of 2 (hand-timed, notes), but in the stage profile the network "
+          f"took {_sp(v.get('no full_batches', {}).get('network_s'))} s without it against "
+          f"{_sp(cur.get('network_s'))} s with it (the `current` column, measured with it on): no gain. The "
+          "end-to-end tables were measured with it on too; it was removed after this run.",
           "- TorchScript freezing and channels-last 3D, hand-timed on one 96^3 window (notes): a frozen trace ran a "
           "batch of 2 in 0.36 s against 0.34 s eager, after 3.4 s of tracing; channels-last 0.39 s against 0.41 s "
           "for a batch of 1. Neither adopted.",

@@ -12,10 +12,7 @@ configured sliding-window inferer (MONAI has no coarse-to-fine inferer) and, per
    postprocessing inverts).
 
 Both passes use the same windows (``roi_size``) as the plain path, so ONNX Runtime and TensorRT networks with a fixed
-window shape run unchanged. With ``full_batches`` every network call gets ``sw_batch_size`` windows: a short batch (the
-coarse pass's single window, the fine pass's last windows) is filled up with empty windows whose outputs are dropped.
-Every call then has one input shape, and on a CPU PyTorch leaves its slower batch-1 convolutions for oneDNN's (one
-96^3 window: 0.41 s alone, 0.34 s as a batch of 2, docs/benchmark.md). The result falls back to the plain sliding window over the whole image when the coarse
+window shape run unchanged. The result falls back to the plain sliding window over the whole image when the coarse
 pass finds no liver, or when the fine foreground touches a face of the crop that is not the image's own border (the
 liver may reach beyond the box). tests/test_inferers.py checks both fallbacks and compares with the plain path.
 """
@@ -39,20 +36,6 @@ BACKGROUND_LOGIT = 20.0   # outside the box: softmax gives background 1 - 2e-9 (
 def _foreground(logits: torch.Tensor) -> torch.Tensor:
     """argmax > 0 over the channel axis 0, without torch's argmax (slow over a 2-long axis on CPU)."""
     return logits[1:].amax(0) > logits[0]
-
-
-def full_batch_network(network, batch: int):
-    """``network`` called on ``batch`` windows at a time: a shorter batch is padded with zero windows, and only the
-    outputs of the real windows are returned (the network treats the windows of a batch independently)."""
-
-    def run(x: torch.Tensor, *args, **kwargs):
-        short = batch - x.shape[0]
-        if short <= 0:
-            return network(x, *args, **kwargs)
-        out = network(torch.cat([x, x.new_zeros((short, *x.shape[1:]))]), *args, **kwargs)
-        return out[: x.shape[0]]
-
-    return run
 
 
 def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
@@ -95,19 +78,15 @@ class LiverBoxInferer(Inferer):
             passes).
         scale: the coarse grid's voxel size in network-grid voxels (2: 4 mm for a 2 mm network grid).
         margin: network-grid voxels added on each side of the coarse box.
-        full_batches: give the network ``inferer.sw_batch_size`` windows in every call (see the module's text).
     """
 
-    def __init__(self, inferer: Inferer, scale: int = 2, margin: int = 8, full_batches: bool = True):
+    def __init__(self, inferer: Inferer, scale: int = 2, margin: int = 8):
         super().__init__()
         if scale < 1 or margin < 0:
             raise ValueError(f"LiverBoxInferer needs scale >= 1 and margin >= 0, got {scale} and {margin}")
         self.inferer, self.scale, self.margin = inferer, int(scale), int(margin)
-        self.batch = int(getattr(inferer, "sw_batch_size", 1)) if full_batches else 1
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
-        if self.batch > 1:
-            network = full_batch_network(network, self.batch)
         x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
         out = torch.cat([self._one(x[i:i + 1], network, *args, **kwargs) for i in range(x.shape[0])])
         return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]   # the inputs' metadata and trace

@@ -60,7 +60,7 @@ def test_speed_settings_follow_the_device():
     threads instead of processes (CUDA does not run in forked processes)."""
     workers = min(4, (os.cpu_count() or 2) // 4)
     cpu = parser("inference.yaml", device="$torch.device('cpu')")
-    assert cpu.get_parsed_content("sw_batch_size") == 2 and cpu.get_parsed_content("inferer").batch == 2
+    assert cpu.get_parsed_content("sw_batch_size") == 2 and cpu.get_parsed_content("inferer").inferer.sw_batch_size == 2
     assert cpu.get_parsed_content("num_workers") == workers
     assert cpu.get_parsed_content("dataloader#use_thread_workers") is False
     gpu = parser("inference.yaml", device="$torch.device('cuda')")   # parsing touches no GPU

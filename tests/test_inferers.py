@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms.utils import get_largest_connected_component_mask
 
-from scripts.inferers import LiverBoxInferer, coarse_box, full_batch_network
+from scripts.inferers import LiverBoxInferer, coarse_box
 
 SHAPE = (80, 72, 64)
 ROI = (16, 16, 16)
@@ -29,15 +29,14 @@ def threshold_network() -> torch.nn.Module:
 
 
 class Counted(torch.nn.Module):
-    """The network, counting the windows it is given and recording each call's batch size."""
+    """The network, counting the windows it is given."""
 
     def __init__(self, net):
         super().__init__()
-        self.net, self.windows, self.batches = net, 0, []
+        self.net, self.windows = net, 0
 
     def forward(self, x):
         self.windows += x.shape[0]
-        self.batches.append(x.shape[0])
         return self.net(x)
 
 
@@ -62,11 +61,11 @@ def mask(logits: torch.Tensor) -> np.ndarray:
 @pytest.fixture()
 def inferers():
     plain = SlidingWindowInferer(roi_size=ROI, sw_batch_size=4, overlap=0.25, mode="gaussian")
-    return plain, LiverBoxInferer(plain, scale=2, margin=4, full_batches=False)   # windows as the plain path counts
+    return plain, LiverBoxInferer(plain, scale=2, margin=4)
 
 
-def run(inferer, x, net=None):
-    net = net or Counted(threshold_network())
+def run(inferer, x):
+    net = Counted(threshold_network())
     with torch.no_grad():
         out = inferer(x, net)
     return out, net.windows
@@ -136,34 +135,6 @@ def test_every_image_of_a_batch_gets_its_own_box(inferers):
     for i, x in enumerate((a, b)):
         ref, _ = run(plain, x)
         assert np.array_equal(mask(out[i:i + 1]), mask(ref))
-
-
-def test_full_batches_give_the_network_one_shape_and_the_same_result(inferers):
-    plain, fast = inferers
-    full = LiverBoxInferer(plain, scale=2, margin=4)   # full_batches by default
-    x = phantom()
-    ref, _ = run(fast, x)
-    net = Counted(threshold_network())
-    out, _ = run(full, x, net)
-    # 27 coarse windows and 8 fine ones, in calls of 4: the coarse pass's last call is padded with one empty window
-    assert net.batches == [4] * 7 + [4] * 2 and net.windows == 28 + 8
-    assert torch.allclose(out, ref, atol=1e-6) and np.array_equal(mask(out), mask(ref))
-
-
-def test_padded_windows_do_not_change_the_real_ones():
-    """A U-Net with instance norm treats each window of a batch alone: padding a batch with empty windows leaves
-    the real windows' outputs as they were, and only theirs come back."""
-    from monai.networks.nets import UNet
-
-    torch.manual_seed(0)
-    net = UNet(3, 1, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=1, norm="instance").eval()
-    x = torch.rand(3, 1, 16, 16, 16)
-    with torch.no_grad():
-        ref = net(x)
-        out = full_batch_network(net, 4)(x)
-        same = full_batch_network(net, 2)(x)   # a batch as long as (or longer than) the target is run as it is
-    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-5)
-    assert torch.equal(same, ref)
 
 
 def test_bad_parameters_are_refused():
