@@ -58,9 +58,10 @@ STEPS = ("e2e", "stages", "train", "rss600", "dice", "gpu")
 # autocast on the CPU is not an option here: without AVX-512 BF16 (this machine's EPYC has none) one volume ran for
 # minutes instead of 3 s.
 GPU_PARTS = ("stages", "e2e", "train")
-E2E_ONLY = {"thread_loader", "gpu_loader_threads"}   # optimisations that only a whole run shows (the stage profile runs one case in process)
-GPU_ONLY = {"gpu_preprocessing", "gpu_loader_threads"}   # optimisations that change nothing on a 2-core CPU
-GPU_E2E_VARIANTS = ("gpu_preprocessing", "gpu_loader_threads")   # reverted beside ours in the gpu step's e2e runs
+# optimisations that only a whole run shows (the stage profile runs one case in process)
+E2E_ONLY = {"thread_loader", "gpu_loader_threads"}
+# optimisations that change nothing on a 2-core CPU: each is reverted beside ours in the gpu step's end-to-end runs
+GPU_ONLY = {"gpu_preprocessing", "gpu_loader_threads"}
 OPTIONS = {"option: sw_overlap 0": {"overrides": {"sw_overlap": 0.0}}}
 INFERENCE_CONFIG = "configs/inference.yaml"
 ONNX_CONFIGS = (INFERENCE_CONFIG, "configs/inference_onnx.yaml")   # the network in ONNX Runtime
@@ -1325,17 +1326,17 @@ def step_gpu(args, res, work, cases_dir):
         reverts = revert_overrides()
         out["e2e"] = compare_alternating(cases_dir, work, ckpt, len(images), args.repeats,
                                          args.reference_dir if has_reference else None, "gpu",
-                                         variants={k: reverts[k] for k in GPU_E2E_VARIANTS})
+                                         variants={k: reverts[k] for k in sorted(GPU_ONLY)})
     if "train" in parts:
         _gpu_train(args, out, work, device)
     res["gpu"] = out
 
 
 def _gpu_stages(args, out, work, images, ckpt, device):
+    reverts = revert_overrides()
     variants = {"fp32": {"device": device}, "fp16 autocast": {"device": device, "amp_dtype": "float16"},
                 "bf16 autocast": {"device": device, "amp_dtype": "bfloat16"},
-                **{f"fp32, no {k}": {"device": device, "overrides": revert_overrides()[k]}
-                   for k in sorted(GPU_ONLY - E2E_ONLY)}}
+                **{f"fp32, no {k}": {"device": device, "overrides": reverts[k]} for k in sorted(GPU_ONLY - E2E_ONLY)}}
     log(f"gpu: stage profile on {device}")
     raw = run_worker("stages", {"image": images[0], "ckpt": ckpt, "config_files": [INFERENCE_CONFIG],
                                 "variants": variants, "repeats": args.repeats + 1}, work)

@@ -28,6 +28,7 @@ import itertools
 import numpy as np
 import torch
 from monai.data import ImageWriter, NibabelWriter
+from monai.data.utils import to_affine_nd
 
 from scripts.fileio import save_nifti
 
@@ -119,8 +120,6 @@ class NiftiWriter(NibabelWriter):
         if self.output_dtype is not None:
             array = array.astype(self.output_dtype, copy=False)   # keeps the memory order
         affine = np.eye(4) if self.affine is None else np.asarray(torch.as_tensor(self.affine).cpu(), np.float64)
-        from monai.data.utils import to_affine_nd
-
         save_nifti(array, to_affine_nd(3, affine), filename)
 
 
