@@ -2,8 +2,10 @@
 
 Each case is checked from its NIfTI header first (dimensions, declared size, affine), and its voxel
 data is then read once per file. Problems are reported as findings
-``{"case", "severity": "error" | "warning", "problem"}``; :func:`assert_dataset_ok` turns them into a
-``ValueError`` before training starts.
+``{"case", "severity": "error" | "warning", "problem"}``; a finding of a kind that needs explaining (and tends to
+affect every case of a dataset alike) also holds the ``explanation`` shared by all findings of that kind, while its
+``problem`` tells what was found in this case. :func:`assert_dataset_ok` turns them into a ``ValueError`` before
+training starts, giving each explanation once followed by the cases it concerns.
 
 Command line::
 
@@ -28,6 +30,7 @@ __all__ = [
     "write_report",
     "format_table",
     "assert_dataset_ok",
+    "summarize",
     "main",
     "AIR_HU",
     "MAX_BYTES",
@@ -44,6 +47,22 @@ OUTSIDE_BODY_WARNING, OUTSIDE_BODY_ERROR = 0.01, 0.20
 #: Voxels used at most for the HU percentiles (an even subsample of the volume).
 PERCENTILE_SAMPLES = 2_000_000
 TUMOUR_LABEL = 2
+
+# Explanations shared by every finding of a kind (see the module docstring).
+IDENTITY_AFFINE = "spacing and position were probably lost on conversion (1 mm voxels at the origin assumed)"
+NORMALISED = "normalised data, not Hounsfield units (the training windows HU, so give it the original CT values)"
+NO_BONE = "probably not Hounsfield units: an abdominal CT holds contrast-enhanced vessels or bone above 100 HU"
+NO_AIR = (
+    "probably not Hounsfield units: a CT field of view holds air (-1000 HU), so the rescale intercept is missing or "
+    "the image is not CT, unless it is cropped tightly to the body"
+)
+LEFT_LIVER = (
+    "suspicious orientation: in RAS world coordinates the liver lies on the patient's left, but livers lie on the "
+    "patient's right. Most likely the voxel data is stored in LPS order (the DICOM/ITK convention) while the NIfTI "
+    "affine declares RAS, so left-right (and anterior-posterior) are mirrored - a known problem of some Medical "
+    "Segmentation Decathlon files. Check the case in a viewer and fix its affine; it is only a warning because a true "
+    "left-sided liver (situs inversus) is possible"
+)
 
 ROW_FIELDS = [
     "name", "image", "label", "shape", "spacing", "orientation", "dtype",
@@ -108,7 +127,7 @@ def _read_header(path, role, case, findings, max_bytes):
         info["orientation"] = "".join(str(c) for c in nib.aff2axcodes(affine))
         if np.allclose(affine, np.eye(4)):
             findings.append(
-                _finding(case, "warning", f"{role} affine is the identity: spacing and position were probably lost (1 mm voxels assumed): {path}")
+                _finding(case, "warning", f"{role} affine is the identity: {path}", IDENTITY_AFFINE)
             )
 
     if len(shape) != 3:
@@ -141,8 +160,18 @@ def _one_line(exc):
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-def _finding(case, severity, problem):
-    return {"case": case, "severity": severity, "problem": problem}
+def _finding(case, severity, problem, explanation=None):
+    """A finding dict; ``explanation`` (shared by every finding of its kind) only when given."""
+    finding = {"case": case, "severity": severity, "problem": problem}
+    if explanation:
+        finding["explanation"] = explanation
+    return finding
+
+
+def _full_text(finding):
+    """``"<severity>: <problem>"``, followed by `` - <explanation>`` when the finding has one."""
+    text = f"{finding['severity']}: {finding['problem']}"
+    return f"{text} - {finding['explanation']}" if finding.get("explanation") else text
 
 
 def _mean_index(mask):
@@ -212,23 +241,19 @@ def _intensity_checks(case, data, path, row, findings):
     # The training transforms window Hounsfield units, so intensities on another scale train nonsense.
     if lo >= 0.0 and hi <= 1.0:
         # Values within [0, 1]: an already-normalised image (or a mask), certainly not HU.
-        findings.append(_finding(case, "error", f"image intensities lie within [0, 1] ({lo:g}..{hi:g}): normalised data, not Hounsfield units: {path}"))
+        problem = f"image intensities lie within [0, 1] ({lo:g}..{hi:g}): {path}"
+        findings.append(_finding(case, "error", problem, NORMALISED))
         return
     if hi < 100.0:
         # An abdominal CT always holds contrast-enhanced vessels or bone above 100 HU. A warning,
         # not an error: a crop around a non-enhanced liver could in principle stay below it.
-        findings.append(_finding(case, "warning", f"image maximum is {hi:g} (< 100): no bone or contrast, probably not Hounsfield units: {path}"))
+        problem = f"image maximum is {hi:g} (< 100), so no bone or contrast: {path}"
+        findings.append(_finding(case, "warning", problem, NO_BONE))
     if lo > AIR_HU:
         # A CT field of view contains air (-1000 HU). Without any, the image is most likely stored
         # without its rescale intercept (raw 0..4095 values), is not CT, or is cropped tightly to the
         # body; only the last is harmless, hence a warning.
-        findings.append(
-            _finding(
-                case, "warning",
-                f"image minimum is {lo:g} (> {AIR_HU:g}): no air, so probably not Hounsfield units "
-                f"(missing rescale intercept or not CT) unless cropped tightly to the body: {path}",
-            )
-        )  # fmt: skip
+        findings.append(_finding(case, "warning", f"image minimum is {lo:g} (> {AIR_HU:g}), so no air: {path}", NO_AIR))
 
 
 def _label_checks(case, label, lab_info, expected_labels, row, findings, path):
@@ -280,17 +305,9 @@ def _body_checks(case, image, img_info, foreground, lab_info, findings):
     body_x = _to_world(img_info["affine"], body)[0]
     liver_x = _to_world(lab_info["affine"], _mean_index(foreground))[0]
     if liver_x < body_x:
-        findings.append(
-            _finding(
-                case, "warning",
-                f"suspicious orientation: the liver centroid lies {body_x - liver_x:.0f} mm on the patient's LEFT of "
-                f"the body centre in RAS world coordinates (the affine says {img_info['orientation']}), but livers lie "
-                "on the patient's right. Most likely the voxel data is stored in LPS order (the DICOM/ITK convention) "
-                "while the NIfTI affine declares RAS, so left-right (and anterior-posterior) are mirrored - a known "
-                "problem of some Medical Segmentation Decathlon files. Check the case in a viewer and fix its affine; "
-                "it is only a warning because a true left-sided liver (situs inversus) is possible",
-            )
-        )  # fmt: skip
+        left_mm, axes = body_x - liver_x, img_info["orientation"]
+        problem = f"liver {left_mm:.0f} mm to the patient's LEFT of the body centre (axes {axes})"
+        findings.append(_finding(case, "warning", problem, LEFT_LIVER))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,7 +410,7 @@ def write_report(rows, findings, output_dir):
             + [
                 sum(f["severity"] == "error" for f in own),
                 sum(f["severity"] == "warning" for f in own),
-                " | ".join(f"{f['severity']}: {f['problem']}" for f in own),
+                " | ".join(_full_text(f) for f in own),
             ]
         )
     csv_path = write_text_atomic(os.path.join(output_dir, "dataset_check.csv"), buffer.getvalue())
@@ -428,14 +445,36 @@ def format_table(rows, findings):
     return "\n".join(lines)
 
 
+def summarize(findings):
+    """The findings on one line, for people: each explanation once, followed by the cases it concerns.
+
+    Findings of an explained kind (those with an ``explanation``) become ``<severity> in <n> case(s), <explanation>.
+    Cases: <case> (<problem>), ...``; the others are listed per case, ``<case> (<severity>: <problem>; ...)``. The
+    parts, joined by ``"; "``, follow the order in which they first occur in ``findings``.
+    """
+    groups = {}
+    for f in findings:
+        key = ("kind", f["severity"], f["explanation"]) if f.get("explanation") else ("case", f["case"])
+        groups.setdefault(key, []).append(f)
+    parts = []
+    for key, group in groups.items():
+        if key[0] == "case":
+            parts.append(f"{key[1]} ({'; '.join(_full_text(f) for f in group)})")
+            continue
+        count = len({f["case"] for f in group})
+        listed = ", ".join(f"{f['case']} ({f['problem']})" for f in group)
+        parts.append(f"{key[1]} in {count} case{'s' * (count != 1)}, {key[2]}. Cases: {listed}")
+    return "; ".join(parts)
+
+
 def assert_dataset_ok(
     datalist_file, base_dir=None, *, allow_warnings=False, report_dir=None, expected_labels=(0, 1, 2), max_bytes=MAX_BYTES
 ):
     """Check every labelled case of a datalist before training; return ``True`` when it is fit.
 
     Writes the report into ``report_dir`` when given and prints a compact table. Raises
-    ``ValueError`` ("<datalist>: ...", one paragraph naming each bad case and its problems) when
-    there is any error, or any warning unless ``allow_warnings``.
+    ``ValueError`` ("<datalist>: ...", one line naming each bad case and its problems, each explanation
+    given once: :func:`summarize`) when there is any error, or any warning unless ``allow_warnings``.
     """
     data = load_datalist(datalist_file, base_dir=base_dir)
     datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
@@ -452,14 +491,11 @@ def assert_dataset_ok(
     warnings = [f for f in findings if f["severity"] == "warning"]
     if errors or (warnings and not allow_warnings):
         shown = errors + (warnings if not allow_warnings else [])
-        cases = {}
-        for f in shown:
-            cases.setdefault(f["case"], []).append(f"{f['severity']}: {f['problem']}")
-        details = "; ".join(f"{case} ({'; '.join(problems)})" for case, problems in cases.items())
+        cases = {f["case"] for f in shown}
         advice = "Fix the data" + ("" if errors else ", or allow warnings (--allow_warnings / allow_warnings=True) after review")
         raise ValueError(
             f"{datalist_file}: dataset check found {len(errors)} error(s) and {len(warnings)} warning(s) in "
-            f"{len(cases)} of {len(rows)} case(s): {details}. {advice}.{report}"
+            f"{len(cases)} of {len(rows)} case(s): {summarize(shown)}. {advice}.{report}"
         )
     if warnings:
         print(f"dataset check: {len(warnings)} warning(s) allowed; see the table above", flush=True)

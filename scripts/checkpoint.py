@@ -9,6 +9,14 @@ replaced by :class:`AtomicDiskSaver`: each file is written to a temporary name i
 and renamed over the target (``os.replace``, atomic on POSIX and Windows), and files it replaces are deleted only
 after the new file is in place. A reader therefore sees the old complete file or the new complete file, never a part.
 Temporary files are named ``.<name>.<random>.tmp``: hidden, and never matched by ``checkpoint_epoch=*.pt``.
+With ``remove_stale=True`` (the resumable checkpoint) a new ``checkpoint_epoch=N.pt``, once in place, also replaces
+every other ``checkpoint_epoch=*.pt`` in the folder: those an earlier run or the run before a resume left, which
+ignite's ``n_saved=1`` does not know of.
+
+Resuming. The best-weights saver's record of the best score is part of the resumable state
+(:meth:`AtomicCheckpointSaver.state_dict`), so that after ``--resume true`` a worse validation does not replace
+``model.pt``. :class:`ResumeLoader` is MONAI's ``CheckpointLoader`` for the newest checkpoint that also refuses to
+restart a finished run and stretches a cosine LR schedule to a changed ``--epochs``.
 
 Reading. :func:`load_weights` is ``torch.load(path, map_location="cpu", weights_only=True)``: the restricted
 unpickler rebuilds tensors and plain containers only, and refuses any other Python object instead of running its
@@ -21,19 +29,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
 
 import torch
 from ignite.handlers import DiskSaver
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from scripts.errors import one_line
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_atomic", "AtomicDiskSaver", "AtomicCheckpointSaver", "load_weights", "check_fits", "resumable"]
+__all__ = ["save_atomic", "AtomicDiskSaver", "AtomicCheckpointSaver", "ResumeLoader", "load_weights", "check_fits",
+           "resumable", "stretch_schedule"]
+
+#: The resumable checkpoints MONAI's interval saver writes (``checkpoint_epoch=N.pt``).
+RESUMABLE_GLOB = "checkpoint_epoch=*.pt"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -58,11 +71,13 @@ class AtomicDiskSaver(DiskSaver):
     ``filename``: a fixed file name (as MONAI's ``key_metric_filename``) used instead of the one ignite proposes.
     ignite calls :meth:`remove` for the file a new checkpoint replaces *before* it writes the new one; the removal
     is deferred until the next write has succeeded. If that write fails, the old file stays on disk.
+    ``stale_glob``: after a successful write, every other file in ``dirname`` that matches it is removed too.
     """
 
-    def __init__(self, dirname, filename: str | None = None, save_on_rank: int = 0):
+    def __init__(self, dirname, filename: str | None = None, save_on_rank: int = 0, stale_glob: str | None = None):
         super().__init__(dirname=dirname, atomic=True, create_dir=True, require_empty=False, save_on_rank=save_on_rank)
         self.filename = filename
+        self.stale_glob = stale_glob
         self.pending_removals: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
@@ -73,10 +88,12 @@ class AtomicDiskSaver(DiskSaver):
         from ignite import distributed as idist
 
         if idist.get_rank() == self.save_on_rank:
-            for old in self.pending_removals:
+            stale = [p.name for p in self.dirname.glob(self.stale_glob)] if self.stale_glob else []
+            for old in sorted(set(self.pending_removals + stale)):
                 if old != filename:
                     with contextlib.suppress(FileNotFoundError):
                         (self.dirname / old).unlink()
+                        logger.info("removed %s: replaced by %s", self.dirname / old, filename)
         self.pending_removals = []
 
     def _save_func(self, checkpoint: Mapping, path, func) -> None:
@@ -90,14 +107,56 @@ class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` (same arguments, same file names) with atomic writes (:class:`AtomicDiskSaver`).
 
     A crash while a checkpoint is written never leaves the previous ``model.pt`` or ``checkpoint_epoch=N.pt``
-    missing or truncated.
+    missing or truncated. Files are written by rank 0 only, so under torchrun every rank may hold the saver.
+
+    ``remove_stale``: each new interval checkpoint (``checkpoint_epoch=N.pt``) replaces every other file of that
+    pattern in ``save_dir``, once it is complete: one resumable checkpoint, also after a resume or a restart.
+    :meth:`state_dict` / :meth:`load_state_dict` carry the key metric's record (the best score and its file) through
+    a resumable checkpoint.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, remove_stale: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self._engine = None  # the engine attach() attached to
         for saver in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if saver is not None:
-                saver.save_handler = AtomicDiskSaver(self.save_dir, getattr(saver.save_handler, "filename", None))
+                stale = RESUMABLE_GLOB if remove_stale and saver is self._interval_checkpoint else None
+                filename = getattr(saver.save_handler, "filename", None)
+                saver.save_handler = AtomicDiskSaver(self.save_dir, filename, stale_glob=stale)
+
+    def attach(self, engine) -> None:
+        """MONAI's attach; the engine (the evaluator) is kept, as its best-metric record travels with the saver's."""
+        super().attach(engine)
+        self._engine = engine
+
+    def state_dict(self) -> dict:
+        """The key metric's record: ``{"_saved": [(best score, file name)]}`` (empty before the first validation),
+        with the evaluator's ``best_metric`` and ``best_metric_epoch`` once the saver is attached to one."""
+        state = {"_saved": []} if self._key_metric_checkpoint is None else dict(self._key_metric_checkpoint.state_dict())
+        engine_state = getattr(self._engine, "state", None)
+        for key in ("best_metric", "best_metric_epoch"):
+            if hasattr(engine_state, key):
+                state[key] = getattr(engine_state, key)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the key metric's record (and the evaluator's best metric, so that its log agrees). A recorded file
+        that no longer exists is forgotten, with a warning, so that the next validation writes it again."""
+        saved = []
+        fixed = getattr(getattr(self._key_metric_checkpoint, "save_handler", None), "filename", None)
+        for score, name in state_dict.get("_saved", []):
+            path = os.path.join(self.save_dir, fixed or name)  # ignite records its own name for a fixed-name file
+            if os.path.isfile(path):
+                saved.append((score, name))
+                logger.info("best score so far: %.4f (%s)", score, path)
+            else:
+                logger.warning("%s: the best weights recorded in the checkpoint are gone; the next validation "
+                               "writes them again", path)
+        super().load_state_dict({"_saved": saved})
+        engine_state = getattr(self._engine, "state", None)
+        if saved and engine_state is not None and "best_metric_epoch" in state_dict:
+            engine_state.best_metric = state_dict["best_metric"]
+            engine_state.best_metric_epoch = state_dict["best_metric_epoch"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -170,6 +229,65 @@ def check_fits(path, state, network, key: str = "model") -> None:
     broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         raise ValueError(f"{path}: {len(broken)} weight tensor(s) hold NaN/Inf values (e.g. {broken[0]}): a diverged training?")
+
+
+def stretch_schedule(lr_scheduler, epochs: int) -> None:
+    """Fit a restored cosine LR schedule to the run's ``epochs`` (the total the user asked for now).
+
+    A resumed ``CosineAnnealingLR`` keeps the ``T_max`` of the run that saved it: with a larger ``--epochs`` the
+    extra epochs would run at the final learning rate (0) or climb back up. This sets ``T_max = epochs`` and puts
+    the learning rate where the cosine over ``epochs`` has it after the epochs already done (closed form), so the
+    run goes on as if it had been planned for ``epochs`` from the start; PyTorch's recursive update then follows
+    that curve. Logs what it changed. Schedules without ``T_max`` are left as restored (with a warning).
+    """
+    if lr_scheduler is None or getattr(lr_scheduler, "T_max", epochs) == epochs:
+        return
+    if not isinstance(lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        logger.warning("the LR schedule %s was restored as saved: it is not stretched to %d epochs",
+                       type(lr_scheduler).__name__, epochs)
+        return
+    done, old = lr_scheduler.last_epoch, lr_scheduler.T_max
+    lr_scheduler.T_max = epochs
+    new_lrs = []
+    for group, base in zip(lr_scheduler.optimizer.param_groups, lr_scheduler.base_lrs):
+        eta_min = lr_scheduler.eta_min
+        group["lr"] = eta_min + (base - eta_min) * (1 + math.cos(math.pi * done / epochs)) / 2
+        new_lrs.append(group["lr"])
+    before = list(lr_scheduler.get_last_lr())
+    lr_scheduler._last_lr = new_lrs
+    logger.info("LR schedule stretched from %d to %d epochs: after epoch %d the learning rate is %.3g (was %.3g)",
+                old, epochs, done, new_lrs[0], before[0])
+
+
+class ResumeLoader(CheckpointLoader):
+    """``--resume true``: MONAI's ``CheckpointLoader`` for the newest checkpoint under ``ckpt_dir`` (:func:`resumable`).
+
+    Called with the trainer (``loader(trainer)``) it restores everything ``load_dict`` names, then:
+    - refuses (one-line error) a checkpoint whose run already reached the trainer's ``max_epochs`` (ignite would
+      silently start over from epoch 0) or went past it, saying which ``--epochs`` continues it;
+    - stretches a cosine LR schedule to the trainer's ``max_epochs`` (:func:`stretch_schedule`).
+    """
+
+    def __init__(self, ckpt_dir, load_dict: Mapping, map_location=None):
+        from scripts.errors import exit_on_error
+
+        super().__init__(load_path=exit_on_error(resumable, ckpt_dir, load_dict), load_dict=dict(load_dict),
+                         map_location=map_location)
+
+    def __call__(self, engine) -> None:
+        from scripts.errors import InputError
+
+        epochs = engine.state.max_epochs
+        try:
+            super().__call__(engine)
+        except ValueError as exc:  # MONAI's: the checkpoint's epoch is past max_epochs
+            raise InputError(f"{self.load_path}: {exc}") from exc
+        if epochs is not None and engine.state.epoch >= epochs:
+            raise InputError(
+                f"{self.load_path}: this run already trained {engine.state.epoch} of {epochs} epochs; to train longer "
+                f"give the new total, e.g. --epochs {engine.state.epoch * 2} (the LR schedule is stretched to it)"
+            )
+        stretch_schedule(self.load_dict.get("lr_scheduler"), engine.state.max_epochs)
 
 
 def resumable(ckpt_dir, training_state: Mapping) -> str:

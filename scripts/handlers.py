@@ -1,6 +1,7 @@
 """Small pieces the training, evaluation and inference configs use where MONAI has no component.
 
 - ``latest_checkpoint``: the newest resumable checkpoint, for ``--resume true``.
+- ``ValidateEveryAndLast``: MONAI's ``ValidationHandler`` that also validates after the final epoch.
 - ``write_provenance``: a JSON next to the weights that says what data trained them (phantom or not).
 - ``CaseTable``: an ignite handler that writes one CSV row per case: liver volume (mL) and mean liver HU, and, where a
   reference label is present, Dice, 95% Hausdorff distance, average surface distance (both in mm, from the voxel
@@ -20,6 +21,7 @@ import re
 
 import numpy as np
 import torch
+from monai.handlers import ValidationHandler
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,39 @@ def atomic_write_text(path: str, text: str) -> str:
 
 def latest_checkpoint(ckpt_dir: str) -> str:
     """Return the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
+    from scripts.checkpoint import RESUMABLE_GLOB
+
     found = []
-    for path in glob.glob(os.path.join(ckpt_dir, "checkpoint_epoch=*.pt")):
+    for path in glob.glob(os.path.join(ckpt_dir, RESUMABLE_GLOB)):
         match = re.search(r"checkpoint_epoch=(\d+)\.pt$", path)
         if match:
             found.append((int(match.group(1)), path))
     if not found:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from (train without --resume first)")
     return max(found)[1]
+
+
+class ValidateEveryAndLast(ValidationHandler):
+    """MONAI's ``ValidationHandler`` (epoch level) that runs every ``interval`` epochs *and* after the last epoch.
+
+    With ``interval`` 5, MONAI's handler never validates a 1-epoch run (no ``model.pt`` is written) nor the last 2
+    epochs of a 402-epoch run; this one validates after epoch ``max_epochs`` whatever the interval (once, when the
+    last epoch is also a multiple of it). ``max_epochs`` is read when the epoch ends, so a resumed run with another
+    ``--epochs`` validates its own last epoch.
+    """
+
+    def __init__(self, validator=None, interval: int = 1, exec_at_start: bool = False):
+        super().__init__(interval=interval, validator=validator, epoch_level=True, exec_at_start=exec_at_start)
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        def due(engine, epoch: int) -> bool:
+            return epoch % self.interval == 0 or epoch == engine.state.max_epochs
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=due), self)
+        if self.exec_at_start:
+            engine.add_event_handler(Events.STARTED, self)
 
 
 def write_provenance(ckpt_dir: str, datalist_file: str, split: dict) -> str:

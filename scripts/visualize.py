@@ -26,8 +26,10 @@ pixel per voxel); in a PNG the slice is scaled to the panel, so they are exact i
 their edges.
 
 Every PNG is written atomically (temporary file in the same folder, then ``os.replace``) and carries its title in the
-PNG ``Title`` text field and a JSON ``Description`` (case, Dice, centre voxel, panel boxes in PNG pixels) for tests and
-scripts. Pictures are drawn with matplotlib's Agg canvas directly: no display and no pyplot state are ever needed.
+PNG ``Title`` text field and a JSON ``Description`` (case, Dice, centre voxel, panel boxes ``panels_px`` and legend
+boxes ``legends_px`` in PNG pixels) for tests and scripts. Legends and titles lie whole inside the picture, whatever
+the number of cases: the grid's legend takes as many rows as its width needs and its title wraps. Pictures are drawn
+with matplotlib's Agg canvas directly: no display and no pyplot state are ever needed.
 
 CLI::
 
@@ -329,15 +331,59 @@ def _legend_handles(has_label: bool, has_label_tumour: bool, has_pred: bool, has
     return handles
 
 
-def _panel_boxes(fig, axes: dict) -> dict:
-    """Pixel boxes [left, top, right, bottom] of each axes in the saved PNG (origin at the top-left)."""
-    fig.canvas.draw()
+def _png_box(fig, artist) -> list:
+    """Pixel box [left, top, right, bottom] of a drawn artist in the saved PNG (origin at the top-left)."""
+    bb = artist.get_window_extent()
     height = fig.bbox.height
-    boxes = {}
-    for name, ax in axes.items():
-        bb = ax.get_window_extent()
-        boxes[name] = [round(bb.x0, 2), round(height - bb.y1, 2), round(bb.x1, 2), round(height - bb.y0, 2)]
-    return boxes
+    return [round(bb.x0, 2), round(height - bb.y1, 2), round(bb.x1, 2), round(height - bb.y0, 2)]
+
+
+def _panel_boxes(fig, axes: dict) -> dict:
+    """Pixel boxes [left, top, right, bottom] of each axes in the saved PNG (origin at the top-left); draws ``fig``."""
+    fig.canvas.draw()
+    return {name: _png_box(fig, ax) for name, ax in axes.items()}
+
+
+def _legend_boxes(fig) -> list:
+    """Pixel boxes of every legend of a drawn ``fig`` (figure legends first, then the axes' ones), as ``_png_box``."""
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return [_png_box(fig, legend) for legend in legends]
+
+
+def _bottom_legend(fig, handles: list, *, above_inches: float = 0.05, fontsize: float = 8):
+    """A figure legend centred ``above_inches`` over the bottom edge, in as few rows as the figure's width allows.
+
+    The entries go in 1, 2, ... rows of ``ceil(entries / rows)`` columns: the first layout whose width fits within
+    98% of the figure's is kept (one column at the least). Returns ``(legend, height in inches)``.
+    """
+    renderer = fig.canvas.get_renderer()
+    for rows in range(1, len(handles) + 1):
+        ncol = int(math.ceil(len(handles) / rows))
+        anchor = (0.5, above_inches / fig.get_figheight())
+        legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=anchor, ncol=ncol, fontsize=fontsize,
+                            frameon=False, borderaxespad=0.0)
+        box = legend.get_window_extent(renderer)
+        if box.width <= 0.98 * fig.bbox.width or ncol == 1:
+            return legend, box.height / fig.dpi
+        legend.remove()
+    raise ValueError("a legend needs at least one entry")
+
+
+def _fitted_title(fig, title: str, fontsize: float):
+    """``fig.suptitle(title)``, broken into lines at spaces where it is wider than 98% of the figure.
+
+    Returns ``(text, extra inches)``: the text artist and how much taller it is than one line.
+    """
+    import textwrap
+
+    renderer = fig.canvas.get_renderer()
+    text = fig.suptitle(title, fontsize=fontsize)
+    one_line = text.get_window_extent(renderer).height
+    width = len(title)
+    while text.get_window_extent(renderer).width > 0.98 * fig.bbox.width and width > 10:
+        width = int(width * 0.9)
+        text.set_text(textwrap.fill(title, width))
+    return text, (text.get_window_extent(renderer).height - one_line) / fig.dpi
 
 
 # ----------------------------------------------------------------------------------------------------------- overlay
@@ -430,6 +476,7 @@ def overlay(image, output_png, *, label=None, pred=None, title=None, window=DEFA
         "spacing_mm": [float(s) for s in spacing],
         "window": [float(window[0]), float(window[1])],
         "panels_px": _panel_boxes(fig, axes),
+        "legends_px": _legend_boxes(fig),
     }
     return _atomic_savefig(fig, output_png, dpi, {"Title": title, "Description": json.dumps(info)})
 
@@ -472,6 +519,8 @@ def grid(cases, output_png, *, max_cases=16, window=DEFAULT_WINDOW) -> str:
 
     ``cases``: dicts ``{"name", "image", "label", "pred", "dice" (optional)}``; paths or nibabel images. A missing
     Dice is computed (label > 0 vs pred > 0); only the ``max_cases`` worst cases are drawn. Returns ``output_png``.
+    The legend below the tiles takes as many rows as the figure's width needs; the PNG's ``Description`` holds the
+    ``order``, ``dice``, ``num_cases``, ``panels_px`` (one box per tile, in that order) and ``legends_px``.
     """
     cases = list(cases)
     if not cases:
@@ -490,51 +539,70 @@ def grid(cases, output_png, *, max_cases=16, window=DEFAULT_WINDOW) -> str:
     ordered = order_worst_first(scored)
     shown = ordered[: int(max_cases)]
 
-    import nibabel as nib
-
+    # Each case is read once and only its axial slice through the liver's centre is kept, so that the legend (which
+    # lists the classes found) can be laid out before any tile is placed.
     n = len(shown)
+    slices = []
+    for t, case in enumerate(shown):
+        logger.info("grid: %d/%d %s (Dice %.3f)", t + 1, n, case["name"], case["dice"])
+        slices.append(_axial_slice(case))
     ncols = int(math.ceil(math.sqrt(n)))
     nrows = int(math.ceil(n / ncols))
     width, height = grid_figsize(n)  # the PNG is grid_figsize(n) * GRID_DPI pixels
     fig = _new_figure((width, height), GRID_DPI)
-    top = 1.0 - 0.9 / height  # room for the title above the first row's two-line tile titles
-    bottom = 0.35 / height  # room for the legend
+    title = f"{len(cases)} case{'s' * (len(cases) != 1)}, worst liver Dice first"
+    title += f" (the {n} worst shown)" if n < len(cases) else ""
+    _, extra = _fitted_title(fig, title, 12)
+    handles = _legend_handles(
+        any(tile["label"] is not None for tile in slices),
+        any(tile["label_tumour"] for tile in slices),
+        any(tile["pred"] is not None for tile in slices),
+        any(tile["pred_tumour"] for tile in slices),
+    )
+    legend_inches = _bottom_legend(fig, handles)[1] + 0.15 if handles else 0.05
+    top = 1.0 - (0.9 + extra) / height  # room for the title above the first row's two-line tile titles
+    bottom = legend_inches / height  # room for the legend, in as many rows as the figure's width needs
     gs = fig.add_gridspec(nrows, ncols, left=0.01, right=0.99, bottom=bottom, top=top, wspace=0.04, hspace=0.18)
-    any_tumour_label = any_tumour_pred = any_label = any_pred = False
-    for t, case in enumerate(shown):
-        logger.info("grid: %d/%d %s (Dice %.3f)", t + 1, n, case["name"], case["dice"])
-        img, affine, _ = load_canonical(case["image"], "image")
-        lab = prd = None
-        if case.get("label") is not None:
-            lab, lab_affine, _ = load_canonical(case["label"], "label")
-            _check_same_grid(case["image"], img.shape, affine, case["label"], lab.shape, lab_affine, "label")
-            lab = _as_labels(lab)
-            any_label = True
-            any_tumour_label |= bool(np.any(lab == 2))
-        if case.get("pred") is not None:
-            prd, prd_affine, _ = load_canonical(case["pred"], "prediction")
-            _check_same_grid(case["image"], img.shape, affine, case["pred"], prd.shape, prd_affine, "prediction")
-            prd = _as_labels(prd)
-            any_pred = True
-            any_tumour_pred |= bool(np.any(prd == 2))
-        spacing = nib.affines.voxel_sizes(affine)
-        centre = liver_centre(lab, prd, img.shape)
+    axes = {}
+    for t, (case, tile) in enumerate(zip(shown, slices)):
         ax = fig.add_subplot(gs[t // ncols, t % ncols])
         ax.set_facecolor("black")
-        row_mm, col_mm = plane_spacing(spacing, "axial")
-        cw = _contour_width_for(ax, fig, img.shape[1], img.shape[0], row_mm, col_mm)
-        rgb = render_slice(img, lab, prd, plane="axial", index=centre[2], window=window, contour_width=cw)
+        (nx, ny, _), (row_mm, col_mm) = tile["image"].shape, plane_spacing(tile["spacing"], "axial")
+        cw = _contour_width_for(ax, fig, ny, nx, row_mm, col_mm)
+        rgb = render_slice(tile["image"], tile["label"], tile["pred"], plane="axial", index=0, window=window,
+                           contour_width=cw)
         _show_slice(ax, rgb, row_mm, col_mm, "RLAP")
         d = case["dice"]
         ax.set_title(f"{case['name']}\nDice {d:.3f}" if np.isfinite(d) else f"{case['name']}\nDice n/a", fontsize=9)
-        del img, lab, prd
-    title = f"{len(cases)} cases, worst liver Dice first" + (f" (the {n} worst shown)" if n < len(cases) else "")
-    fig.suptitle(title, fontsize=12)
-    handles = _legend_handles(any_label, any_tumour_label, any_pred, any_tumour_pred)
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+        axes[t] = ax
     info = {"order": [c["name"] for c in shown], "dice": [c["dice"] for c in shown], "num_cases": len(cases)}
+    info["panels_px"] = list(_panel_boxes(fig, axes).values())
+    info["legends_px"] = _legend_boxes(fig)
     return _atomic_savefig(fig, output_png, GRID_DPI, {"Title": title, "Description": json.dumps(info)})
+
+
+def _axial_slice(case: dict) -> dict:
+    """The axial slice of a grid case through its liver's centre, as one-slice volumes (canonical voxel order).
+
+    Returns ``{"image", "label", "pred", "spacing", "label_tumour", "pred_tumour"}``: ``label``/``pred`` are None
+    when the case has none; the ``*_tumour`` flags tell whether the whole label/prediction holds label 2.
+    """
+    import nibabel as nib
+
+    img, affine, _ = load_canonical(case["image"], "image")
+    out = {"label": None, "pred": None, "label_tumour": False, "pred_tumour": False}
+    for key, role in (("label", "label"), ("pred", "prediction")):
+        if case.get(key) is not None:
+            data, data_affine, _ = load_canonical(case[key], role)
+            _check_same_grid(case["image"], img.shape, affine, case[key], data.shape, data_affine, role)
+            out[key] = _as_labels(data)
+            out[f"{key}_tumour"] = bool(np.any(out[key] == 2))
+    k = liver_centre(out["label"], out["pred"], img.shape)[2]
+    # Copies: a view would keep the whole volume in memory.
+    for key, data in (("image", img), ("label", out["label"]), ("pred", out["pred"])):
+        out[key] = None if data is None else np.array(data[:, :, k : k + 1])
+    out["spacing"] = nib.affines.voxel_sizes(affine)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------ curves
@@ -696,6 +764,8 @@ def curves(log_dir, output_png) -> str:
         _no_data(ax_dice, f"no '{VAL_DICE_TAG}' scalars\nin {n_files} event file(s) below this folder")
     title = f"training curves: {os.path.abspath(os.fspath(log_dir))}"
     fig.suptitle(title, fontsize=11)
+    fig.canvas.draw()
+    info["legends_px"] = _legend_boxes(fig)
     return _atomic_savefig(fig, output_png, CURVES_DPI, {"Title": title, "Description": json.dumps(info)})
 
 

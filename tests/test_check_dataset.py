@@ -187,9 +187,10 @@ def test_flipped_orientation(tmp_path, orientation):
     x_axis = [code in "LR" for code in nib.aff2axcodes(affine)].index(True)
     image, label = np.flip(img, x_axis).copy(), np.flip(lab, x_axis).copy()
     row, findings = cd.check_case(*_case(tmp_path, image=image, label=label, image_affine=affine, label_affine=affine))
-    problem = _only(findings, "warning", "LEFT")[0]["problem"]
+    finding = _only(findings, "warning", "LEFT")[0]
     for words in ("LPS", "RAS", "Medical Segmentation Decathlon", "right"):
-        assert words in problem
+        assert words in finding["explanation"]
+    assert f"(axes {orientation})" in finding["problem"]  # the explanation is shared, the problem this case's
     assert [f["severity"] for f in findings] == ["warning"]
 
 
@@ -316,6 +317,38 @@ def test_assert_dataset_ok_raises_naming_cases(tmp_path):
     assert (tmp_path / "rep" / "dataset_check.csv").exists()
     with pytest.raises(ValueError, match="missing.json"):
         cd.assert_dataset_ok(tmp_path / "missing.json")
+
+
+def test_assert_dataset_ok_explains_each_kind_once(tmp_path):
+    """Several cases with the same kind of problem: its explanation once, then every affected case."""
+    root = tmp_path / "data"
+    dataset_json = _dataset(root, n=7)
+    flipped = ("liver_1", "liver_2", "liver_4", "liver_5")
+    for name in flipped:  # the liver on the patient's left: the MSD "LPS data under a RAS header" warning
+        seed = int(name.split("_")[1])
+        img, lab, affine = make_case(seed)
+        _case(root, name, image=img[::-1].copy(), label=lab[::-1].copy(), seed=seed)
+    for name in ("liver_3", "liver_6"):  # raw values without the rescale intercept: the "no air" warning
+        seed = int(name.split("_")[1])
+        img, lab, affine = make_case(seed)
+        _case(root, name, image=(img + 1024).astype(np.int16), seed=seed)
+    img, lab, affine = make_case(0)
+    _case(root, "liver_0", label=np.zeros_like(lab), seed=0)  # an error of its own kind
+    with pytest.raises(ValueError) as info:
+        cd.assert_dataset_ok(dataset_json, report_dir=tmp_path / "report")
+    message = str(info.value)
+    assert "\n" not in message and message.count("Medical Segmentation Decathlon") == 1
+    assert message.count("LPS") == 1 and message.count("rescale intercept") == 1
+    explained = message.index("Medical Segmentation Decathlon")
+    for name in flipped:
+        assert message.count(f"{name} (") == 1 and message.index(name) > explained
+    assert message.count("liver_3 (") == message.count("liver_6 (") == 1
+    assert "liver_0 (error: label is empty" in message
+    assert "in 7 of 7 case(s)" in message and len(message) < 2000
+    # Each row of the per-case report still reads on its own.
+    with open(tmp_path / "report" / "dataset_check.csv") as f:
+        problems = {row["name"]: row["problems"] for row in csv.DictReader(f)}
+    assert all("Medical Segmentation Decathlon" in problems[name] for name in flipped)
 
 
 def _cli(*args):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,3 +214,124 @@ def test_training_killed_mid_epoch_resumes_from_the_latest_checkpoint(phantom_di
     final = torch.load(models / "checkpoint_epoch=3.pt", weights_only=True)
     assert trainer_epoch(final) == 3 and final["trainer"]["max_epochs"] == 3
     assert final["lr_scheduler"]["last_epoch"] == 3  # the LR schedule continued too
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# continuing a training run: best score, LR schedule, final validation
+
+
+def resume_settings(trained, tmp_path, **overrides):
+    """A copy of the `trained` fixture's models (3 epochs, T_max 3) and the overrides that resume it."""
+    models = tmp_path / "models"
+    shutil.copytree(trained["models"], models)
+    return models, dict(bundle_root=BUNDLE_ROOT, dataset_dir=trained["data"], output_dir=tmp_path / "runs",
+                        ckpt_dir=models, resume="true", **FAST, **overrides)
+
+
+def test_a_worse_validation_after_a_resume_keeps_the_best_weights(trained, tmp_path):
+    models, settings = resume_settings(trained, tmp_path, epochs=4, val_interval=1)
+    # record a best score no validation can beat: every validation after the resume is worse than it
+    path = models / "checkpoint_epoch=3.pt"
+    state = torch.load(path, weights_only=True)
+    state["best_saver"]["_saved"] = [(1.0, name) for _, name in state["best_saver"]["_saved"]]
+    state["best_saver"]["best_metric"] = 1.0
+    torch.save(state, path)
+    before = (models / "model.pt").read_bytes()
+
+    proc = run_bundle("training", ["train.yaml"], **settings)
+    assert "Epoch[4] Metrics -- val_mean_dice" in proc.stdout, proc.stdout[-3000:]  # epoch 4 was validated ...
+    assert (models / "model.pt").read_bytes() == before  # ... and did not replace the better weights
+    assert "Got new best metric" not in proc.stdout  # the evaluator's own record was restored too
+    record = torch.load(models / "checkpoint_epoch=4.pt", weights_only=True)["best_saver"]
+    assert [score for score, _ in record["_saved"]] == [1.0]  # the record travels on to the next resume
+
+
+def test_resuming_a_finished_run_is_refused_with_the_way_to_continue(trained, tmp_path):
+    models, settings = resume_settings(trained, tmp_path, epochs=3)
+    before = {p.name: p.read_bytes() for p in models.glob("*.pt")}
+    proc = run_bundle("training", ["train.yaml"], check=False, **settings)
+    assert proc.returncode == 1
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "checkpoint_epoch=3.pt" in last and "already trained 3 of 3 epochs" in last
+    assert "--epochs 6" in last
+    assert not epochs_trained(proc.stdout)  # ignite would have started over from epoch 1
+    assert {p.name: p.read_bytes() for p in models.glob("*.pt")} == before
+
+
+def test_a_stretched_schedule_continues_on_the_cosine_of_the_new_total():
+    def cosine(total):
+        net = torch.nn.Linear(2, 2)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+
+    planned_opt, planned = cosine(6)  # the schedule of a run planned for 6 epochs from the start
+    expected = []
+    for _ in range(6):
+        planned_opt.step()
+        planned.step()
+        expected.append(planned_opt.param_groups[0]["lr"])
+
+    first_opt, first = cosine(3)  # a run of 3 epochs, saved and restored ...
+    for _ in range(3):
+        first_opt.step()
+        first.step()
+    assert first_opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # its schedule ended at 0
+    resumed_opt, resumed = cosine(3)
+    resumed_opt.load_state_dict(first_opt.state_dict())
+    resumed.load_state_dict(first.state_dict())
+    checkpoint.stretch_schedule(resumed, 6)  # ... continued with --epochs 6
+    assert resumed_opt.param_groups[0]["lr"] == pytest.approx(expected[2], rel=1e-9)
+    got = []
+    for _ in range(3):
+        resumed_opt.step()
+        resumed.step()
+        got.append(resumed_opt.param_groups[0]["lr"])
+    assert got == pytest.approx(expected[3:], rel=1e-9, abs=1e-15)
+    checkpoint.stretch_schedule(resumed, 6)  # same total: nothing changes
+    assert resumed.T_max == 6 and resumed_opt.param_groups[0]["lr"] == pytest.approx(expected[5], abs=1e-15)
+
+
+def validated_epochs(interval: int, max_epochs: int) -> list[int]:
+    """The epochs after which ValidateEveryAndLast runs a real MONAI evaluator during a ``max_epochs`` run."""
+    from ignite.engine import Engine, Events
+    from monai.engines import SupervisedEvaluator
+
+    from scripts.handlers import ValidateEveryAndLast
+
+    batch = {"image": torch.zeros(1, 1, 4), "label": torch.zeros(1, 1, 4)}
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[batch], network=torch.nn.Identity())
+    validated = []
+    evaluator.add_event_handler(Events.COMPLETED, lambda e: validated.append(e.state.epoch))
+    trainer = Engine(lambda e, b: None)
+    ValidateEveryAndLast(validator=evaluator, interval=interval).attach(trainer)
+    trainer.run([0], max_epochs=max_epochs)
+    return validated
+
+
+def test_validation_runs_every_interval_and_after_the_last_epoch():
+    assert validated_epochs(5, 7) == [5, 7]  # as 402 epochs with interval 5: the last 2 must not go unvalidated
+    assert validated_epochs(5, 10) == [5, 10]  # the last epoch is a multiple of the interval: validated once
+    assert validated_epochs(5, 1) == [1]  # a 1-epoch run is validated (and so writes model.pt)
+
+
+@pytest.mark.slow
+def test_a_one_epoch_run_validates_and_writes_the_best_weights(phantom_dir, tmp_path):
+    models = tmp_path / "models"
+    proc = run_bundle("training", ["train.yaml"], bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir,
+                      output_dir=tmp_path / "runs", ckpt_dir=models, epochs=1, val_interval=5, **FAST)
+    assert proc.stdout.count("Metrics -- val_mean_dice") == 1, proc.stdout[-3000:]
+    assert sorted(p.name for p in models.glob("*.pt")) == ["checkpoint_epoch=1.pt", "model.pt"]
+
+
+def test_a_new_run_replaces_the_checkpoints_an_earlier_run_left(tmp_path):
+    from ignite.engine import Engine
+
+    (tmp_path / "checkpoint_epoch=7.pt").write_bytes(b"an earlier run's checkpoint")
+    (tmp_path / "notes.pt").write_bytes(b"not a checkpoint of ours")
+    net = torch.nn.Linear(2, 2)
+    saver = checkpoint.AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"network": net, "other": net},
+                                             save_interval=1, n_saved=1, epoch_level=True, remove_stale=True)
+    engine = Engine(lambda e, b: None)
+    saver.attach(engine)
+    engine.run([0], max_epochs=2)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_epoch=2.pt", "notes.pt"]

@@ -508,3 +508,62 @@ def test_cli_overlay_and_curves(tmp_path):
     _write_training_log(tmp_path / "runs")
     assert viz.main(["curves", "--log_dir", str(tmp_path / "runs"), "--output", str(tmp_path / "c.png")]) == 0
     assert viz.main(["curves", "--log_dir", str(tmp_path / "none"), "--output", str(tmp_path / "c2.png")]) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------- legends
+
+
+def _in_memory_cases(n, tumour):
+    """``n`` grid cases as in-memory nibabel images with given Dice values; without tumour labels unless ``tumour``.
+
+    A prediction with a tumour draws all four legend entries (the widest legend); without, two.
+    """
+    img, label, pred, affine = _synthetic_case(shift=2)
+    if not tumour:
+        label, pred = (label > 0).astype(np.uint8), (pred > 0).astype(np.uint8)
+    image, label, pred = (nib.Nifti1Image(a, affine) for a in (img, label, pred))
+    return [{"name": f"liver_{t}", "image": image, "label": label, "pred": pred, "dice": 0.5 + t / 100}
+            for t in range(n)]
+
+
+def _assert_legends_whole(png):
+    """Every legend of the PNG lies whole inside it, clear of the panels; nothing is drawn on the PNG's edges.
+
+    The legend boxes come from the PNG's Description (``legends_px``, measured by matplotlib when the figure was
+    drawn); the edge check reads the pixels themselves: a legend (or title) running off the figure leaves
+    non-white pixels in the outermost rows or columns.
+    """
+    rgb, text, (width, height) = _png(png)
+    for name, edge in (("left", rgb[:, 0]), ("right", rgb[:, -1]), ("top", rgb[0]), ("bottom", rgb[-1])):
+        assert np.all(edge == 255), f"{png}: something is drawn on the {name} edge (cut off)"
+    info = json.loads(text["Description"])
+    assert info["legends_px"], f"{png}: no legend"
+    for left, top, right, bottom in info["legends_px"]:
+        assert 0 <= left < right <= width and 0 <= top < bottom <= height, f"{png}: legend {left, top, right, bottom}"
+        panels = info.get("panels_px", [])  # overlay: {plane: box}; grid: [box] in the order drawn
+        for p_left, p_top, p_right, p_bottom in panels.values() if isinstance(panels, dict) else panels:
+            apart = right <= p_left or left >= p_right or bottom <= p_top or top >= p_bottom
+            assert apart, f"{png}: a legend overlaps a panel"
+    return info
+
+
+@pytest.mark.parametrize("tumour", [False, True], ids=["2 classes", "3 classes"])
+def test_grid_legend_whole_for_any_number_of_cases(tmp_path, tumour):
+    cases = _in_memory_cases(8, tumour)
+    for n in (1, 2, 3, 5, 8):
+        info = _assert_legends_whole(viz.grid(cases[:n], tmp_path / f"grid_{n}.png"))
+        assert len(info["panels_px"]) == n
+    # More cases than drawn: the longer title stays whole too.
+    _assert_legends_whole(viz.grid(cases, tmp_path / "grid_1_of_8.png", max_cases=1))
+
+
+@pytest.mark.parametrize("dpi", [30, 100])
+def test_overlay_and_curves_legends_whole(tmp_path, dpi):
+    img, label, pred, affine = _synthetic_case(shift=2)
+    image, label, pred = (nib.Nifti1Image(a, affine) for a in (img, label, pred))
+    info = _assert_legends_whole(viz.overlay(image, tmp_path / "o.png", label=label, pred=pred, dpi=dpi))
+    assert len(info["legends_px"]) == 1 and len(info["panels_px"]) == 3
+    log_dir = tmp_path / "runs"
+    _write_training_log(log_dir, epochs=3, iters=5)
+    info = _assert_legends_whole(viz.curves(log_dir, tmp_path / "c.png"))
+    assert len(info["legends_px"]) == 2  # loss and Dice panels

@@ -44,7 +44,8 @@ def test_training_lowers_the_loss_and_writes_the_checkpoints(trained):
     # the resumable checkpoint holds everything a resume needs
     latest = trained["models"] / "checkpoint_epoch=3.pt"
     state = torch.load(latest, weights_only=True)
-    assert set(state) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert set(state) == {"network", "optimizer", "lr_scheduler", "trainer", "best_saver"}
+    assert state["best_saver"]["_saved"] and state["best_saver"]["best_metric_epoch"] in (1, 2, 3)
     assert state["trainer"]["max_epochs"] == 3 and state["trainer"]["iteration"] > 0
 
     # the split is recorded, disjoint and complete
@@ -96,9 +97,11 @@ def test_resume_continues_from_the_latest_checkpoint(trained, tmp_path):
     )
     epochs = sorted(epoch_losses(proc.stdout))
     assert epochs == [4], f"a resumed run must train only the remaining epoch, trained {epochs}"
-    from scripts.handlers import latest_checkpoint
-
-    assert latest_checkpoint(str(models)) == str(models / "checkpoint_epoch=4.pt")
+    # one resumable checkpoint: the one the resume started from is replaced, not left beside the new one
+    assert sorted(p.name for p in models.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=4.pt"]
+    # the cosine schedule follows the new total: T_max 3 -> 4, not the first run's (whose rate ended at 0)
+    assert "LR schedule stretched from 3 to 4 epochs" in proc.stdout, proc.stdout[-3000:]
+    assert torch.load(models / "checkpoint_epoch=4.pt", weights_only=True)["lr_scheduler"]["T_max"] == 4
 
 
 def write_case(path, seed, orientation, spacing, shape=(40, 36, 24)):
