@@ -185,3 +185,77 @@ def test_training_config_trains_fold_k_of_a_built_datalist(phantom_dir, tmp_path
         expected = sorted(i["image"] for i in items if i["fold"] == fold)
         assert sorted(c["image"] for c in split["validation"]) == expected
         assert len(split["training"]) == len(items) - len(expected)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# boolean overrides, as the runner receives them
+
+
+def as_the_runner_receives(spelling: str):
+    """The value `python -m monai.bundle run ... --key <spelling>` hands the config: python-fire parses the
+    command line ('false' stays the string 'false', 'False' becomes False, '0' the integer 0)."""
+    from fire import parser as fire_parser
+
+    return fire_parser.DefaultParseValue(spelling)
+
+
+SPELLINGS = {"true": True, "True": True, "1": True, "false": False, "False": False, "0": False}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_boolean_overrides_of_inference_mean_what_they_say(spelling, tmp_path):
+    value, on = as_the_runner_receives(spelling), SPELLINGS[spelling]
+    assert isinstance(value, (str, bool, int))
+
+    post = parser("inference.yaml", resample_liver_box=value).get_parsed_content("postprocessing").transforms
+    names = [type(t).__name__ for t in post]
+    box = [t for t in post if type(t).__name__ == "Lambdad" and "to_input_grid" in str(t.func)]
+    assert (bool(box), "Invertd" in names) == (on, not on), names  # one chain or the other, never both
+
+    inferer = parser("inference.yaml", coarse_to_fine=value).get_parsed_content("inferer")
+    assert type(inferer).__name__ == ("LiverBoxInferer" if on else "SlidingWindowInferer")
+
+    assert parser("inference.yaml", amp=value).get_parsed_content("evaluator#amp") is on
+
+    # load_pretrain: a missing weights file stops the run unless untrained weights were asked for
+    check = parser("inference.yaml", load_pretrain=value, ckpt_path=str(tmp_path / "missing.pt"))
+    if on:
+        with pytest.raises(SystemExit, match="missing.pt"):
+            check.get_parsed_content("initialize#1")
+    else:
+        check.get_parsed_content("initialize#1")
+
+
+@pytest.fixture(scope="module")
+def warned_dataset(tmp_path_factory) -> str:
+    """An MSD-style dataset whose only finding is a warning (one case's liver mirrored to the patient's left)."""
+    from test_check_dataset import _case, _dataset, make_case
+
+    root = tmp_path_factory.mktemp("warned")
+    dataset_json = _dataset(root, n=2)
+    image, label, _ = make_case(1)
+    _case(root, "liver_1", image=image[::-1].copy(), label=label[::-1].copy(), seed=1)
+    return dataset_json
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_boolean_overrides_of_training_mean_what_they_say(spelling, tmp_path, warned_dataset):
+    value, on = as_the_runner_receives(spelling), SPELLINGS[spelling]
+    settings = dict(ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "runs"), cache_rate=0,
+                    datalist_file=warned_dataset, dataset_dir=os.path.dirname(warned_dataset))
+
+    assert parser("train.yaml", amp=value).get_parsed_content("train#trainer#amp") is on
+
+    resume = parser("train.yaml", resume=value, **settings)
+    if on:  # an empty checkpoint folder: a resume has nothing to continue from
+        with pytest.raises(SystemExit, match="no checkpoint_epoch=N.pt to resume from"):
+            resume.get_parsed_content("resume_loader")
+    else:
+        assert resume.get_parsed_content("resume_loader") is None
+
+    check = parser("train.yaml", allow_dataset_warnings=value, **settings)
+    if on:
+        check.get_parsed_content("initialize#1")
+    else:
+        with pytest.raises(SystemExit, match="LEFT"):
+            check.get_parsed_content("initialize#1")
