@@ -18,7 +18,15 @@ Encoders and decoders for the compressed transfer syntaxes come from pydicom plu
 MONAI: ``LoadImage(image_only=True, ensure_channel_first=True)`` on a series folder picks ITKReader, which orders
 slices along the normal like this module and gives the same voxels and RAS affine as the NIfTI from :func:`convert`
 (tests/test_dicom.py). PydicomReader stacks by InstanceNumber instead: equal only when InstanceNumber increases along
-the normal. Neither checks for missing slices or mixed series, so run :func:`check_series` on the folder first.
+the normal. Neither checks for missing slices or mixed series, so run :func:`check_series` on the folder first, and
+:func:`check_itk_read` before ITK reads it: ITK splits a series by more tags than its UID (e.g. SliceThickness) and
+reads the first part only.
+
+Series without UIDs (anonymised archives blank or delete SeriesInstanceUID and StudyInstanceUID): their image files
+are grouped by what the files of one series share (:func:`_series_key`), and checking such a series logs a warning
+naming the missing tags. The grouping leaves out AcquisitionNumber on purpose: some scanners number each acquisition
+(or slice) of one series apart, so splitting by it would cut a real series into pieces; two acquisitions that share
+everything else meet as duplicate slice positions instead, a clear error that names the acquisition numbers.
 
 Command line (from the bundle root)::
 
@@ -30,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import logging
 import os
 import re
 import sys
@@ -50,13 +60,29 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
-__all__ = ["write_series", "find_series", "check_series", "read_series", "convert", "main"]
+__all__ = ["write_series", "find_series", "check_series", "check_itk_read", "itk_series", "read_series", "convert",
+           "main"]
+
+logger = logging.getLogger(__name__)
 
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "jpegls": JPEGLSLossless}
 LPS_RAS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: RAS <-> LPS
 UNSIGNED_INTERCEPT = -1024
 ORIENTATION_TOL = 1e-4  # direction cosines that differ by less are "the same"
 J2K_MIN_SIZE = 32  # openjpeg (pylibjpeg-openjpeg) encodes 6 resolution levels: rows and columns must be >= 2**5
+#: UIDs that a series' files should carry; a DICOM SEG needs every one of them to reference its source.
+UID_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
+#: Tags that the files of one series share, which group files without a SeriesInstanceUID (with the orientation and
+#: pixel spacing, rounded, and whether the image is a localizer); see :func:`_series_key`.
+SERIES_KEY_TAGS = ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID", "Modality", "SOPClassUID", "SeriesNumber",
+                   "SeriesDescription", "Rows", "Columns")
+GROUPED_BY = "frame of reference, orientation, pixel spacing, rows/columns, series number and description"
+#: What MONAI's ITKReader splits the DICOM files of a folder by: GDCM's "series details" (the SeriesInstanceUID refined
+#: by SeriesNumber, SequenceName, SliceThickness, Rows, Columns) and the SeriesDate restriction the reader adds.
+ITK_SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "SequenceName", "SliceThickness", "Rows", "Columns",
+                   "SeriesDate")
+MAX_PROBLEMS_SHOWN = 3  # an error line lists the first few irregular gaps; check_series returns them all
+IRREGULAR_HINT = "to convert it anyway: python -m scripts.dicom convert --allow_irregular"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -71,9 +97,21 @@ def _ds(value: float) -> DSfloat:
     return DSfloat(value, auto_format=True)
 
 
-def _series_name(folder: str, uid: str) -> str:
-    """How messages name a series: its folder and SeriesInstanceUID."""
-    return f"series {folder} (UID {uid})"
+def _label(s: dict) -> str:
+    """What tells a series apart: ``#number 'description', N files``, and without a UID the first file's name."""
+    number = "" if s["series_number"] is None else f"#{s['series_number']}"
+    parts = [p for p in (number, repr(s["series_description"]) if s["series_description"] else "") if p]
+    files = f"{s['n_files']} file" + ("s" if s["n_files"] != 1 else "")
+    first = "" if s["uid"] else f", first {os.path.basename(s['files'][0])}"
+    return ", ".join([" ".join(parts) or "no number/description", files]) + first
+
+
+def _series_name(s: dict) -> str:
+    """How messages name a series (a :func:`find_series` dict): its folder and SeriesInstanceUID, or without one,
+    its number, description and size."""
+    if s["uid"]:
+        return f"series {s['folder']} (UID {s['uid']})"
+    return f"series {s['folder']} (no SeriesInstanceUID: {_label(s)})"
 
 
 def _as_int(value) -> int | None:
@@ -324,13 +362,57 @@ def _sorted_items(items: list) -> list:
     return sorted(items, key=key)
 
 
-def _summary(uid: str, items: list) -> dict:
+def _text(ds, keyword: str) -> str:
+    """A tag's value as stripped text; blank when absent or empty."""
+    value = ds.get(keyword, None)
+    return "" if value is None else str(value).strip()
+
+
+def _rounded(ds, keyword: str, digits: int) -> tuple | str:
+    """A multi-valued decimal tag rounded to ``digits`` (-0.0 as 0.0), or its text when it is not numeric."""
+    try:
+        return tuple(round(float(v), digits) + 0.0 for v in ds.get(keyword, None))
+    except (TypeError, ValueError):
+        return _text(ds, keyword)
+
+
+def _series_key(ds) -> str:
+    """The key that groups files into series: the SeriesInstanceUID, or for a file without one (blank or absent)
+    ``no-uid-<8 digits>``, a digest of what one series' files share: :data:`SERIES_KEY_TAGS`, the orientation
+    (rounded to 1e-3, so float noise does not split a series), the pixel spacing (rounded to 1e-4 mm) and whether
+    ImageType says LOCALIZER. AcquisitionNumber is left out on purpose (see the module docstring)."""
+    uid = _text(ds, "SeriesInstanceUID")
+    if uid:
+        return uid
+    shared = [_text(ds, keyword) for keyword in SERIES_KEY_TAGS]
+    shared += [_rounded(ds, "ImageOrientationPatient", 3), _rounded(ds, "PixelSpacing", 4),
+               "LOCALIZER" in (v.upper() for v in _image_type(ds))]
+    digest = hashlib.sha1(repr(shared).encode()).hexdigest()
+    return f"no-uid-{int(digest, 16) % 10**8:08d}"
+
+
+def _missing_uids(items: list) -> list[str]:
+    """``["SeriesInstanceUID blank", "StudyInstanceUID absent in 3 of 20 files", ...]`` for :data:`UID_TAGS`."""
+    missing = []
+    for keyword in UID_TAGS:
+        absent = sum(keyword not in ds for _, ds in items)
+        blank = sum(keyword in ds and not _text(ds, keyword) for _, ds in items)
+        if absent or blank:
+            state = "absent" if not blank else "blank" if not absent else "blank or absent"
+            count = "" if absent + blank == len(items) else f" in {absent + blank} of {len(items)} files"
+            missing.append(f"{keyword} {state}{count}")
+    return missing
+
+
+def _summary(key: str, items: list) -> dict:
     items = _sorted_items(items)
     files = [p for p, _ in items]
     first = items[0][1]
     folder = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files])
     return {
-        "uid": uid,
+        "uid": _text(first, "SeriesInstanceUID"),
+        "key": key,
+        "missing_uids": _missing_uids(items),
         "files": files,
         "folder": folder,
         "n_files": len(files),
@@ -347,10 +429,14 @@ def _summary(uid: str, items: list) -> dict:
 def find_series(root) -> list[dict]:
     """All DICOM series under ``root`` (recursive), grouped by SeriesInstanceUID, reading headers only.
 
-    Files without the DICOM preamble, and DICOM files without a SeriesInstanceUID (e.g. DICOMDIR), are skipped.
-    Each dict has ``uid``, ``files`` (sorted along the slice normal), ``folder``, ``n_files``, ``modality``,
-    ``patient_id``, ``study_uid``, ``series_number`` (int or None), ``series_description``, ``image_type`` (tuple)
-    and ``sop_class_uid``. Series are ordered by patient, study, series number and UID.
+    Image files without a SeriesInstanceUID (blank or absent, as some anonymisers leave them) are grouped by what a
+    series' files share (:func:`_series_key`); such a series has ``uid`` ``""``. Files without the DICOM preamble, and
+    DICOM files with neither a SeriesInstanceUID nor an image (Rows/Columns; e.g. DICOMDIR), are skipped. Each dict
+    has ``uid``, ``key`` (the grouping key: the UID or ``no-uid-<digits>``), ``missing_uids`` (e.g.
+    ``["SeriesInstanceUID blank", "StudyInstanceUID blank"]``, see :data:`UID_TAGS`), ``files`` (sorted along the
+    slice normal), ``folder``, ``n_files``, ``modality``, ``patient_id``, ``study_uid``, ``series_number`` (int or
+    None), ``series_description``, ``image_type`` (tuple) and ``sop_class_uid``. Series are ordered by patient,
+    study, series number and key.
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
@@ -365,23 +451,22 @@ def find_series(root) -> list[dict]:
             ds = _read_header(path)
             if ds is None:
                 continue
-            uid = str(ds.get("SeriesInstanceUID", "") or "")
-            if uid:
-                groups.setdefault(uid, []).append((path, ds))
-    series = [_summary(uid, items) for uid, items in groups.items()]
+            if _text(ds, "SeriesInstanceUID") or (_as_int(ds.get("Rows", None)) and _as_int(ds.get("Columns", None))):
+                groups.setdefault(_series_key(ds), []).append((path, ds))
+    series = [_summary(key, items) for key, items in groups.items()]
 
     def order(s):
         number = s["series_number"]
-        return (s["patient_id"], s["study_uid"], number is None, number or 0, s["uid"])
+        return (s["patient_id"], s["study_uid"], number is None, number or 0, s["key"])
 
     return sorted(series, key=order)
 
 
 def _describe(s: dict) -> str:
-    number = "" if s["series_number"] is None else f"#{s['series_number']}"
-    parts = [p for p in (number, repr(s["series_description"]) if s["series_description"] else "") if p]
-    label = " ".join(parts) or "no number/description"
-    return f"UID {s['uid']} ({label}, {s['n_files']} files)"
+    """A series in a listing: ``UID 1.2.3 (#3 'arterial', 20 files)``, the reason when it is no CT image series."""
+    reason = _skip_reason(s)
+    label = _label(s) + (f", {reason}" if reason else "")
+    return f"UID {s['uid']} ({label})" if s["uid"] else f"no SeriesInstanceUID ({label})"
 
 
 def _resolve_files(files_or_folder) -> tuple[list[str], str]:
@@ -395,7 +480,8 @@ def _resolve_files(files_or_folder) -> tuple[list[str], str]:
             raise ValueError(f"{folder}: no DICOM files found")
         if len(series) > 1:
             listing = "; ".join(_describe(s) for s in series)
-            raise ValueError(f"{folder}: folder holds {len(series)} DICOM series, expected one: {listing}")
+            raise ValueError(f"{folder}: folder holds {len(series)} DICOM series, expected one: {listing}; give each "
+                             "series a folder of its own (python -m scripts.dicom convert converts them all)")
         return series[0]["files"], folder
     files = [os.fspath(f) for f in files_or_folder]
     if not files:
@@ -441,19 +527,29 @@ def _gap_problems(proj: np.ndarray, files: list, instances: list, step: float, t
     return problems
 
 
+def _no_uid_hint(items: list) -> str:
+    """Why files without a SeriesInstanceUID may hold two series that cannot be told apart (for duplicate slices)."""
+    acquisitions = {_text(ds, "AcquisitionNumber") for _, ds in items} - {""}
+    numbers = ", ".join(sorted(acquisitions, key=lambda v: (_as_int(v) is None, _as_int(v) or 0, v)))
+    return (f" (the files have no SeriesInstanceUID, so series that share {GROUPED_BY} cannot be told apart"
+            + (f"; AcquisitionNumber {numbers}: separate acquisitions?" if len(acquisitions) > 1 else "") + ")")
+
+
 def check_series(files_or_folder, *, allow_irregular=False) -> dict:
     """Check the geometry of one series from its headers and return its grid.
 
     Accepts a folder (searched recursively; it must hold exactly one series) or a list of files. Checks one
-    SeriesInstanceUID, the same orientation, Rows/Columns and PixelSpacing in every file, no duplicate slice
-    positions, and equal spacing of the positions projected on the slice normal (a missing slice shows as a gap
-    that is a multiple of the spacing and is reported with its position and instance). Raises ValueError naming the
-    series (folder and UID) and the problem. With ``allow_irregular=True`` irregular spacing (and slices that drift
-    off the normal, as with gantry tilt) only warns; the affine then spans first to last slice evenly.
+    series (one SeriesInstanceUID, or for files without one, one :func:`_series_key`), the same orientation,
+    Rows/Columns and PixelSpacing in every file, no duplicate slice positions, and equal spacing of the positions
+    projected on the slice normal (a missing slice shows as a gap that is a multiple of the spacing and is reported
+    with its position and instance). Raises ValueError naming the series (folder and UID) and the problem. With
+    ``allow_irregular=True`` irregular spacing (and slices that drift off the normal, as with gantry tilt) only warns;
+    the affine then spans first to last slice evenly. A series missing any of :data:`UID_TAGS` passes with a
+    logged warning naming the series and the missing tags.
 
     Returns a dict with ``uid``, ``name``, ``folder``, ``files`` (sorted along the normal), ``shape`` (i, j, k),
     ``spacing`` (i, j, k in mm), ``affine`` (RAS 4x4), ``positions`` (mm along the normal), ``irregular``,
-    ``problems`` and the descriptive tags of :func:`find_series`.
+    ``problems`` and the descriptive tags of :func:`find_series` (``missing_uids`` among them).
     """
     files, folder = _resolve_files(files_or_folder)
     items = []
@@ -462,13 +558,18 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
         if ds is None:
             raise ValueError(f"{f}: not a DICOM file")
         items.append((f, ds))
-    uids = sorted({str(ds.get("SeriesInstanceUID", "") or "") for _, ds in items})
-    if len(uids) > 1:
-        listing = "; ".join(f"UID {u}" for u in uids)
-        raise ValueError(f"{folder}: files belong to {len(uids)} series, expected one: {listing}")
-    uid = uids[0]
-    name = _series_name(folder, uid)
-    summary = _summary(uid, items)
+    groups: dict[str, list] = {}
+    for path, ds in items:
+        groups.setdefault(_series_key(ds), []).append((path, ds))
+    if len(groups) > 1:
+        listing = "; ".join(_describe(_summary(key, group)) for key, group in sorted(groups.items()))
+        raise ValueError(f"{folder}: files belong to {len(groups)} series, expected one: {listing}")
+    summary = _summary(*next(iter(groups.items())))
+    uid = summary["uid"]
+    name = _series_name({**summary, "folder": folder})
+    if summary["missing_uids"]:
+        logger.warning("%s: %s%s", name, ", ".join(summary["missing_uids"]),
+                       "" if uid else f"; its files were grouped into one series by {GROUPED_BY}")
     items = _sorted_items(items)
     files = [p for p, _ in items]
 
@@ -521,8 +622,16 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
             a = int(dup[0]) if dup.size else 0
             raise ValueError(f"{name}: duplicate slice position {proj[a]:.3f} mm along the normal: {files[a]} "
                              f"(instance {instances[a]}) and {files[a + 1]} (instance {instances[a + 1]})"
-                             + (f"; {dup.size} duplicate(s) in all" if dup.size > 1 else ""))
-        problems += _gap_problems(proj, files, instances, step, tol)
+                             + (f"; {dup.size} duplicate(s) in all" if dup.size > 1 else "")
+                             + ("" if uid else _no_uid_hint(items)))
+        gap_problems = _gap_problems(proj, files, instances, step, tol)
+        thicknesses = [v or "blank" for v in dict.fromkeys(_text(ds, "SliceThickness") for _, ds in items)]
+        if gap_problems and len(thicknesses) > 1:  # reconstructed at more than one thickness, not lost slices
+            gaps = sorted({round(float(g), 2) for g in np.diff(proj)})
+            problems.append(f"irregular slice spacing: gaps of {', '.join(f'{g:g}' for g in gaps[:6])} mm, and "
+                            f"SliceThickness varies ({', '.join(thicknesses[:6])} mm)")
+        else:
+            problems += gap_problems
         mean_step = (positions[-1] - positions[0]) / (n - 1)
         off_normal = np.linalg.norm(positions - positions[0] - np.outer(proj - proj[0], normal), axis=1)
         if np.max(off_normal) > tol:
@@ -543,9 +652,10 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
         slice_step = normal * (thickness or 1.0)
 
     if problems:
-        message = f"{name}: " + "; ".join(problems)
+        more = len(problems) - MAX_PROBLEMS_SHOWN
+        message = f"{name}: " + "; ".join(problems[:MAX_PROBLEMS_SHOWN]) + (f"; {more} more" if more > 0 else "")
         if not allow_irregular:
-            raise ValueError(message + " (pass allow_irregular=True / --allow_irregular to convert anyway)")
+            raise ValueError(f"{message} ({IRREGULAR_HINT})")
         warnings.warn(message + "; converting anyway with the mean spacing", UserWarning, stacklevel=2)
 
     row_spacing, col_spacing = spacings[0]  # DICOM: (between rows, between columns)
@@ -571,6 +681,57 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
         "problems": problems,
     })
     return info
+
+
+def itk_series(folder) -> list[list[str]]:
+    """The series ITK finds directly in ``folder`` (not in subfolders) as MONAI's ITKReader groups them, each as its
+    files (absolute paths) in ITK's slice order, in ITK's order: ITKReader reads the first one of a folder.
+
+    Same GDCM settings as ``monai.data.ITKReader.read``: series details (:data:`ITK_SERIES_TAGS`) and the SeriesDate
+    restriction. Files without a SeriesInstanceUID are one series to ITK when those tags agree."""
+    import itk
+
+    names = itk.GDCMSeriesFileNames.New()
+    names.SetUseSeriesDetails(True)
+    names.AddSeriesRestriction("0008|0021")  # Series Date, as ITKReader adds it
+    names.SetDirectory(os.fspath(folder))
+    return [[os.path.abspath(f) for f in names.GetFileNames(uid)] for uid in names.GetSeriesUIDs()]
+
+
+def check_itk_read(folder, info: dict) -> None:
+    """Raise ValueError unless ITK (MONAI's ITKReader, which reads a DICOM folder in the inference pipeline) reads
+    exactly the files of ``info``, the :func:`check_series` result for ``folder``.
+
+    ITK splits a series whose files differ in any of :data:`ITK_SERIES_TAGS` (e.g. SliceThickness changing halfway
+    down an evenly spaced series) and reads only the first part; it does not search subfolders. The message names the
+    folder, how many of the series' files ITK would read, the tags that vary, and the remedy (convert to NIfTI, which
+    reads the whole series).
+    """
+    folder = os.fspath(folder)
+    ours = sorted(os.path.abspath(f) for f in info["files"])
+    groups = itk_series(folder)
+    if len(groups) == 1 and sorted(groups[0]) == ours:
+        return
+    read = groups[0] if groups else []
+    headers = [_read_header(f) for f in ours]
+    varying = []
+    for keyword in ITK_SERIES_TAGS:
+        values = [v or "blank" for v in dict.fromkeys(_text(ds, keyword) for ds in headers)]
+        if len(values) > 1:
+            varying.append(f"{keyword} ({', '.join(values[:4] + ['...'] * (len(values) > 4))})")
+    in_subfolders = sum(os.path.dirname(f) != os.path.abspath(folder) for f in ours)
+    if varying:
+        why = "it splits the series by " + ", ".join(varying)
+    elif in_subfolders:
+        why = f"{in_subfolders} of the series' files lie in subfolders, which ITK does not search"
+    else:
+        why = f"it groups the folder's DICOM files into {len(groups)} series"
+    if set(read) <= set(ours):
+        amount = f"{len(read)} of the series' {len(ours)} files"
+    else:
+        amount = f"{len(read)} files, not the series' {len(ours)}"
+    raise ValueError(f"{folder}: ITK, which reads a DICOM folder for inference, would read {amount}: {why}; convert "
+                     f"the series with python -m scripts.dicom convert and segment the NIfTI")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -650,7 +811,7 @@ def _sanitise(text: str) -> str:
 def _output_names(series: list[dict]) -> list[str]:
     """``<PatientID>_<SeriesNumber or last 8 digits of the UID>.nii.gz``, made unique."""
     def uid_tail(s):
-        return re.sub(r"\D", "", s["uid"])[-8:] or "series"
+        return re.sub(r"\D", "", s["uid"] or s["key"])[-8:] or "series"
 
     bases = []
     for s in series:
@@ -681,7 +842,8 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
     """Convert every CT image series under ``input_root`` to ``output_dir/<PatientID>_<SeriesNumber>.nii.gz``.
 
     Localizers (ImageType containing LOCALIZER), other SOP classes and other modalities are skipped, each listed on
-    stdout with the reason. Blank SeriesNumbers (anonymised archives) use the last 8 digits of the SeriesInstanceUID.
+    stdout with the reason. Blank SeriesNumbers (anonymised archives) use the last 8 digits of the SeriesInstanceUID
+    (of the grouping key ``no-uid-<digits>`` for a series without UIDs, which converts with a logged warning).
     The geometry of every series is checked before anything is written, so a bad series raises ValueError naming it
     and no output appears; a series that fails while decoding leaves no file of its own (files are written to a
     temporary name and renamed). Prints one progress line per series; returns the written paths.
@@ -694,7 +856,7 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
     for s in found:
         reason = _skip_reason(s)
         if reason:
-            print(f"skip: {_series_name(s['folder'], s['uid'])}: {reason}", flush=True)
+            print(f"skip: {_series_name(s)}: {reason}", flush=True)
         else:
             todo.append(s)
     if not todo:
@@ -742,11 +904,11 @@ def _check_command(root: str, allow_irregular: bool) -> int:
                 status = "irregular" if info["irregular"] else "ok"
                 detail = "; ".join(info["problems"])
             except ValueError as exc:
-                status, detail = "error", str(exc).replace(_series_name(s["folder"], s["uid"]) + ": ", "")
+                status, detail = "error", str(exc).replace(_series_name(s) + ": ", "")
                 failures.append(_one_line(exc))
         number = "" if s["series_number"] is None else s["series_number"]
         line = (f"{number!s:>6}  {s['modality']:8}  {s['n_files']:>5}  {shape:14}  {spacing:20}  {status:10}  "
-                f"{s['series_description']!r} | {s['folder']} | {s['uid']}")
+                f"{s['series_description']!r} | {s['folder']} | {s['uid'] or '(no SeriesInstanceUID)'}")
         print(line + (f"  [{_one_line(detail)}]" if detail and status != "ok" else ""), flush=True)
     if failures:
         more = f" (+{len(failures) - 1} more series with errors)" if len(failures) > 1 else ""
@@ -769,6 +931,7 @@ def main(argv=None) -> int:
         p.add_argument("--debug", action="store_true", help="show the traceback on errors")
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {_one_line(message)}\n"
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")  # e.g. a series without UIDs
     try:
         if args.command == "convert":
             convert(args.input, args.output, allow_irregular=args.allow_irregular)

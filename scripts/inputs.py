@@ -319,7 +319,14 @@ def check_nifti(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
 
 
 def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
-    """Check a DICOM series folder from its headers (:func:`scripts.dicom.check_series`); return its shape."""
+    """Check a DICOM series folder from its headers; return its shape.
+
+    :func:`scripts.dicom.check_series`: exactly one series (files without a SeriesInstanceUID are grouped by what a
+    series shares and pass with a warning naming the missing tags), consistent geometry, no missing slice, no gantry
+    tilt. Then the size and affine checks, and :func:`scripts.dicom.check_itk_read`: ITK, which reads the folder in
+    the pipeline, must read exactly that series (it splits one whose SliceThickness, say, changes halfway, and would
+    read the first part only). Raises ValueError naming the folder and the problem.
+    """
     from scripts import dicom
 
     info = dicom.check_series(folder)
@@ -328,6 +335,7 @@ def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
         raise ValueError(f"{folder}: a DICOM series of shape {_shape_text(shape)} (a single slice); a 3D CT volume is expected")
     check_size(folder, shape, max_voxels, itemsize=2)
     check_affine(folder, info["affine"])
+    dicom.check_itk_read(folder, info)
     return shape
 
 
@@ -341,14 +349,34 @@ def check_case(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
 
 
 def _dicom_series_folders(folder: str) -> list[str]:
-    """Folders under ``folder`` that hold DICOM files (each must hold exactly one series; checked later)."""
+    """Folders under ``folder`` that hold a CT image series: one case each (checked later: one series per folder).
+
+    A folder whose series are all of the kinds ``python -m scripts.dicom convert`` skips (localizers, other
+    modalities, non-image objects) is left out with a warning naming each series and why; when every folder is,
+    ValueError lists them. A localizer in the CT's own folder stays, and :func:`check_dicom` refuses that folder
+    naming both series: ITK reads one series per folder and cannot be told which.
+    """
     from scripts import dicom
 
-    series = dicom.find_series(folder)
-    return sorted({s["folder"] for s in series})
+    by_folder: dict[str, list] = {}
+    for s in dicom.find_series(folder):
+        by_folder.setdefault(s["folder"], []).append(s)
+    cases, skipped = [], []
+    for path, group in sorted(by_folder.items()):
+        reasons = [dicom._skip_reason(s) for s in group]
+        if all(reasons):
+            skipped += [f"{dicom._series_name(s)}: {reason}" for s, reason in zip(group, reasons)]
+        else:
+            cases.append(path)
+    if skipped and not cases:
+        raise ValueError(f"{folder}: no CT image series to segment: " + "; ".join(skipped))
+    for line in skipped:
+        logger.warning("skipped: %s", line)
+    return cases
 
 
 def _find_cases(input_path) -> list[str]:
+    """The cases behind ``--input``: a NIfTI file, the NIfTI files of a folder, or its DICOM series folders."""
     text = "" if input_path is None else str(input_path)
     if not text.strip():
         raise ValueError("--input is empty: give a NIfTI file, a folder of NIfTI files or a DICOM series folder")

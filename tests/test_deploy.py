@@ -233,6 +233,32 @@ def test_selection_without_a_usable_series_names_every_series(tmp_path):
     assert f"{os.sep}scout " in str(err.value) and f"{os.sep}mr " in str(err.value)
 
 
+def test_selection_refuses_a_series_without_uids_and_says_why(tmp_path):
+    """A SEG references its source by Study/Series/SOP Instance UIDs: a series with blank ones is not segmented (new
+    UIDs would reference images that do not exist), and the reason names the missing tags."""
+    from scripts.deploy_app.operators import select_ct_series
+
+    def blank(path):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = ds.StudyInstanceUID = ""
+        ds.save_as(path, enforce_file_format=True)
+
+    for path in _series(tmp_path, "anonymised", n=20):
+        blank(path)
+    with pytest.raises(ValueError) as err:
+        select_ct_series(tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path}: no usable CT series among 1 series: series {tmp_path / 'anonymised'}")
+    assert "SeriesInstanceUID blank, StudyInstanceUID blank" in message and "DICOM SEG" in message
+    assert "\n" not in message
+
+    good = _series(tmp_path, "good", n=12)
+    chosen, skipped = select_ct_series(tmp_path)
+    assert chosen["files"] == sorted(good)
+    assert [reason.split(":")[0] for _, reason in skipped] == ["SeriesInstanceUID blank, StudyInstanceUID blank"]
+    assert str(tmp_path / "anonymised") in skipped[0][0]
+
+
 def test_the_embedded_bundle_is_found_and_a_foreign_file_refused(model, tmp_path):
     import json
 

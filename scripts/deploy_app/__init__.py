@@ -11,7 +11,10 @@ The pipeline, built with the MONAI Deploy App SDK 4.x (Holoscan operators):
 1. :class:`~scripts.deploy_app.operators.CTSeriesSelectorOperator` finds every series under the input folder and picks
    the CT series to segment. It goes by Modality, SOP class, ImageType (localizers are skipped) and the slice
    geometry (a series with a missing slice is unusable), never by StudyDescription, SeriesDescription or
-   SeriesNumber, which anonymisation often blanks. Every series it does not use is reported by name with the reason.
+   SeriesNumber, which anonymisation often blanks. A series whose Study, Series, SOP Instance or Frame of Reference
+   UIDs are blank or absent is not used either: the SEG must reference its source by them, and made-up UIDs would
+   reference images that do not exist (the bundle's own inference segments such a series into NIfTI). Every series
+   it does not use is reported by name with the reason.
 2. :class:`~scripts.deploy_app.operators.SeriesToVolumeOperator` reads the series (uncompressed, JPEG 2000 or
    JPEG-LS) into a volume in Hounsfield units with its RAS affine.
 3. The SDK's ``MonaiBundleInferenceOperator`` runs the bundle inside ``model.ts``: the inference config embedded at

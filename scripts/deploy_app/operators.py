@@ -44,10 +44,13 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
 
     Every series is judged on what anonymisation keeps: Modality, SOP class, ImageType (LOCALIZER is a scout), the
     number of slices and the geometry checks of :func:`scripts.dicom.check_series` (one orientation, equal slice
-    spacing, no missing slice). Among the usable series it takes ``series_uid`` when given, else the one with the most
-    slices (then the thinnest slices, then the smallest UID, so the choice is repeatable). ``skipped`` lists every
-    other series as ``(name, reason)`` and each is logged. Raises ValueError naming every series when none is usable,
-    and FileNotFoundError when the folder does not exist.
+    spacing, no missing slice). A series missing any of the UIDs a DICOM SEG references its source by (Study, Series,
+    SOP Instance, Frame of Reference; anonymisers sometimes blank them) is not usable either: new UIDs would make a
+    SEG that references images which do not exist, so it is skipped with the missing tags as the reason (the
+    bundle's inference segments it from its folder into NIfTI). Among the usable series it takes ``series_uid`` when
+    given, else the one with the most slices (then the thinnest slices, then the smallest UID, so the choice is
+    repeatable). ``skipped`` lists every other series as ``(name, reason)`` and each is logged. Raises ValueError
+    naming every series when none is usable, and FileNotFoundError when the folder does not exist.
     """
     folder = os.fspath(folder)
     found = dicom.find_series(folder)
@@ -55,10 +58,14 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
         raise ValueError(f"{folder}: no DICOM series found")
     usable, skipped = [], []
     for s in found:
-        name = dicom._series_name(s["folder"], s["uid"])
+        name = dicom._series_name(s)
         reason = dicom._skip_reason(s)
         if reason is None and s["n_files"] < MIN_SLICES:
             reason = f"{s['n_files']} slice(s), fewer than {MIN_SLICES}: not a volume that can hold a liver"
+        if reason is None and s["missing_uids"]:
+            reason = (f"{', '.join(s['missing_uids'])}: a DICOM SEG must reference its source study, series and images "
+                      "by these UIDs, and new ones would reference images that do not exist; segment the series with "
+                      f"the bundle's inference instead (--input {s['folder']}), which writes a NIfTI mask")
         if reason is None:
             try:
                 with warnings.catch_warnings():
