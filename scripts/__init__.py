@@ -1,9 +1,10 @@
 """Helper functions for the liver_ct_segmentation bundle.
 
-The configs in ``configs/`` are the program; they reach the few pieces MONAI has no component for through
-``$import scripts`` (for example ``scripts.datalist.split(...)``). Every submodule holds plain functions and, where an
-ignite/MONAI interface needs one, a small class. Submodules load on first use, so ``$import scripts`` in a config
-costs nothing until a function is called.
+The configs in ``configs/`` are the program; they reach the few pieces MONAI has no component for through their
+``scripts`` entry (for example ``$@scripts.datalist.split(...)``), which imports this package from ``bundle_root``, so
+that a bundle runs from any working directory, and through ``_target_: scripts...``. Every submodule holds plain
+functions and, where an ignite/MONAI interface needs one, a small class. Submodules load on first use, so importing
+the package costs nothing until a function is called.
 """
 
 import importlib

@@ -191,11 +191,11 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     whole_grid = {"resample_liver_box": False}
     whole_body = {"coarse_to_fine": False}
     reader = f"preprocessing#transforms#{_find_transform(cfg, 'preprocessing', 'LoadImaged')}#reader"
-    monai_reader, zlib_reader = {reader: None}, {reader: "$scripts.inputs.NiftiReader(fast_gzip=False)"}
+    monai_reader, zlib_reader = {reader: None}, {reader: "$@scripts.inputs.NiftiReader(fast_gzip=False)"}
     process_loader = {"dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1,
                                      "shuffle": False, "num_workers": "@num_workers"}}   # no use_thread_workers
     batch_4, cpu_pre = {"sw_batch_size": 4}, {"preprocess_device": "cpu"}
-    monai_writer = {f"postprocessing#transforms#{box}#func": "$lambda p: scripts.postprocess.to_input_grid(p, "
+    monai_writer = {f"postprocessing#transforms#{box}#func": "$lambda p: @scripts.postprocess.to_input_grid(p, "
                                                              "x_fastest=False)",
                     f"postprocessing#transforms#{save}#writer": "NibabelWriter"}
     return {"float32_resampling": f64, "liver_channel_only": both_channels, "liver_box_resampling": whole_grid,

@@ -2,7 +2,7 @@
 
 ``configs/multi_gpu_train.yaml`` and ``configs/multi_gpu_evaluate.yaml`` define::
 
-    process_group: "$scripts.distributed.init_process_group(@device, @dist_timeout_s)"
+    process_group: "$@scripts.distributed.init_process_group(@device, @dist_timeout_s)"
     rank: "$torch.distributed.get_rank(@process_group)"
 
 so the process group exists before anything that asks for the rank (seeding, samplers, DDP, the writers that only

@@ -13,7 +13,8 @@ from conftest import BUNDLE_ROOT, CONFIGS
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 # Values that inference.yaml repeats from train.yaml because it must stand alone inside model.ts.
-SHARED_KEYS = ["num_classes", "pixdim", "patch_size", "hu_window", "sw_batch_size", "sw_overlap", "network_def"]
+SHARED_KEYS = ["scripts", "num_classes", "pixdim", "patch_size", "hu_window", "sw_batch_size", "sw_overlap",
+               "network_def"]
 
 
 def parser(*files, **overrides) -> ConfigParser:
@@ -221,9 +222,9 @@ def test_boolean_overrides_of_inference_mean_what_they_say(spelling, tmp_path):
     check = parser("inference.yaml", load_pretrain=value, ckpt_path=str(tmp_path / "missing.pt"))
     if on:
         with pytest.raises(SystemExit, match="missing.pt"):
-            check.get_parsed_content("initialize#1")
+            check.get_parsed_content("initialize#2")
     else:
-        check.get_parsed_content("initialize#1")
+        check.get_parsed_content("initialize#2")
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def test_boolean_overrides_of_training_mean_what_they_say(spelling, tmp_path, wa
 
     check = parser("train.yaml", allow_dataset_warnings=value, **settings)
     if on:
-        check.get_parsed_content("initialize#1")
+        check.get_parsed_content("initialize#2")
     else:
         with pytest.raises(SystemExit, match="LEFT"):
-            check.get_parsed_content("initialize#1")
+            check.get_parsed_content("initialize#2")

@@ -23,6 +23,10 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from scripts import dicom, phantom
 
+# The Deploy app's packages come from requirements-deploy.txt (requirements-dev.txt and CI install them).
+pytest.importorskip("monai.deploy", reason="MONAI Deploy App SDK not installed: pip install -r requirements-deploy.txt")
+pytest.importorskip("highdicom", reason="highdicom not installed: pip install -r requirements-deploy.txt")
+
 CASE = {"seed": 3, "shape": (128, 128, 40), "spacing": (3.0, 3.0, 5.0)}  # 38 x 38 x 20 cm: the whole liver
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 

@@ -1,6 +1,7 @@
 """Model Zoo conformance: the required files, metadata valid against the 2024-07-25 schema (offline, from
-``../shared/schema``), metadata that states the network's input and output truthfully, ``verify_net_in_out``, and
-clean workflow property checks for training and inference (with the GPU inference variant merged in)."""
+``../shared/schema``), package versions that agree with requirements.txt, metadata that states the network's input and
+output truthfully, ``verify_net_in_out``, clean workflow property checks for training and inference (with the GPU
+inference variant merged in), and a model card with the template's sections."""
 
 from __future__ import annotations
 
@@ -13,12 +14,37 @@ import pytest
 import torch
 from conftest import BUNDLE_ROOT, CONFIGS
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 # CI clones the repository next to shared/, as the working copies are laid out: the schema is ../shared/schema.
 SCHEMA = BUNDLE_ROOT.parent / "shared" / "schema" / "meta_schema_20240725.json"
 SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
 REQUIRED = ["configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "configs/evaluate.yaml",
             "configs/logging.conf", "LICENSE", "docs/README.md", "docs/data_license.txt"]
+
+
+# The MONAI Model Zoo's model card template (docs/readme_template.md there, and the sections its bundles' cards share).
+MODEL_CARD_HEADINGS = ["Authors", "Tags", "Model Overview", "Data", "Preprocessing", "Training configuration", "Input",
+                       "Output", "Performance", "System Configuration", "MONAI Bundle Commands", "Execute training",
+                       "Execute multi-GPU training", "Execute evaluation", "Execute inference", "Export to TorchScript",
+                       "Limitations", "Citation", "References", "License"]
+
+
+def requirements(requirements_file: str) -> dict[str, Requirement]:
+    """The requirements of a requirements file by normalised name (``-r`` lines and comments skipped); each must
+    give its minimum version (``>=``, or ``==`` for a pin)."""
+    found = {}
+    for line in (BUNDLE_ROOT / requirements_file).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        req = Requirement(line)
+        assert [s.operator for s in req.specifier] in ([">="], ["=="]), f"{requirements_file}: {line}: one minimum"
+        found[canonicalize_name(req.name)] = req
+    return found
 
 
 def _meta() -> dict:
@@ -58,8 +84,28 @@ def test_version_changelog_and_package_versions():
     assert meta["version"] in meta["changelog"]
     for name, version in {"monai": meta["monai_version"], "torch": meta["pytorch_version"],
                           "numpy": meta["numpy_version"], **meta["required_packages_version"]}.items():
-        assert re.fullmatch(r"\d+(\.\d+)+", version), (name, version)
+        assert re.fullmatch(r"(>=)?\d+(\.\d+)+", version), (name, version)
         importlib.metadata.version(name)  # every named package is a real, installed distribution
+
+
+def test_metadata_versions_are_the_minimums_requirements_txt_asks_for():
+    """The Model Zoo's CI installs ``required_packages_version`` (``name==v``, or ``name>=v`` where the value starts
+    with the operator; it does not read requirements.txt), and MONAI warns when the installed MONAI is older than
+    ``monai_version``: both must say what requirements.txt says."""
+    meta, reqs = _meta(), requirements("requirements.txt")
+    assert SpecifierSet(f">={meta['monai_version']}") == reqs.pop("monai").specifier
+    assert Version(meta["pytorch_version"]) in reqs.pop("torch").specifier  # the version the bundle was made with
+    listed = {canonicalize_name(name): SpecifierSet(v) for name, v in meta["required_packages_version"].items()}
+    assert listed == {name: req.specifier for name, req in reqs.items()}
+
+
+def test_the_model_card_has_the_model_zoo_template_sections():
+    card = (BUNDLE_ROOT / "docs" / "README.md").read_text()
+    card_without_code = re.sub(r"^```.*?^```", "", card, flags=re.M | re.S)
+    headings = [h.strip("*_ ").lower() for h in re.findall(r"^#{1,6} +(.+?) *$", card_without_code, re.M)]
+    assert [h for h in MODEL_CARD_HEADINGS if h.lower() not in headings] == []
+    limitations = card_without_code.split("## Limitations", 1)[1].split("\n## ", 1)[0]
+    assert "synthetic phantom" in limitations and "Not a medical device" in limitations
 
 
 def test_network_data_format_states_what_the_configs_do():

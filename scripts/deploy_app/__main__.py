@@ -88,7 +88,11 @@ def main(argv=None) -> int:
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path}: {what} not found")
         with _quiet_stderr(not args.debug):
-            from scripts.deploy_app.app import run_app  # loads MONAI, the SDK and Holoscan
+            try:
+                from scripts.deploy_app.app import run_app  # loads MONAI, the SDK and Holoscan
+            except ImportError as exc:  # the Deploy packages are a separate requirements file
+                raise ImportError(f"{exc}: the MONAI Deploy app needs its own packages: "
+                                  "pip install -r requirements-deploy.txt") from exc
         result = run_app(args.input, args.output, args.model, series_uid=args.series_uid)
     except Exception as exc:  # one line for the user; the traceback with --debug
         if args.debug:
