@@ -64,9 +64,9 @@ E2E_ONLY = {"thread_loader", "gpu_loader_threads"}
 GPU_ONLY = {"gpu_preprocessing", "gpu_loader_threads"}
 OPTIONS = {"option: sw_overlap 0": {"overrides": {"sw_overlap": 0.0}}}
 INFERENCE_CONFIG = "configs/inference.yaml"
-ONNX_CONFIGS = (INFERENCE_CONFIG, "configs/inference_onnx.yaml")   # the network in ONNX Runtime
-NETWORK_STAGE = "network (sliding window)"   # the stage name of the inferer's call (coarse and fine passes)
-BOX_STAGE = "post: Lambdad'"   # the stage name of the liver-box resampling (the second Lambdad of the postprocessing)
+ONNX_CONFIGS = (INFERENCE_CONFIG, "configs/inference_onnx.yaml")  # the network in ONNX Runtime
+NETWORK_STAGE = "network (sliding window)"  # the stage name of the inferer's call (coarse and fine passes)
+BOX_STAGE = "post: Lambdad'"  # the stage name of the liver-box resampling (the second Lambdad of the postprocessing)
 
 # ------------------------------------------------------------------------------------------------------------------
 # inputs
@@ -82,8 +82,12 @@ def make_cases(folder: str, seeds, shape=STANDARD_SHAPE, spacing=STANDARD_SPACIN
     """
     from scripts import fileio, phantom
 
-    params = {"seeds": [int(s) for s in seeds], "shape": list(shape), "spacing": list(spacing),
-              "orientation": orientation}
+    params = {
+        "seeds": [int(s) for s in seeds],
+        "shape": list(shape),
+        "spacing": list(spacing),
+        "orientation": orientation,
+    }
     record = os.path.join(folder, "cases.json")
     images = [os.path.join(folder, "imagesTs", f"ct_{s:03d}.nii.gz") for s in params["seeds"]]
     labels = [p.replace("imagesTs", "labelsTs") for p in images]
@@ -97,8 +101,9 @@ def make_cases(folder: str, seeds, shape=STANDARD_SHAPE, spacing=STANDARD_SPACIN
     os.makedirs(os.path.join(folder, "labelsTs"))
     for seed, image_path, label_path in zip(params["seeds"], images, labels):
         t0 = time.perf_counter()
-        image, label, affine = phantom.make_case(seed, shape=tuple(shape), spacing=tuple(spacing),
-                                                 orientation=orientation)
+        image, label, affine = phantom.make_case(
+            seed, shape=tuple(shape), spacing=tuple(spacing), orientation=orientation
+        )
         phantom.save_nifti(image, affine, image_path, f"SYNTHETIC benchmark phantom, seed {seed}")
         phantom.save_nifti(label, affine, label_path, f"SYNTHETIC benchmark phantom label, seed {seed}")
         log(f"  wrote {image_path} {tuple(image.shape)} ({time.perf_counter() - t0:.1f} s)")
@@ -115,8 +120,12 @@ def make_thin_slice_case(path: str, seed: int = 0, shape=(512, 512, 600), spacin
         return path
     if shape[2] % 2:
         raise ValueError(f"the slice count must be even, got {shape[2]}")
-    image, _, affine = phantom.make_case(seed, shape=(shape[0], shape[1], shape[2] // 2),
-                                         spacing=(spacing[0], spacing[1], 2 * spacing[2]), orientation="LPS")
+    image, _, affine = phantom.make_case(
+        seed,
+        shape=(shape[0], shape[1], shape[2] // 2),
+        spacing=(spacing[0], spacing[1], 2 * spacing[2]),
+        orientation="LPS",
+    )
     image = np.repeat(image, 2, axis=2)
     half = np.eye(4)
     half[2, 2], half[2, 3] = 0.5, -0.25  # thin slice k sits at thick index (k - 0.5) / 2
@@ -192,18 +201,44 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     whole_body = {"coarse_to_fine": False}
     reader = f"preprocessing#transforms#{_find_transform(cfg, 'preprocessing', 'LoadImaged')}#reader"
     monai_reader, zlib_reader = {reader: None}, {reader: "$@scripts.inputs.NiftiReader(fast_gzip=False)"}
-    process_loader = {"dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1,
-                                     "shuffle": False, "num_workers": "@num_workers"}}   # no use_thread_workers
+    process_loader = {
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": "@dataset",
+            "batch_size": 1,
+            "shuffle": False,
+            "num_workers": "@num_workers",
+        }
+    }  # no use_thread_workers
     batch_4, cpu_pre = {"sw_batch_size": 4}, {"preprocess_device": "cpu"}
-    monai_writer = {f"postprocessing#transforms#{box}#func": "$lambda p: @scripts.postprocess.to_input_grid(p, "
-                                                             "x_fastest=False)",
-                    f"postprocessing#transforms#{save}#writer": "NibabelWriter"}
-    return {"float32_resampling": f64, "liver_channel_only": both_channels, "liver_box_resampling": whole_grid,
-            "liver_box_inference": whole_body, "slab_reader": monai_reader, "isal_gzip": zlib_reader,
-            "thread_loader": process_loader, "cpu_batch_of_2": batch_4,
-            "nifti_writer": monai_writer, "gpu_preprocessing": cpu_pre, "gpu_loader_threads": {"num_workers": 0},
-            "plain": {**f64, **both_channels, **whole_grid, **whole_body, **monai_reader, **process_loader,
-                      **batch_4, **monai_writer, **cpu_pre}}
+    monai_writer = {
+        f"postprocessing#transforms#{box}#func": "$lambda p: @scripts.postprocess.to_input_grid(p, " "x_fastest=False)",
+        f"postprocessing#transforms#{save}#writer": "NibabelWriter",
+    }
+    return {
+        "float32_resampling": f64,
+        "liver_channel_only": both_channels,
+        "liver_box_resampling": whole_grid,
+        "liver_box_inference": whole_body,
+        "slab_reader": monai_reader,
+        "isal_gzip": zlib_reader,
+        "thread_loader": process_loader,
+        "cpu_batch_of_2": batch_4,
+        "nifti_writer": monai_writer,
+        "gpu_preprocessing": cpu_pre,
+        "gpu_loader_threads": {"num_workers": 0},
+        "plain": {
+            **f64,
+            **both_channels,
+            **whole_grid,
+            **whole_body,
+            **monai_reader,
+            **process_loader,
+            **batch_4,
+            **monai_writer,
+            **cpu_pre,
+        },
+    }
 
 
 def cli_overrides(overrides: dict) -> list[str]:
@@ -276,8 +311,14 @@ def run_monitored(cmd: list[str], cwd: str, log_path: str, timeout: float = 3600
         with open(log_path) as f:
             tail = f.read()[-3000:]
         raise RuntimeError(f"{log_path}: command failed with exit code {proc.returncode}: {' '.join(cmd)}\n{tail}")
-    return {"wall_s": wall, "peak_rss_gb": peak_sum / 1e9, "peak_rss_one_process_gb": peak_one / 1e9,
-            "cpu_s": cpu, "start_epoch": start_epoch, "log": log_path}
+    return {
+        "wall_s": wall,
+        "peak_rss_gb": peak_sum / 1e9,
+        "peak_rss_one_process_gb": peak_one / 1e9,
+        "cpu_s": cpu,
+        "start_epoch": start_epoch,
+        "log": log_path,
+    }
 
 
 def log_time(log_path: str, marker: str) -> float | None:
@@ -314,26 +355,58 @@ def summarize_run(run: dict, masks: list[str], n_cases: int) -> dict:
 
 def ours_command(input_dir: str, output_dir: str, ckpt: str, config_files=(INFERENCE_CONFIG,), overrides=None):
     files = [os.path.join(BUNDLE_ROOT, c) for c in config_files]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", json.dumps(files),
-           "--meta_file", os.path.join(BUNDLE_ROOT, "configs/metadata.json"),
-           "--logging_file", os.path.join(BUNDLE_ROOT, "configs/logging.conf"),
-           "--input", input_dir, "--output_dir", output_dir, "--ckpt_path", ckpt]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "inference",
+        "--config_file",
+        json.dumps(files),
+        "--meta_file",
+        os.path.join(BUNDLE_ROOT, "configs/metadata.json"),
+        "--logging_file",
+        os.path.join(BUNDLE_ROOT, "configs/logging.conf"),
+        "--input",
+        input_dir,
+        "--output_dir",
+        output_dir,
+        "--ckpt_path",
+        ckpt,
+    ]
     return cmd + cli_overrides(overrides or {})
 
 
 def reference_command(dataset_dir: str, output_dir: str):
     """The reference bundle's README command (random weights, no loader workers); run from its folder."""
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-            "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf",
-            "--dataset_dir", dataset_dir, "--output_dir", output_dir, "--load_pretrain", "False",
-            "--dataloader#num_workers", "0"]
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--meta_file",
+        "configs/metadata.json",
+        "--logging_file",
+        "configs/logging.conf",
+        "--dataset_dir",
+        dataset_dir,
+        "--output_dir",
+        output_dir,
+        "--load_pretrain",
+        "False",
+        "--dataloader#num_workers",
+        "0",
+    ]
 
 
 def run_ours(case_dir: str, out: str, ckpt: str, n_cases: int, config_files=(INFERENCE_CONFIG,), overrides=None):
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    run = run_monitored(ours_command(os.path.join(case_dir, "imagesTs"), out, ckpt, config_files, overrides),
-                        BUNDLE_ROOT, out + ".log")
+    run = run_monitored(
+        ours_command(os.path.join(case_dir, "imagesTs"), out, ckpt, config_files, overrides), BUNDLE_ROOT, out + ".log"
+    )
     return summarize_run(run, sorted(glob.glob(os.path.join(out, "*_seg.nii.gz"))), n_cases)
 
 
@@ -349,12 +422,25 @@ def spread(values) -> dict:
     values = [float(v) for v in values if v is not None]
     if not values:
         return {"median": None, "min": None, "max": None, "values": []}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "values": [round(v, 3) for v in values]}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "values": [round(v, 3) for v in values],
+    }
 
 
-def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repeats: int, reference_dir: str | None,
-                        label: str, onnx_path: str | None = None, variants: dict | None = None) -> dict:
+def compare_alternating(
+    case_dir: str,
+    work: str,
+    ckpt: str,
+    n_cases: int,
+    repeats: int,
+    reference_dir: str | None,
+    label: str,
+    onnx_path: str | None = None,
+    variants: dict | None = None,
+) -> dict:
     """Ours and the reference on the same folder, alternating (ours first, then the reference, ``repeats`` times);
     medians of each figure and the median of the per-pair ratios of wall time. Without ``reference_dir`` only ours
     runs (and there are no ratios). ``variants`` (``{name: overrides}``) run ours with those overrides too, in the
@@ -362,15 +448,16 @@ def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repea
     variants = {f"ours_no_{k}": v for k, v in (variants or {}).items()}
     runs = {"ours": [], "ours_onnx": [], "reference": [], **{k: [] for k in variants}}
     ours, ref = runs["ours"], runs["reference"]
-    pipelines = (("ours",) + (("ours_onnx",) if onnx_path else ()) + tuple(variants)
-                 + (("reference",) if reference_dir else ()))
+    pipelines = (
+        ("ours",) + (("ours_onnx",) if onnx_path else ()) + tuple(variants) + (("reference",) if reference_dir else ())
+    )
     for r in range(repeats):
         for who in pipelines:
             out = os.path.join(work, f"{label}_{who}_{r}")
             t0 = time.perf_counter()
             if who == "ours":
                 run = run_ours(case_dir, out, ckpt, n_cases)
-            elif who == "ours_onnx":   # inference_onnx.yaml merged over inference.yaml
+            elif who == "ours_onnx":  # inference_onnx.yaml merged over inference.yaml
                 run = run_ours(case_dir, out, ckpt, n_cases, ONNX_CONFIGS, {"onnx_path": onnx_path})
             elif who in variants:
                 run = run_ours(case_dir, out, ckpt, n_cases, overrides=variants[who])
@@ -378,10 +465,21 @@ def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repea
                 run = run_reference(case_dir, out, n_cases, reference_dir)
             run["load_average"] = os.getloadavg()[0]
             runs[who].append(run)
-            log(f"  {label} {who} run {r + 1}/{repeats}: {run['to_last_mask_s']:.1f} s to last mask, "
-                f"peak RSS {run['peak_rss_gb']:.2f} GB ({time.perf_counter() - t0:.0f} s)")
-    keys = ("to_last_mask_s", "wall_s", "per_volume_s", "first_mask_s", "steady_per_volume_s", "startup_s", "cpu_s",
-            "peak_rss_gb", "load_average")
+            log(
+                f"  {label} {who} run {r + 1}/{repeats}: {run['to_last_mask_s']:.1f} s to last mask, "
+                f"peak RSS {run['peak_rss_gb']:.2f} GB ({time.perf_counter() - t0:.0f} s)"
+            )
+    keys = (
+        "to_last_mask_s",
+        "wall_s",
+        "per_volume_s",
+        "first_mask_s",
+        "steady_per_volume_s",
+        "startup_s",
+        "cpu_s",
+        "peak_rss_gb",
+        "load_average",
+    )
     result = {"cases": n_cases, "repeats": repeats, "ours": {k: spread([r.get(k) for r in ours]) for k in keys}}
     for who in variants:
         result[who] = {k: spread([r.get(k) for r in runs[who]]) for k in keys}
@@ -396,8 +494,9 @@ def compare_alternating(case_dir: str, work: str, ckpt: str, n_cases: int, repea
         result["ratio_per_volume"] = spread([o["per_volume_s"] / f["per_volume_s"] for o, f in zip(ours, ref)])
     if runs["ours_onnx"]:
         result["ours_onnx"] = {k: spread([r.get(k) for r in runs["ours_onnx"]]) for k in keys}
-        result["ratio_onnx_to_last_mask"] = spread([o["to_last_mask_s"] / f["to_last_mask_s"]
-                                                    for o, f in zip(runs["ours_onnx"], ref)])
+        result["ratio_onnx_to_last_mask"] = spread(
+            [o["to_last_mask_s"] / f["to_last_mask_s"] for o, f in zip(runs["ours_onnx"], ref)]
+        )
         result["ratio_onnx_cpu"] = spread([o["cpu_s"] / f["cpu_s"] for o, f in zip(runs["ours_onnx"], ref)])
     return result
 
@@ -449,7 +548,7 @@ def matmul_rate(size: int = 2048, repeats: int = 7) -> float:
     for _ in range(repeats):
         t0 = time.perf_counter()
         a @ b
-        rates.append(2 * size ** 3 / (time.perf_counter() - t0) / 1e9)
+        rates.append(2 * size**3 / (time.perf_counter() - t0) / 1e9)
     return statistics.median(rates)
 
 
@@ -459,7 +558,7 @@ def conv_rate(repeats: int = 5) -> float:
 
     conv = torch.nn.Conv3d(32, 32, 3, padding=1, bias=False).eval()
     x = torch.rand(4, 32, 48, 48, 48)
-    flops = 2 * 27 * 32 * 32 * 4 * 48 ** 3
+    flops = 2 * 27 * 32 * 32 * 4 * 48**3
     with torch.no_grad():
         conv(x)
         times = []
@@ -491,8 +590,15 @@ def _stage_name(transform) -> str:
     return getattr(transform, "__name__", None) or type(transform).__name__
 
 
-def profile_case(image: str, ckpt: str, config_files=(INFERENCE_CONFIG,), overrides=None, output_dir=None,
-                 device: str = "cpu", amp_dtype: str | None = None) -> dict:
+def profile_case(
+    image: str,
+    ckpt: str,
+    config_files=(INFERENCE_CONFIG,),
+    overrides=None,
+    output_dir=None,
+    device: str = "cpu",
+    amp_dtype: str | None = None,
+) -> dict:
     """Time every preprocessing transform, the sliding-window network and every postprocessing transform of the
     inference config on one image, in this process, as the evaluator runs them (plus the report's HU/volume row).
 
@@ -579,14 +685,22 @@ def _worker_stages(args: dict) -> dict:
     if args.get("threads"):
         torch.set_num_threads(int(args["threads"]))
     for r in range(int(args["repeats"])):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             v = args["variants"][name]
-            res = profile_case(args["image"], args["ckpt"], args["config_files"], v.get("overrides"),
-                               device=v.get("device", "cpu"), amp_dtype=v.get("amp_dtype"))
+            res = profile_case(
+                args["image"],
+                args["ckpt"],
+                args["config_files"],
+                v.get("overrides"),
+                device=v.get("device", "cpu"),
+                amp_dtype=v.get("amp_dtype"),
+            )
             results[name].append(res)
-            print(f"  stages {name} round {r + 1}: total {res['total_s']:.1f} s, network {res['network_s']:.1f} s",
-                  flush=True)
+            print(
+                f"  stages {name} round {r + 1}: total {res['total_s']:.1f} s, network {res['network_s']:.1f} s",
+                flush=True,
+            )
     return results
 
 
@@ -618,6 +732,7 @@ def _worker_train(args: dict) -> dict:
             else:
                 base = key[: -len("_end")]
                 marks[base].append(now - state[base + "_start"])
+
         return handler
 
     trainer.add_event_handler(Events.GET_BATCH_STARTED, mark("wait_start"))
@@ -631,11 +746,17 @@ def _worker_train(args: dict) -> dict:
     steps = len(marks["iter"])
     batch = int(cfg.get_parsed_content("batch_size")) * int(cfg.get_parsed_content("num_samples"))
     return {
-        "setup_s": setup_s, "epochs": len(marks["epoch"]), "steps": steps, "epoch_s": marks["epoch"],
-        "steps_per_s": steps / total, "patches_per_s": steps * batch / total,
-        "data_wait_s": sum(marks["wait"]), "data_wait_share": sum(marks["wait"]) / total,
+        "setup_s": setup_s,
+        "epochs": len(marks["epoch"]),
+        "steps": steps,
+        "epoch_s": marks["epoch"],
+        "steps_per_s": steps / total,
+        "patches_per_s": steps * batch / total,
+        "data_wait_s": sum(marks["wait"]),
+        "data_wait_share": sum(marks["wait"]) / total,
         "step_s_median": statistics.median(marks["iter"]) if marks["iter"] else None,
-        "patches_per_step": batch, "device": str(cfg.get_parsed_content("device")),
+        "patches_per_step": batch,
+        "device": str(cfg.get_parsed_content("device")),
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -649,13 +770,26 @@ def _worker_dice(args: dict) -> dict:
         rows = []
         for image, label in zip(args["images"], args["labels"]):
             folder = os.path.join(args["output_dir"], name.replace(" ", "_").replace(":", ""))
-            res = profile_case(image, args["ckpt"], args["config_files"], v.get("overrides"), output_dir=folder,
-                               amp_dtype=v.get("amp_dtype"))
+            res = profile_case(
+                image,
+                args["ckpt"],
+                args["config_files"],
+                v.get("overrides"),
+                output_dir=folder,
+                amp_dtype=v.get("amp_dtype"),
+            )
             stem = os.path.basename(image)[: -len(".nii.gz")]
             mask = np.asarray(nib.load(os.path.join(folder, f"{stem}_seg.nii.gz")).dataobj) > 0
             ref = np.asarray(nib.load(label).dataobj) > 0
-            rows.append({"case": stem, "dice": dice(mask, ref), "network_s": res["network_s"],
-                         "total_s": res["total_s"], "windows": res["windows"]})
+            rows.append(
+                {
+                    "case": stem,
+                    "dice": dice(mask, ref),
+                    "network_s": res["network_s"],
+                    "total_s": res["total_s"],
+                    "windows": res["windows"],
+                }
+            )
         out[name] = rows
         print(f"  stages dice {name}: " + ", ".join(f"{r['dice']:.4f}" for r in rows), flush=True)
     return out
@@ -668,8 +802,15 @@ def run_worker(kind: str, args: dict, work: str, timeout: float = 3600.0) -> dic
         json.dump(args, f)
     out_path = args_path[: -len(".json")] + ".out.json"
     cmd = [sys.executable, "-m", "scripts.benchmark", "--worker", kind, args_path, out_path]
-    proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        cmd,
+        cwd=BUNDLE_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("  stages ")]
     for ln in lines:
         log(ln)
@@ -718,8 +859,15 @@ def compare_masks(fast_dir: str, plain_dir: str, label_dir: str) -> list[dict]:
         f = np.asarray(nib.load(fast).dataobj) > 0
         p = np.asarray(nib.load(os.path.join(plain_dir, f"{name}_seg.nii.gz")).dataobj) > 0
         y = np.asarray(nib.load(os.path.join(label_dir, f"{name}.nii.gz")).dataobj) > 0
-        rows.append({"case": name, "dice_fast": dice(f, y), "dice_plain": dice(p, y), "dice_fast_vs_plain": dice(f, p),
-                     "voxels_differing": int(np.count_nonzero(f != p))})
+        rows.append(
+            {
+                "case": name,
+                "dice_fast": dice(f, y),
+                "dice_plain": dice(p, y),
+                "dice_fast_vs_plain": dice(f, p),
+                "voxels_differing": int(np.count_nonzero(f != p)),
+            }
+        )
     return rows
 
 
@@ -743,11 +891,18 @@ def machine_info() -> dict:
         pass
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu, "cpu_cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
-        "numpy": np.__version__, "nibabel": nibabel.__version__, "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(), "load_average_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": np.__version__,
+        "nibabel": nibabel.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "load_average_at_start": list(os.getloadavg()),
     }
 
 
@@ -765,24 +920,36 @@ def _sp(s, digits=1):
 def render_markdown(res: dict) -> str:
     """The human-readable report (docs/benchmark.md) from the results dict (docs/benchmark.json)."""
     m = res["machine"]
-    L = ["# Benchmark: inference and training speed", "",
-         f"Generated by `{res['command']}` on {m['date']} (do not edit by hand: rerun the command).", "",
-         f"Machine: {m['cpu']}, {m['cpu_cores']} cores, {m['memory_gb']} GB RAM, GPU: {m['gpu'] or 'none'}; "
-         f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), MONAI {m['monai']}, "
-         f"numpy {m['numpy']}, nibabel {m['nibabel']}; {m['platform']}.", "",
-         "The machine is shared with other jobs: load average "
-         f"{', '.join(f'{v:.1f}' for v in m['load_average_at_start'])} at the start"
-         + (f" and {', '.join(f'{v:.1f}' for v in res['load_average_at_end'])} at the end"
-            if res.get("load_average_at_end") else "")
-         + ". Runs alternate ours/reference and medians (min-max) are given; compare figures within this report "
-           "only.", ""]
+    L = [
+        "# Benchmark: inference and training speed",
+        "",
+        f"Generated by `{res['command']}` on {m['date']} (do not edit by hand: rerun the command).",
+        "",
+        f"Machine: {m['cpu']}, {m['cpu_cores']} cores, {m['memory_gb']} GB RAM, GPU: {m['gpu'] or 'none'}; "
+        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), MONAI {m['monai']}, "
+        f"numpy {m['numpy']}, nibabel {m['nibabel']}; {m['platform']}.",
+        "",
+        "The machine is shared with other jobs: load average "
+        f"{', '.join(f'{v:.1f}' for v in m['load_average_at_start'])} at the start"
+        + (
+            f" and {', '.join(f'{v:.1f}' for v in res['load_average_at_end'])} at the end"
+            if res.get("load_average_at_end")
+            else ""
+        )
+        + ". Runs alternate ours/reference and medians (min-max) are given; compare figures within this report "
+        "only.",
+        "",
+    ]
     shape = "x".join(str(v) for v in res.get("shape", STANDARD_SHAPE))
     mm = "x".join(f"{v:g}" for v in res.get("spacing", STANDARD_SPACING))
-    L += [f"Inputs: synthetic phantom CTs, {shape} voxels at {mm} mm, LPS, int16 gzip NIfTI (`scripts.phantom`, "
-          f"seeds {res.get('seeds')}). Our timed runs use the weights `{res.get('timed_ckpt', 'random')}`: the "
-          "network costs the same whatever its weights, but the post-processing costs what the mask covers, and "
-          "random weights find 'liver' all over the body. The reference runs with random weights (`--load_pretrain "
-          "False`); its post-processing costs the same for any mask.", ""]
+    L += [
+        f"Inputs: synthetic phantom CTs, {shape} voxels at {mm} mm, LPS, int16 gzip NIfTI (`scripts.phantom`, "
+        f"seeds {res.get('seeds')}). Our timed runs use the weights `{res.get('timed_ckpt', 'random')}`: the "
+        "network costs the same whatever its weights, but the post-processing costs what the mask covers, and "
+        "random weights find 'liver' all over the body. The reference runs with random weights (`--load_pretrain "
+        "False`); its post-processing costs the same for any mask.",
+        "",
+    ]
     tg = res.get("targets", {})
     if tg:
         L += ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
@@ -791,41 +958,60 @@ def render_markdown(res: dict) -> str:
         L.append("")
     e2e = res.get("e2e")
     if e2e:
-        L += ["## End to end (one `monai.bundle run` command per workload)", "",
-              "Wall time from the command's start to the last mask written; per volume = (last mask - engine start) "
-              "/ cases; start-up = engine start - command start; CPU = user+system of the process tree; peak RSS = "
-              "sum over the process tree (workers included; an upper bound).", "",
-              "| workload | pipeline | to last mask s | per volume s | start-up s | CPU s | peak RSS GB |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+        L += [
+            "## End to end (one `monai.bundle run` command per workload)",
+            "",
+            "Wall time from the command's start to the last mask written; per volume = (last mask - engine start) "
+            "/ cases; start-up = engine start - command start; CPU = user+system of the process tree; peak RSS = "
+            "sum over the process tree (workers included; an upper bound).",
+            "",
+            "| workload | pipeline | to last mask s | per volume s | start-up s | CPU s | peak RSS GB |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for wl, r in e2e.items():
             for who in ("ours", "reference"):
                 s = r[who]
-                L.append(f"| {wl} ({r['cases']} cases, {r['repeats']} runs) | {who} | {_sp(s['to_last_mask_s'])} | "
-                         f"{_sp(s['per_volume_s'])} | {_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | "
-                         f"{_sp(s['peak_rss_gb'], 2)} |")
-            L.append(f"| {wl} | **ours / reference** | **{_sp(r['ratio_to_last_mask'], 3)}** | "
-                     f"{_sp(r.get('ratio_per_volume'), 3)} | | {_sp(r['ratio_cpu'], 3)} | |")
+                L.append(
+                    f"| {wl} ({r['cases']} cases, {r['repeats']} runs) | {who} | {_sp(s['to_last_mask_s'])} | "
+                    f"{_sp(s['per_volume_s'])} | {_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | "
+                    f"{_sp(s['peak_rss_gb'], 2)} |"
+                )
+            L.append(
+                f"| {wl} | **ours / reference** | **{_sp(r['ratio_to_last_mask'], 3)}** | "
+                f"{_sp(r.get('ratio_per_volume'), 3)} | | {_sp(r['ratio_cpu'], 3)} | |"
+            )
             if r.get("ours_onnx"):
                 s = r["ours_onnx"]
-                L.append(f"| {wl} | ours, ONNX Runtime | {_sp(s['to_last_mask_s'])} | {_sp(s['per_volume_s'])} | "
-                         f"{_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | {_sp(s['peak_rss_gb'], 2)} |")
-                L.append(f"| {wl} | **ours, ONNX Runtime / reference** | **{_sp(r['ratio_onnx_to_last_mask'], 3)}** "
-                         f"| | | {_sp(r['ratio_onnx_cpu'], 3)} | |")
+                L.append(
+                    f"| {wl} | ours, ONNX Runtime | {_sp(s['to_last_mask_s'])} | {_sp(s['per_volume_s'])} | "
+                    f"{_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | {_sp(s['peak_rss_gb'], 2)} |"
+                )
+                L.append(
+                    f"| {wl} | **ours, ONNX Runtime / reference** | **{_sp(r['ratio_onnx_to_last_mask'], 3)}** "
+                    f"| | | {_sp(r['ratio_onnx_cpu'], 3)} | |"
+                )
         L.append("")
-        L.append("Commands: ours `python -m monai.bundle run inference --config_file configs/inference.yaml "
-                 "--meta_file configs/metadata.json --logging_file configs/logging.conf --input DIR/imagesTs "
-                 "--output_dir OUT --ckpt_path WEIGHTS.pt`; reference (from its folder) `python -m monai.bundle run "
-                 "--config_file configs/inference.json --meta_file configs/metadata.json --logging_file "
-                 "configs/logging.conf --dataset_dir DIR --output_dir OUT --load_pretrain False "
-                 "--dataloader#num_workers 0`; ours with ONNX Runtime adds configs/inference_onnx.yaml to the "
-                 "config files and `--onnx_path WEIGHTS.onnx` (`python -m scripts.export onnx` of the same weights).")
+        L.append(
+            "Commands: ours `python -m monai.bundle run inference --config_file configs/inference.yaml "
+            "--meta_file configs/metadata.json --logging_file configs/logging.conf --input DIR/imagesTs "
+            "--output_dir OUT --ckpt_path WEIGHTS.pt`; reference (from its folder) `python -m monai.bundle run "
+            "--config_file configs/inference.json --meta_file configs/metadata.json --logging_file "
+            "configs/logging.conf --dataset_dir DIR --output_dir OUT --load_pretrain False "
+            "--dataloader#num_workers 0`; ours with ONNX Runtime adds configs/inference_onnx.yaml to the "
+            "config files and `--onnx_path WEIGHTS.onnx` (`python -m scripts.export onnx` of the same weights)."
+        )
         L.append("")
     tr = res.get("e2e_trained")
     if tr:
-        L += ["### With trained (phantom) weights", "",
-              f"Config files {tr['config_files']}, weights `{tr['ckpt']}`; the fast path and the plain path "
-              "alternate.", "",
-              "| path | to last mask s | per volume s | peak RSS GB |", "| --- | --- | --- | --- |"]
+        L += [
+            "### With trained (phantom) weights",
+            "",
+            f"Config files {tr['config_files']}, weights `{tr['ckpt']}`; the fast path and the plain path "
+            "alternate.",
+            "",
+            "| path | to last mask s | per volume s | peak RSS GB |",
+            "| --- | --- | --- | --- |",
+        ]
         for who in ("fast", "plain"):
             s = tr[who]
             L.append(f"| {who} | {_sp(s['to_last_mask_s'])} | {_sp(s['per_volume_s'])} | {_sp(s['peak_rss_gb'], 2)} |")
@@ -833,9 +1019,13 @@ def render_markdown(res: dict) -> str:
     st = res.get("stages")
     if st:
         cur = st["variants"]["current"]
-        L += [f"## Where the time goes (one {shape} volume, one process)", "",
-              f"Median of {st['repeats']} rounds; variants rotate within each round. Each column reverts one "
-              "optimisation (the before figure); `plain` reverts all of them (the pipeline before issue 6).", ""]
+        L += [
+            f"## Where the time goes (one {shape} volume, one process)",
+            "",
+            f"Median of {st['repeats']} rounds; variants rotate within each round. Each column reverts one "
+            "optimisation (the before figure); `plain` reverts all of them (the pipeline before issue 6).",
+            "",
+        ]
         names = list(st["variants"])
         L.append("| stage | " + " | ".join(names) + " |")
         L.append("| --- |" + " --- |" * len(names))
@@ -847,76 +1037,119 @@ def render_markdown(res: dict) -> str:
         L.append("| **total** | " + " | ".join(f"**{_sp(st['variants'][n]['total_s'])}**" for n in names) + " |")
         L.append("")
         fl = st["compute"]
-        L += ["### Compute floor", "",
-              f"Network input after preprocessing {cur['network_input_shape']} voxels; {cur['windows']} windows of "
-              f"{fl['roi_size']} at {fl['flops_per_window'] / 1e9:.2f} GFLOP each = {fl['total_gflop']:.0f} GFLOP "
-              f"per volume. Measured here: fp32 matmul {fl['matmul_gflops']:.0f} GFLOP/s, conv3d layer "
-              f"{fl['conv_gflops']:.0f} GFLOP/s. Floor = FLOPs / matmul rate = {fl['floor_s']:.1f} s; the network "
-              f"took {_f(cur['network_s']['median'])} s ({fl['network_gflops']:.0f} GFLOP/s, "
-              f"{fl['network_vs_floor']:.1f}x the floor); the whole volume {_f(cur['total_s']['median'])} s "
-              f"({fl['total_vs_floor']:.1f}x the floor). Network share of the volume: "
-              f"{100 * fl['network_share']:.0f}%.", ""]
+        L += [
+            "### Compute floor",
+            "",
+            f"Network input after preprocessing {cur['network_input_shape']} voxels; {cur['windows']} windows of "
+            f"{fl['roi_size']} at {fl['flops_per_window'] / 1e9:.2f} GFLOP each = {fl['total_gflop']:.0f} GFLOP "
+            f"per volume. Measured here: fp32 matmul {fl['matmul_gflops']:.0f} GFLOP/s, conv3d layer "
+            f"{fl['conv_gflops']:.0f} GFLOP/s. Floor = FLOPs / matmul rate = {fl['floor_s']:.1f} s; the network "
+            f"took {_f(cur['network_s']['median'])} s ({fl['network_gflops']:.0f} GFLOP/s, "
+            f"{fl['network_vs_floor']:.1f}x the floor); the whole volume {_f(cur['total_s']['median'])} s "
+            f"({fl['total_vs_floor']:.1f}x the floor). Network share of the volume: "
+            f"{100 * fl['network_share']:.0f}%.",
+            "",
+        ]
         if fl.get("folder_total_gflop"):
-            L += [f"Standard folder: {fl['folder_windows']} windows, {fl['folder_total_gflop']:.0f} GFLOP, floor "
-                  f"{fl['folder_floor_s']:.1f} s" + (f"; end to end (to last mask) is {fl['folder_e2e_vs_floor']:.1f}x "
-                                                     "the floor." if fl.get("folder_e2e_vs_floor") else "."), ""]
+            L += [
+                f"Standard folder: {fl['folder_windows']} windows, {fl['folder_total_gflop']:.0f} GFLOP, floor "
+                f"{fl['folder_floor_s']:.1f} s"
+                + (
+                    f"; end to end (to last mask) is {fl['folder_e2e_vs_floor']:.1f}x " "the floor."
+                    if fl.get("folder_e2e_vs_floor")
+                    else "."
+                ),
+                "",
+            ]
         if st.get("reference"):
             rf = st["reference"]
-            L += [f"Reference, same volume: network input {rf['network_input_shape']}, {rf['windows']} windows, "
-                  f"network {_f(rf['network_s'])} s.", ""]
+            L += [
+                f"Reference, same volume: network input {rf['network_input_shape']}, {rf['windows']} windows, "
+                f"network {_f(rf['network_s'])} s.",
+                "",
+            ]
     tn = res.get("train")
     if tn:
-        L += ["## Training throughput (CPU)", "",
-              f"`{tn['config_files']}` with {tn['overrides']} on {tn['cases']} phantom cases; "
-              "data wait = time between asking the loader for a batch and getting it.", "",
-              "| variant | steps/s | patches/s | median step s | data wait share | epochs x steps |",
-              "| --- | --- | --- | --- | --- | --- |"]
+        L += [
+            "## Training throughput (CPU)",
+            "",
+            f"`{tn['config_files']}` with {tn['overrides']} on {tn['cases']} phantom cases; "
+            "data wait = time between asking the loader for a batch and getting it.",
+            "",
+            "| variant | steps/s | patches/s | median step s | data wait share | epochs x steps |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for name, r in tn["variants"].items():
-            L.append(f"| {name} | {r['steps_per_s']:.3f} | {r['patches_per_s']:.2f} | {_f(r['step_s_median'], 2)} | "
-                     f"{100 * r['data_wait_share']:.0f}% | {r['epochs']} x {r['steps'] // max(r['epochs'], 1)} |")
+            L.append(
+                f"| {name} | {r['steps_per_s']:.3f} | {r['patches_per_s']:.2f} | {_f(r['step_s_median'], 2)} | "
+                f"{100 * r['data_wait_share']:.0f}% | {r['epochs']} x {r['steps'] // max(r['epochs'], 1)} |"
+            )
         L.append("")
     r6 = res.get("rss600")
     if r6:
-        L += ["## Large volume", "",
-              f"One 512x512x600 volume (0.8x0.8x0.625 mm, 375 mm long): peak RSS {r6['peak_rss_gb']:.2f} GB (process tree), "
-              f"largest process {r6['peak_rss_one_process_gb']:.2f} GB, {r6['to_last_mask_s']:.1f} s to the mask.", ""]
+        L += [
+            "## Large volume",
+            "",
+            f"One 512x512x600 volume (0.8x0.8x0.625 mm, 375 mm long): peak RSS {r6['peak_rss_gb']:.2f} GB (process tree), "
+            f"largest process {r6['peak_rss_one_process_gb']:.2f} GB, {r6['to_last_mask_s']:.1f} s to the mask.",
+            "",
+        ]
     dc = res.get("dice")
     if dc:
-        L += ["## Accuracy: fast path vs plain path, same trained weights", "",
-              f"Weights `{dc['ckpt']}` ({dc['weights_note']}); config files {dc['config_files']}; held-out phantom "
-              "cases (seeds not used in training), liver = label > 0.", "",
-              "| case | Dice fast | Dice plain | difference | Dice fast vs plain | voxels differing |",
-              "| --- | --- | --- | --- | --- | --- |"]
+        L += [
+            "## Accuracy: fast path vs plain path, same trained weights",
+            "",
+            f"Weights `{dc['ckpt']}` ({dc['weights_note']}); config files {dc['config_files']}; held-out phantom "
+            "cases (seeds not used in training), liver = label > 0.",
+            "",
+            "| case | Dice fast | Dice plain | difference | Dice fast vs plain | voxels differing |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for r in dc["cases"]:
-            L.append(f"| {r['case']} | {r['dice_fast']:.4f} | {r['dice_plain']:.4f} | "
-                     f"{r['dice_fast'] - r['dice_plain']:+.5f} | {r['dice_fast_vs_plain']:.5f} | "
-                     f"{r['voxels_differing']} |")
+            L.append(
+                f"| {r['case']} | {r['dice_fast']:.4f} | {r['dice_plain']:.4f} | "
+                f"{r['dice_fast'] - r['dice_plain']:+.5f} | {r['dice_fast_vs_plain']:.5f} | "
+                f"{r['voxels_differing']} |"
+            )
         L.append("")
     if dc and dc.get("options"):
         opts = dc["options"]
         names = list(opts)
-        L += ["Options, run in one process with the same weights (mean over the cases; windows and network seconds "
-              "are per case, with the geometry of the config files above):", "",
-              "| variant | mean Dice | mean difference to current | windows | network s | volume s |",
-              "| --- | --- | --- | --- | --- | --- |"]
+        L += [
+            "Options, run in one process with the same weights (mean over the cases; windows and network seconds "
+            "are per case, with the geometry of the config files above):",
+            "",
+            "| variant | mean Dice | mean difference to current | windows | network s | volume s |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         base = [r["dice"] for r in opts["current"]]
         for n in names:
             d = [r["dice"] for r in opts[n]]
-            L.append(f"| {n} | {np.mean(d):.4f} | {np.mean(np.subtract(d, base)):+.5f} | "
-                     f"{np.mean([r['windows'] for r in opts[n]]):.1f} | "
-                     f"{np.median([r['network_s'] for r in opts[n]]):.2f} | "
-                     f"{np.median([r['total_s'] for r in opts[n]]):.2f} |")
+            L.append(
+                f"| {n} | {np.mean(d):.4f} | {np.mean(np.subtract(d, base)):+.5f} | "
+                f"{np.mean([r['windows'] for r in opts[n]]):.1f} | "
+                f"{np.median([r['network_s'] for r in opts[n]]):.2f} | "
+                f"{np.median([r['total_s'] for r in opts[n]]):.2f} |"
+            )
         L.append("")
     gp = res.get("gpu")
     L += ["## GPU", ""]
     if not gp or gp.get("not_run"):
-        L += [f"Not run: {gp.get('not_run') if gp else 'step not selected'}. The step measures, on CUDA, the "
-              "per-volume latency of the stage profile in fp32 and under fp16/bf16 autocast, and training "
-              "throughput with AMP; run `python -m scripts.benchmark --steps gpu` on a GPU machine.", ""]
+        L += [
+            f"Not run: {gp.get('not_run') if gp else 'step not selected'}. The step measures, on CUDA, the "
+            "per-volume latency of the stage profile in fp32 and under fp16/bf16 autocast, and training "
+            "throughput with AMP; run `python -m scripts.benchmark --steps gpu` on a GPU machine.",
+            "",
+        ]
     else:
-        L += [f"GPU: {gp['gpu']} ({gp.get('cpu_cores')} CPU cores), weights `{gp.get('ckpt')}`.", "",
-              "Stage profile of one standard volume in one process (median after a warm-up round):", "",
-              "| variant | network s | volume s (in process) |", "| --- | --- | --- |"]
+        L += [
+            f"GPU: {gp['gpu']} ({gp.get('cpu_cores')} CPU cores), weights `{gp.get('ckpt')}`.",
+            "",
+            "Stage profile of one standard volume in one process (median after a warm-up round):",
+            "",
+            "| variant | network s | volume s (in process) |",
+            "| --- | --- | --- |",
+        ]
         for name, v in gp["stages"].items():
             L.append(f"| {name} | {_sp(v['network_s'], 3)} | {_sp(v['total_s'], 2)} |")
         fp32 = gp["stages"].get("fp32", {}).get("stages", {})
@@ -924,23 +1157,35 @@ def render_markdown(res: dict) -> str:
             top = sorted(fp32.items(), key=lambda kv: -kv[1])[:6]
             L += ["", "Largest fp32 stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in top) + "."]
         if gp.get("e2e"):
-            L += ["", "The standard folder end to end on the GPU machine (one `monai.bundle run` command each):", "",
-                  "| pipeline | to last mask s | per volume s | first mask s | steady s/volume | start-up s | "
-                  "peak RSS GB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            L += [
+                "",
+                "The standard folder end to end on the GPU machine (one `monai.bundle run` command each):",
+                "",
+                "| pipeline | to last mask s | per volume s | first mask s | steady s/volume | start-up s | "
+                "peak RSS GB |",
+                "| --- | --- | --- | --- | --- | --- | --- |",
+            ]
             for who, v in gp["e2e"].items():
                 if isinstance(v, dict) and "to_last_mask_s" in v:
-                    L.append(f"| {who} | {_sp(v['to_last_mask_s'])} | {_sp(v['per_volume_s'], 2)} | "
-                             f"{_sp(v.get('first_mask_s'), 2)} | {_sp(v.get('steady_per_volume_s'), 2)} | "
-                             f"{_sp(v['startup_s'])} | {_sp(v['peak_rss_gb'], 2)} |")
-            L += ["", "Per volume: engine start to the last mask, over the cases (the target's figure). First mask: "
-                  "engine start to the first mask (reading and preparing the first case, the first windows, its "
-                  "post-processing). Steady: first to last mask, over the cases after the first (the loaders prepare "
-                  "the next cases meanwhile). `ours_no_X` reverts optimisation X (see the changes kept)."]
+                    L.append(
+                        f"| {who} | {_sp(v['to_last_mask_s'])} | {_sp(v['per_volume_s'], 2)} | "
+                        f"{_sp(v.get('first_mask_s'), 2)} | {_sp(v.get('steady_per_volume_s'), 2)} | "
+                        f"{_sp(v['startup_s'])} | {_sp(v['peak_rss_gb'], 2)} |"
+                    )
+            L += [
+                "",
+                "Per volume: engine start to the last mask, over the cases (the target's figure). First mask: "
+                "engine start to the first mask (reading and preparing the first case, the first windows, its "
+                "post-processing). Steady: first to last mask, over the cases after the first (the loaders prepare "
+                "the next cases meanwhile). `ours_no_X` reverts optimisation X (see the changes kept).",
+            ]
         if gp.get("train"):
             t = gp["train"]
             L.append("")
-            L.append(f"Training (AMP): {t['steps_per_s']:.2f} steps/s, {t['patches_per_s']:.1f} patches/s, data wait "
-                     f"{100 * t['data_wait_share']:.0f}%.")
+            L.append(
+                f"Training (AMP): {t['steps_per_s']:.2f} steps/s, {t['patches_per_s']:.1f} patches/s, data wait "
+                f"{100 * t['data_wait_share']:.0f}%."
+            )
         L.append("")
     L += decisions_markdown(res)
     if res.get("notes"):
@@ -975,110 +1220,130 @@ def decisions_markdown(res: dict) -> list[str]:
     """What the benchmark led to change in configs/inference.yaml, and what was measured and left alone."""
     v = res.get("stages", {}).get("variants", {})
     cur = v.get("current", {})
-    total = (lambda n: _sp(v[n]["total_s"]) if n in v else "n/a")
-    L = ["## Changes kept (before -> after, from the stage table)", "",
-         "1. The prediction goes back to the input's grid by resampling only the liver's box "
-         "(`resample_liver_box: true`, `scripts/postprocess.py`). `Invertd` resampled the probability map over the "
-         "whole input grid (39 M voxels for a 512x512x150 CT), then `AsDiscreted` and "
-         "`KeepLargestConnectedComponentd` ran there. Now the largest component is found on the 2 mm network grid, "
-         "its box (plus 2 voxels) is mapped to the input grid through the affines, and `SpatialResample` fills only "
-         "that box, where the threshold and the largest component are taken: Invertd + AsDiscreted + "
-         "KeepLargestConnectedComponentd "
-         f"{_stage_delta(res, 'no liver_box_resampling', ['post: Invertd', 'post: AsDiscreted', 'post: KeepLargestConnectedComponentd'])}"
-         f" (the box step: {_f(cur.get('stages', {}).get(BOX_STAGE), 2)} s); volume "
-         f"{total('no liver_box_resampling')} -> {total('current')} s. Same mask: tests/test_postprocess.py finds 0 "
-         "differing voxels on a phantom, and the accuracy section compares whole runs.",
-         "2. The report row (`scripts.handlers.case_measures`) counts the liver and averages its HU with a NumPy "
-         "boolean mask instead of an int64 label map (the uint8 mask of change 1 made the old code take seconds).",
-         "3. `Spacingd` computes in float32 (`dtype: $torch.float32`; MONAI's default is float64): Spacingd "
-         f"{_stage_delta(res, 'no float32_resampling', ['pre: Spacingd'])}; volume "
-         f"{total('no float32_resampling')} -> {total('current')} s.",
-         "4. With 2 classes only the liver probability is resampled and thresholded at 0.5 (`Lambdad` keeps channel "
-         "1), instead of both channels and an argmax. The mask is the same: resampling is linear, so the background "
-         "channel is always 1 - liver, and argmax of [1 - p, p] is p >= 0.5 (up to exact ties). It halves the "
-         "resampling and avoids torch's argmax over a 2-long channel axis, which is slow on this CPU: post-processing "
-         f"{_stage_delta(res, 'no liver_channel_only', [BOX_STAGE])}; volume "
-         f"{total('no liver_channel_only')} -> {total('current')} s. With 3 classes the argmax path is unchanged.",
-         f"5. All together (`plain`, the pipeline before issue 6): volume {total('plain')} -> {total('current')} s "
-         "in one process; the end-to-end tables above are for the current config.",
-         "6. requirements.txt names the MONAI extras the bundle uses instead of `monai[all]`: `import monai` imports "
-         "every optional package it finds, and [all] brings about 100 the bundle never uses (mlflow, transformers, "
-         "torchvision, pandas, ...). Start-up is in the end-to-end table (both pipelines ran in that environment); "
-         "the notes give the hand-timed import of both environments.",
-         "7. The windows run only in the liver's box (`coarse_to_fine: true`, `scripts/inferers.py`). The image on "
-         "the 2 mm grid is averaged down to 4 mm, where the same network and windows find the liver (one window for "
-         "a trunk); the 96^3 windows then cover that box plus 8 voxels only, and the logits are pasted into a "
-         "background-filled map of the full grid. The run falls back to windows over the whole body when the coarse "
-         "pass finds no liver or the liver reaches a face of its box. Network (both passes) "
-         f"{_stage_delta(res, 'no liver_box_inference', [NETWORK_STAGE])}, {cur.get('windows', 'n/a')} windows "
-         f"instead of {v.get('no liver_box_inference', {}).get('windows', 'n/a')}; volume "
-         f"{total('no liver_box_inference')} -> {total('current')} s. The Dice of the accuracy section compares it "
-         "with the plain path.",
-         "8. NIfTI files are read by `scripts.inputs.NiftiReader`, MONAI's NibabelReader whose voxels are put in C "
-         "order 8 slices at a time: MONAI makes every loaded array C-contiguous, and its one-pass copy of nibabel's "
-         "Fortran-order array strides across the whole volume. LoadImaged "
-         f"{_stage_delta(res, 'no slab_reader', ['pre: LoadImaged'], 'no isal_gzip')} (both with zlib's inflate); "
-         f"with change 9 too: volume {total('no slab_reader')} -> {total('current')} s.",
-         "9. The same reader inflates `.nii.gz` with ISA-L (the `isal` package) instead of zlib, whose inflate was "
-         f"the largest part of LoadImaged (profiled): LoadImaged {_stage_delta(res, 'no isal_gzip', ['pre: LoadImaged'])}"
-         f"; volume {total('no isal_gzip')} -> {total('current')} s. Same voxels and scaling: tests/test_reader.py.",
-         "10. The loader is MONAI's ThreadDataLoader: with no loader processes (2 cores), a thread prepares the next "
-         "case while the network runs on this one (reading and gzip release the GIL). It shows only in a whole run: "
-         "the notes give the hand-timed folder with and without it; `plain` in the trained-weights table reverts it "
-         "with the rest.",
-         "11. On a CPU the network gets 2 windows per call (`sw_batch_size`; 4 on a GPU): here a window costs 0.17 s "
-         "in a batch of 2, 0.22 s in a batch of 4 (activations out of cache) and 0.42 s alone (notes). Network "
-         f"{_stage_delta(res, 'no cpu_batch_of_2', [NETWORK_STAGE])}; volume {total('no cpu_batch_of_2')} -> "
-         f"{total('current')} s.",
-         "12. The mask is laid out x-fastest, as NIfTI stores voxels, and `scripts.postprocess.NiftiWriter` "
-         "(SaveImaged's writer) writes it as it is, atomically, deflated by ISA-L. MONAI's NibabelWriter made the "
-         "uint8 mask C-ordered and float64 on the way, and nibabel then wrote it transposed slab by slab. SaveImaged "
-         f"{_stage_delta(res, 'no nifti_writer', ['post: SaveImaged'])}; volume {total('no nifti_writer')} -> "
-         f"{total('current')} s. The report row indexes the HU image in the mask's order (0.6 s otherwise).",
-         "13. On a GPU the image goes to the GPU after its HU copy is taken, and resampling, scaling and cropping run "
-         "there (`preprocess_device`); the loaders are then threads (`use_thread_workers`), since CUDA does not run "
-         "in forked loader processes. The GPU table gives both reverts end to end.", "",
-         "## Measured and left alone", ""]
-    L.append("- bf16 on the CPU: autocast of the network ran for over 2 minutes on one volume (fp32: 3 s) on this "
-             "machine's EPYC, which has no AVX-512 BF16; bf16 weights and inputs too. An earlier machine with "
-             "AVX-512 BF16 gave 17.1 -> 12.1 s, but MONAI's evaluator autocasts on CUDA only. Not adopted.")
+    total = lambda n: _sp(v[n]["total_s"]) if n in v else "n/a"
+    L = [
+        "## Changes kept (before -> after, from the stage table)",
+        "",
+        "1. The prediction goes back to the input's grid by resampling only the liver's box "
+        "(`resample_liver_box: true`, `scripts/postprocess.py`). `Invertd` resampled the probability map over the "
+        "whole input grid (39 M voxels for a 512x512x150 CT), then `AsDiscreted` and "
+        "`KeepLargestConnectedComponentd` ran there. Now the largest component is found on the 2 mm network grid, "
+        "its box (plus 2 voxels) is mapped to the input grid through the affines, and `SpatialResample` fills only "
+        "that box, where the threshold and the largest component are taken: Invertd + AsDiscreted + "
+        "KeepLargestConnectedComponentd "
+        f"{_stage_delta(res, 'no liver_box_resampling', ['post: Invertd', 'post: AsDiscreted', 'post: KeepLargestConnectedComponentd'])}"
+        f" (the box step: {_f(cur.get('stages', {}).get(BOX_STAGE), 2)} s); volume "
+        f"{total('no liver_box_resampling')} -> {total('current')} s. Same mask: tests/test_postprocess.py finds 0 "
+        "differing voxels on a phantom, and the accuracy section compares whole runs.",
+        "2. The report row (`scripts.handlers.case_measures`) counts the liver and averages its HU with a NumPy "
+        "boolean mask instead of an int64 label map (the uint8 mask of change 1 made the old code take seconds).",
+        "3. `Spacingd` computes in float32 (`dtype: $torch.float32`; MONAI's default is float64): Spacingd "
+        f"{_stage_delta(res, 'no float32_resampling', ['pre: Spacingd'])}; volume "
+        f"{total('no float32_resampling')} -> {total('current')} s.",
+        "4. With 2 classes only the liver probability is resampled and thresholded at 0.5 (`Lambdad` keeps channel "
+        "1), instead of both channels and an argmax. The mask is the same: resampling is linear, so the background "
+        "channel is always 1 - liver, and argmax of [1 - p, p] is p >= 0.5 (up to exact ties). It halves the "
+        "resampling and avoids torch's argmax over a 2-long channel axis, which is slow on this CPU: post-processing "
+        f"{_stage_delta(res, 'no liver_channel_only', [BOX_STAGE])}; volume "
+        f"{total('no liver_channel_only')} -> {total('current')} s. With 3 classes the argmax path is unchanged.",
+        f"5. All together (`plain`, the pipeline before issue 6): volume {total('plain')} -> {total('current')} s "
+        "in one process; the end-to-end tables above are for the current config.",
+        "6. requirements.txt names the MONAI extras the bundle uses instead of `monai[all]`: `import monai` imports "
+        "every optional package it finds, and [all] brings about 100 the bundle never uses (mlflow, transformers, "
+        "torchvision, pandas, ...). Start-up is in the end-to-end table (both pipelines ran in that environment); "
+        "the notes give the hand-timed import of both environments.",
+        "7. The windows run only in the liver's box (`coarse_to_fine: true`, `scripts/inferers.py`). The image on "
+        "the 2 mm grid is averaged down to 4 mm, where the same network and windows find the liver (one window for "
+        "a trunk); the 96^3 windows then cover that box plus 8 voxels only, and the logits are pasted into a "
+        "background-filled map of the full grid. The run falls back to windows over the whole body when the coarse "
+        "pass finds no liver or the liver reaches a face of its box. Network (both passes) "
+        f"{_stage_delta(res, 'no liver_box_inference', [NETWORK_STAGE])}, {cur.get('windows', 'n/a')} windows "
+        f"instead of {v.get('no liver_box_inference', {}).get('windows', 'n/a')}; volume "
+        f"{total('no liver_box_inference')} -> {total('current')} s. The Dice of the accuracy section compares it "
+        "with the plain path.",
+        "8. NIfTI files are read by `scripts.inputs.NiftiReader`, MONAI's NibabelReader whose voxels are put in C "
+        "order 8 slices at a time: MONAI makes every loaded array C-contiguous, and its one-pass copy of nibabel's "
+        "Fortran-order array strides across the whole volume. LoadImaged "
+        f"{_stage_delta(res, 'no slab_reader', ['pre: LoadImaged'], 'no isal_gzip')} (both with zlib's inflate); "
+        f"with change 9 too: volume {total('no slab_reader')} -> {total('current')} s.",
+        "9. The same reader inflates `.nii.gz` with ISA-L (the `isal` package) instead of zlib, whose inflate was "
+        f"the largest part of LoadImaged (profiled): LoadImaged {_stage_delta(res, 'no isal_gzip', ['pre: LoadImaged'])}"
+        f"; volume {total('no isal_gzip')} -> {total('current')} s. Same voxels and scaling: tests/test_reader.py.",
+        "10. The loader is MONAI's ThreadDataLoader: with no loader processes (2 cores), a thread prepares the next "
+        "case while the network runs on this one (reading and gzip release the GIL). It shows only in a whole run: "
+        "the notes give the hand-timed folder with and without it; `plain` in the trained-weights table reverts it "
+        "with the rest.",
+        "11. On a CPU the network gets 2 windows per call (`sw_batch_size`; 4 on a GPU): here a window costs 0.17 s "
+        "in a batch of 2, 0.22 s in a batch of 4 (activations out of cache) and 0.42 s alone (notes). Network "
+        f"{_stage_delta(res, 'no cpu_batch_of_2', [NETWORK_STAGE])}; volume {total('no cpu_batch_of_2')} -> "
+        f"{total('current')} s.",
+        "12. The mask is laid out x-fastest, as NIfTI stores voxels, and `scripts.postprocess.NiftiWriter` "
+        "(SaveImaged's writer) writes it as it is, atomically, deflated by ISA-L. MONAI's NibabelWriter made the "
+        "uint8 mask C-ordered and float64 on the way, and nibabel then wrote it transposed slab by slab. SaveImaged "
+        f"{_stage_delta(res, 'no nifti_writer', ['post: SaveImaged'])}; volume {total('no nifti_writer')} -> "
+        f"{total('current')} s. The report row indexes the HU image in the mask's order (0.6 s otherwise).",
+        "13. On a GPU the image goes to the GPU after its HU copy is taken, and resampling, scaling and cropping run "
+        "there (`preprocess_device`); the loaders are then threads (`use_thread_workers`), since CUDA does not run "
+        "in forked loader processes. The GPU table gives both reverts end to end.",
+        "",
+        "## Measured and left alone",
+        "",
+    ]
+    L.append(
+        "- bf16 on the CPU: autocast of the network ran for over 2 minutes on one volume (fp32: 3 s) on this "
+        "machine's EPYC, which has no AVX-512 BF16; bf16 weights and inputs too. An earlier machine with "
+        "AVX-512 BF16 gave 17.1 -> 12.1 s, but MONAI's evaluator autocasts on CUDA only. Not adopted."
+    )
     if "option: sw_overlap 0" in v and cur:
         so = v["option: sw_overlap 0"]
         opts = res.get("dice", {}).get("options", {})
-        dice_diff = (float(np.mean([r["dice"] for r in opts["option: sw_overlap 0"]]))
-                     - float(np.mean([r["dice"] for r in opts["current"]]))) if {"current", "option: sw_overlap 0"} <= set(opts) else None
-        L.append(f"- Windows without overlap (`sw_overlap: 0`): {cur['windows']} -> {so['windows']} windows, network "
-                 f"{_sp(cur['network_s'])} -> {_sp(so['network_s'])} s; mean Dice "
-                 f"{'not measured' if dice_diff is None else f'{dice_diff:+.5f}'} on the phantom cases (options table "
-                 "of the accuracy section). Not adopted: `sw_overlap` is training geometry (shared with train.yaml's "
-                 "validation), windows that do not overlap leave seams at their borders, and over the whole body the "
-                 "same option lost 0.02 Dice (notes); a few phantom cases are too few to change it on.")
+        dice_diff = (
+            (
+                float(np.mean([r["dice"] for r in opts["option: sw_overlap 0"]]))
+                - float(np.mean([r["dice"] for r in opts["current"]]))
+            )
+            if {"current", "option: sw_overlap 0"} <= set(opts)
+            else None
+        )
+        L.append(
+            f"- Windows without overlap (`sw_overlap: 0`): {cur['windows']} -> {so['windows']} windows, network "
+            f"{_sp(cur['network_s'])} -> {_sp(so['network_s'])} s; mean Dice "
+            f"{'not measured' if dice_diff is None else f'{dice_diff:+.5f}'} on the phantom cases (options table "
+            "of the accuracy section). Not adopted: `sw_overlap` is training geometry (shared with train.yaml's "
+            "validation), windows that do not overlap leave seams at their borders, and over the whole body the "
+            "same option lost 0.02 Dice (notes); a few phantom cases are too few to change it on."
+        )
     if cur:
         save = cur["stages"].get("post: SaveImaged")
         load = cur["stages"].get("pre: LoadImaged")
-        L.append(f"- gzip I/O: reading the 45 MB input takes {_f(load, 2)} s (in the loader's thread on 2 cores, "
-                 f"while the network runs on the previous case); writing the uint8 mask takes {_f(save, 2)} s with "
-                 "ISA-L at level 1 (change 12).")
-    L += ["- Threads and loader workers: torch uses as many threads as cores (2). `num_workers` is a quarter of "
-          "the cores, at most 4: none here, where the ThreadDataLoader's thread reads ahead instead. Measured by "
-          "hand with the GPU-trained weights (notes): a loader process on 2 cores made the first volume seconds "
-          "slower (it starts, and its reading competes with the network's 2 threads) and the folder no faster.",
-          "- Full batches, tried and removed: every network call padded to `sw_batch_size` windows with empty ones "
-          "(the coarse pass's single window became a batch of 2), so that no call has a batch of 1. One 96^3 window "
-          "alone took 0.41 s and 0.34 s as a batch of 2 (hand-timed, notes), but in the stage profile the network "
-          f"took {_sp(v.get('no full_batches', {}).get('network_s'))} s without it against "
-          f"{_sp(cur.get('network_s'))} s with it (the `current` column, measured with it on): no gain. The "
-          "end-to-end tables were measured with it on too; it was removed after this run.",
-          "- TorchScript freezing and channels-last 3D, hand-timed on one 96^3 window (notes): a frozen trace ran a "
-          "batch of 2 in 0.36 s against 0.34 s eager, after 3.4 s of tracing; channels-last 0.39 s against 0.41 s "
-          "for a batch of 1. Neither adopted.",
-          f"- ONNX Runtime (configs/inference_onnx.yaml): {_onnx_verdict(res)}. Not the default: it needs the "
-          "export step (`python -m scripts.export onnx`) after every training, and the PyTorch network is what "
-          "model.ts, MONAI Deploy and TensorRT are built from.",
-          "- Fewer or larger windows (whole volume in one pass, 128^3 or 192^3 windows, overlap 0.1 or 0): measured "
-          "by hand with the GPU-trained phantom weights on the 5 standard cases (notes): every one lost more than "
-          "0.005 mean Dice against the 96^3 windows with 0.25 overlap that the network was trained and validated "
-          "with (instance normalisation sees other statistics in a larger window). Not adopted.", ""]
+        L.append(
+            f"- gzip I/O: reading the 45 MB input takes {_f(load, 2)} s (in the loader's thread on 2 cores, "
+            f"while the network runs on the previous case); writing the uint8 mask takes {_f(save, 2)} s with "
+            "ISA-L at level 1 (change 12)."
+        )
+    L += [
+        "- Threads and loader workers: torch uses as many threads as cores (2). `num_workers` is a quarter of "
+        "the cores, at most 4: none here, where the ThreadDataLoader's thread reads ahead instead. Measured by "
+        "hand with the GPU-trained weights (notes): a loader process on 2 cores made the first volume seconds "
+        "slower (it starts, and its reading competes with the network's 2 threads) and the folder no faster.",
+        "- Full batches, tried and removed: every network call padded to `sw_batch_size` windows with empty ones "
+        "(the coarse pass's single window became a batch of 2), so that no call has a batch of 1. One 96^3 window "
+        "alone took 0.41 s and 0.34 s as a batch of 2 (hand-timed, notes), but in the stage profile the network "
+        f"took {_sp(v.get('no full_batches', {}).get('network_s'))} s without it against "
+        f"{_sp(cur.get('network_s'))} s with it (the `current` column, measured with it on): no gain. The "
+        "end-to-end tables were measured with it on too; it was removed after this run.",
+        "- TorchScript freezing and channels-last 3D, hand-timed on one 96^3 window (notes): a frozen trace ran a "
+        "batch of 2 in 0.36 s against 0.34 s eager, after 3.4 s of tracing; channels-last 0.39 s against 0.41 s "
+        "for a batch of 1. Neither adopted.",
+        f"- ONNX Runtime (configs/inference_onnx.yaml): {_onnx_verdict(res)}. Not the default: it needs the "
+        "export step (`python -m scripts.export onnx`) after every training, and the PyTorch network is what "
+        "model.ts, MONAI Deploy and TensorRT are built from.",
+        "- Fewer or larger windows (whole volume in one pass, 128^3 or 192^3 windows, overlap 0.1 or 0): measured "
+        "by hand with the GPU-trained phantom weights on the 5 standard cases (notes): every one lost more than "
+        "0.005 mean Dice against the 96^3 windows with 0.25 overlap that the network was trained and validated "
+        "with (instance normalisation sees other statistics in a larger window). Not adopted.",
+        "",
+    ]
     return L
 
 
@@ -1089,9 +1354,12 @@ def evaluate_targets(res: dict) -> dict:
 
     def add(key, target, value, limit, fmt):
         met = None if value is None else bool(value <= limit)
-        out[key] = {"target": target, "value": value,
-                    "measured": "not measured" if value is None else fmt.format(value),
-                    "met": {None: "not measured", True: "yes", False: "NO"}[met]}
+        out[key] = {
+            "target": target,
+            "value": value,
+            "measured": "not measured" if value is None else fmt.format(value),
+            "met": {None: "not measured", True: "yes", False: "NO"}[met],
+        }
 
     fold = e2e.get("folder", {}).get("ratio_to_last_mask", {}).get("median")
     single = e2e.get("single", {}).get("ratio_to_last_mask", {}).get("median")
@@ -1100,9 +1368,14 @@ def evaluate_targets(res: dict) -> dict:
     for wl, limit in (("folder", 0.2), ("single", 0.35)):
         onnx = e2e.get(wl, {}).get("ratio_onnx_to_last_mask", {}).get("median")
         if onnx is not None:
-            add(f"{wl}_ratio_onnx", f"{'5-volume folder' if wl == 'folder' else 'single volume'} <= {limit}x "
-                f"reference, with ONNX Runtime (configs/inference_onnx.yaml)", onnx, limit,
-                "{:.3f}x (median of per-pair ratios)")
+            add(
+                f"{wl}_ratio_onnx",
+                f"{'5-volume folder' if wl == 'folder' else 'single volume'} <= {limit}x "
+                f"reference, with ONNX Runtime (configs/inference_onnx.yaml)",
+                onnx,
+                limit,
+                "{:.3f}x (median of per-pair ratios)",
+            )
     rss = e2e.get("folder", {}).get("ours", {}).get("peak_rss_gb", {}).get("max")
     add("rss150", "peak RSS <= 4 GB at 512x512x150", rss, 4.0, "{:.2f} GB (largest run)")
     r6 = res.get("rss600", {}).get("peak_rss_gb")
@@ -1112,12 +1385,17 @@ def evaluate_targets(res: dict) -> dict:
     add("dice", "fast path Dice within 0.005 of plain", worst, 0.005, "largest |difference| {:.5f}")
     gp = res.get("gpu") or {}
     lat = None
-    if gp.get("e2e", {}).get("ours"):     # the runner on the standard folder: per volume once started
+    if gp.get("e2e", {}).get("ours"):  # the runner on the standard folder: per volume once started
         lat = gp["e2e"]["ours"]["per_volume_s"]["median"]
     elif gp.get("stages"):
         lat = min(v["total_s"]["median"] for v in gp["stages"].values())
-    add("gpu_latency", f"GPU: <= 1 s per standard volume (H100; measured on {gp.get('gpu', 'no GPU')})", lat, 1.0,
-        "{:.2f} s")
+    add(
+        "gpu_latency",
+        f"GPU: <= 1 s per standard volume (H100; measured on {gp.get('gpu', 'no GPU')})",
+        lat,
+        1.0,
+        "{:.2f} s",
+    )
     return out
 
 
@@ -1152,14 +1430,20 @@ def step_e2e(args, res, work, cases_dir, ckpt):
         from scripts import export
 
         onnx_path = os.path.join(work, "weights", os.path.splitext(os.path.basename(ckpt))[0] + ".onnx")
-        export.export_onnx(ckpt, onnx_path, config_files=[os.path.join(BUNDLE_ROOT, INFERENCE_CONFIG)],
-                           meta_file=os.path.join(BUNDLE_ROOT, "configs/metadata.json"))
+        export.export_onnx(
+            ckpt,
+            onnx_path,
+            config_files=[os.path.join(BUNDLE_ROOT, INFERENCE_CONFIG)],
+            meta_file=os.path.join(BUNDLE_ROOT, "configs/metadata.json"),
+        )
     log("e2e: standard folder")
-    res["e2e"]["folder"] = compare_alternating(cases_dir, work, ckpt, args.num_cases, args.repeats,
-                                               args.reference_dir, "folder", onnx_path)
+    res["e2e"]["folder"] = compare_alternating(
+        cases_dir, work, ckpt, args.num_cases, args.repeats, args.reference_dir, "folder", onnx_path
+    )
     log("e2e: single volume")
-    res["e2e"]["single"] = compare_alternating(single_dir, work, ckpt, 1, args.repeats, args.reference_dir,
-                                               "single", onnx_path)
+    res["e2e"]["single"] = compare_alternating(
+        single_dir, work, ckpt, 1, args.repeats, args.reference_dir, "single", onnx_path
+    )
 
 
 def step_stages(args, res, work, cases_dir, ckpt):
@@ -1173,8 +1457,17 @@ def step_stages(args, res, work, cases_dir, ckpt):
             variants[name if name == "plain" else f"no {name}"] = {"overrides": ov}
     variants.update(OPTIONS)
     log("stages: per-transform timings (current config and each optimisation reverted)")
-    raw = run_worker("stages", {"image": image, "ckpt": ckpt, "config_files": [INFERENCE_CONFIG],
-                                "variants": variants, "repeats": args.repeats}, work)
+    raw = run_worker(
+        "stages",
+        {
+            "image": image,
+            "ckpt": ckpt,
+            "config_files": [INFERENCE_CONFIG],
+            "variants": variants,
+            "repeats": args.repeats,
+        },
+        work,
+    )
     summary = summarize_stages(raw)
     cur = summary["current"]
     mm, cv = matmul_rate(), conv_rate()
@@ -1182,12 +1475,18 @@ def step_stages(args, res, work, cases_dir, ckpt):
     cfg.read_config(os.path.join(BUNDLE_ROOT, INFERENCE_CONFIG))
     roi = cfg.get_parsed_content("patch_size")
     total_gflop = cur["windows"] * cur["flops_per_window"] / 1e9
-    compute = {"roi_size": roi, "flops_per_window": cur["flops_per_window"], "total_gflop": total_gflop,
-               "matmul_gflops": mm, "conv_gflops": cv, "floor_s": total_gflop / mm,
-               "network_gflops": total_gflop / cur["network_s"]["median"],
-               "network_vs_floor": cur["network_s"]["median"] / (total_gflop / mm),
-               "total_vs_floor": cur["total_s"]["median"] / (total_gflop / mm),
-               "network_share": cur["network_s"]["median"] / cur["total_s"]["median"]}
+    compute = {
+        "roi_size": roi,
+        "flops_per_window": cur["flops_per_window"],
+        "total_gflop": total_gflop,
+        "matmul_gflops": mm,
+        "conv_gflops": cv,
+        "floor_s": total_gflop / mm,
+        "network_gflops": total_gflop / cur["network_s"]["median"],
+        "network_vs_floor": cur["network_s"]["median"] / (total_gflop / mm),
+        "total_vs_floor": cur["total_s"]["median"] / (total_gflop / mm),
+        "network_share": cur["network_s"]["median"] / cur["total_s"]["median"],
+    }
     # windows over the whole folder: preprocessing each case, then counting the inferer's windows
     pre = _parsed(["preprocessing", "inferer", "network"])
     _load_weights(pre["network"], ckpt)
@@ -1199,8 +1498,13 @@ def step_stages(args, res, work, cases_dir, ckpt):
     compute["folder_windows"] = windows
     compute["folder_total_gflop"] = windows * cur["flops_per_window"] / 1e9
     compute["folder_floor_s"] = compute["folder_total_gflop"] / mm
-    res["stages"] = {"repeats": args.repeats, "image": image, "variants": summary, "compute": compute,
-                     "overrides": reverts}
+    res["stages"] = {
+        "repeats": args.repeats,
+        "image": image,
+        "variants": summary,
+        "compute": compute,
+        "overrides": reverts,
+    }
     if args.reference_dir and os.path.isdir(args.reference_dir):
         res["stages"]["reference"] = profile_reference(image, args.reference_dir)
 
@@ -1234,8 +1538,13 @@ def profile_reference(image: str, reference_dir: str) -> dict:
     with torch.no_grad():
         inferer(x, net)
     t2 = time.perf_counter()
-    return {"network_input_shape": list(x.shape[2:]), "windows": windows[0], "preprocessing_s": t1 - t0,
-            "network_s": t2 - t1, "total_s": None}
+    return {
+        "network_input_shape": list(x.shape[2:]),
+        "windows": windows[0],
+        "preprocessing_s": t1 - t0,
+        "network_s": t2 - t1,
+        "total_s": None,
+    }
 
 
 def step_train(args, res, work):
@@ -1244,21 +1553,34 @@ def step_train(args, res, work):
     data = os.path.join(work, "train_data")
     if not os.path.isfile(os.path.join(data, "dataset.json")):
         phantom.write_dataset(data, num_train=args.train_cases, num_test=0, seed=7)
-    base = {"dataset_dir": data, "output_dir": os.path.join(work, "train_runs"),
-            "ckpt_dir": os.path.join(work, "train_models"), "epochs": args.train_epochs, "fold": -1,
-            "val_interval": 1000, "allow_dataset_warnings": True}
+    base = {
+        "dataset_dir": data,
+        "output_dir": os.path.join(work, "train_runs"),
+        "ckpt_dir": os.path.join(work, "train_models"),
+        "epochs": args.train_epochs,
+        "fold": -1,
+        "val_interval": 1000,
+        "allow_dataset_warnings": True,
+    }
     variants = {"train.yaml as is": {}}
     if args.train_variants:
-        variants["ThreadDataLoader, no workers"] = {"train#dataloader#_target_": "ThreadDataLoader",
-                                                   "train#dataloader#num_workers": 0}
-    out = {"config_files": ["configs/train.yaml", "configs/demo.yaml"], "overrides": base, "cases": args.train_cases,
-           "variants": {}}
+        variants["ThreadDataLoader, no workers"] = {
+            "train#dataloader#_target_": "ThreadDataLoader",
+            "train#dataloader#num_workers": 0,
+        }
+    out = {
+        "config_files": ["configs/train.yaml", "configs/demo.yaml"],
+        "overrides": base,
+        "cases": args.train_cases,
+        "variants": {},
+    }
     for name, ov in variants.items():
         log(f"train: {name}")
         shutil.rmtree(base["output_dir"], ignore_errors=True)
         shutil.rmtree(base["ckpt_dir"], ignore_errors=True)
-        out["variants"][name] = run_worker("train", {"config_files": out["config_files"], "overrides": {**base, **ov}},
-                                           work)
+        out["variants"][name] = run_worker(
+            "train", {"config_files": out["config_files"], "overrides": {**base, **ov}}, work
+        )
         r = out["variants"][name]
         log(f"  {r['steps_per_s']:.3f} steps/s, data wait {100 * r['data_wait_share']:.0f}%")
     res["train"] = out
@@ -1282,22 +1604,36 @@ def step_dice(args, res, work, cases_dir):
     for r in range(args.repeats if args.dice_timed else 1):
         for who in ("fast", "plain"):
             out = os.path.join(work, f"dice_{who}_{r}")
-            run = run_ours(cases_dir, out, args.trained_ckpt, args.num_cases, configs, plain if who == "plain" else None)
+            run = run_ours(
+                cases_dir, out, args.trained_ckpt, args.num_cases, configs, plain if who == "plain" else None
+            )
             runs[who].append(run)
             log(f"  {who} run {r + 1}: {run['to_last_mask_s']:.1f} s to last mask")
-    rows = compare_masks(os.path.join(work, "dice_fast_0"), os.path.join(work, "dice_plain_0"),
-                         os.path.join(cases_dir, "labelsTs"))
-    res["dice"] = {"ckpt": args.trained_ckpt, "config_files": configs, "cases": rows,
-                   "weights_note": args.trained_note}
+    rows = compare_masks(
+        os.path.join(work, "dice_fast_0"), os.path.join(work, "dice_plain_0"), os.path.join(cases_dir, "labelsTs")
+    )
+    res["dice"] = {"ckpt": args.trained_ckpt, "config_files": configs, "cases": rows, "weights_note": args.trained_note}
     images = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))
     variants = {"current": {}, "plain": {"overrides": plain}, **OPTIONS}
     log("dice: the options, in process")
-    res["dice"]["options"] = run_worker("dice", {
-        "images": images, "labels": [p.replace("imagesTs", "labelsTs") for p in images], "ckpt": args.trained_ckpt,
-        "config_files": configs, "variants": variants, "output_dir": os.path.join(work, "dice_options")}, work)
+    res["dice"]["options"] = run_worker(
+        "dice",
+        {
+            "images": images,
+            "labels": [p.replace("imagesTs", "labelsTs") for p in images],
+            "ckpt": args.trained_ckpt,
+            "config_files": configs,
+            "variants": variants,
+            "output_dir": os.path.join(work, "dice_options"),
+        },
+        work,
+    )
     keys = ("to_last_mask_s", "per_volume_s", "peak_rss_gb", "cpu_s")
-    res["e2e_trained"] = {"ckpt": args.trained_ckpt, "config_files": configs,
-                          **{who: {k: spread([r.get(k) for r in v]) for k in keys} for who, v in runs.items()}}
+    res["e2e_trained"] = {
+        "ckpt": args.trained_ckpt,
+        "config_files": configs,
+        **{who: {k: spread([r.get(k) for r in v]) for k in keys} for who, v in runs.items()},
+    }
 
 
 def step_gpu(args, res, work, cases_dir):
@@ -1324,9 +1660,16 @@ def step_gpu(args, res, work, cases_dir):
         log(f"gpu: the standard folder ({len(images)} cases) end to end, {args.repeats} run(s) each")
         has_reference = os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json"))
         reverts = revert_overrides()
-        out["e2e"] = compare_alternating(cases_dir, work, ckpt, len(images), args.repeats,
-                                         args.reference_dir if has_reference else None, "gpu",
-                                         variants={k: reverts[k] for k in sorted(GPU_ONLY)})
+        out["e2e"] = compare_alternating(
+            cases_dir,
+            work,
+            ckpt,
+            len(images),
+            args.repeats,
+            args.reference_dir if has_reference else None,
+            "gpu",
+            variants={k: reverts[k] for k in sorted(GPU_ONLY)},
+        )
     if "train" in parts:
         _gpu_train(args, out, work, device)
     res["gpu"] = out
@@ -1334,12 +1677,24 @@ def step_gpu(args, res, work, cases_dir):
 
 def _gpu_stages(args, out, work, images, ckpt, device):
     reverts = revert_overrides()
-    variants = {"fp32": {"device": device}, "fp16 autocast": {"device": device, "amp_dtype": "float16"},
-                "bf16 autocast": {"device": device, "amp_dtype": "bfloat16"},
-                **{f"fp32, no {k}": {"device": device, "overrides": reverts[k]} for k in sorted(GPU_ONLY - E2E_ONLY)}}
+    variants = {
+        "fp32": {"device": device},
+        "fp16 autocast": {"device": device, "amp_dtype": "float16"},
+        "bf16 autocast": {"device": device, "amp_dtype": "bfloat16"},
+        **{f"fp32, no {k}": {"device": device, "overrides": reverts[k]} for k in sorted(GPU_ONLY - E2E_ONLY)},
+    }
     log(f"gpu: stage profile on {device}")
-    raw = run_worker("stages", {"image": images[0], "ckpt": ckpt, "config_files": [INFERENCE_CONFIG],
-                                "variants": variants, "repeats": args.repeats + 1}, work)
+    raw = run_worker(
+        "stages",
+        {
+            "image": images[0],
+            "ckpt": ckpt,
+            "config_files": [INFERENCE_CONFIG],
+            "variants": variants,
+            "repeats": args.repeats + 1,
+        },
+        work,
+    )
     for runs in raw.values():
         runs.pop(0)  # the first round warms up CUDA and cuDNN
     out["stages"] = summarize_stages(raw)
@@ -1352,12 +1707,24 @@ def _gpu_train(args, out, work, device):
 
         phantom.write_dataset(data, num_train=args.train_cases, num_test=0, seed=7)
     log("gpu: training throughput (AMP)")
-    out["train"] = run_worker("train", {"config_files": ["configs/train.yaml", "configs/demo.yaml"], "device": device,
-                                        "overrides": {"dataset_dir": data, "output_dir": os.path.join(work, "gpu_runs"),
-                                                      "ckpt_dir": os.path.join(work, "gpu_models"),
-                                                      "epochs": args.train_epochs, "fold": -1, "val_interval": 1000,
-                                                      "amp": device.startswith("cuda"),
-                                                      "allow_dataset_warnings": True}}, work)
+    out["train"] = run_worker(
+        "train",
+        {
+            "config_files": ["configs/train.yaml", "configs/demo.yaml"],
+            "device": device,
+            "overrides": {
+                "dataset_dir": data,
+                "output_dir": os.path.join(work, "gpu_runs"),
+                "ckpt_dir": os.path.join(work, "gpu_models"),
+                "epochs": args.train_epochs,
+                "fold": -1,
+                "val_interval": 1000,
+                "amp": device.startswith("cuda"),
+                "allow_dataset_warnings": True,
+            },
+        },
+        work,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -1366,38 +1733,74 @@ def _gpu_train(args, out, work, device):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m scripts.benchmark",
-                                description="Benchmark the bundle's inference (and training) against the reference "
-                                            "pipeline; writes docs/benchmark.md and docs/benchmark.json.")
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.benchmark",
+        description="Benchmark the bundle's inference (and training) against the reference "
+        "pipeline; writes docs/benchmark.md and docs/benchmark.json.",
+    )
     p.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="steps to run (default: all)")
-    p.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "liver_benchmark"),
-                   help="inputs, outputs and logs (reused between runs; default: %(default)s)")
+    p.add_argument(
+        "--work_dir",
+        default=os.path.join(tempfile.gettempdir(), "liver_benchmark"),
+        help="inputs, outputs and logs (reused between runs; default: %(default)s)",
+    )
     p.add_argument("--report_dir", default=os.path.join(BUNDLE_ROOT, "docs"), help="where the report goes")
     p.add_argument("--reference_dir", default=REFERENCE_DIR, help="the reference bundle (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs per comparison (default 3)")
     p.add_argument("--num_cases", type=int, default=5, help="volumes in the standard folder (default 5)")
-    p.add_argument("--shape", type=int, nargs=3, default=list(STANDARD_SHAPE),
-                   help="voxels of the standard cases (default: %(default)s; smaller only to try the command out)")
-    p.add_argument("--spacing", type=float, nargs=3, default=list(STANDARD_SPACING),
-                   help="voxel size in mm of the standard cases (default: %(default)s)")
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=list(STANDARD_SHAPE),
+        help="voxels of the standard cases (default: %(default)s; smaller only to try the command out)",
+    )
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=list(STANDARD_SPACING),
+        help="voxel size in mm of the standard cases (default: %(default)s)",
+    )
     p.add_argument("--trained_ckpt", help="trained weights for the dice step and the trained-weights e2e rows")
-    p.add_argument("--trained_configs", nargs="*", default=["configs/demo.yaml"],
-                   help="configs merged over inference.yaml for --trained_ckpt (default: configs/demo.yaml)")
-    p.add_argument("--trained_note", default="trained briefly on the synthetic phantom with configs/demo.yaml",
-                   help="how --trained_ckpt was trained (goes into the report)")
+    p.add_argument(
+        "--trained_configs",
+        nargs="*",
+        default=["configs/demo.yaml"],
+        help="configs merged over inference.yaml for --trained_ckpt (default: configs/demo.yaml)",
+    )
+    p.add_argument(
+        "--trained_note",
+        default="trained briefly on the synthetic phantom with configs/demo.yaml",
+        help="how --trained_ckpt was trained (goes into the report)",
+    )
     p.add_argument("--dice_timed", action="store_true", help="repeat the dice step's runs --repeats times")
     p.add_argument("--train_cases", type=int, default=8, help="phantom cases for the train step (default 8)")
     p.add_argument("--train_epochs", type=int, default=2, help="epochs for the train step (default 2)")
     p.add_argument("--train_variants", action="store_true", help="also time training with a ThreadDataLoader")
-    p.add_argument("--render_only", action="store_true",
-                   help="only rewrite REPORT_DIR/benchmark.md (and the targets) from REPORT_DIR/benchmark.json")
-    p.add_argument("--merge", action="store_true",
-                   help="keep the results of the steps not run now from the existing REPORT_DIR/benchmark.json")
+    p.add_argument(
+        "--render_only",
+        action="store_true",
+        help="only rewrite REPORT_DIR/benchmark.md (and the targets) from REPORT_DIR/benchmark.json",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the results of the steps not run now from the existing REPORT_DIR/benchmark.json",
+    )
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
-    p.add_argument("--onnx", action="store_true",
-                   help="e2e: also run ours with ONNX Runtime (configs/inference_onnx.yaml merged over inference.yaml)")
-    p.add_argument("--gpu_parts", nargs="+", choices=GPU_PARTS, default=list(GPU_PARTS),
-                   help="parts of the gpu step to run (default: all)")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="e2e: also run ours with ONNX Runtime (configs/inference_onnx.yaml merged over inference.yaml)",
+    )
+    p.add_argument(
+        "--gpu_parts",
+        nargs="+",
+        choices=GPU_PARTS,
+        default=list(GPU_PARTS),
+        help="parts of the gpu step to run (default: all)",
+    )
     p.add_argument("--gpu_device", default="cuda", help="device of the gpu step (default cuda; cpu: a dry run)")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
     p.add_argument("--worker", nargs=3, metavar=("KIND", "ARGS_JSON", "OUT_JSON"), help=argparse.SUPPRESS)
@@ -1425,7 +1828,8 @@ def main(argv=None) -> int:
         if args.repeats < 1 or args.num_cases < 1:
             raise ValueError("--repeats and --num_cases must be at least 1")
         if ("e2e" in args.steps or "stages" in args.steps) and not os.path.isfile(
-                os.path.join(args.reference_dir, "configs", "inference.json")):
+            os.path.join(args.reference_dir, "configs", "inference.json")
+        ):
             raise FileNotFoundError(f"{args.reference_dir}: no configs/inference.json (give --reference_dir)")
         if args.trained_ckpt and not os.path.isfile(args.trained_ckpt):
             raise FileNotFoundError(f"{args.trained_ckpt}: weights file not found")
@@ -1438,8 +1842,12 @@ def main(argv=None) -> int:
             with open(previous) as f:
                 old = json.load(f)
             old.pop("targets", None)
-            res = {**old, "command": f"{old.get('command')}; then {command}", "machine": res["machine"],
-                   "notes": old.get("notes", []) + [n for n in args.note if n not in old.get("notes", [])]}
+            res = {
+                **old,
+                "command": f"{old.get('command')}; then {command}",
+                "machine": res["machine"],
+                "notes": old.get("notes", []) + [n for n in args.note if n not in old.get("notes", [])],
+            }
             res["machine"]["load_average_at_start"] = old["machine"]["load_average_at_start"]
         seeds = list(range(args.num_cases))
         res["seeds"] = seeds
@@ -1448,7 +1856,7 @@ def main(argv=None) -> int:
         make_cases(cases_dir, seeds, shape=args.shape, spacing=args.spacing)
         res["shape"], res["spacing"] = list(args.shape), list(args.spacing)
         ckpt = random_weights(os.path.join(work, "weights", "random.pt"))
-        if args.trained_ckpt:   # the liver-box resampling costs what the mask covers: time with a real mask
+        if args.trained_ckpt:  # the liver-box resampling costs what the mask covers: time with a real mask
             ckpt = os.path.abspath(args.trained_ckpt)
         res["timed_ckpt"] = ckpt
         started = time.perf_counter()

@@ -81,12 +81,18 @@ def _describe(obj, seen: frozenset = frozenset()):
     if isinstance(obj, dict):
         return {str(k): _describe(v, seen) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, functools.partial):
-        return {"partial": _describe(obj.func, seen), "args": _describe(obj.args, seen), "kwargs": _describe(obj.keywords, seen)}
+        return {
+            "partial": _describe(obj.func, seen),
+            "args": _describe(obj.args, seen),
+            "kwargs": _describe(obj.keywords, seen),
+        }
     if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
         return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(type(obj)))}"
     name = f"{type(obj).__module__}.{type(obj).__qualname__}"
     if hasattr(obj, "__dict__"):
-        settings = {k: v for k, v in vars(obj).items() if k not in RUNTIME_ATTRIBUTES and not isinstance(v, threading.local)}
+        settings = {
+            k: v for k, v in vars(obj).items() if k not in RUNTIME_ATTRIBUTES and not isinstance(v, threading.local)
+        }
         return {"class": name, "settings": _describe(settings, seen)}
     return name
 
@@ -185,11 +191,17 @@ def with_compact_cache(transform):
 
     flat = transform.flatten().transforms if isinstance(transform, Compose) else list(transform)
     n = len(deterministic_transforms(transform))
-    options = {k: getattr(transform, k) for k in ("map_items", "unpack_items", "log_stats", "lazy", "overrides") if hasattr(transform, k)}
+    options = {
+        k: getattr(transform, k)
+        for k in ("map_items", "unpack_items", "log_stats", "lazy", "overrides")
+        if hasattr(transform, k)
+    }
     return Compose(list(flat[:n]) + [Lambda(func=compact)] + list(flat[n:]), **options)
 
 
-def dataset(data, transform, cache: str = "ram", cache_rate: float = 1.0, cache_dir: str | None = None, num_workers: int = 0):
+def dataset(
+    data, transform, cache: str = "ram", cache_rate: float = 1.0, cache_dir: str | None = None, num_workers: int = 0
+):
     """The training or validation dataset with the chosen cache.
 
     Args:
@@ -207,7 +219,9 @@ def dataset(data, transform, cache: str = "ram", cache_rate: float = 1.0, cache_
     if cache == "disk":
         folder = cache_folder(transform, cache_dir)
         logger.info("disk cache: %s (%d case(s) listed)", folder, len(data))
-        return PersistentDataset(data=data, transform=with_compact_cache(transform), cache_dir=folder, hash_func=item_hash)
+        return PersistentDataset(
+            data=data, transform=with_compact_cache(transform), cache_dir=folder, hash_func=item_hash
+        )
     raise ValueError(f"cache: {cache!r} is not one of {', '.join(CACHE_CHOICES)}")
 
 
@@ -236,7 +250,13 @@ def estimate(items, pixdim=(2.0, 2.0, 2.0)) -> list[dict]:
         except Exception as exc:  # nibabel raises several types for damaged headers
             raise ValueError(f"{path}: not a readable NIfTI file ({exc})") from exc
         at = resampled_shape(shape, spacing, pixdim)
-        row = {"image": path, "shape": shape, "spacing": spacing, "resampled": at, "bytes": int(np.prod(at)) * BYTES_PER_VOXEL}
+        row = {
+            "image": path,
+            "shape": shape,
+            "spacing": spacing,
+            "resampled": at,
+            "bytes": int(np.prod(at)) * BYTES_PER_VOXEL,
+        }
         rows.append(row)
         print(
             f"{n}/{len(items)} {os.path.basename(path)}: {'x'.join(map(str, shape))} at "
@@ -252,10 +272,24 @@ def _parser():
         description="How much RAM (cache: ram) or disk (cache: disk) the preprocessed cases of a dataset need, "
         "computed from the NIfTI headers (an upper bound: before the crop to the body).",
     )
-    parser.add_argument("--dataset_dir", required=True, metavar="DIR", help="dataset folder; relative datalist paths are resolved against it")
+    parser.add_argument(
+        "--dataset_dir",
+        required=True,
+        metavar="DIR",
+        help="dataset folder; relative datalist paths are resolved against it",
+    )
     parser.add_argument("--datalist", metavar="FILE", help="datalist JSON (default: DIR/dataset.json)")
-    parser.add_argument("--pixdim", type=float, nargs=3, default=[2.0, 2.0, 2.0], metavar="MM", help="training voxel size (default: 2 2 2)")
-    parser.add_argument("--processes", type=int, default=1, metavar="N", help="training processes per machine (default: 1)")
+    parser.add_argument(
+        "--pixdim",
+        type=float,
+        nargs=3,
+        default=[2.0, 2.0, 2.0],
+        metavar="MM",
+        help="training voxel size (default: 2 2 2)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, metavar="N", help="training processes per machine (default: 1)"
+    )
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     return parser
 
@@ -282,8 +316,12 @@ def main(argv=None) -> int:
         return 1
     total = sum(r["bytes"] for r in rows) / 1e9
     median = float(np.median([r["bytes"] for r in rows])) / 1e6
-    print(f"{len(rows)} case(s) at {'x'.join(f'{p:g}' for p in args.pixdim)} mm: median {median:.0f} MB, total {total:.2f} GB")
-    print(f"cache: ram  -> up to {total:.2f} GB of RAM in each training process, {total * args.processes:.2f} GB per machine")
+    print(
+        f"{len(rows)} case(s) at {'x'.join(f'{p:g}' for p in args.pixdim)} mm: median {median:.0f} MB, total {total:.2f} GB"
+    )
+    print(
+        f"cache: ram  -> up to {total:.2f} GB of RAM in each training process, {total * args.processes:.2f} GB per machine"
+    )
     print(f"cache: disk -> up to {total:.2f} GB on disk per machine; RAM only for the cases in flight")
     return 0
 

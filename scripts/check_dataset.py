@@ -111,7 +111,13 @@ def _read_header(path, role, case, findings, max_bytes):
         dtype = np.dtype(img.get_data_dtype())
         affine = np.asarray(img.affine, dtype=float)
     except Exception as exc:  # any failure to parse the header means an unusable file
-        findings.append(_finding(case, "error", f"cannot read the {role} header of {path} (not NIfTI, truncated or corrupt): {_one_line(exc)}"))
+        findings.append(
+            _finding(
+                case,
+                "error",
+                f"cannot read the {role} header of {path} (not NIfTI, truncated or corrupt): {_one_line(exc)}",
+            )
+        )
         return None, info
     info.update(shape=shape, dtype=str(dtype), affine=affine)
 
@@ -120,18 +126,20 @@ def _read_header(path, role, case, findings, max_bytes):
     if not np.all(np.isfinite(affine)):
         findings.append(_finding(case, "error", f"{role} affine has NaN/Inf entries: {path}"))
     elif abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        findings.append(_finding(case, "error", f"{role} affine is singular (no usable voxel-to-world mapping): {path}"))
+        findings.append(
+            _finding(case, "error", f"{role} affine is singular (no usable voxel-to-world mapping): {path}")
+        )
     else:
         info["affine_ok"] = True
         info["spacing"] = tuple(float(s) for s in _spacing(affine))
         info["orientation"] = "".join(str(c) for c in nib.aff2axcodes(affine))
         if np.allclose(affine, np.eye(4)):
-            findings.append(
-                _finding(case, "warning", f"{role} affine is the identity: {path}", IDENTITY_AFFINE)
-            )
+            findings.append(_finding(case, "warning", f"{role} affine is the identity: {path}", IDENTITY_AFFINE))
 
     if len(shape) != 3:
-        findings.append(_finding(case, "error", f"{role} is {len(shape)}D with shape {shape}; a 3D volume is expected: {path}"))
+        findings.append(
+            _finding(case, "error", f"{role} is {len(shape)}D with shape {shape}; a 3D volume is expected: {path}")
+        )
         return None, info
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes > max_bytes:
@@ -151,7 +159,13 @@ def _read_data(img, path, role, case, findings):
     try:
         return np.asanyarray(img.dataobj)
     except Exception as exc:
-        findings.append(_finding(case, "error", f"cannot read the {role} voxel data of {path} (truncated or corrupt file?): {_one_line(exc)}"))
+        findings.append(
+            _finding(
+                case,
+                "error",
+                f"cannot read the {role} voxel data of {path} (truncated or corrupt file?): {_one_line(exc)}",
+            )
+        )
         return None
 
 
@@ -197,19 +211,31 @@ def _grid_findings(case, img_info, lab_info):
     if img_info["shape"] is None or lab_info["shape"] is None:
         return out
     if img_info["shape"] != lab_info["shape"]:
-        out.append(_finding(case, "error", f"image/label shape mismatch: image {_fmt(img_info['shape'])}, label {_fmt(lab_info['shape'])}"))
+        out.append(
+            _finding(
+                case,
+                "error",
+                f"image/label shape mismatch: image {_fmt(img_info['shape'])}, label {_fmt(lab_info['shape'])}",
+            )
+        )
     if not (img_info["affine_ok"] and lab_info["affine_ok"]):
         return out
     a, b = img_info["affine"], lab_info["affine"]
     sa, sb = _spacing(a), _spacing(b)
     if not np.allclose(sa, sb, rtol=1e-4, atol=1e-4):
-        out.append(_finding(case, "error", f"image/label spacing mismatch: image {_fmt(sa, 4)} mm, label {_fmt(sb, 4)} mm"))
+        out.append(
+            _finding(case, "error", f"image/label spacing mismatch: image {_fmt(sa, 4)} mm, label {_fmt(sb, 4)} mm")
+        )
     # Origins may differ by float32 rounding only; allow 1% of the smallest voxel (at least 1 um).
     tolerance = max(1e-3, 0.01 * float(min(sa.min(), sb.min())))
     shift = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
     if shift > tolerance:
         out.append(
-            _finding(case, "error", f"image/label origin mismatch by {shift:.3f} mm: image {_fmt(a[:3, 3], 3)}, label {_fmt(b[:3, 3], 3)}")
+            _finding(
+                case,
+                "error",
+                f"image/label origin mismatch by {shift:.3f} mm: image {_fmt(a[:3, 3], 3)}, label {_fmt(b[:3, 3], 3)}",
+            )
         )
     if np.abs(a[:3, :3] / sa - b[:3, :3] / sb).max() > 1e-3:
         out.append(
@@ -264,7 +290,9 @@ def _label_checks(case, label, lab_info, expected_labels, row, findings, path):
     if not np.all(known):
         odd, counts = np.unique(label[~known], return_counts=True)
         shown = ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(odd.tolist(), counts.tolist()))[:10])
-        findings.append(_finding(case, "error", f"unexpected label values {shown}; expected {list(expected.tolist())}: {path}"))
+        findings.append(
+            _finding(case, "error", f"unexpected label values {shown}; expected {list(expected.tolist())}: {path}")
+        )
         present = sorted(present + [v for v in odd.tolist() if v == v])  # NaN dropped from the list
     row["label_values"] = [int(v) if float(v).is_integer() else float(v) for v in present]
     foreground = np.asarray(label > 0)
@@ -331,12 +359,21 @@ def check_case(image_path, label_path=None, *, expected_labels=(0, 1, 2), max_by
     findings = []
 
     img, img_info = _read_header(image_path, "image", case, findings, max_bytes)
-    row.update(shape=img_info["shape"], spacing=img_info["spacing"], orientation=img_info["orientation"], dtype=img_info["dtype"])
+    row.update(
+        shape=img_info["shape"],
+        spacing=img_info["spacing"],
+        orientation=img_info["orientation"],
+        dtype=img_info["dtype"],
+    )
     if img_info["spacing"] is not None:
         low, high = SPACING_RANGE_MM
         if min(img_info["spacing"]) < low or max(img_info["spacing"]) > high:
             findings.append(
-                _finding(case, "warning", f"extreme spacing {_fmt(img_info['spacing'])} mm (expected {low:g} to {high:g} mm per axis)")
+                _finding(
+                    case,
+                    "warning",
+                    f"extreme spacing {_fmt(img_info['spacing'])} mm (expected {low:g} to {high:g} mm per axis)",
+                )
             )
     lab, lab_info = (None, None)
     if label_path:
@@ -357,7 +394,9 @@ def check_case(image_path, label_path=None, *, expected_labels=(0, 1, 2), max_by
 def _status(findings):
     errors = sum(f["severity"] == "error" for f in findings)
     warnings = sum(f["severity"] == "warning" for f in findings)
-    parts = [f"{errors} error{'s' * (errors != 1)}"] * bool(errors) + [f"{warnings} warning{'s' * (warnings != 1)}"] * bool(warnings)
+    parts = [f"{errors} error{'s' * (errors != 1)}"] * bool(errors) + [
+        f"{warnings} warning{'s' * (warnings != 1)}"
+    ] * bool(warnings)
     return ", ".join(parts) or "ok"
 
 
@@ -406,7 +445,10 @@ def write_report(rows, findings, output_dir):
     for row in rows:
         own = by_case.get(row["name"], [])
         writer.writerow(
-            [" ".join(map(str, row.get(key) or [])) if key == "label_values" else _csv_value(row.get(key)) for key in ROW_FIELDS]
+            [
+                " ".join(map(str, row.get(key) or [])) if key == "label_values" else _csv_value(row.get(key))
+                for key in ROW_FIELDS
+            ]
             + [
                 sum(f["severity"] == "error" for f in own),
                 sum(f["severity"] == "warning" for f in own),
@@ -468,7 +510,13 @@ def summarize(findings):
 
 
 def assert_dataset_ok(
-    datalist_file, base_dir=None, *, allow_warnings=False, report_dir=None, expected_labels=(0, 1, 2), max_bytes=MAX_BYTES
+    datalist_file,
+    base_dir=None,
+    *,
+    allow_warnings=False,
+    report_dir=None,
+    expected_labels=(0, 1, 2),
+    max_bytes=MAX_BYTES,
 ):
     """Check every labelled case of a datalist before training; return ``True`` when it is fit.
 
@@ -492,7 +540,9 @@ def assert_dataset_ok(
     if errors or (warnings and not allow_warnings):
         shown = errors + (warnings if not allow_warnings else [])
         cases = {f["case"] for f in shown}
-        advice = "Fix the data" + ("" if errors else ", or allow warnings (--allow_warnings / allow_warnings=True) after review")
+        advice = "Fix the data" + (
+            "" if errors else ", or allow warnings (--allow_warnings / allow_warnings=True) after review"
+        )
         raise ValueError(
             f"{datalist_file}: dataset check found {len(errors)} error(s) and {len(warnings)} warning(s) in "
             f"{len(cases)} of {len(rows)} case(s): {summarize(shown)}. {advice}.{report}"
@@ -510,9 +560,16 @@ def _parser():
         prog="python -m scripts.check_dataset",
         description="Check a liver CT dataset (geometry, labels, Hounsfield units, orientation) and write a report.",
     )
-    parser.add_argument("--dataset_dir", required=True, metavar="DIR", help="dataset folder; relative datalist paths are resolved against it")
+    parser.add_argument(
+        "--dataset_dir",
+        required=True,
+        metavar="DIR",
+        help="dataset folder; relative datalist paths are resolved against it",
+    )
     parser.add_argument("--datalist", metavar="FILE", help="datalist JSON (default: DIR/dataset.json)")
-    parser.add_argument("--output_dir", default=".", metavar="DIR", help="folder for dataset_check.csv/.json (default: current folder)")
+    parser.add_argument(
+        "--output_dir", default=".", metavar="DIR", help="folder for dataset_check.csv/.json (default: current folder)"
+    )
     parser.add_argument("--allow_warnings", action="store_true", help="exit 0 when there are warnings but no errors")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     return parser
@@ -523,7 +580,9 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     datalist_file = args.datalist or os.path.join(args.dataset_dir, "dataset.json")
     try:
-        assert_dataset_ok(datalist_file, base_dir=args.dataset_dir, allow_warnings=args.allow_warnings, report_dir=args.output_dir)
+        assert_dataset_ok(
+            datalist_file, base_dir=args.dataset_dir, allow_warnings=args.allow_warnings, report_dir=args.output_dir
+        )
     except (ValueError, OSError) as exc:
         if args.debug:
             raise

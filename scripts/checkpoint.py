@@ -42,8 +42,16 @@ from scripts.errors import one_line
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_atomic", "AtomicDiskSaver", "AtomicCheckpointSaver", "ResumeLoader", "load_weights", "check_fits",
-           "resumable", "stretch_schedule"]
+__all__ = [
+    "save_atomic",
+    "AtomicDiskSaver",
+    "AtomicCheckpointSaver",
+    "ResumeLoader",
+    "load_weights",
+    "check_fits",
+    "resumable",
+    "stretch_schedule",
+]
 
 #: The resumable checkpoints MONAI's interval saver writes (``checkpoint_epoch=N.pt``).
 RESUMABLE_GLOB = "checkpoint_epoch=*.pt"
@@ -132,7 +140,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def state_dict(self) -> dict:
         """The key metric's record: ``{"_saved": [(best score, file name)]}`` (empty before the first validation),
         with the evaluator's ``best_metric`` and ``best_metric_epoch`` once the saver is attached to one."""
-        state = {"_saved": []} if self._key_metric_checkpoint is None else dict(self._key_metric_checkpoint.state_dict())
+        state = (
+            {"_saved": []} if self._key_metric_checkpoint is None else dict(self._key_metric_checkpoint.state_dict())
+        )
         engine_state = getattr(self._engine, "state", None)
         for key in ("best_metric", "best_metric_epoch"):
             if hasattr(engine_state, key):
@@ -150,8 +160,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
                 saved.append((score, name))
                 logger.info("best score so far: %.4f (%s)", score, path)
             else:
-                logger.warning("%s: the best weights recorded in the checkpoint are gone; the next validation "
-                               "writes them again", path)
+                logger.warning(
+                    "%s: the best weights recorded in the checkpoint are gone; the next validation "
+                    "writes them again",
+                    path,
+                )
         super().load_state_dict({"_saved": saved})
         engine_state = getattr(self._engine, "state", None)
         if saved and engine_state is not None and "best_metric_epoch" in state_dict:
@@ -191,7 +204,11 @@ def load_weights(path, map_location="cpu"):
 
 
 def _unwrap(network):
-    return network.module if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else network
+    return (
+        network.module
+        if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel))
+        else network
+    )
 
 
 def check_fits(path, state, network, key: str = "model") -> None:
@@ -219,8 +236,12 @@ def check_fits(path, state, network, key: str = "model") -> None:
         if k in weights and torch.is_tensor(weights[k]) and tuple(weights[k].shape) != tuple(v.shape)
     ]
     if missing or unexpected or not_tensors or reshaped:
-        example = (reshaped + [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
-                   + [f"{k} is not a tensor" for k in not_tensors])[0]
+        example = (
+            reshaped
+            + [f"missing {k}" for k in missing]
+            + [f"unexpected {k}" for k in unexpected]
+            + [f"{k} is not a tensor" for k in not_tensors]
+        )[0]
         raise ValueError(
             f"{path}: these weights do not fit the bundle's network ({len(missing)} missing, {len(unexpected)} "
             f"unexpected, {len(reshaped)} of another shape, {len(not_tensors)} not tensors; e.g. {example}): trained "
@@ -228,7 +249,9 @@ def check_fits(path, state, network, key: str = "model") -> None:
         )
     broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
-        raise ValueError(f"{path}: {len(broken)} weight tensor(s) hold NaN/Inf values (e.g. {broken[0]}): a diverged training?")
+        raise ValueError(
+            f"{path}: {len(broken)} weight tensor(s) hold NaN/Inf values (e.g. {broken[0]}): a diverged training?"
+        )
 
 
 def stretch_schedule(lr_scheduler, epochs: int) -> None:
@@ -243,8 +266,11 @@ def stretch_schedule(lr_scheduler, epochs: int) -> None:
     if lr_scheduler is None or getattr(lr_scheduler, "T_max", epochs) == epochs:
         return
     if not isinstance(lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-        logger.warning("the LR schedule %s was restored as saved: it is not stretched to %d epochs",
-                       type(lr_scheduler).__name__, epochs)
+        logger.warning(
+            "the LR schedule %s was restored as saved: it is not stretched to %d epochs",
+            type(lr_scheduler).__name__,
+            epochs,
+        )
         return
     done, old = lr_scheduler.last_epoch, lr_scheduler.T_max
     lr_scheduler.T_max = epochs
@@ -255,8 +281,14 @@ def stretch_schedule(lr_scheduler, epochs: int) -> None:
         new_lrs.append(group["lr"])
     before = list(lr_scheduler.get_last_lr())
     lr_scheduler._last_lr = new_lrs
-    logger.info("LR schedule stretched from %d to %d epochs: after epoch %d the learning rate is %.3g (was %.3g)",
-                old, epochs, done, new_lrs[0], before[0])
+    logger.info(
+        "LR schedule stretched from %d to %d epochs: after epoch %d the learning rate is %.3g (was %.3g)",
+        old,
+        epochs,
+        done,
+        new_lrs[0],
+        before[0],
+    )
 
 
 class ResumeLoader(CheckpointLoader):
@@ -271,8 +303,11 @@ class ResumeLoader(CheckpointLoader):
     def __init__(self, ckpt_dir, load_dict: Mapping, map_location=None):
         from scripts.errors import exit_on_error
 
-        super().__init__(load_path=exit_on_error(resumable, ckpt_dir, load_dict), load_dict=dict(load_dict),
-                         map_location=map_location)
+        super().__init__(
+            load_path=exit_on_error(resumable, ckpt_dir, load_dict),
+            load_dict=dict(load_dict),
+            map_location=map_location,
+        )
 
     def __call__(self, engine) -> None:
         from scripts.errors import InputError

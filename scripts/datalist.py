@@ -67,7 +67,9 @@ def _case_name(path):
 
 def _require_files(items, source):
     """Raise ``ValueError`` naming the first missing image/label file of ``items``."""
-    missing = [item[key] for item in items for key in ("image", "label") if key in item and not os.path.isfile(item[key])]
+    missing = [
+        item[key] for item in items for key in ("image", "label") if key in item and not os.path.isfile(item[key])
+    ]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ValueError(f"{source}: file not found: {missing[0]}{more}")
@@ -242,7 +244,11 @@ def load_datalist(datalist_file, base_dir=None):
         raise ValueError(f"{datalist_file}: no 'training' list")
     training = []
     for index, item in enumerate(data["training"]):
-        if not isinstance(item, dict) or not isinstance(item.get("image"), str) or not isinstance(item.get("label"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("image"), str)
+            or not isinstance(item.get("label"), str)
+        ):
             raise ValueError(f"{datalist_file}: training entry {index} needs string 'image' and 'label': {item!r}")
         if "fold" in item and (isinstance(item["fold"], bool) or not isinstance(item["fold"], int) or item["fold"] < 0):
             raise ValueError(f"{datalist_file}: training entry {index} has an invalid fold {item['fold']!r}")
@@ -318,7 +324,9 @@ def split(datalist_file, fold=0, num_folds=5, seed=0, base_dir=None, record_file
     if record_file:
         record = {
             "datalist_file": datalist_file,
-            "base_dir": os.path.abspath(os.path.expanduser(str(base_dir))) if base_dir else os.path.dirname(datalist_file),
+            "base_dir": (
+                os.path.abspath(os.path.expanduser(str(base_dir))) if base_dir else os.path.dirname(datalist_file)
+            ),
             "seed": seed,
             "num_folds": effective_folds,
             "fold": fold,
@@ -378,7 +386,9 @@ def main(argv=None):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {path}: {len(items)} labelled cases in {args.num_folds} folds (seed {args.seed}), {len(test)} test images")
+    print(
+        f"wrote {path}: {len(items)} labelled cases in {args.num_folds} folds (seed {args.seed}), {len(test)} test images"
+    )
     for k in range(args.num_folds):
         names = [_case_name(item["image"]) for item in items if item["fold"] == k]
         shown = ", ".join(names[:8]) + (f", ... (+{len(names) - 8})" if len(names) > 8 else "")

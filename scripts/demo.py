@@ -69,30 +69,105 @@ def main(argv=None) -> int:
     schedule = {} if args.epochs is None else {"epochs": args.epochs}
     python = sys.executable
 
-    step("1/7 generate a synthetic phantom dataset (MSD layout)",
-         [python, "-m", "scripts.phantom", "--output_dir", data, "--num_train", args.num_train,
-          "--num_test", args.num_test, "--seed", args.seed])
-    step("2/7 list the held-out phantom cases as a datalist",
-         [python, "-m", "scripts.datalist", "--images", f"{data}/imagesTs", "--labels", f"{data}/labelsTs",
-          "--output", f"{data}/heldout.json"])
-    step("3/7 check the dataset",
-         [python, "-m", "scripts.check_dataset", "--dataset_dir", data, "--output_dir", runs])
-    train_s = step("4/7 train (phantom-sized settings from configs/demo.yaml)",
-                   bundle_run("training", ["train.yaml", "demo.yaml"], dataset_dir=data, output_dir=runs,
-                              ckpt_dir=models, seed=args.seed, **schedule))
-    step("5/7 evaluate on the held-out cases",
-         bundle_run("evaluation", ["inference.yaml", "demo.yaml", "evaluate.yaml"], eval_datalist=f"{data}/heldout.json",
-                    eval_key="training", ckpt_path=f"{models}/model.pt", output_dir=evaluation))
-    step("6/7 segment a folder of CT volumes",
-         bundle_run("inference", ["inference.yaml", "demo.yaml"], input=f"{data}/imagesTs",
-                    ckpt_path=f"{models}/model.pt", output_dir=inference))
+    step(
+        "1/7 generate a synthetic phantom dataset (MSD layout)",
+        [
+            python,
+            "-m",
+            "scripts.phantom",
+            "--output_dir",
+            data,
+            "--num_train",
+            args.num_train,
+            "--num_test",
+            args.num_test,
+            "--seed",
+            args.seed,
+        ],
+    )
+    step(
+        "2/7 list the held-out phantom cases as a datalist",
+        [
+            python,
+            "-m",
+            "scripts.datalist",
+            "--images",
+            f"{data}/imagesTs",
+            "--labels",
+            f"{data}/labelsTs",
+            "--output",
+            f"{data}/heldout.json",
+        ],
+    )
+    step("3/7 check the dataset", [python, "-m", "scripts.check_dataset", "--dataset_dir", data, "--output_dir", runs])
+    train_s = step(
+        "4/7 train (phantom-sized settings from configs/demo.yaml)",
+        bundle_run(
+            "training",
+            ["train.yaml", "demo.yaml"],
+            dataset_dir=data,
+            output_dir=runs,
+            ckpt_dir=models,
+            seed=args.seed,
+            **schedule,
+        ),
+    )
+    step(
+        "5/7 evaluate on the held-out cases",
+        bundle_run(
+            "evaluation",
+            ["inference.yaml", "demo.yaml", "evaluate.yaml"],
+            eval_datalist=f"{data}/heldout.json",
+            eval_key="training",
+            ckpt_path=f"{models}/model.pt",
+            output_dir=evaluation,
+        ),
+    )
+    step(
+        "6/7 segment a folder of CT volumes",
+        bundle_run(
+            "inference",
+            ["inference.yaml", "demo.yaml"],
+            input=f"{data}/imagesTs",
+            ckpt_path=f"{models}/model.pt",
+            output_dir=inference,
+        ),
+    )
     dice, worst = mean_dice(os.path.join(BUNDLE_ROOT, evaluation, "metrics.csv"))
-    step("7/7 draw an overlay, the evaluation grid and the training curves", [python, "-m", "scripts.visualize", "overlay",
-         "--image", f"{data}/imagesTs/{worst}.nii.gz", "--label", f"{data}/labelsTs/{worst}.nii.gz",
-         "--pred", f"{evaluation}/{worst}_seg.nii.gz", "--output", f"{w}/overlay_{worst}.png"])
+    step(
+        "7/7 draw an overlay, the evaluation grid and the training curves",
+        [
+            python,
+            "-m",
+            "scripts.visualize",
+            "overlay",
+            "--image",
+            f"{data}/imagesTs/{worst}.nii.gz",
+            "--label",
+            f"{data}/labelsTs/{worst}.nii.gz",
+            "--pred",
+            f"{evaluation}/{worst}_seg.nii.gz",
+            "--output",
+            f"{w}/overlay_{worst}.png",
+        ],
+    )
     for cmd in (
-        [python, "-m", "scripts.visualize", "grid", "--images", f"{data}/imagesTs", "--labels", f"{data}/labelsTs",
-         "--preds", evaluation, "--metrics", f"{evaluation}/metrics.csv", "--output", f"{w}/eval_grid.png"],
+        [
+            python,
+            "-m",
+            "scripts.visualize",
+            "grid",
+            "--images",
+            f"{data}/imagesTs",
+            "--labels",
+            f"{data}/labelsTs",
+            "--preds",
+            evaluation,
+            "--metrics",
+            f"{evaluation}/metrics.csv",
+            "--output",
+            f"{w}/eval_grid.png",
+        ],
         [python, "-m", "scripts.visualize", "curves", "--log_dir", runs, "--output", f"{w}/training_curves.png"],
     ):
         step("7/7 (continued)", cmd)

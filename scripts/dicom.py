@@ -51,17 +51,25 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
-    UID,
     generate_uid,
 )
 from pydicom.valuerep import DSfloat
 
-__all__ = ["write_series", "find_series", "check_series", "check_itk_read", "itk_series", "read_series", "convert",
-           "main"]
+__all__ = [
+    "write_series",
+    "find_series",
+    "check_series",
+    "check_itk_read",
+    "itk_series",
+    "read_series",
+    "convert",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +82,29 @@ J2K_MIN_SIZE = 32  # openjpeg (pylibjpeg-openjpeg) encodes 6 resolution levels: 
 UID_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
 #: Tags that the files of one series share, which group files without a SeriesInstanceUID (with the orientation and
 #: pixel spacing, rounded, and whether the image is a localizer); see :func:`_series_key`.
-SERIES_KEY_TAGS = ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID", "Modality", "SOPClassUID", "SeriesNumber",
-                   "SeriesDescription", "Rows", "Columns")
+SERIES_KEY_TAGS = (
+    "PatientID",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "SOPClassUID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "Rows",
+    "Columns",
+)
 GROUPED_BY = "frame of reference, orientation, pixel spacing, rows/columns, series number and description"
 #: What MONAI's ITKReader splits the DICOM files of a folder by: GDCM's "series details" (the SeriesInstanceUID refined
 #: by SeriesNumber, SequenceName, SliceThickness, Rows, Columns) and the SeriesDate restriction the reader adds.
-ITK_SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "SequenceName", "SliceThickness", "Rows", "Columns",
-                   "SeriesDate")
+ITK_SERIES_TAGS = (
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "SequenceName",
+    "SliceThickness",
+    "Rows",
+    "Columns",
+    "SeriesDate",
+)
 MAX_PROBLEMS_SHOWN = 3  # an error line lists the first few irregular gaps; check_series returns them all
 IRREGULAR_HINT = "to convert it anyway: python -m scripts.dicom convert --allow_irregular"
 
@@ -134,7 +158,6 @@ def _image_type(ds) -> tuple:
 
 
 from scripts.errors import one_line as _one_line  # noqa: E402  (one definition for every module)
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # writing
@@ -193,9 +216,21 @@ def _dicom_geometry(affine) -> dict:
     }
 
 
-def _slice_dataset(geom: dict, k: int, rows: int, columns: int, signed: bool, intercept: int, uids: dict,
-                   patient_id: str, series_description: str, series_number, modality: str, image_type,
-                   now: datetime.datetime) -> Dataset:
+def _slice_dataset(
+    geom: dict,
+    k: int,
+    rows: int,
+    columns: int,
+    signed: bool,
+    intercept: int,
+    uids: dict,
+    patient_id: str,
+    series_description: str,
+    series_number,
+    modality: str,
+    image_type,
+    now: datetime.datetime,
+) -> Dataset:
     """Header of slice ``k`` (pixel data added by the caller)."""
     sop_uid = generate_uid()
     meta = FileMetaDataset()
@@ -263,9 +298,21 @@ def _save_dataset_atomic(ds: Dataset, path: str) -> None:
         ds.save_as(tmp, enforce_file_format=True)
 
 
-def write_series(image_hu, affine, out_dir, *, transfer_syntax="explicit", patient_id="PHANTOM", study_uid=None,
-                 series_uid=None, frame_of_reference_uid=None, series_description="", series_number=None,
-                 modality="CT", image_type=("ORIGINAL", "PRIMARY", "AXIAL")) -> list[str]:
+def write_series(
+    image_hu,
+    affine,
+    out_dir,
+    *,
+    transfer_syntax="explicit",
+    patient_id="PHANTOM",
+    study_uid=None,
+    series_uid=None,
+    frame_of_reference_uid=None,
+    series_description="",
+    series_number=None,
+    modality="CT",
+    image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
+) -> list[str]:
     """Write a 3D HU volume as a DICOM CT Image Storage series, one file per slice along the third axis.
 
     ``image_hu`` is indexed (i, j, k) and ``affine`` is its RAS+ voxel-to-world matrix (nibabel convention). Slice
@@ -289,16 +336,31 @@ def write_series(image_hu, affine, out_dir, *, transfer_syntax="explicit", patie
     ts_uid = TRANSFER_SYNTAXES[transfer_syntax]
     columns, rows, n_slices = image.shape
     if transfer_syntax == "jpeg2000" and min(rows, columns) < J2K_MIN_SIZE:
-        raise ValueError(f"{out_dir}: JPEG 2000 needs slices of at least {J2K_MIN_SIZE}x{J2K_MIN_SIZE} pixels "
-                         f"(openjpeg's default 6 resolution levels), got {columns}x{rows}")
+        raise ValueError(
+            f"{out_dir}: JPEG 2000 needs slices of at least {J2K_MIN_SIZE}x{J2K_MIN_SIZE} pixels "
+            f"(openjpeg's default 6 resolution levels), got {columns}x{rows}"
+        )
     os.makedirs(out_dir, exist_ok=True)
     width = max(4, len(str(n_slices)))
     now = datetime.datetime.now()
     paths = []
     try:
         for k in range(n_slices):
-            ds = _slice_dataset(geom, k, rows, columns, signed, intercept, uids, str(patient_id),
-                                series_description, series_number, modality, image_type, now)
+            ds = _slice_dataset(
+                geom,
+                k,
+                rows,
+                columns,
+                signed,
+                intercept,
+                uids,
+                str(patient_id),
+                series_description,
+                series_number,
+                modality,
+                image_type,
+                now,
+            )
             hu = image[:, :, k].T.astype(np.int32)  # (rows, columns) = (j, i)
             stored = np.ascontiguousarray((hu - intercept).astype(np.int16 if signed else np.uint16))
             path = os.path.join(out_dir, f"IM_{k + 1:0{width}d}.dcm")
@@ -385,8 +447,11 @@ def _series_key(ds) -> str:
     if uid:
         return uid
     shared = [_text(ds, keyword) for keyword in SERIES_KEY_TAGS]
-    shared += [_rounded(ds, "ImageOrientationPatient", 3), _rounded(ds, "PixelSpacing", 4),
-               "LOCALIZER" in (v.upper() for v in _image_type(ds))]
+    shared += [
+        _rounded(ds, "ImageOrientationPatient", 3),
+        _rounded(ds, "PixelSpacing", 4),
+        "LOCALIZER" in (v.upper() for v in _image_type(ds)),
+    ]
     digest = hashlib.sha1(repr(shared).encode()).hexdigest()
     return f"no-uid-{int(digest, 16) % 10**8:08d}"
 
@@ -480,8 +545,10 @@ def _resolve_files(files_or_folder) -> tuple[list[str], str]:
             raise ValueError(f"{folder}: no DICOM files found")
         if len(series) > 1:
             listing = "; ".join(_describe(s) for s in series)
-            raise ValueError(f"{folder}: folder holds {len(series)} DICOM series, expected one: {listing}; give each "
-                             "series a folder of its own (python -m scripts.dicom convert converts them all)")
+            raise ValueError(
+                f"{folder}: folder holds {len(series)} DICOM series, expected one: {listing}; give each "
+                "series a folder of its own (python -m scripts.dicom convert converts them all)"
+            )
         return series[0]["files"], folder
     files = [os.fspath(f) for f in files_or_folder]
     if not files:
@@ -510,13 +577,17 @@ def _gap_problems(proj: np.ndarray, files: list, instances: list, step: float, t
         gap = proj[a + 1] - proj[a]
         if abs(gap - step) <= tol:
             continue
-        where = (f"instance {instances[a]} ({os.path.basename(files[a])}, position {proj[a]:.3f} mm) and "
-                 f"instance {instances[a + 1]} ({os.path.basename(files[a + 1])}, position {proj[a + 1]:.3f} mm)")
+        where = (
+            f"instance {instances[a]} ({os.path.basename(files[a])}, position {proj[a]:.3f} mm) and "
+            f"instance {instances[a + 1]} ({os.path.basename(files[a + 1])}, position {proj[a + 1]:.3f} mm)"
+        )
         m = int(round(gap / step))
         if m >= 2 and abs(gap - m * step) <= tol * m:
             expected = ", ".join(f"{proj[a] + q * step:.3f}" for q in range(1, m))
-            text = (f"missing {m - 1} slice(s): gap of {gap:.3f} mm between {where} is {gap / step:.1f}x the "
-                    f"slice spacing {step:.3f} mm; expected slice(s) at position {expected} mm along the normal")
+            text = (
+                f"missing {m - 1} slice(s): gap of {gap:.3f} mm between {where} is {gap / step:.1f}x the "
+                f"slice spacing {step:.3f} mm; expected slice(s) at position {expected} mm along the normal"
+            )
             i0, i1 = instances[a], instances[a + 1]
             if isinstance(i0, int) and isinstance(i1, int) and abs(i1 - i0) == m:
                 lo = min(i0, i1)
@@ -531,8 +602,11 @@ def _no_uid_hint(items: list) -> str:
     """Why files without a SeriesInstanceUID may hold two series that cannot be told apart (for duplicate slices)."""
     acquisitions = {_text(ds, "AcquisitionNumber") for _, ds in items} - {""}
     numbers = ", ".join(sorted(acquisitions, key=lambda v: (_as_int(v) is None, _as_int(v) or 0, v)))
-    return (f" (the files have no SeriesInstanceUID, so series that share {GROUPED_BY} cannot be told apart"
-            + (f"; AcquisitionNumber {numbers}: separate acquisitions?" if len(acquisitions) > 1 else "") + ")")
+    return (
+        f" (the files have no SeriesInstanceUID, so series that share {GROUPED_BY} cannot be told apart"
+        + (f"; AcquisitionNumber {numbers}: separate acquisitions?" if len(acquisitions) > 1 else "")
+        + ")"
+    )
 
 
 def check_series(files_or_folder, *, allow_irregular=False) -> dict:
@@ -568,8 +642,12 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
     uid = summary["uid"]
     name = _series_name({**summary, "folder": folder})
     if summary["missing_uids"]:
-        logger.warning("%s: %s%s", name, ", ".join(summary["missing_uids"]),
-                       "" if uid else f"; its files were grouped into one series by {GROUPED_BY}")
+        logger.warning(
+            "%s: %s%s",
+            name,
+            ", ".join(summary["missing_uids"]),
+            "" if uid else f"; its files were grouped into one series by {GROUPED_BY}",
+        )
     items = _sorted_items(items)
     files = [p for p, _ in items]
 
@@ -585,23 +663,32 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
         samples = _as_int(ds.get("SamplesPerPixel", 1)) or 1
         frames = _as_int(ds.get("NumberOfFrames", 1)) or 1
         if samples != 1 or frames != 1:
-            raise ValueError(f"{name}: {path}: only single-frame greyscale slices are supported "
-                             f"(SamplesPerPixel {samples}, NumberOfFrames {frames})")
+            raise ValueError(
+                f"{name}: {path}: only single-frame greyscale slices are supported "
+                f"(SamplesPerPixel {samples}, NumberOfFrames {frames})"
+            )
         instance = _as_int(ds.get("InstanceNumber", None))
         instances.append(instance if instance is not None else "?")
 
     for a in range(1, len(items)):
         if not np.allclose(iops[a], iops[0], atol=ORIENTATION_TOL):
-            raise ValueError(f"{name}: inconsistent ImageOrientationPatient: {files[0]} has {iops[0].tolist()}, "
-                             f"{files[a]} has {iops[a].tolist()}")
+            raise ValueError(
+                f"{name}: inconsistent ImageOrientationPatient: {files[0]} has {iops[0].tolist()}, "
+                f"{files[a]} has {iops[a].tolist()}"
+            )
         if sizes[a] != sizes[0]:
             raise ValueError(f"{name}: inconsistent Rows/Columns: {files[0]} is {sizes[0]}, {files[a]} is {sizes[a]}")
         if not np.allclose(spacings[a], spacings[0], rtol=1e-4, atol=1e-6):
-            raise ValueError(f"{name}: inconsistent PixelSpacing: {files[0]} has {spacings[0].tolist()}, "
-                             f"{files[a]} has {spacings[a].tolist()}")
+            raise ValueError(
+                f"{name}: inconsistent PixelSpacing: {files[0]} has {spacings[0].tolist()}, "
+                f"{files[a]} has {spacings[a].tolist()}"
+            )
     row_cos, col_cos = iops[0][:3], iops[0][3:]
-    if (abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3
-            or abs(float(row_cos @ col_cos)) > 1e-3):
+    if (
+        abs(np.linalg.norm(row_cos) - 1) > 1e-3
+        or abs(np.linalg.norm(col_cos) - 1) > 1e-3
+        or abs(float(row_cos @ col_cos)) > 1e-3
+    ):
         raise ValueError(f"{name}: ImageOrientationPatient {iops[0].tolist()} is not two orthogonal unit vectors")
     row_cos = row_cos / np.linalg.norm(row_cos)
     col_cos = col_cos / np.linalg.norm(col_cos)
@@ -620,24 +707,30 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
         dup = np.nonzero(gaps <= tol)[0]
         if dup.size or step <= 0:
             a = int(dup[0]) if dup.size else 0
-            raise ValueError(f"{name}: duplicate slice position {proj[a]:.3f} mm along the normal: {files[a]} "
-                             f"(instance {instances[a]}) and {files[a + 1]} (instance {instances[a + 1]})"
-                             + (f"; {dup.size} duplicate(s) in all" if dup.size > 1 else "")
-                             + ("" if uid else _no_uid_hint(items)))
+            raise ValueError(
+                f"{name}: duplicate slice position {proj[a]:.3f} mm along the normal: {files[a]} "
+                f"(instance {instances[a]}) and {files[a + 1]} (instance {instances[a + 1]})"
+                + (f"; {dup.size} duplicate(s) in all" if dup.size > 1 else "")
+                + ("" if uid else _no_uid_hint(items))
+            )
         gap_problems = _gap_problems(proj, files, instances, step, tol)
         thicknesses = [v or "blank" for v in dict.fromkeys(_text(ds, "SliceThickness") for _, ds in items)]
         if gap_problems and len(thicknesses) > 1:  # reconstructed at more than one thickness, not lost slices
             gaps = sorted({round(float(g), 2) for g in np.diff(proj)})
-            problems.append(f"irregular slice spacing: gaps of {', '.join(f'{g:g}' for g in gaps[:6])} mm, and "
-                            f"SliceThickness varies ({', '.join(thicknesses[:6])} mm)")
+            problems.append(
+                f"irregular slice spacing: gaps of {', '.join(f'{g:g}' for g in gaps[:6])} mm, and "
+                f"SliceThickness varies ({', '.join(thicknesses[:6])} mm)"
+            )
         else:
             problems += gap_problems
         mean_step = (positions[-1] - positions[0]) / (n - 1)
         off_normal = np.linalg.norm(positions - positions[0] - np.outer(proj - proj[0], normal), axis=1)
         if np.max(off_normal) > tol:
             worst = int(np.argmax(off_normal))
-            problems.append(f"slice positions drift off the slice normal by up to {off_normal[worst]:.3f} mm "
-                            f"(gantry tilt or sheared stack; {files[worst]})")
+            problems.append(
+                f"slice positions drift off the slice normal by up to {off_normal[worst]:.3f} mm "
+                f"(gantry tilt or sheared stack; {files[worst]})"
+            )
         slice_step = mean_step
     else:
         thickness = None
@@ -667,19 +760,21 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
     affine = LPS_RAS_FLIP @ lps
     rows, columns = sizes[0]
     info = dict(summary)
-    info.update({
-        "name": name,
-        "folder": folder,
-        "files": files,
-        "n_files": n,
-        "shape": (columns, rows, n),
-        "spacing": (float(col_spacing), float(row_spacing), float(np.linalg.norm(slice_step))),
-        "affine": affine,
-        "positions": proj,
-        "instances": instances,
-        "irregular": bool(problems),
-        "problems": problems,
-    })
+    info.update(
+        {
+            "name": name,
+            "folder": folder,
+            "files": files,
+            "n_files": n,
+            "shape": (columns, rows, n),
+            "spacing": (float(col_spacing), float(row_spacing), float(np.linalg.norm(slice_step))),
+            "affine": affine,
+            "positions": proj,
+            "instances": instances,
+            "irregular": bool(problems),
+            "problems": problems,
+        }
+    )
     return info
 
 
@@ -730,8 +825,10 @@ def check_itk_read(folder, info: dict) -> None:
         amount = f"{len(read)} of the series' {len(ours)} files"
     else:
         amount = f"{len(read)} files, not the series' {len(ours)}"
-    raise ValueError(f"{folder}: ITK, which reads a DICOM folder for inference, would read {amount}: {why}; convert "
-                     f"the series with python -m scripts.dicom convert and segment the NIfTI")
+    raise ValueError(
+        f"{folder}: ITK, which reads a DICOM folder for inference, would read {amount}: {why}; convert "
+        f"the series with python -m scripts.dicom convert and segment the NIfTI"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -810,6 +907,7 @@ def _sanitise(text: str) -> str:
 
 def _output_names(series: list[dict]) -> list[str]:
     """``<PatientID>_<SeriesNumber or last 8 digits of the UID>.nii.gz``, made unique."""
+
     def uid_tail(s):
         return re.sub(r"\D", "", s["uid"] or s["key"])[-8:] or "series"
 
@@ -885,8 +983,11 @@ def _check_command(root: str, allow_irregular: bool) -> int:
     found = find_series(root)
     if not found:
         raise ValueError(f"{root}: no DICOM series found")
-    print(f"{'number':>6}  {'modality':8}  {'files':>5}  {'shape':14}  {'spacing (mm)':20}  {'status':10}  "
-          f"description | folder | UID", flush=True)
+    print(
+        f"{'number':>6}  {'modality':8}  {'files':>5}  {'shape':14}  {'spacing (mm)':20}  {'status':10}  "
+        f"description | folder | UID",
+        flush=True,
+    )
     failures = []
     for s in found:
         shape = spacing = "-"
@@ -907,8 +1008,10 @@ def _check_command(root: str, allow_irregular: bool) -> int:
                 status, detail = "error", str(exc).replace(_series_name(s) + ": ", "")
                 failures.append(_one_line(exc))
         number = "" if s["series_number"] is None else s["series_number"]
-        line = (f"{number!s:>6}  {s['modality']:8}  {s['n_files']:>5}  {shape:14}  {spacing:20}  {status:10}  "
-                f"{s['series_description']!r} | {s['folder']} | {s['uid'] or '(no SeriesInstanceUID)'}")
+        line = (
+            f"{number!s:>6}  {s['modality']:8}  {s['n_files']:>5}  {shape:14}  {spacing:20}  {status:10}  "
+            f"{s['series_description']!r} | {s['folder']} | {s['uid'] or '(no SeriesInstanceUID)'}"
+        )
         print(line + (f"  [{_one_line(detail)}]" if detail and status != "ok" else ""), flush=True)
     if failures:
         more = f" (+{len(failures) - 1} more series with errors)" if len(failures) > 1 else ""
@@ -926,8 +1029,11 @@ def main(argv=None) -> int:
     p_check = sub.add_parser("check", help="print the series table with geometry checks")
     p_check.add_argument("-i", "--input", required=True, help="DICOM folder (searched recursively)")
     for p in (p_convert, p_check):
-        p.add_argument("--allow_irregular", action="store_true",
-                       help="warn instead of failing on irregular slice spacing (e.g. a missing slice)")
+        p.add_argument(
+            "--allow_irregular",
+            action="store_true",
+            help="warn instead of failing on irregular slice spacing (e.g. a missing slice)",
+        )
         p.add_argument("--debug", action="store_true", help="show the traceback on errors")
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {_one_line(message)}\n"

@@ -56,6 +56,11 @@ def init_process_group(device, timeout_s: float = 600):
     idist.sync()
     logger.info(
         "rank %d of %d: pid %d, local rank %s, %s backend, device %s",
-        dist.get_rank(), dist.get_world_size(), os.getpid(), os.environ["LOCAL_RANK"], backend, device,
+        dist.get_rank(),
+        dist.get_world_size(),
+        os.getpid(),
+        os.environ["LOCAL_RANK"],
+        backend,
+        device,
     )
     return dist.group.WORLD

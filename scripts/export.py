@@ -48,8 +48,16 @@ REQUIRED_FILES = ("configs/metadata.json", "configs/inference.yaml", "configs/tr
 WEIGHTS_FILE = "models/model.pt"
 # Left out of the zip: caches, temporary and hidden files, resumable training state (large, and only for resuming),
 # TensorRT engines (built for one GPU model and TensorRT version) and the team's development notes.
-EXCLUDED = ("*/__pycache__/*", "*.pyc", ".*", "*/.*", "*.tmp", "models/checkpoint_*.pt", "*.plan",
-            "docs/CONVENTIONS_FOR_HELPERS.md")
+EXCLUDED = (
+    "*/__pycache__/*",
+    "*.pyc",
+    ".*",
+    "*/.*",
+    "*.tmp",
+    "models/checkpoint_*.pt",
+    "*.plan",
+    "docs/CONVENTIONS_FOR_HELPERS.md",
+)
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # every entry gets this time stamp, so the same files give the same zip
 
 
@@ -128,9 +136,18 @@ def _ort_session(path, threads=0, providers=None):
     return ort.InferenceSession(os.fspath(path), options, providers=list(providers or ["CPUExecutionProvider"]))
 
 
-def export_onnx(ckpt_file, output, config_files=("configs/inference.yaml",), meta_file="configs/metadata.json",
-                net_id="network_def", key_in_ckpt="", overrides=None, opset_version=None, dynamo=False,
-                atol=ONNX_ATOL) -> dict:
+def export_onnx(
+    ckpt_file,
+    output,
+    config_files=("configs/inference.yaml",),
+    meta_file="configs/metadata.json",
+    net_id="network_def",
+    key_in_ckpt="",
+    overrides=None,
+    opset_version=None,
+    dynamo=False,
+    atol=ONNX_ATOL,
+) -> dict:
     """Export the bundle's network with the weights of ``ckpt_file`` to ONNX at ``output``; return the check.
 
     The input ``image`` and output ``pred`` have dynamic batch and spatial axes. Before the file is moved into place,
@@ -157,11 +174,20 @@ def export_onnx(ckpt_file, output, config_files=("configs/inference.yaml",), met
         example = torch.rand(1, channels, *patch, generator=generator)
         kwargs = {} if dynamo else {"dynamo": False}
         exported = axis_wise_norms(copy.deepcopy(net)).eval()
-        model = convert_to_onnx(exported, [example], input_names=["image"], output_names=["pred"], filename=tmp,
-                                dynamic_axes={"image": axes, "pred": axes}, opset_version=opset_version,
-                                use_trace=True, **kwargs)
-        onnx.helper.set_model_props(model, {"bundle": BUNDLE_NAME, "version": str(meta.get("version", "")),
-                                            "metadata": json.dumps(meta)})
+        model = convert_to_onnx(
+            exported,
+            [example],
+            input_names=["image"],
+            output_names=["pred"],
+            filename=tmp,
+            dynamic_axes={"image": axes, "pred": axes},
+            opset_version=opset_version,
+            use_trace=True,
+            **kwargs,
+        )
+        onnx.helper.set_model_props(
+            model, {"bundle": BUNDLE_NAME, "version": str(meta.get("version", "")), "metadata": json.dumps(meta)}
+        )
         onnx.save(model, tmp)
         check = torch.rand(2, channels, *patch, generator=generator)
         with torch.no_grad():
@@ -300,8 +326,12 @@ def _parser() -> argparse.ArgumentParser:
     p_onnx = sub.add_parser("onnx", help="export the network to ONNX and check it against PyTorch")
     p_onnx.add_argument("--ckpt_file", default="models/model.pt", help="weights (a state dict, as training writes)")
     p_onnx.add_argument("--output", default="models/model.onnx", help="the ONNX file to write")
-    p_onnx.add_argument("--config_file", nargs="+", default=["configs/inference.yaml"],
-                        help="configs merged in order (add configs/demo.yaml for the demo geometry)")
+    p_onnx.add_argument(
+        "--config_file",
+        nargs="+",
+        default=["configs/inference.yaml"],
+        help="configs merged in order (add configs/demo.yaml for the demo geometry)",
+    )
     p_onnx.add_argument("--meta_file", default="configs/metadata.json")
     p_onnx.add_argument("--key_in_ckpt", default="", help="key of the weights in a nested checkpoint")
     p_onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
@@ -321,10 +351,20 @@ def main(argv=None) -> int:
     try:
         if args.command == "onnx":
             print(f"exporting {args.ckpt_file} to ONNX ...", flush=True)
-            result = export_onnx(args.ckpt_file, args.output, config_files=args.config_file, meta_file=args.meta_file,
-                                 key_in_ckpt=args.key_in_ckpt, opset_version=args.opset, dynamo=args.dynamo)
-            print(f"wrote {result['path']}: ONNX Runtime vs PyTorch max abs difference {result['max_abs_diff']:.2e} "
-                  f"on a {result['shape']} output", flush=True)
+            result = export_onnx(
+                args.ckpt_file,
+                args.output,
+                config_files=args.config_file,
+                meta_file=args.meta_file,
+                key_in_ckpt=args.key_in_ckpt,
+                opset_version=args.opset,
+                dynamo=args.dynamo,
+            )
+            print(
+                f"wrote {result['path']}: ONNX Runtime vs PyTorch max abs difference {result['max_abs_diff']:.2e} "
+                f"on a {result['shape']} output",
+                flush=True,
+            )
         else:
             package(args.output, args.bundle_root, weights=not args.without_weights)
     except Exception as exc:  # one line for the user; the traceback with --debug

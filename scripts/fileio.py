@@ -14,14 +14,14 @@ import tempfile
 
 __all__ = ["atomic_path", "write_text", "save_nifti", "file_mode", "igzip", "has_isal"]
 
-try:   # ISA-L's gzip: inflates and deflates NIfTI files 2-10x faster than zlib (docs/benchmark.md)
+try:  # ISA-L's gzip: inflates and deflates NIfTI files 2-10x faster than zlib (docs/benchmark.md)
     from isal import igzip
 
     has_isal = True
 except ImportError:
     igzip, has_isal = None, False
 
-GZIP_LEVEL = 1   # deflate level of written .nii.gz files: the fastest that compresses (nibabel's default too)
+GZIP_LEVEL = 1  # deflate level of written .nii.gz files: the fastest that compresses (nibabel's default too)
 
 
 def file_mode() -> int:

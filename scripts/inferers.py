@@ -30,7 +30,7 @@ from monai.utils import convert_to_dst_type
 
 logger = logging.getLogger(__name__)
 
-BACKGROUND_LOGIT = 20.0   # outside the box: softmax gives background 1 - 2e-9 (fp16-safe, unlike inf)
+BACKGROUND_LOGIT = 20.0  # outside the box: softmax gives background 1 - 2e-9 (fp16-safe, unlike inf)
 
 
 def _foreground(logits: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
     lo_c, hi_c = idx.min(0).values.tolist(), (idx.max(0).values + 1).tolist()
     lo, hi = [], []
     for a, b, n_fine, n_coarse in zip(lo_c, hi_c, fine_shape, fg.shape):
-        step = n_fine / n_coarse   # coarse voxel i covers fine voxels [i * step, (i + 1) * step)
+        step = n_fine / n_coarse  # coarse voxel i covers fine voxels [i * step, (i + 1) * step)
         lo.append(max(0, math.floor(a * step) - margin))
         hi.append(min(n_fine, math.ceil(b * step) + margin))
     return lo, hi
@@ -88,8 +88,8 @@ class LiverBoxInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
         x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
-        out = torch.cat([self._one(x[i:i + 1], network, *args, **kwargs) for i in range(x.shape[0])])
-        return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]   # the inputs' metadata and trace
+        out = torch.cat([self._one(x[i : i + 1], network, *args, **kwargs) for i in range(x.shape[0])])
+        return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]  # the inputs' metadata and trace
 
     def _one(self, x: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         shape = tuple(x.shape[2:])

@@ -70,7 +70,7 @@ _GZIP_CHUNK = 1 << 20
 # ----------------------------------------------------------------------------------------------------------------------
 # reading
 
-C_ORDER_SLAB = 8   # slices per copy in c_order: the slab of both arrays stays in cache (docs/benchmark.md)
+C_ORDER_SLAB = 8  # slices per copy in c_order: the slab of both arrays stays in cache (docs/benchmark.md)
 
 
 def c_order(array: np.ndarray, slab: int = C_ORDER_SLAB) -> np.ndarray:
@@ -83,7 +83,7 @@ def c_order(array: np.ndarray, slab: int = C_ORDER_SLAB) -> np.ndarray:
         return array
     out = np.empty(array.shape, array.dtype)
     for start in range(0, array.shape[-1], slab):
-        out[..., start:start + slab] = array[..., start:start + slab]
+        out[..., start : start + slab] = array[..., start : start + slab]
     return out
 
 
@@ -119,7 +119,7 @@ class NiftiReader(NibabelReader):
             return super()._get_array_data(img, filename)
         from nibabel.arrayproxy import ArrayProxy
 
-        proxy = img.dataobj   # nibabel's reading of the header: shape, dtype, offset and scaling of the voxels
+        proxy = img.dataobj  # nibabel's reading of the header: shape, dtype, offset and scaling of the voxels
         with igzip.open(filename, "rb") as f:
             spec = (proxy.shape, proxy.dtype, proxy.offset, proxy.slope, proxy.inter)
             return np.asanyarray(ArrayProxy(f, spec, mmap=False, order=proxy.order))
@@ -332,7 +332,9 @@ def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
     info = dicom.check_series(folder)
     shape = tuple(int(s) for s in info["shape"])
     if min(shape) < 2:
-        raise ValueError(f"{folder}: a DICOM series of shape {_shape_text(shape)} (a single slice); a 3D CT volume is expected")
+        raise ValueError(
+            f"{folder}: a DICOM series of shape {_shape_text(shape)} (a single slice); a 3D CT volume is expected"
+        )
     check_size(folder, shape, max_voxels, itemsize=2)
     check_affine(folder, info["affine"])
     dicom.check_itk_read(folder, info)
@@ -396,8 +398,9 @@ def _find_cases(input_path) -> list[str]:
     return cases
 
 
-def list_inputs(input_path, output_dir=None, postfix: str = "seg", max_voxels: int = MAX_VOXELS,
-                failures: list | None = None) -> list[dict]:
+def list_inputs(
+    input_path, output_dir=None, postfix: str = "seg", max_voxels: int = MAX_VOXELS, failures: list | None = None
+) -> list[dict]:
     """Return ``[{"image": path}, ...]`` for every case behind ``input_path`` that passes the header checks.
 
     Raises FileNotFoundError/ValueError naming the path and the problem for a missing or empty path, for two inputs
@@ -419,12 +422,16 @@ def list_inputs(input_path, output_dir=None, postfix: str = "seg", max_voxels: i
         logger.info("[%d/%d] %s: %s", number, len(cases), case_name(case), describe_size(shape))
     if bad and (failures is None or not good):
         listing = "; ".join(b["problem"] for b in bad)
-        raise ValueError(listing if len(cases) == 1 else f"{len(bad)} of {len(cases)} input case(s) failed the checks: {listing}")
+        raise ValueError(
+            listing if len(cases) == 1 else f"{len(bad)} of {len(cases)} input case(s) failed the checks: {listing}"
+        )
     if output_dir is not None:
         plan_outputs(good, output_dir, postfix)
     if bad:
         failures.extend(bad)
-        logger.warning("%d of %d input case(s) will be skipped; the run exits non-zero at the end", len(bad), len(cases))
+        logger.warning(
+            "%d of %d input case(s) will be skipped; the run exits non-zero at the end", len(bad), len(cases)
+        )
     logger.info("%d input case(s) under %s", len(good), input_path)
     return [{"image": c} for c in good]
 
@@ -536,7 +543,8 @@ def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int 
                 problems.append(grid)
     if problems:
         raise ValueError(
-            f"{datalist_file}: {len(problems)} problem(s) in the '{key}' cases; fix or remove them: " + "; ".join(problems)
+            f"{datalist_file}: {len(problems)} problem(s) in the '{key}' cases; fix or remove them: "
+            + "; ".join(problems)
         )
     return [{"image": c["image"], "label": c["label"]} for c in cases]
 
@@ -556,8 +564,8 @@ def check_image_intensities(image, path: str) -> None:
 
     x = torch.as_tensor(image)
     lo, hi = (float(v) for v in torch.aminmax(x.float() if not x.is_floating_point() else x))
-    if not (math.isfinite(lo) and math.isfinite(hi)):   # min and max are NaN or infinite exactly when a voxel is:
-        bad = int(x.numel() - torch.isfinite(x).sum())   # the count costs a pass only for a bad image
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # min and max are NaN or infinite exactly when a voxel is:
+        bad = int(x.numel() - torch.isfinite(x).sum())  # the count costs a pass only for a bad image
         raise ValueError(f"{path}: {bad} NaN/Inf voxel(s) in the image; the mask would be garbage")
     if lo >= 0.0 and hi <= 1.0:
         raise ValueError(
@@ -664,7 +672,9 @@ class SkipFailed:
             problems = batch.get(FAILED_KEY) if isinstance(batch, dict) else None
             if problems:
                 for problem in problems if isinstance(problems, (list, tuple)) else [problems]:
-                    self.failures.append({"image": str(problem).split(": ")[0], "problem": str(problem), "stage": "load"})
+                    self.failures.append(
+                        {"image": str(problem).split(": ")[0], "problem": str(problem), "stage": "load"}
+                    )
                     logger.error("skipped: %s", problem)
                 continue
             yield batch

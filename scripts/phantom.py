@@ -158,8 +158,9 @@ def _blob_field(blob: dict, X, Y, Z) -> np.ndarray:
         return rho
     inv = np.float32(1.0) / (rho + np.float32(1e-6))
     thr = np.float32(1.0)
-    for a, n, f, ph in zip(blob["amps"].tolist(), blob["dirs"].tolist(), blob["freqs"].tolist(),
-                           blob["phases"].tolist()):
+    for a, n, f, ph in zip(
+        blob["amps"].tolist(), blob["dirs"].tolist(), blob["freqs"].tolist(), blob["phases"].tolist()
+    ):
         proj = (q[0] * np.float32(n[0]) + q[1] * np.float32(n[1]) + q[2] * np.float32(n[2])) * inv
         thr = thr + np.float32(a) * np.cos(proj * np.float32(f * math.pi) + np.float32(ph))
     return rho / thr
@@ -259,8 +260,9 @@ def _spine_zone2d(X2, Y2, anat: dict):
     sp, ves = anat["spine"], anat["vessels"]
     zone = ((X2 / (sp["vb_ax"] + 8.0)) ** 2 + ((Y2 - sp["y_vb"] + 14.0) / (sp["vb_ay"] + 18.0)) ** 2) < 1.0
     for sgn in (-1.0, 1.0):
-        zone = zone | ((((X2 - sgn * sp["ps_x"]) / (sp["ps_a"] + 3.0)) ** 2
-                        + ((Y2 - sp["ps_y"]) / (sp["ps_b"] + 3.0)) ** 2) < 1.0)
+        zone = zone | (
+            (((X2 - sgn * sp["ps_x"]) / (sp["ps_a"] + 3.0)) ** 2 + ((Y2 - sp["ps_y"]) / (sp["ps_b"] + 3.0)) ** 2) < 1.0
+        )
     for key, grow in (("aorta", 3.0), ("ivc", 1.5)):
         v = ves[key]
         zone = zone | ((((X2 - v["x"]) / (v["rx"] + grow)) ** 2 + ((Y2 - v["y"]) / (v["ry"] + grow)) ** 2) < 1.0)
@@ -303,16 +305,34 @@ def _place_liver(rng, anat: dict) -> dict:
     body = anat["body"]
     deg = math.pi / 180.0
     lobes_local = [
-        _blob(rng, (0.0, 0.0, 0.0), (rng.uniform(60, 75), rng.uniform(60, 80), rng.uniform(70, 85)),
-              _rotation(0.0, -rng.uniform(10, 25) * deg, rng.uniform(-10, 10) * deg), 4, 0.07),
-        _blob(rng, (-rng.uniform(65, 85), rng.uniform(10, 30), rng.uniform(0, 20)),
-              (rng.uniform(42, 55), rng.uniform(30, 42), rng.uniform(26, 38)),
-              _rotation(0.0, rng.uniform(-10, 10) * deg, rng.uniform(-20, 0) * deg), 4, 0.07),
+        _blob(
+            rng,
+            (0.0, 0.0, 0.0),
+            (rng.uniform(60, 75), rng.uniform(60, 80), rng.uniform(70, 85)),
+            _rotation(0.0, -rng.uniform(10, 25) * deg, rng.uniform(-10, 10) * deg),
+            4,
+            0.07,
+        ),
+        _blob(
+            rng,
+            (-rng.uniform(65, 85), rng.uniform(10, 30), rng.uniform(0, 20)),
+            (rng.uniform(42, 55), rng.uniform(30, 42), rng.uniform(26, 38)),
+            _rotation(0.0, rng.uniform(-10, 10) * deg, rng.uniform(-20, 0) * deg),
+            4,
+            0.07,
+        ),
     ]
     if rng.uniform() < 0.7:  # a third, caudate-like part bridging the two lobes posteriorly
         lobes_local.append(
-            _blob(rng, (-rng.uniform(30, 45), -rng.uniform(10, 30), rng.uniform(-20, 0)),
-                  (rng.uniform(25, 35), rng.uniform(25, 35), rng.uniform(35, 50)), None, 3, 0.06))
+            _blob(
+                rng,
+                (-rng.uniform(30, 45), -rng.uniform(10, 30), rng.uniform(-20, 0)),
+                (rng.uniform(25, 35), rng.uniform(25, 35), rng.uniform(35, 50)),
+                None,
+                3,
+                0.06,
+            )
+        )
     # bigger patients tend to have bigger livers
     size = math.sqrt(body["ai"] * body["bi"] / (130.0 * 92.0))
     target_ml = float(np.clip(rng.uniform(1150.0, 1750.0) * size, 1150.0, 1950.0))
@@ -320,8 +340,14 @@ def _place_liver(rng, anat: dict) -> dict:
     gb_local = (-rng.uniform(20, 35), rng.uniform(20, 40), -rng.uniform(45, 60))
     gallbladder = None
     if rng.uniform() < 0.8:
-        gallbladder = _blob(rng, (0.0, 0.0, 0.0), (rng.uniform(13, 18), rng.uniform(13, 18), rng.uniform(28, 38)),
-                            _rotation(rng.uniform(-30, -10) * deg, rng.uniform(-15, 15) * deg, 0.0), 2, 0.05)
+        gallbladder = _blob(
+            rng,
+            (0.0, 0.0, 0.0),
+            (rng.uniform(13, 18), rng.uniform(13, 18), rng.uniform(28, 38)),
+            _rotation(rng.uniform(-30, -10) * deg, rng.uniform(-15, 15) * deg, 0.0),
+            2,
+            0.05,
+        )
 
     # unscaled extents and volume of the lobe union
     lo, hi = _lobes_bounds(lobes_local)
@@ -337,7 +363,7 @@ def _place_liver(rng, anat: dict) -> dict:
     height0 = ext_max[2] - float(g["coords"][2][idx[2]].min())
     max_depth = 1.75 * body["bi"]  # at most ~85% of the cavity front-to-back
     max_width = min(1.5 * body["ai"], 200.0)  # left lobe tip right of x = -0.5 * cavity half-width
-    scale = (target_ml / (m.sum() * _COARSE_MM ** 3 / 1000.0)) ** (1.0 / 3.0)
+    scale = (target_ml / (m.sum() * _COARSE_MM**3 / 1000.0)) ** (1.0 / 3.0)
 
     liver = None
     for it in range(8):
@@ -345,7 +371,7 @@ def _place_liver(rng, anat: dict) -> dict:
         scale = min(scale, 1.35)
         s_x = min(scale, max_width / width0)
         s_y = min(scale, max_depth / depth0)
-        s_z = min(scale ** 3 / (s_x * s_y), 1.35 * scale, 165.0 / height0)
+        s_z = min(scale**3 / (s_x * s_y), 1.35 * scale, 165.0 / height0)
         stretch = np.array([s_x, s_y, s_z])
         shift = np.array([body["ai"] - gap_x, body["bi"] - gap_y, 0.0]) - stretch * ext_max
         lobes = [_moved(lb, shift, stretch) for lb in lobes_local]
@@ -353,11 +379,18 @@ def _place_liver(rng, anat: dict) -> dict:
         gb = None
         if gallbladder is not None:
             gb = _moved(gallbladder, shift + stretch * np.asarray(gb_local), 1.0, scale_shape=False)
-        liver = {"lobes": lobes, "lo": lo, "hi": hi, "gallbladder": gb, "scale": scale, "stretch": stretch,
-                 "shift": shift}
+        liver = {
+            "lobes": lobes,
+            "lo": lo,
+            "hi": hi,
+            "gallbladder": gb,
+            "scale": scale,
+            "stretch": stretch,
+            "shift": shift,
+        }
         g = _coarse_grid(lo, hi)
         sl, m = _liver_mask(g, anat, liver)
-        vol = m.sum() * _COARSE_MM ** 3 / 1000.0
+        vol = m.sum() * _COARSE_MM**3 / 1000.0
         if it == 7 or abs(vol / target_ml - 1.0) < 0.01:
             break
         scale *= (target_ml / max(vol, 1.0)) ** (1.0 / 3.0)
@@ -369,14 +402,16 @@ def _place_liver(rng, anat: dict) -> dict:
     depth = ndimage.distance_transform_edt(full_mask, sampling=_COARSE_MM)[idx]
     top = pts[:, 2].max()
     top_pts = pts[pts[:, 2] >= top - _COARSE_MM]
-    liver.update({
-        "points": pts,
-        "depth": depth,
-        "volume_ml_coarse": float(vol),
-        "fov_lo": pts.min(axis=0) - _COARSE_MM,
-        "fov_hi": pts.max(axis=0) + _COARSE_MM,
-        "top": (float(top_pts[:, 0].mean()), float(top_pts[:, 1].mean()), float(top)),
-    })
+    liver.update(
+        {
+            "points": pts,
+            "depth": depth,
+            "volume_ml_coarse": float(vol),
+            "fov_lo": pts.min(axis=0) - _COARSE_MM,
+            "fov_hi": pts.max(axis=0) + _COARSE_MM,
+            "top": (float(top_pts[:, 0].mean()), float(top_pts[:, 1].mean()), float(top)),
+        }
+    )
     return liver
 
 
@@ -406,18 +441,18 @@ def _draw_liver_vessels(rng, anat: dict, liver: dict):
     segs.append((hilum, rnode, rng.uniform(5.5, 7.0), rng.uniform(4.5, 5.5)))
     segs.append((hilum, lnode, rng.uniform(4.5, 5.5), rng.uniform(3.5, 4.5)))
     for _ in range(3):
-        segs.append((rnode, _snap(liver, inside_lobe(right, 0.75), 4.0), rng.uniform(3.0, 4.0),
-                     rng.uniform(2.0, 2.8)))
+        segs.append((rnode, _snap(liver, inside_lobe(right, 0.75), 4.0), rng.uniform(3.0, 4.0), rng.uniform(2.0, 2.8)))
     for _ in range(2):
-        segs.append((lnode, _snap(liver, inside_lobe(left, 0.7), 3.5), rng.uniform(2.8, 3.5),
-                     rng.uniform(2.0, 2.5)))
+        segs.append((lnode, _snap(liver, inside_lobe(left, 0.7), 3.5), rng.uniform(2.8, 3.5), rng.uniform(2.0, 2.5)))
     ivc = anat["vessels"]["ivc"]
     conf = np.array([ivc["x"], ivc["y"], liver["top"][2] - rng.uniform(15, 30)])
-    targets = [_blob_point(right, (0.65, -0.1, -0.35)), _blob_point(right, (-0.55, 0.6, -0.25)),
-               _blob_point(left, (-0.5, 0.0, 0.0))]
+    targets = [
+        _blob_point(right, (0.65, -0.1, -0.35)),
+        _blob_point(right, (-0.55, 0.6, -0.25)),
+        _blob_point(left, (-0.5, 0.0, 0.0)),
+    ]
     for t in targets:
-        segs.append((conf, _snap(liver, t + rng.normal(0, 6, 3), 4.0), rng.uniform(4.5, 6.0),
-                     rng.uniform(2.0, 2.8)))
+        segs.append((conf, _snap(liver, t + rng.normal(0, 6, 3), 4.0), rng.uniform(4.5, 6.0), rng.uniform(2.0, 2.8)))
     return segs
 
 
@@ -459,8 +494,15 @@ def _draw_anatomy(seed: int) -> dict:
     # slim patients have little fat: keep the cavity at least 240 x 170 mm
     fat_x = max(5.0, min(fat_x, a_lr - 2.0 - wall - 120.0))
     fat_y = max(5.0, min(fat_y, b_ap - 2.0 - wall - 85.0))
-    body = {"a": a_lr, "b": b_ap, "p_post": rng.uniform(2.3, 2.8), "skin": 2.0, "fat_x": fat_x, "fat_y": fat_y,
-            "wall": wall}
+    body = {
+        "a": a_lr,
+        "b": b_ap,
+        "p_post": rng.uniform(2.3, 2.8),
+        "skin": 2.0,
+        "fat_x": fat_x,
+        "fat_y": fat_y,
+        "wall": wall,
+    }
     body["am"] = a_lr - 2.0 - fat_x  # outer boundary of the muscle wall
     body["bm"] = b_ap - 2.0 - fat_y
     body["ai"] = body["am"] - wall  # inner boundary of the muscle wall (cavity)
@@ -472,35 +514,66 @@ def _draw_anatomy(seed: int) -> dict:
     r_canal = rng.uniform(7, 9)
     y_c = y_vb - vb_ay - r_canal - 2.0
     anat["spine"] = {
-        "vb_ax": vb_ax, "vb_ay": vb_ay, "y_vb": y_vb, "cortex": rng.uniform(2.0, 3.0),
-        "r_canal": r_canal, "y_c": y_c, "arch": rng.uniform(3.5, 5.0), "tp_len": rng.uniform(25, 35),
+        "vb_ax": vb_ax,
+        "vb_ay": vb_ay,
+        "y_vb": y_vb,
+        "cortex": rng.uniform(2.0, 3.0),
+        "r_canal": r_canal,
+        "y_c": y_c,
+        "arch": rng.uniform(3.5, 5.0),
+        "tp_len": rng.uniform(25, 35),
         "sp_tip": -body["bm"] + rng.uniform(3, 8),
-        "ps_x": rng.uniform(28, 36), "ps_y": y_c - rng.uniform(8, 14), "ps_a": rng.uniform(20, 26),
+        "ps_x": rng.uniform(28, 36),
+        "ps_y": y_c - rng.uniform(8, 14),
+        "ps_a": rng.uniform(20, 26),
         "ps_b": rng.uniform(22, 30),
-        "pitch": rng.uniform(30, 36), "disc": rng.uniform(7, 10), "z0": rng.uniform(0, 36),
-        "psoas_x": rng.uniform(30, 40), "psoas_y": y_vb + rng.uniform(0, 8), "psoas_z0": -rng.uniform(100, 130),
+        "pitch": rng.uniform(30, 36),
+        "disc": rng.uniform(7, 10),
+        "z0": rng.uniform(0, 36),
+        "psoas_x": rng.uniform(30, 40),
+        "psoas_y": y_vb + rng.uniform(0, 8),
+        "psoas_z0": -rng.uniform(100, 130),
         "psoas_r": rng.uniform(18, 25),
     }
     r_ao, r_ivc = rng.uniform(10, 13), rng.uniform(10, 13)
     anat["vessels"] = {
         "aorta": {"x": -rng.uniform(8, 18), "y": y_vb + vb_ay + r_ao + rng.uniform(1, 4), "rx": r_ao, "ry": r_ao},
-        "ivc": {"x": rng.uniform(18, 28), "y": y_vb + vb_ay + r_ivc + rng.uniform(2, 8), "rx": r_ivc * 1.2,
-                "ry": r_ivc * 0.8},
+        "ivc": {
+            "x": rng.uniform(18, 28),
+            "y": y_vb + vb_ay + r_ivc + rng.uniform(2, 8),
+            "rx": r_ivc * 1.2,
+            "ry": r_ivc * 0.8,
+        },
     }
 
     kidneys = []
     z_right = -rng.uniform(115, 140)
     for side in (1.0, -1.0):
-        centre = (side * rng.uniform(55, 70), y_vb - rng.uniform(0, 10),
-                  z_right if side > 0 else z_right + rng.uniform(10, 25))
+        centre = (
+            side * rng.uniform(55, 70),
+            y_vb - rng.uniform(0, 10),
+            z_right if side > 0 else z_right + rng.uniform(10, 25),
+        )
         axes = (rng.uniform(24, 30), rng.uniform(20, 25), rng.uniform(48, 58))
         rot = _rotation(0.0, side * rng.uniform(8, 18) * deg, -side * rng.uniform(20, 35) * deg)
         outer = _blob(rng, centre, axes, rot, 3, 0.04)
-        sinus = _blob(rng, np.asarray(centre) + rot @ np.array([-side * 0.55 * axes[0], 0.0, 0.0]),
-                      (0.45 * axes[0], 0.4 * axes[1], 0.45 * axes[2]), rot, 0, 0.0)
+        sinus = _blob(
+            rng,
+            np.asarray(centre) + rot @ np.array([-side * 0.55 * axes[0], 0.0, 0.0]),
+            (0.45 * axes[0], 0.4 * axes[1], 0.45 * axes[2]),
+            rot,
+            0,
+            0.0,
+        )
         # the liver keeps out of the kidney and of the space behind it (no liver wrapping round the kidney)
-        shadow = _blob(rng, np.asarray(centre) - np.array([0.0, 30.0, -8.0]),
-                       (axes[0] + 8.0, axes[1] + 30.0, axes[2]), None, 0, 0.0)
+        shadow = _blob(
+            rng,
+            np.asarray(centre) - np.array([0.0, 30.0, -8.0]),
+            (axes[0] + 8.0, axes[1] + 30.0, axes[2]),
+            None,
+            0,
+            0.0,
+        )
         kidneys.append({"outer": outer, "sinus": sinus, "shadow": shadow, "medulla": rng.uniform(0.62, 0.75)})
     anat["kidneys"] = kidneys
 
@@ -509,12 +582,21 @@ def _draw_anatomy(seed: int) -> dict:
 
     ai, bi = body["ai"], body["bi"]
     anat["spleen"] = _blob(
-        rng, (-(ai - rng.uniform(30, 40)), -rng.uniform(15, 45), -rng.uniform(45, 75)),
+        rng,
+        (-(ai - rng.uniform(30, 40)), -rng.uniform(15, 45), -rng.uniform(45, 75)),
         (rng.uniform(22, 30), rng.uniform(45, 58), rng.uniform(40, 55)),
-        _rotation(0.0, rng.uniform(-10, 10) * deg, -rng.uniform(25, 45) * deg), 4, 0.06)
-    stomach = _blob(rng, (-rng.uniform(35, 60), rng.uniform(5, 30), -rng.uniform(35, 65)),
-                    (rng.uniform(35, 50), rng.uniform(28, 38), rng.uniform(40, 55)),
-                    _rotation(0.0, 0.0, rng.uniform(-30, 30) * deg), 4, 0.08)
+        _rotation(0.0, rng.uniform(-10, 10) * deg, -rng.uniform(25, 45) * deg),
+        4,
+        0.06,
+    )
+    stomach = _blob(
+        rng,
+        (-rng.uniform(35, 60), rng.uniform(5, 30), -rng.uniform(35, 65)),
+        (rng.uniform(35, 50), rng.uniform(28, 38), rng.uniform(40, 55)),
+        _rotation(0.0, 0.0, rng.uniform(-30, 30) * deg),
+        4,
+        0.08,
+    )
     anat["stomach"] = {"blob": stomach, "gas": rng.uniform() < 0.7, "gas_level": rng.uniform(0.45, 0.8)}
 
     bowel = []
@@ -525,25 +607,39 @@ def _draw_anatomy(seed: int) -> dict:
         gas = None
         if rng.uniform() < 0.3:
             r_gas = min(rng.uniform(3, 9), 0.35 * float(blob["axes"].min()))
-            gas = _blob(rng, np.asarray(centre) + np.array([0.0, 0.45 * float(blob["axes"].min()), 0.0]),
-                        (r_gas, r_gas, r_gas))
+            gas = _blob(
+                rng, np.asarray(centre) + np.array([0.0, 0.45 * float(blob["axes"].min()), 0.0]), (r_gas, r_gas, r_gas)
+            )
         bowel.append({"blob": blob, "code": code, "gas": gas})
     anat["bowel"] = bowel
 
     xt, yt, zt = liver["top"]
     anat["diaphragm"] = {
-        "right": (xt, yt, zt + rng.uniform(3, 6)), "left": (-rng.uniform(50, 80), yt + rng.uniform(-10, 10),
-                                                            zt - rng.uniform(10, 25)),
-        "wx": rng.uniform(55, 75), "wy": rng.uniform(60, 80), "z_low": zt - rng.uniform(45, 65),
-        "post_drop": rng.uniform(15, 30), "thick": rng.uniform(4, 6),
+        "right": (xt, yt, zt + rng.uniform(3, 6)),
+        "left": (-rng.uniform(50, 80), yt + rng.uniform(-10, 10), zt - rng.uniform(10, 25)),
+        "wx": rng.uniform(55, 75),
+        "wy": rng.uniform(60, 80),
+        "z_low": zt - rng.uniform(45, 65),
+        "post_drop": rng.uniform(15, 30),
+        "thick": rng.uniform(4, 6),
     }
-    anat["heart"] = _blob(rng, (-rng.uniform(10, 30), rng.uniform(10, 35), zt + rng.uniform(40, 60)),
-                          (rng.uniform(55, 70), rng.uniform(45, 55), rng.uniform(45, 55)),
-                          _rotation(0.0, 0.0, rng.uniform(-30, 0) * deg), 3, 0.05)
+    anat["heart"] = _blob(
+        rng,
+        (-rng.uniform(10, 30), rng.uniform(10, 35), zt + rng.uniform(40, 60)),
+        (rng.uniform(55, 70), rng.uniform(45, 55), rng.uniform(45, 55)),
+        _rotation(0.0, 0.0, rng.uniform(-30, 0) * deg),
+        3,
+        0.05,
+    )
     anat["ribs"] = {
-        "thick": min(wall - 1.0, rng.uniform(7, 10)), "psi_min": rng.uniform(0.35, 0.5),
-        "psi_max": rng.uniform(2.45, 2.7), "z_post": zt - rng.uniform(55, 70), "z_lat": rng.uniform(40, 55),
-        "slope": rng.uniform(40, 70), "pitch": rng.uniform(28, 36), "height": rng.uniform(9, 12),
+        "thick": min(wall - 1.0, rng.uniform(7, 10)),
+        "psi_min": rng.uniform(0.35, 0.5),
+        "psi_max": rng.uniform(2.45, 2.7),
+        "z_post": zt - rng.uniform(55, 70),
+        "z_lat": rng.uniform(40, 55),
+        "slope": rng.uniform(40, 70),
+        "pitch": rng.uniform(28, 36),
+        "height": rng.uniform(9, 12),
         "z0": rng.uniform(0, 36),
     }
 
@@ -553,14 +649,30 @@ def _draw_anatomy(seed: int) -> dict:
     hu = np.zeros(_N_CODES, dtype=np.float32)
     liver_hu = rng.uniform(90, 120)
     values = {
-        "air": -1000.0, "skin": rng.uniform(20, 50), "subcutaneous_fat": rng.uniform(-115, -90),
-        "muscle": rng.uniform(40, 60), "visceral_fat": rng.uniform(-100, -80), "bowel_a": rng.uniform(20, 40),
-        "bowel_b": rng.uniform(20, 40), "bowel_c": rng.uniform(20, 40), "gas": rng.uniform(-950, -860),
-        "stomach": rng.uniform(5, 25), "kidney_cortex": rng.uniform(165, 195), "kidney_medulla": rng.uniform(110, 130),
-        "spleen": liver_hu + rng.uniform(-8, 12), "lung": rng.uniform(-880, -820), "heart": rng.uniform(110, 140),
-        "aorta": rng.uniform(150, 190), "ivc": rng.uniform(120, 160), "cortical_bone": rng.uniform(600, 800),
-        "cancellous_bone": rng.uniform(200, 300), "disc": rng.uniform(70, 100), "csf": rng.uniform(5, 25),
-        "liver": liver_hu, "bile": rng.uniform(0, 20), "hepatic_vessel": rng.uniform(160, 190),
+        "air": -1000.0,
+        "skin": rng.uniform(20, 50),
+        "subcutaneous_fat": rng.uniform(-115, -90),
+        "muscle": rng.uniform(40, 60),
+        "visceral_fat": rng.uniform(-100, -80),
+        "bowel_a": rng.uniform(20, 40),
+        "bowel_b": rng.uniform(20, 40),
+        "bowel_c": rng.uniform(20, 40),
+        "gas": rng.uniform(-950, -860),
+        "stomach": rng.uniform(5, 25),
+        "kidney_cortex": rng.uniform(165, 195),
+        "kidney_medulla": rng.uniform(110, 130),
+        "spleen": liver_hu + rng.uniform(-8, 12),
+        "lung": rng.uniform(-880, -820),
+        "heart": rng.uniform(110, 140),
+        "aorta": rng.uniform(150, 190),
+        "ivc": rng.uniform(120, 160),
+        "cortical_bone": rng.uniform(600, 800),
+        "cancellous_bone": rng.uniform(200, 300),
+        "disc": rng.uniform(70, 100),
+        "csf": rng.uniform(5, 25),
+        "liver": liver_hu,
+        "bile": rng.uniform(0, 20),
+        "hepatic_vessel": rng.uniform(160, 190),
     }
     for i in range(MAX_TUMOURS):
         values[f"tumour_{i}"] = liver_hu - rng.uniform(30, 60)
@@ -669,13 +781,21 @@ def _make_grid(seed: int, anat: dict, shape, spacing, orientation) -> dict:
         if lo_c > hi_c:
             raise ValueError(
                 f"field of view {n_c[w] * d_c[w]:.1f} mm along {_WORLD_AXIS[w]} is too small to contain the "
-                f"liver (needs at least {hi[w] - lo[w] + 4.0 + d_c[w]:.1f} mm)")
+                f"liver (needs at least {hi[w] - lo[w] + 4.0 + d_c[w]:.1f} mm)"
+            )
         centre = min(max(want[w], lo_c), hi_c)
         origin.append(centre - half)
     coords = [origin[w] + d_c[w] * np.arange(n_c[w], dtype=np.float64) for w in range(3)]
     grid = _grid_from_coords(coords)
-    grid.update({"axes": axes, "code": code, "spacing_c": tuple(d_c), "origin": tuple(origin),
-                 "world_shift": (0.0, 0.0, z_table)})
+    grid.update(
+        {
+            "axes": axes,
+            "code": code,
+            "spacing_c": tuple(d_c),
+            "origin": tuple(origin),
+            "world_shift": (0.0, 0.0, z_table),
+        }
+    )
     return grid
 
 
@@ -713,7 +833,8 @@ def _diaphragm2d(X2, Y2, anat):
     for key in ("right", "left"):
         xa, ya, za = dp[key]
         dome = dp["z_low"] + (za - dp["z_low"]) * np.exp(
-            -0.5 * (((X2 - xa) / dp["wx"]) ** 2 + ((Y2 - ya) / dp["wy"]) ** 2))
+            -0.5 * (((X2 - xa) / dp["wx"]) ** 2 + ((Y2 - ya) / dp["wy"]) ** 2)
+        )
         out = dome if out is None else np.maximum(out, dome)
     drop = dp["post_drop"] * np.clip(-Y2 / anat["body"]["bi"], 0.0, 1.0)
     return (out - drop).astype(np.float32)
@@ -750,7 +871,7 @@ def _paint_spine(T, grid, anat):
         codes[(e < 1) & inside_wall] = _T["muscle"]
     vb = ((X2 / sp["vb_ax"]) ** 2 + ((Y2 - sp["y_vb"]) / sp["vb_ay"]) ** 2) < 1
     vb_in = ((X2 / (sp["vb_ax"] - sp["cortex"])) ** 2 + ((Y2 - sp["y_vb"]) / (sp["vb_ay"] - sp["cortex"])) ** 2) < 1
-    rc = np.sqrt(X2 ** 2 + (Y2 - sp["y_c"]) ** 2)
+    rc = np.sqrt(X2**2 + (Y2 - sp["y_c"]) ** 2)
     arch = rc < sp["r_canal"] + sp["arch"]
     spinous = (np.abs(X2) < 3.0) & (Y2 < sp["y_c"]) & (Y2 > sp["sp_tip"])
     transverse = (np.abs(Y2 - sp["y_c"]) < 3.5) & (np.abs(X2) < sp["r_canal"] + sp["tp_len"])
@@ -779,7 +900,7 @@ def _paint_psoas(T, grid, anat):
             continue
         X, Y, Z = _sub(grid, sl)
         r = np.clip((z_stop - Z) * 0.25, 0.0, rmax)
-        mask = ((X - cx) ** 2 + (Y - cy) ** 2) < r ** 2
+        mask = ((X - cx) ** 2 + (Y - cy) ** 2) < r**2
         _paint(T, sl, mask, _T["muscle"])
 
 
@@ -830,7 +951,8 @@ def _paint_ribs(T, grid, anat):
     X2, Y2 = X[:, :, 0], Y[:, :, 0]
     p = body["p_post"]
     ring = (_superellipse(X2, Y2, body["ai"], body["bi"], p) >= 1) & (
-        _superellipse(X2, Y2, body["ai"] + rb["thick"], body["bi"] + rb["thick"], p) < 1)
+        _superellipse(X2, Y2, body["ai"] + rb["thick"], body["bi"] + rb["thick"], p) < 1
+    )
     psi = np.arctan2(np.abs(X2) / body["a"], -Y2 / body["b"])
     ring &= (psi > rb["psi_min"]) & (psi < rb["psi_max"])
     ii, jj = np.nonzero(ring)
@@ -924,7 +1046,7 @@ def _hu_image(T: np.ndarray, anat: dict, seed: int) -> np.ndarray:
     sigma = np.float32(anat["noise_sigma"])
     step = max(1, 4_000_000 // max(1, img.shape[1] * img.shape[2]))
     for i0 in range(0, img.shape[0], step):  # slabs along the first axis: same values as one big draw
-        chunk = img[i0:i0 + step]
+        chunk = img[i0 : i0 + step]
         noise = rng.standard_normal(chunk.shape, dtype=np.float32)
         noise *= sigma
         chunk += noise
@@ -998,9 +1120,11 @@ def _case_summary(label: np.ndarray, affine: np.ndarray) -> str:
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     import nibabel as nib
 
-    return (f"shape={tuple(label.shape)} spacing=({', '.join(f'{z:.2f}' for z in zooms)}) mm "
-            f"orientation={''.join(nib.aff2axcodes(affine))} liver={n_liver * voxel_ml:.0f} mL "
-            f"tumour={n_tumour * voxel_ml:.1f} mL")
+    return (
+        f"shape={tuple(label.shape)} spacing=({', '.join(f'{z:.2f}' for z in zooms)}) mm "
+        f"orientation={''.join(nib.aff2axcodes(affine))} liver={n_liver * voxel_ml:.0f} mL "
+        f"tumour={n_tumour * voxel_ml:.1f} mL"
+    )
 
 
 def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int = 0) -> str:
@@ -1038,13 +1162,18 @@ def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int =
             training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         else:
             test.append(f"./imagesTs/{name}")
-        print(f"[{i + 1}/{total}] images{part}/{name} seed={case_seed} {_case_summary(label, affine)} "
-              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(
+            f"[{i + 1}/{total}] images{part}/{name} seed={case_seed} {_case_summary(label, affine)} "
+            f"({time.perf_counter() - t0:.1f} s)",
+            flush=True,
+        )
 
     dataset = {
         "name": "LiverPhantom",
-        "description": ("SYNTHETIC abdominal CT phantom generated by scripts/phantom.py of the liver_ct_segmentation "
-                        "bundle; computer-generated shapes, NOT patient data. Labels follow MSD Task03_Liver."),
+        "description": (
+            "SYNTHETIC abdominal CT phantom generated by scripts/phantom.py of the liver_ct_segmentation "
+            "bundle; computer-generated shapes, NOT patient data. Labels follow MSD Task03_Liver."
+        ),
         "reference": "Generated by scripts/phantom.py (liver_ct_segmentation MONAI bundle)",
         "licence": "Synthetic data, no patient information; same licence as the bundle (see LICENSE)",
         "release": "1.0",
@@ -1076,15 +1205,22 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m scripts.phantom",
         description="Generate the synthetic abdominal CT liver phantom (not patient data): either an MSD-style "
-                    "dataset (--output_dir) or one volume (--single).")
+        "dataset (--output_dir) or one volume (--single).",
+    )
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--output_dir", help="write an MSD-layout dataset (dataset.json, imagesTr, labelsTr, "
-                                           "imagesTs, labelsTs) into this folder")
+    mode.add_argument(
+        "--output_dir",
+        help="write an MSD-layout dataset (dataset.json, imagesTr, labelsTr, " "imagesTs, labelsTs) into this folder",
+    )
     mode.add_argument("--single", metavar="OUT.nii.gz", help="write one image volume to this file")
     p.add_argument("--num_train", type=int, default=8, help="training cases (default 8)")
     p.add_argument("--num_test", type=int, default=2, help="test cases (default 2)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed (default 0); dataset case i uses seed*1000+i, --single uses the seed itself")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed (default 0); dataset case i uses seed*1000+i, --single uses the seed itself",
+    )
     p.add_argument("--shape", type=int, nargs=3, metavar=("N0", "N1", "N2"), help="--single: array shape")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("D0", "D1", "D2"), help="--single: voxel size mm")
     p.add_argument("--orientation", help="--single: axis code of the stored array, e.g. RAS or LPS")
@@ -1122,8 +1258,11 @@ def main(argv=None) -> int:
             if args.label is not None:
                 target = args.label
                 save_nifti(label, affine, args.label, descr)
-            print(f"wrote {args.single} seed={args.seed} {_case_summary(label, affine)} "
-                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+            print(
+                f"wrote {args.single} seed={args.seed} {_case_summary(label, affine)} "
+                f"({time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
     except (ValueError, OSError) as exc:
         if args.debug:
             raise

@@ -32,7 +32,7 @@ from monai.data.utils import to_affine_nd
 
 from scripts.fileio import save_nifti
 
-MARGIN_VOXELS = 2   # network-grid voxels added around the low-resolution box: trilinear interpolation reaches 1 voxel
+MARGIN_VOXELS = 2  # network-grid voxels added around the low-resolution box: trilinear interpolation reaches 1 voxel
 
 
 def input_grid(pred) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -44,8 +44,10 @@ def input_grid(pred) -> tuple[np.ndarray, tuple[int, ...]]:
     """
     trace = getattr(pred, "applied_operations", None)
     if not trace:
-        raise ValueError("the prediction carries no preprocessing trace (applied_operations), so the input's grid is "
-                         "unknown; use Invertd instead")
+        raise ValueError(
+            "the prediction carries no preprocessing trace (applied_operations), so the input's grid is "
+            "unknown; use Invertd instead"
+        )
     first = trace[0]
     affine = (first.get("extra_info") or {}).get("original_affine")
     if affine is None:
@@ -86,7 +88,7 @@ def liver_box(fg: torch.Tensor, net_affine: np.ndarray, in_affine: np.ndarray, i
         return None
     lo = idx.min(0).values.cpu().numpy() - margin
     hi = idx.max(0).values.cpu().numpy() + margin
-    corners = np.array([[*c, 1.0] for c in itertools.product(*zip(lo, hi))]).T        # 4 x 8, network voxels
+    corners = np.array([[*c, 1.0] for c in itertools.product(*zip(lo, hi))]).T  # 4 x 8, network voxels
     in_vox = (np.linalg.solve(in_affine, net_affine) @ corners)[:3]
     start = np.clip(np.floor(in_vox.min(1)).astype(int), 0, in_shape)
     stop = np.clip(np.ceil(in_vox.max(1)).astype(int) + 1, 0, in_shape)
@@ -109,16 +111,16 @@ class NiftiWriter(NibabelWriter):
     def set_metadata(self, meta_dict, resample: bool = True, **options):
         if resample:
             return super().set_metadata(meta_dict, resample=resample, **options)
-        self.affine = self.get_meta_info(meta_dict)[1]   # MONAI's writer would pass the array through float64 here
+        self.affine = self.get_meta_info(meta_dict)[1]  # MONAI's writer would pass the array through float64 here
 
     def write(self, filename, verbose: bool = False, **obj_kwargs):
         if obj_kwargs:
             raise ValueError(f"NiftiWriter takes no Nifti1Image arguments, got {sorted(obj_kwargs)}")
-        ImageWriter.write(self, filename, verbose=verbose)   # the "writing: <file>" log line
+        ImageWriter.write(self, filename, verbose=verbose)  # the "writing: <file>" log line
         data = self.data_obj
         array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
         if self.output_dtype is not None:
-            array = array.astype(self.output_dtype, copy=False)   # keeps the memory order
+            array = array.astype(self.output_dtype, copy=False)  # keeps the memory order
         affine = np.eye(4) if self.affine is None else np.asarray(torch.as_tensor(self.affine).cpu(), np.float64)
         save_nifti(array, to_affine_nd(3, affine), filename)
 
@@ -141,7 +143,7 @@ def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS, x_f
     prob = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
     out = x_fastest_zeros(in_shape) if x_fastest else torch.zeros((1, *in_shape), dtype=torch.uint8)
     meta = {k: v for k, v in pred.meta.items() if k != "affine"}
-    fg = get_largest_connected_component_mask(_labels(prob, threshold) > 0)   # an empty mask stays empty
+    fg = get_largest_connected_component_mask(_labels(prob, threshold) > 0)  # an empty mask stays empty
     box = liver_box(torch.as_tensor(fg), net_affine, in_affine, in_shape, margin)
     if box is not None:
         start, stop = box
@@ -149,8 +151,9 @@ def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS, x_f
         shift[:3, 3] = start
         src = MetaTensor(prob, affine=torch.as_tensor(net_affine))
         resample = SpatialResample(**_interpolation(pred), dtype=torch.float32)
-        inside = resample(src, dst_affine=torch.as_tensor(in_affine @ shift),
-                          spatial_size=tuple(int(s) for s in stop - start))
+        inside = resample(
+            src, dst_affine=torch.as_tensor(in_affine @ shift), spatial_size=tuple(int(s) for s in stop - start)
+        )
         labels = _labels(torch.as_tensor(inside), threshold)[None]
         num_labels = max(int(prob.shape[0]), 2)
         labels = KeepLargestConnectedComponent(applied_labels=list(range(1, num_labels)), independent=False)(labels)

@@ -327,7 +327,9 @@ def _legend_handles(has_label: bool, has_label_tumour: bool, has_pred: bool, has
     if has_pred:
         handles.append(Line2D([], [], color=np.array(PRED_RGB) / 255, lw=2, label="prediction: liver (outline)"))
     if has_pred_tumour:
-        handles.append(Line2D([], [], color=np.array(PRED_TUMOUR_RGB) / 255, lw=2, label="prediction: tumour (outline)"))
+        handles.append(
+            Line2D([], [], color=np.array(PRED_TUMOUR_RGB) / 255, lw=2, label="prediction: tumour (outline)")
+        )
     return handles
 
 
@@ -360,8 +362,15 @@ def _bottom_legend(fig, handles: list, *, above_inches: float = 0.05, fontsize: 
     for rows in range(1, len(handles) + 1):
         ncol = int(math.ceil(len(handles) / rows))
         anchor = (0.5, above_inches / fig.get_figheight())
-        legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=anchor, ncol=ncol, fontsize=fontsize,
-                            frameon=False, borderaxespad=0.0)
+        legend = fig.legend(
+            handles=handles,
+            loc="lower center",
+            bbox_to_anchor=anchor,
+            ncol=ncol,
+            fontsize=fontsize,
+            frameon=False,
+            borderaxespad=0.0,
+        )
         box = legend.get_window_extent(renderer)
         if box.width <= 0.98 * fig.bbox.width or ncol == 1:
             return legend, box.height / fig.dpi
@@ -459,13 +468,18 @@ def overlay(image, output_png, *, label=None, pred=None, title=None, window=DEFA
         prd is not None and bool(np.any(prd == 2)),
     )
     if handles:
-        fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 0.035), ncol=len(handles), fontsize=8,
-                   frameon=False)
+        fig.legend(
+            handles=handles, loc="lower left", bbox_to_anchor=(0.0, 0.035), ncol=len(handles), fontsize=8, frameon=False
+        )
     fig.text(
-        0.99, 0.01,
+        0.99,
+        0.01,
         f"window L{window[0]:g}/W{window[1]:g} HU · centre (i, j, k) = {tuple(file_ijk)}, the file's own voxel "
         "indices from 0 · radiological view",
-        ha="right", va="bottom", fontsize=7, color="0.3",
+        ha="right",
+        va="bottom",
+        fontsize=7,
+        color="0.3",
     )
     info = {
         "case": name,
@@ -569,8 +583,9 @@ def grid(cases, output_png, *, max_cases=16, window=DEFAULT_WINDOW) -> str:
         ax.set_facecolor("black")
         (nx, ny, _), (row_mm, col_mm) = tile["image"].shape, plane_spacing(tile["spacing"], "axial")
         cw = _contour_width_for(ax, fig, ny, nx, row_mm, col_mm)
-        rgb = render_slice(tile["image"], tile["label"], tile["pred"], plane="axial", index=0, window=window,
-                           contour_width=cw)
+        rgb = render_slice(
+            tile["image"], tile["label"], tile["pred"], plane="axial", index=0, window=window, contour_width=cw
+        )
         _show_slice(ax, rgb, row_mm, col_mm, "RLAP")
         d = case["dice"]
         ax.set_title(f"{case['name']}\nDice {d:.3f}" if np.isfinite(d) else f"{case['name']}\nDice n/a", fontsize=9)
@@ -732,8 +747,13 @@ def curves(log_dir, output_png) -> str:
         else:
             k = min(200, len(lv) // 20)
             if k >= 2:
-                ax_loss.plot(it[k - 1 :], _moving_average(lv, k), color="tab:blue", lw=1.8,
-                             label=f"moving average ({k} iterations)")
+                ax_loss.plot(
+                    it[k - 1 :],
+                    _moving_average(lv, k),
+                    color="tab:blue",
+                    lw=1.8,
+                    label=f"moving average ({k} iterations)",
+                )
         ax_loss.set_ylabel("loss")
         ax_loss.grid(alpha=0.3)
         ax_loss.legend(fontsize=8, loc="upper right")
@@ -750,8 +770,15 @@ def curves(log_dir, output_png) -> str:
         finite = np.isfinite(dv)
         if finite.any():
             best = int(np.nanargmax(np.where(finite, dv, -np.inf)))
-            ax_dice.plot([ep[best]], [dv[best]], marker="*", ms=16, color="tab:red", ls="none",
-                         label=f"best {dv[best]:.3f} (epoch {ep[best]})")
+            ax_dice.plot(
+                [ep[best]],
+                [dv[best]],
+                marker="*",
+                ms=16,
+                color="tab:red",
+                ls="none",
+                label=f"best {dv[best]:.3f} (epoch {ep[best]})",
+            )
             info["best_val_mean_dice"] = float(dv[best])
             info["best_epoch"] = int(ep[best])
         lo = float(np.nanmin(dv)) if finite.any() else 0.0
@@ -776,8 +803,9 @@ def _nifti_files(folder: str, recursive: bool = False) -> list[str]:
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: folder not found")
     pattern = os.path.join(glob.escape(folder), "**", "*") if recursive else os.path.join(glob.escape(folder), "*")
-    return sorted(f for f in glob.glob(pattern, recursive=recursive)
-                  if os.path.isfile(f) and f.endswith(_NIFTI_EXTENSIONS))
+    return sorted(
+        f for f in glob.glob(pattern, recursive=recursive) if os.path.isfile(f) and f.endswith(_NIFTI_EXTENSIONS)
+    )
 
 
 def _name_candidates(name: str) -> list[str]:
@@ -876,30 +904,46 @@ def _build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("overlay", parents=[common],
-                       help="one case: axial, coronal, sagittal slices through the liver's centre")
+    p = sub.add_parser(
+        "overlay", parents=[common], help="one case: axial, coronal, sagittal slices through the liver's centre"
+    )
     p.add_argument("--image", required=True, help="CT NIfTI file")
     p.add_argument("--label", help="reference label NIfTI (drawn as a green fill; tumour orange)")
     p.add_argument("--pred", help="predicted label NIfTI (drawn as a magenta outline; tumour cyan)")
     p.add_argument("--output", required=True, help="PNG to write")
     p.add_argument("--title", help="figure title (default: case name and liver Dice)")
-    p.add_argument("--window", type=float, nargs=2, default=DEFAULT_WINDOW, metavar=("LEVEL", "WIDTH"),
-                   help="CT window in HU (default: 50 400)")
+    p.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        default=DEFAULT_WINDOW,
+        metavar=("LEVEL", "WIDTH"),
+        help="CT window in HU (default: 50 400)",
+    )
     p.add_argument("--dpi", type=float, default=100, help="PNG resolution (default 100)")
 
     g = sub.add_parser("grid", parents=[common], help="one axial tile per case, worst Dice first")
     g.add_argument("--images", required=True, help="folder of CT images NAME.nii.gz")
     g.add_argument("--labels", required=True, help="folder of reference labels NAME.nii.gz")
-    g.add_argument("--preds", required=True, help="folder of predictions NAME.nii.gz or NAME_seg.nii.gz (searched "
-                                                  "recursively)")
+    g.add_argument(
+        "--preds", required=True, help="folder of predictions NAME.nii.gz or NAME_seg.nii.gz (searched " "recursively)"
+    )
     g.add_argument("--metrics", help="per-case CSV with a case name and a Dice column (default: Dice computed)")
     g.add_argument("--dice_column", help="the CSV column holding the liver Dice (default: dice, liver_dice, ...)")
     g.add_argument("--output", required=True, help="PNG to write")
     g.add_argument("--max_cases", type=int, default=16, help="draw at most this many (the worst) cases (default 16)")
-    g.add_argument("--window", type=float, nargs=2, default=DEFAULT_WINDOW, metavar=("LEVEL", "WIDTH"),
-                   help="CT window in HU (default: 50 400)")
+    g.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        default=DEFAULT_WINDOW,
+        metavar=("LEVEL", "WIDTH"),
+        help="CT window in HU (default: 50 400)",
+    )
 
-    c = sub.add_parser("curves", parents=[common], help="training loss and validation Dice from TensorBoard event files")
+    c = sub.add_parser(
+        "curves", parents=[common], help="training loss and validation Dice from TensorBoard event files"
+    )
     c.add_argument("--log_dir", required=True, help="folder with the training run's event files (searched recursively)")
     c.add_argument("--output", required=True, help="PNG to write")
     return parser
@@ -911,8 +955,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         if args.command == "overlay":
-            out = overlay(args.image, args.output, label=args.label, pred=args.pred, title=args.title,
-                          window=tuple(args.window), dpi=args.dpi)
+            out = overlay(
+                args.image,
+                args.output,
+                label=args.label,
+                pred=args.pred,
+                title=args.title,
+                window=tuple(args.window),
+                dpi=args.dpi,
+            )
         elif args.command == "grid":
             cases = pair_cases(args.images, args.labels, args.preds)
             if args.metrics:

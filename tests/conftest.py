@@ -32,8 +32,9 @@ def bundle_cmd(run_id: str, config_files: list[str], **overrides) -> list[str]:
     return cmd
 
 
-def run_bundle(run_id: str, config_files: list[str], check: bool = True, timeout: int = 900, cwd=BUNDLE_ROOT,
-               **overrides):
+def run_bundle(
+    run_id: str, config_files: list[str], check: bool = True, timeout: int = 900, cwd=BUNDLE_ROOT, **overrides
+):
     """Run the bundle in a subprocess from ``cwd`` (the bundle root unless given); return the CompletedProcess
     (stdout+stderr merged)."""
     proc = subprocess.run(

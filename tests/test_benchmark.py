@@ -43,8 +43,9 @@ def test_make_cases_writes_int16_gzip_nifti_and_labels_and_reuses_them(tiny_case
 
 
 def test_thin_slice_case_doubles_the_slices_on_the_same_field_of_view(tmp_path):
-    path = benchmark.make_thin_slice_case(str(tmp_path / "thin.nii.gz"), seed=1, shape=(48, 48, 80),
-                                          spacing=(9.0, 9.0, 4.5))
+    path = benchmark.make_thin_slice_case(
+        str(tmp_path / "thin.nii.gz"), seed=1, shape=(48, 48, 80), spacing=(9.0, 9.0, 4.5)
+    )
     thin = nib.load(path)
     assert thin.shape == (48, 48, 80) and thin.get_data_dtype() == np.int16
     assert np.allclose(nib.affines.voxel_sizes(thin.affine), (9.0, 9.0, 4.5))
@@ -59,9 +60,18 @@ def test_thin_slice_case_doubles_the_slices_on_the_same_field_of_view(tmp_path):
 
 def test_revert_overrides_target_the_optimised_transforms():
     reverts = benchmark.revert_overrides()
-    parts = {"float32_resampling", "liver_channel_only", "liver_box_resampling", "liver_box_inference", "slab_reader",
-             "thread_loader", "cpu_batch_of_2", "nifti_writer", "gpu_preprocessing"}
-    gpu_only = {"gpu_loader_threads"}   # one loader thread: the 2-core CPU's setting already, so not in plain
+    parts = {
+        "float32_resampling",
+        "liver_channel_only",
+        "liver_box_resampling",
+        "liver_box_inference",
+        "slab_reader",
+        "thread_loader",
+        "cpu_batch_of_2",
+        "nifti_writer",
+        "gpu_preprocessing",
+    }
+    gpu_only = {"gpu_loader_threads"}  # one loader thread: the 2-core CPU's setting already, so not in plain
     assert set(reverts) == parts | gpu_only | {"isal_gzip", "plain"}
     # plain reads with MONAI's own reader, which reverts the ISA-L inflate with the slab copy
     assert reverts["plain"] == {k: v for name in sorted(parts) for k, v in reverts[name].items()}
@@ -79,17 +89,23 @@ def test_revert_overrides_target_the_optimised_transforms():
         names = [type(t).__name__ for t in post]
         inferer, reader = cfg.get_parsed_content("inferer"), pre[0]._loader.readers[-1]
         assert type(inferer).__name__ == ("SlidingWindowInferer" if name else "LiverBoxInferer")
-        assert (inferer if name else inferer.inferer).sw_batch_size == (4 if name else 2)   # on this CPU
+        assert (inferer if name else inferer.inferer).sw_batch_size == (4 if name else 2)  # on this CPU
         moved = next(t for t in pre if type(t).__name__ == "EnsureTyped" and t.converter.device is not None)
-        assert str(moved.converter.device) == "cpu"   # the CPU here; plain: preprocess_device cpu everywhere
+        assert str(moved.converter.device) == "cpu"  # the CPU here; plain: preprocess_device cpu everywhere
         assert type(reader).__name__ == ("NibabelReader" if name else "NiftiReader")
         assert cfg["dataloader"]["_target_"] == ("DataLoader" if name else "ThreadDataLoader")
         assert type(cfg.get_parsed_content("dataloader")).__name__ == cfg["dataloader"]["_target_"]
         lam = next(t for t in post if type(t).__name__ == "Lambdad")
         spacing = next(t for t in pre if type(t).__name__ == "Spacingd")
         if name:  # the plain path: Invertd, AsDiscreted (argmax) and KeepLargestConnectedComponentd on the whole grid
-            assert names == ["Activationsd", "Lambdad", "Invertd", "AsDiscreted", "KeepLargestConnectedComponentd",
-                             "SaveImaged"]
+            assert names == [
+                "Activationsd",
+                "Lambdad",
+                "Invertd",
+                "AsDiscreted",
+                "KeepLargestConnectedComponentd",
+                "SaveImaged",
+            ]
             assert bool(post[3].argmax[0]) is expect_argmax
         else:  # the box resampling of scripts.postprocess replaces those three
             assert names == ["Activationsd", "Lambdad", "Lambdad", "SaveImaged"]
@@ -150,8 +166,9 @@ def test_run_monitored_sees_the_memory_of_child_processes(tmp_path):
     assert run["peak_rss_gb"] > 0.3 and run["peak_rss_one_process_gb"] > 0.3
     assert run["wall_s"] >= 0.8 and run["cpu_s"] > 0
     with pytest.raises(RuntimeError, match="exit code 3"):
-        benchmark.run_monitored([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], str(tmp_path),
-                                str(tmp_path / "log2.txt"))
+        benchmark.run_monitored(
+            [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], str(tmp_path), str(tmp_path / "log2.txt")
+        )
 
 
 def test_summarize_run_reads_engine_start_and_mask_times(tmp_path):
@@ -170,8 +187,8 @@ def test_summarize_run_reads_engine_start_and_mask_times(tmp_path):
     assert run["to_last_mask_s"] == pytest.approx(15, abs=0.01)
     assert run["startup_s"] == pytest.approx(5, abs=0.01)
     assert run["per_volume_s"] == pytest.approx(5, abs=0.01)
-    assert run["first_mask_s"] == pytest.approx(4, abs=0.01)          # engine start to the first mask
-    assert run["steady_per_volume_s"] == pytest.approx(6, abs=0.01)   # first to last mask, over the one after it
+    assert run["first_mask_s"] == pytest.approx(4, abs=0.01)  # engine start to the first mask
+    assert run["steady_per_volume_s"] == pytest.approx(6, abs=0.01)  # first to last mask, over the one after it
     with pytest.raises(RuntimeError, match="expected 3 masks"):
         benchmark.summarize_run({"start_epoch": start, "log": str(log_path)}, masks, 3)
 
@@ -188,24 +205,53 @@ def test_dice_and_compare_masks(tmp_path):
         name = "c_seg.nii.gz" if sub != "labels" else "c.nii.gz"
         nib.save(nib.Nifti1Image(arr.astype(np.uint8), np.eye(4)), str(tmp_path / sub / name))
     rows = benchmark.compare_masks(str(tmp_path / "fast"), str(tmp_path / "plain"), str(tmp_path / "labels"))
-    assert rows == [{"case": "c", "dice_fast": 1.0, "dice_plain": pytest.approx(0.5), "dice_fast_vs_plain":
-                     pytest.approx(0.5), "voxels_differing": 400}]
+    assert rows == [
+        {
+            "case": "c",
+            "dice_fast": 1.0,
+            "dice_plain": pytest.approx(0.5),
+            "dice_fast_vs_plain": pytest.approx(0.5),
+            "voxels_differing": 400,
+        }
+    ]
 
 
 def test_report_states_each_target_and_what_was_not_run(tmp_path):
     s = benchmark.spread
     res = {
-        "command": "python -m scripts.benchmark --steps e2e", "seeds": [0],
+        "command": "python -m scripts.benchmark --steps e2e",
+        "seeds": [0],
         "machine": benchmark.machine_info(),
-        "e2e": {"folder": {"cases": 5, "repeats": 2,
-                           "ours": {"to_last_mask_s": s([50, 60]), "per_volume_s": s([8, 9]), "startup_s": s([9]),
-                                    "cpu_s": s([90]), "peak_rss_gb": s([2.5, 3.1])},
-                           "reference": {"to_last_mask_s": s([300, 320]), "per_volume_s": s([55]),
-                                         "startup_s": s([9]), "cpu_s": s([500]), "peak_rss_gb": s([4.0])},
-                           "ratio_to_last_mask": s([0.17, 0.19]), "ratio_cpu": s([0.18])}},
-        "dice": {"ckpt": "w.pt", "weights_note": "demo", "config_files": ["a"],
-                 "cases": [{"case": "c", "dice_fast": 0.9, "dice_plain": 0.91, "dice_fast_vs_plain": 0.99,
-                            "voxels_differing": 3}]},
+        "e2e": {
+            "folder": {
+                "cases": 5,
+                "repeats": 2,
+                "ours": {
+                    "to_last_mask_s": s([50, 60]),
+                    "per_volume_s": s([8, 9]),
+                    "startup_s": s([9]),
+                    "cpu_s": s([90]),
+                    "peak_rss_gb": s([2.5, 3.1]),
+                },
+                "reference": {
+                    "to_last_mask_s": s([300, 320]),
+                    "per_volume_s": s([55]),
+                    "startup_s": s([9]),
+                    "cpu_s": s([500]),
+                    "peak_rss_gb": s([4.0]),
+                },
+                "ratio_to_last_mask": s([0.17, 0.19]),
+                "ratio_cpu": s([0.18]),
+            }
+        },
+        "dice": {
+            "ckpt": "w.pt",
+            "weights_note": "demo",
+            "config_files": ["a"],
+            "cases": [
+                {"case": "c", "dice_fast": 0.9, "dice_plain": 0.91, "dice_fast_vs_plain": 0.99, "voxels_differing": 3}
+            ],
+        },
         "gpu": {"not_run": "no GPU lent"},
     }
     md_path, json_path = benchmark.write_report(res, str(tmp_path))
@@ -232,10 +278,16 @@ def test_dice_worker_scores_each_variant_against_the_label(tiny_cases, tmp_path)
     folder, images = tiny_cases
     ckpt = benchmark.random_weights(str(tmp_path / "random.pt"))
     plain = benchmark.revert_overrides()["plain"]
-    out = benchmark._worker_dice({
-        "images": images[:1], "labels": [str(folder / "labelsTs" / "ct_003.nii.gz")], "ckpt": ckpt,
-        "config_files": ["configs/inference.yaml"], "output_dir": str(tmp_path / "out"),
-        "variants": {"current": {"overrides": TINY_OVERRIDES}, "plain": {"overrides": {**TINY_OVERRIDES, **plain}}}})
+    out = benchmark._worker_dice(
+        {
+            "images": images[:1],
+            "labels": [str(folder / "labelsTs" / "ct_003.nii.gz")],
+            "ckpt": ckpt,
+            "config_files": ["configs/inference.yaml"],
+            "output_dir": str(tmp_path / "out"),
+            "variants": {"current": {"overrides": TINY_OVERRIDES}, "plain": {"overrides": {**TINY_OVERRIDES, **plain}}},
+        }
+    )
     assert set(out) == {"current", "plain"}
     for rows in out.values():
         assert [r["case"] for r in rows] == ["ct_003"]
@@ -244,8 +296,12 @@ def test_dice_worker_scores_each_variant_against_the_label(tiny_cases, tmp_path)
 
 
 def test_render_only_rewrites_the_markdown_from_the_json(tmp_path):
-    res = {"command": "python -m scripts.benchmark", "seeds": [0], "machine": benchmark.machine_info(),
-           "rss600": {"peak_rss_gb": 9.5, "peak_rss_one_process_gb": 8.0, "to_last_mask_s": 100.0}}
+    res = {
+        "command": "python -m scripts.benchmark",
+        "seeds": [0],
+        "machine": benchmark.machine_info(),
+        "rss600": {"peak_rss_gb": 9.5, "peak_rss_one_process_gb": 8.0, "to_last_mask_s": 100.0},
+    }
     (tmp_path / "benchmark.json").write_text(json.dumps(res))
     assert benchmark.main(["--render_only", "--report_dir", str(tmp_path)]) == 0
     md = (tmp_path / "benchmark.md").read_text()
@@ -255,18 +311,39 @@ def test_render_only_rewrites_the_markdown_from_the_json(tmp_path):
 
 def test_report_adds_the_onnx_runtime_rows_and_takes_gpu_latency_from_the_runner(tmp_path):
     s = benchmark.spread
-    side = {"to_last_mask_s": s([40]), "per_volume_s": s([6]), "startup_s": s([8]), "cpu_s": s([70]),
-            "peak_rss_gb": s([2.6])}
+    side = {
+        "to_last_mask_s": s([40]),
+        "per_volume_s": s([6]),
+        "startup_s": s([8]),
+        "cpu_s": s([70]),
+        "peak_rss_gb": s([2.6]),
+    }
     res = {
-        "command": "python -m scripts.benchmark --steps e2e gpu --onnx", "seeds": [0],
+        "command": "python -m scripts.benchmark --steps e2e gpu --onnx",
+        "seeds": [0],
         "machine": benchmark.machine_info(),
-        "e2e": {"single": {"cases": 1, "repeats": 1, "ours": side, "ours_onnx": side, "reference": side,
-                           "ratio_to_last_mask": s([0.4]), "ratio_cpu": s([0.4]),
-                           "ratio_onnx_to_last_mask": s([0.3]), "ratio_onnx_cpu": s([0.3])}},
-        "gpu": {"gpu": "Test GPU", "cpu_cores": 16, "ckpt": "w.pt",
-                "stages": {"fp32": {"network_s": s([0.03]), "total_s": s([1.9]), "stages": {"network": 0.03}}},
-                "e2e": {"ours": {**side, "per_volume_s": s([0.9]), "first_mask_s": s([2.2]),
-                                 "steady_per_volume_s": s([0.55])}}},
+        "e2e": {
+            "single": {
+                "cases": 1,
+                "repeats": 1,
+                "ours": side,
+                "ours_onnx": side,
+                "reference": side,
+                "ratio_to_last_mask": s([0.4]),
+                "ratio_cpu": s([0.4]),
+                "ratio_onnx_to_last_mask": s([0.3]),
+                "ratio_onnx_cpu": s([0.3]),
+            }
+        },
+        "gpu": {
+            "gpu": "Test GPU",
+            "cpu_cores": 16,
+            "ckpt": "w.pt",
+            "stages": {"fp32": {"network_s": s([0.03]), "total_s": s([1.9]), "stages": {"network": 0.03}}},
+            "e2e": {
+                "ours": {**side, "per_volume_s": s([0.9]), "first_mask_s": s([2.2]), "steady_per_volume_s": s([0.55])}
+            },
+        },
     }
     md_path, json_path = benchmark.write_report(res, str(tmp_path))
     targets = json.load(open(json_path))["targets"]
@@ -297,5 +374,10 @@ def test_gpu_step_keeps_the_earlier_parts_it_does_not_run_but_not_an_earlier_not
     args = argparse.Namespace(gpu_device="cpu", gpu_parts=[], trained_ckpt="w.pt")
     res = {"gpu": {"not_run": "no GPU lent", "stages": {"fp32": {}}, "train": {"steps_per_s": 3.7}}}
     benchmark.step_gpu(args, res, str(tmp_path), str(tmp_path))
-    assert res["gpu"] == {"stages": {"fp32": {}}, "train": {"steps_per_s": 3.7}, "gpu": "cpu",
-                          "cpu_cores": os.cpu_count(), "ckpt": "w.pt"}
+    assert res["gpu"] == {
+        "stages": {"fp32": {}},
+        "train": {"steps_per_s": 3.7},
+        "gpu": "cpu",
+        "cpu_cores": os.cpu_count(),
+        "ckpt": "w.pt",
+    }

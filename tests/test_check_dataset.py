@@ -284,7 +284,10 @@ def test_write_report(tmp_path, capsys):
     img, lab, affine = make_case(1)
     lab.flat[np.flatnonzero(lab == 1)[::50]] = 3
     _case(root, "liver_1", label=lab, seed=1)
-    items = [{"image": str(root / "imagesTr" / f"liver_{i}.nii.gz"), "label": str(root / "labelsTr" / f"liver_{i}.nii.gz")} for i in range(3)]
+    items = [
+        {"image": str(root / "imagesTr" / f"liver_{i}.nii.gz"), "label": str(root / "labelsTr" / f"liver_{i}.nii.gz")}
+        for i in range(3)
+    ]
     rows, findings = cd.check_dataset(items)
     assert capsys.readouterr().out.splitlines()[1].startswith("[2/3] liver_1: 1 error")
     csv_path, json_path = cd.write_report(rows, findings, tmp_path / "out")
@@ -353,7 +356,11 @@ def test_assert_dataset_ok_explains_each_kind_once(tmp_path):
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "scripts.check_dataset", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "scripts.check_dataset", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -380,7 +387,9 @@ def test_cli_exit_codes(tmp_path):
     # a separate datalist whose relative paths are resolved against --dataset_dir
     other = tmp_path / "lists" / "two.json"
     other.parent.mkdir()
-    other.write_text(json.dumps({"training": [{"image": "imagesTr/liver_1.nii.gz", "label": "labelsTr/liver_1.nii.gz"}]}))
+    other.write_text(
+        json.dumps({"training": [{"image": "imagesTr/liver_1.nii.gz", "label": "labelsTr/liver_1.nii.gz"}]})
+    )
     proc = _cli("--dataset_dir", root, "--datalist", other, "--output_dir", tmp_path / "r4", "--allow_warnings")
     assert proc.returncode == 0, proc.stderr
 

@@ -13,8 +13,16 @@ from conftest import BUNDLE_ROOT, CONFIGS
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 # Values that inference.yaml repeats from train.yaml because it must stand alone inside model.ts.
-SHARED_KEYS = ["scripts", "num_classes", "pixdim", "patch_size", "hu_window", "sw_batch_size", "sw_overlap",
-               "network_def"]
+SHARED_KEYS = [
+    "scripts",
+    "num_classes",
+    "pixdim",
+    "patch_size",
+    "hu_window",
+    "sw_batch_size",
+    "sw_overlap",
+    "network_def",
+]
 
 
 def parser(*files, **overrides) -> ConfigParser:
@@ -64,7 +72,7 @@ def test_speed_settings_follow_the_device():
     assert cpu.get_parsed_content("sw_batch_size") == 2 and cpu.get_parsed_content("inferer").inferer.sw_batch_size == 2
     assert cpu.get_parsed_content("num_workers") == workers
     assert cpu.get_parsed_content("dataloader#use_thread_workers") is False
-    gpu = parser("inference.yaml", device="$torch.device('cuda')")   # parsing touches no GPU
+    gpu = parser("inference.yaml", device="$torch.device('cuda')")  # parsing touches no GPU
     assert gpu.get_parsed_content("sw_batch_size") == 4
     assert gpu.get_parsed_content("dataloader#use_thread_workers") is True
     pre = gpu.get_parsed_content("preprocessing").transforms
@@ -91,13 +99,20 @@ def test_loader_threads_give_the_cases_in_order(phantom_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the lent device machine)")
 def test_preprocessing_on_the_gpu_gives_the_cpus_network_input_and_mask(phantom_dir, trained, tmp_path):
     case = str(phantom_dir / "imagesTs" / "liver_006.nii.gz")
-    geometry = {"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]}   # as the trained fixture's
+    geometry = {"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]}  # as the trained fixture's
     inputs, masks = {}, {}
     for where in ("cpu", "cuda"):
         pre = parser("inference.yaml", preprocess_device=where, **geometry).get_parsed_content("preprocessing")
         inputs[where] = pre({"image": case})["image"]
-        w = workflow(["inference.yaml"], "infer", input=case, output_dir=str(tmp_path / where),
-                     ckpt_path=str(trained["models"] / "model.pt"), preprocess_device=where, **geometry)
+        w = workflow(
+            ["inference.yaml"],
+            "infer",
+            input=case,
+            output_dir=str(tmp_path / where),
+            ckpt_path=str(trained["models"] / "model.pt"),
+            preprocess_device=where,
+            **geometry,
+        )
         w.run()
         masks[where] = np.asarray(nib.load(tmp_path / where / "liver_006_seg.nii.gz").dataobj)
     assert inputs["cuda"].device.type == "cuda" and inputs["cuda"].shape == inputs["cpu"].shape
@@ -115,13 +130,17 @@ def test_evaluation_merges_labels_like_training():
 
 @pytest.mark.parametrize("files", [["train.yaml"], ["train.yaml", "demo.yaml"]])
 def test_train_workflow_properties(files, phantom_dir, tmp_path):
-    w = workflow(files, "train", dataset_dir=str(phantom_dir), output_dir=str(tmp_path / "runs"), ckpt_dir=str(tmp_path))
+    w = workflow(
+        files, "train", dataset_dir=str(phantom_dir), output_dir=str(tmp_path / "runs"), ckpt_dir=str(tmp_path)
+    )
     assert w.check_properties() == []
     trainer = w.parser.get_parsed_content("train#trainer")
     assert trainer.state.max_epochs == w.parser["epochs"]
 
 
-@pytest.mark.parametrize("files", [["inference.yaml"], ["inference.yaml", "evaluate.yaml"], ["inference.yaml", "demo.yaml"]])
+@pytest.mark.parametrize(
+    "files", [["inference.yaml"], ["inference.yaml", "evaluate.yaml"], ["inference.yaml", "demo.yaml"]]
+)
 def test_infer_workflow_properties(files, phantom_dir, trained):
     w = workflow(
         files,
@@ -138,7 +157,10 @@ def test_infer_workflow_properties(files, phantom_dir, trained):
 
 def test_num_classes_3_keeps_the_tumour_label(phantom_dir):
     """The documented 3-class override: the network gets 3 outputs and the training labels keep 0/1/2."""
-    case = {"image": str(phantom_dir / "imagesTr/liver_000.nii.gz"), "label": str(phantom_dir / "labelsTr/liver_000.nii.gz")}
+    case = {
+        "image": str(phantom_dir / "imagesTr/liver_000.nii.gz"),
+        "label": str(phantom_dir / "labelsTr/liver_000.nii.gz"),
+    }
     two = parser("train.yaml", dataset_dir=str(phantom_dir))
     three = parser("train.yaml", dataset_dir=str(phantom_dir), num_classes=3)
     labels2 = set(np.unique(two.get_parsed_content("validate#preprocessing")(dict(case))["label"].numpy()))
@@ -242,8 +264,13 @@ def warned_dataset(tmp_path_factory) -> str:
 @pytest.mark.parametrize("spelling", SPELLINGS)
 def test_boolean_overrides_of_training_mean_what_they_say(spelling, tmp_path, warned_dataset):
     value, on = as_the_runner_receives(spelling), SPELLINGS[spelling]
-    settings = dict(ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "runs"), cache_rate=0,
-                    datalist_file=warned_dataset, dataset_dir=os.path.dirname(warned_dataset))
+    settings = dict(
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "runs"),
+        cache_rate=0,
+        datalist_file=warned_dataset,
+        dataset_dir=os.path.dirname(warned_dataset),
+    )
 
     assert parser("train.yaml", amp=value).get_parsed_content("train#trainer#amp") is on
 

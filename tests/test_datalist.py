@@ -42,7 +42,10 @@ def _msd_dataset(root, n=6, n_test=2):
 
 
 def _items(root, n):
-    return [{"image": os.path.join(root, f"img_{i:02d}.nii.gz"), "label": os.path.join(root, f"lab_{i:02d}.nii.gz")} for i in range(n)]
+    return [
+        {"image": os.path.join(root, f"img_{i:02d}.nii.gz"), "label": os.path.join(root, f"lab_{i:02d}.nii.gz")}
+        for i in range(n)
+    ]
 
 
 def _write_json(path, data):
@@ -88,7 +91,12 @@ def test_from_msd_errors_name_the_file(tmp_path):
 
 def test_from_lits_pairs_and_sorts_numerically(tmp_path):
     batch1, batch2 = tmp_path / "Training Batch 1", tmp_path / "Training Batch 2"
-    for folder, number, ext in [(batch1, 10, ".nii"), (batch1, 2, ".nii.gz"), (batch2, 1, ".nii"), (batch2, 100, ".nii")]:
+    for folder, number, ext in [
+        (batch1, 10, ".nii"),
+        (batch1, 2, ".nii.gz"),
+        (batch2, 1, ".nii"),
+        (batch2, 100, ".nii"),
+    ]:
         _touch_nii(str(folder / f"volume-{number}{ext}"))
         _touch_nii(str(folder / f"segmentation-{number}{ext}"))
     _touch_nii(str(tmp_path / "test-volume-3.nii"))  # LiTS test volume: not a training case
@@ -180,7 +188,9 @@ def test_write_datalist_roundtrip(tmp_path):
     _msd_dataset(root, n=4)
     items = datalist.assign_folds(datalist.from_msd(root), num_folds=2, seed=0)
     outside = _touch_nii(str(tmp_path / "elsewhere" / "extra.nii.gz"))
-    out = datalist.write_datalist(items, os.path.join(root, "datalist.json"), test=[outside, {"image": items[0]["image"]}])
+    out = datalist.write_datalist(
+        items, os.path.join(root, "datalist.json"), test=[outside, {"image": items[0]["image"]}]
+    )
     with open(out) as f:
         raw = json.load(f)
     assert raw["training"][0]["image"] == "./imagesTr/liver_0.nii.gz"  # inside the JSON's folder: relative
@@ -228,7 +238,10 @@ def test_split_uses_folds_of_the_file_and_base_dir(tmp_path):
     data_dir = str(tmp_path / "data")
     _msd_dataset(data_dir, n=6)
     folds = [2, 0, 1, 2, 0, 1]
-    training = [{"image": f"imagesTr/liver_{i}.nii.gz", "label": f"labelsTr/liver_{i}.nii.gz", "fold": f} for i, f in enumerate(folds)]
+    training = [
+        {"image": f"imagesTr/liver_{i}.nii.gz", "label": f"labelsTr/liver_{i}.nii.gz", "fold": f}
+        for i, f in enumerate(folds)
+    ]
     dl_file = _write_json(tmp_path / "configs_datalist.json", {"training": training})
     parts = datalist.split(dl_file, fold=2, num_folds=5, seed=9, base_dir=data_dir)
     assert [os.path.basename(it["image"]) for it in parts["validation"]] == ["liver_0.nii.gz", "liver_3.nii.gz"]
@@ -254,7 +267,10 @@ def test_split_record_file(tmp_path):
     assert saved["num_training"] + saved["num_validation"] == 5
     assert os.listdir(record.parent) == ["split.json"]  # no temporary file left behind
     # the record reproduces the run: the same call gives the same split
-    assert datalist.split(saved["datalist_file"], fold=saved["fold"], num_folds=saved["num_folds"], seed=saved["seed"]) == parts
+    assert (
+        datalist.split(saved["datalist_file"], fold=saved["fold"], num_folds=saved["num_folds"], seed=saved["seed"])
+        == parts
+    )
 
 
 def test_split_errors_name_the_file(tmp_path):
@@ -278,13 +294,17 @@ def test_split_errors_name_the_file(tmp_path):
     for fold in (4, -2, 10):
         with pytest.raises(ValueError, match=r"dataset\.json: fold .* out of range"):
             datalist.split(dataset_json, fold=fold, num_folds=4)
-    no_label = _write_json(os.path.join(root, "no_label.json"), {"training": [{"image": "./imagesTr/liver_0.nii.gz"}] * 2})
+    no_label = _write_json(
+        os.path.join(root, "no_label.json"), {"training": [{"image": "./imagesTr/liver_0.nii.gz"}] * 2}
+    )
     with pytest.raises(ValueError, match=r"no_label\.json"):
         datalist.split(no_label)
     dup = _write_json(os.path.join(root, "dup.json"), {"training": data["training"][:2] + data["training"][:1]})
     with pytest.raises(ValueError, match=r"dup\.json: image listed more than once.*liver_0"):
         datalist.split(dup)
-    partial = _write_json(os.path.join(root, "partial.json"), {"training": [dict(data["training"][0], fold=0)] + data["training"][1:]})
+    partial = _write_json(
+        os.path.join(root, "partial.json"), {"training": [dict(data["training"][0], fold=0)] + data["training"][1:]}
+    )
     with pytest.raises(ValueError, match=r"partial\.json: 1 of 4"):
         datalist.split(partial)
     os.remove(os.path.join(root, "imagesTr", "liver_2.nii.gz"))
@@ -296,7 +316,13 @@ def test_split_errors_name_the_file(tmp_path):
 # CLI
 # ----------------------------------------------------------------------------------------------
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "scripts.datalist", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.datalist", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_msd(tmp_path):
@@ -319,7 +345,9 @@ def test_cli_folders_and_lits(tmp_path):
     for name in ["a.nii.gz", "b.nii.gz", "c.nii.gz"]:
         _touch_nii(str(tmp_path / "img" / name))
         _touch_nii(str(tmp_path / "lab" / name))
-    proc = _cli("--images", tmp_path / "img", "--labels", tmp_path / "lab", "--output", tmp_path / "f.json", "--num_folds", "2")
+    proc = _cli(
+        "--images", tmp_path / "img", "--labels", tmp_path / "lab", "--output", tmp_path / "f.json", "--num_folds", "2"
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads((tmp_path / "f.json").read_text())["training"]) == 3
     for n in (3, 1):
@@ -327,7 +355,10 @@ def test_cli_folders_and_lits(tmp_path):
         _touch_nii(str(tmp_path / "lits" / f"segmentation-{n}.nii"))
     proc = _cli("--lits", tmp_path / "lits", "--output", tmp_path / "l.json", "--num_folds", "2")
     assert proc.returncode == 0, proc.stderr
-    assert [os.path.basename(e["image"]) for e in json.loads((tmp_path / "l.json").read_text())["training"]] == ["volume-1.nii", "volume-3.nii"]
+    assert [os.path.basename(e["image"]) for e in json.loads((tmp_path / "l.json").read_text())["training"]] == [
+        "volume-1.nii",
+        "volume-3.nii",
+    ]
 
 
 def test_cli_error_is_one_line_and_writes_nothing(tmp_path):

@@ -36,10 +36,17 @@ def _write_study(root, transfer_syntax: str) -> dict:
     and a non-DICOM file, with blank descriptions and series numbers. Returns the CT series' checked geometry."""
     image, _, affine = phantom.make_case(CASE["seed"], shape=CASE["shape"], spacing=CASE["spacing"])
     study, frame = generate_uid(), generate_uid()
-    dicom.write_series(image, affine, root / "ct", transfer_syntax=transfer_syntax, study_uid=study,
-                       frame_of_reference_uid=frame)
-    dicom.write_series(image[:, :, 20:23], affine, root / "scout", study_uid=study, frame_of_reference_uid=frame,
-                       image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    dicom.write_series(
+        image, affine, root / "ct", transfer_syntax=transfer_syntax, study_uid=study, frame_of_reference_uid=frame
+    )
+    dicom.write_series(
+        image[:, :, 20:23],
+        affine,
+        root / "scout",
+        study_uid=study,
+        frame_of_reference_uid=frame,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
     dicom.write_series(image[:, :, :12], affine, root / "mr", study_uid=study, modality="MR")
     (root / "notes.txt").write_text("not DICOM")
     return dicom.check_series(root / "ct")
@@ -55,9 +62,13 @@ def model(tmp_path_factory):
     parser.read_config(str(CONFIGS / "inference.yaml"))
     torch.manual_seed(0)
     torch.save(parser.get_parsed_content("network_def").state_dict(), out / "model.pt")
-    ckpt_export(net_id="network_def", filepath=str(out / "model.ts"), ckpt_file=str(out / "model.pt"),
-                meta_file=str(CONFIGS / "metadata.json"),
-                config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "demo.yaml")])
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(out / "model.ts"),
+        ckpt_file=str(out / "model.pt"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "demo.yaml")],
+    )
     return {"pt": out / "model.pt", "ts": out / "model.ts"}
 
 
@@ -67,9 +78,14 @@ def j2k_run(tmp_path_factory, model):
     root = tmp_path_factory.mktemp("study_j2k")
     series = _write_study(root, "jpeg2000")
     out = root.parent / (root.name + "_out")
-    proc = subprocess.run([sys.executable, "-m", "scripts.deploy_app", "-i", str(root), "-o", str(out), "-m",
-                           str(model["ts"])], cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.deploy_app", "-i", str(root), "-o", str(out), "-m", str(model["ts"])],
+        cwd=BUNDLE_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {"study": root, "series": series, "out": out, "stdout": proc.stdout}
 
@@ -128,21 +144,33 @@ def test_seg_aligns_with_the_source_series(run, request):
     (referenced,) = seg.ReferencedSeriesSequence
     assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
     assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} == {
-        s.SOPInstanceUID for s in sources}
-    frame_positions = np.array([[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
-                                for f in seg.PerFrameFunctionalGroupsSequence])
+        s.SOPInstanceUID for s in sources
+    }
+    frame_positions = np.array(
+        [
+            [float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
+            for f in seg.PerFrameFunctionalGroupsSequence
+        ]
+    )
     source_positions = np.array([[float(v) for v in s.ImagePositionPatient] for s in sources])
     normal = np.cross(*np.reshape([float(v) for v in sources[0].ImageOrientationPatient], (2, 3)))
     by_normal = lambda positions: positions[np.argsort(positions @ normal)]  # noqa: E731 (highdicom orders frames)
     np.testing.assert_allclose(by_normal(frame_positions), source_positions, atol=1e-3)  # one frame per slice
     shared = seg.SharedFunctionalGroupsSequence[0]
-    np.testing.assert_allclose([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient],
-                               [float(v) for v in sources[0].ImageOrientationPatient], atol=1e-6)
-    np.testing.assert_allclose([float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing],
-                               [float(v) for v in sources[0].PixelSpacing], atol=1e-6)
+    np.testing.assert_allclose(
+        [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient],
+        [float(v) for v in sources[0].ImageOrientationPatient],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing],
+        [float(v) for v in sources[0].PixelSpacing],
+        atol=1e-6,
+    )
 
     frames = hd.seg.segread(seg_path).get_pixels_by_source_instance(
-        [s.SOPInstanceUID for s in sources], combine_segments=True)
+        [s.SOPInstanceUID for s in sources], combine_segments=True
+    )
     mask = nib.load(nifti_path)
     np.testing.assert_allclose(mask.affine, series["affine"], atol=1e-4)
     voxels = np.asarray(mask.dataobj)
@@ -166,8 +194,14 @@ def test_deploy_mask_equals_the_bundle_inference(explicit_run, model, tmp_path):
 
     workflow = ConfigWorkflow(
         config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "demo.yaml")],
-        meta_file=str(CONFIGS / "metadata.json"), workflow_type="infer", bundle_root=str(BUNDLE_ROOT),
-        input=str(explicit_run["study"] / "ct"), output_dir=str(tmp_path), ckpt_path=str(model["pt"]), num_workers=0)
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(BUNDLE_ROOT),
+        input=str(explicit_run["study"] / "ct"),
+        output_dir=str(tmp_path),
+        ckpt_path=str(model["pt"]),
+        num_workers=0,
+    )
     workflow.initialize()
     workflow.run()
     workflow.finalize()
@@ -306,18 +340,44 @@ def test_writer_refuses_a_mask_that_does_not_fit_and_leaves_no_file(tmp_path):
 
 
 def test_cli_errors_are_one_line_and_a_map_runner_needs_no_arguments(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "scripts.deploy_app", "-i", str(tmp_path / "missing"), "-o",
-                           str(tmp_path / "out"), "-m", str(tmp_path / "model.ts")],
-                          cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.deploy_app",
+            "-i",
+            str(tmp_path / "missing"),
+            "-o",
+            str(tmp_path / "out"),
+            "-m",
+            str(tmp_path / "model.ts"),
+        ],
+        cwd=BUNDLE_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: input folder not found"]
     assert not (tmp_path / "out").exists()
     # inside a MONAI Application Package the runner sets these variables and passes no arguments
     (tmp_path / "in").mkdir()
-    env = {**os.environ, "HOLOSCAN_INPUT_PATH": str(tmp_path / "in"), "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"),
-           "HOLOSCAN_MODEL_PATH": str(tmp_path / "models")}
-    proc = subprocess.run([sys.executable, "-m", "scripts.deploy_app"], cwd=BUNDLE_ROOT, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    env = {
+        **os.environ,
+        "HOLOSCAN_INPUT_PATH": str(tmp_path / "in"),
+        "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"),
+        "HOLOSCAN_MODEL_PATH": str(tmp_path / "models"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.deploy_app"],
+        cwd=BUNDLE_ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'models'}: model file not found"]
 

@@ -147,8 +147,16 @@ def test_storage_layout_unsigned_or_signed(tmp_path, codec, padding, signed, int
 
 def test_headers_geometry_and_uids(tmp_path):
     affine = _affine("LPS")
-    files = dicom.write_series(_volume(shape=(40, 30, 5)), affine, tmp_path, study_uid="1.2.3.4", series_uid="1.2.3.5",
-                               frame_of_reference_uid="1.2.3.6", series_description="abdomen", series_number=4)
+    files = dicom.write_series(
+        _volume(shape=(40, 30, 5)),
+        affine,
+        tmp_path,
+        study_uid="1.2.3.4",
+        series_uid="1.2.3.5",
+        frame_of_reference_uid="1.2.3.6",
+        series_description="abdomen",
+        series_number=4,
+    )
     headers = [pydicom.dcmread(f) for f in files]
     sop_uids = {ds.SOPInstanceUID for ds in headers}
     assert len(sop_uids) == 5
@@ -282,15 +290,29 @@ def test_irregular_gap_and_gantry_tilt(tmp_path):
 
 def test_two_series_in_one_folder_are_reported(tmp_path):
     mixed, study = tmp_path / "mixed", generate_uid()
-    dicom.write_series(_volume(shape=(16, 16, 4)), _affine("RAS"), mixed, study_uid=study, series_number=3,
-                       series_description="arterial")
-    other = dicom.write_series(_volume(shape=(16, 16, 5), seed=9), _affine("RAS"), tmp_path / "tmp", study_uid=study,
-                               series_number=4, series_description="venous")
+    dicom.write_series(
+        _volume(shape=(16, 16, 4)),
+        _affine("RAS"),
+        mixed,
+        study_uid=study,
+        series_number=3,
+        series_description="arterial",
+    )
+    other = dicom.write_series(
+        _volume(shape=(16, 16, 5), seed=9),
+        _affine("RAS"),
+        tmp_path / "tmp",
+        study_uid=study,
+        series_number=4,
+        series_description="venous",
+    )
     for f in other:
         shutil.move(f, mixed / ("B_" + os.path.basename(f)))
     found = dicom.find_series(mixed)
     assert [(s["series_number"], s["n_files"], s["series_description"]) for s in found] == [
-        (3, 4, "arterial"), (4, 5, "venous")]
+        (3, 4, "arterial"),
+        (4, 5, "venous"),
+    ]
     with pytest.raises(ValueError) as err:
         dicom.check_series(mixed)
     message = str(err.value)
@@ -307,8 +329,9 @@ def test_two_series_in_one_folder_are_reported(tmp_path):
 
 def test_find_series_fields_and_sorting(tmp_path):
     vol = _volume(shape=(16, 16, 12))
-    files = dicom.write_series(vol, _affine("RAS"), tmp_path / "a" / "b", patient_id="P1", series_number=5,
-                               series_description="portal venous")
+    files = dicom.write_series(
+        vol, _affine("RAS"), tmp_path / "a" / "b", patient_id="P1", series_number=5, series_description="portal venous"
+    )
     # shuffle the file names so that name order differs from slice order
     for n, f in enumerate(files):
         os.rename(f, os.path.join(os.path.dirname(f), f"x{(n * 7) % 12:02d}.dcm"))
@@ -333,8 +356,13 @@ def test_convert_skips_and_lists_localizers_and_non_image_objects(tmp_path, caps
     vol = _volume(shape=(32, 32, 8))
     dicom.write_series(vol, _affine("RAS"), root / "ct", series_number=2)
     scout_affine = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]])  # coronal
-    scout = dicom.write_series(_volume(shape=(32, 32, 1)), scout_affine, root / "scout", series_number=1,
-                               image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    scout = dicom.write_series(
+        _volume(shape=(32, 32, 1)),
+        scout_affine,
+        root / "scout",
+        series_number=1,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
     sr_uid = _sr_file(str(root / "sr" / "report.dcm"))
     (root / "notes.txt").write_text("hello")
     found = dicom.find_series(root)
@@ -369,7 +397,7 @@ def test_blank_series_number_and_descriptions(tmp_path):
     names = sorted(os.path.basename(p) for p in written)
     assert names == sorted(f"ANON_1_x_{tail}.nii.gz" for tail in tails)
     for p in written:
-        tail = os.path.basename(p)[len("ANON_1_x_"):-len(".nii.gz")]
+        tail = os.path.basename(p)[len("ANON_1_x_") : -len(".nii.gz")]
         assert nib.load(p).shape[2] == tails[tail]
 
 
@@ -400,8 +428,9 @@ def test_no_partial_output_when_a_series_fails_to_decode(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "scripts.dicom", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.dicom", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_convert_check_and_errors(tmp_path):

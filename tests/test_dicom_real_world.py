@@ -47,12 +47,14 @@ def _edit(files, change):
 
 def _no_uids(how):
     """A header edit that blanks (``"blank"``) or deletes (``"absent"``) the series and study UIDs."""
+
     def change(_, ds):
         for keyword in ("SeriesInstanceUID", "StudyInstanceUID"):
             if how == "blank":
                 setattr(ds, keyword, "")
             else:
                 delattr(ds, keyword)
+
     return change
 
 
@@ -140,8 +142,14 @@ def test_two_series_one_without_uids_are_refused_and_listed(tmp_path, ct):
     normal = dicom.write_series(image[:, :, :3], affine, tmp_path / "tmp", series_number=5)
     _move_in(normal, folder, "B_")
     uid = pydicom.dcmread(os.path.join(folder, "B_" + os.path.basename(normal[0]))).SeriesInstanceUID
-    message = _one_line_error(lambda: inputs.list_inputs(folder), f"{folder}: folder holds 2 DICOM series",
-                              "no SeriesInstanceUID", f"{SHAPE[2]} files", uid, "3 files")
+    message = _one_line_error(
+        lambda: inputs.list_inputs(folder),
+        f"{folder}: folder holds 2 DICOM series",
+        "no SeriesInstanceUID",
+        f"{SHAPE[2]} files",
+        uid,
+        "3 files",
+    )
     assert message.startswith(str(folder))
     _one_line_error(lambda: inputs.check_dicom(str(folder)), "2 DICOM series")
     written = dicom.convert(folder, tmp_path / "nii")  # convert takes each series on its own
@@ -160,8 +168,13 @@ def test_acquisitions_without_uids_that_share_every_attribute_are_a_clear_error(
     _move_in(second, folder, "B_")
     for prefix, number in (("A_", 1), ("B_", 2)):
         _edit([str(p) for p in folder.glob(prefix + "*")], lambda _, ds, n=number: setattr(ds, "AcquisitionNumber", n))
-    _one_line_error(lambda: inputs.check_dicom(str(folder)), str(folder), "duplicate slice position",
-                    "no SeriesInstanceUID", "AcquisitionNumber 1, 2")
+    _one_line_error(
+        lambda: inputs.check_dicom(str(folder)),
+        str(folder),
+        "duplicate slice position",
+        "no SeriesInstanceUID",
+        "AcquisitionNumber 1, 2",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -182,8 +195,13 @@ def test_duplicated_instance_numbers_are_sorted_by_position(tmp_path, ct):
 def test_a_localizer_in_a_folder_of_its_own_is_skipped_with_a_warning(tmp_path, ct, caplog):
     image, affine = ct
     dicom.write_series(image, affine, tmp_path / "ct", series_number=2)
-    dicom.write_series(image[:, :, :1], SCOUT_AFFINE, tmp_path / "scout", series_number=1,
-                       image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    dicom.write_series(
+        image[:, :, :1],
+        SCOUT_AFFINE,
+        tmp_path / "scout",
+        series_number=1,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
     failures = []
     with caplog.at_level(logging.WARNING, logger="scripts.inputs"):
         assert inputs.list_inputs(tmp_path, failures=failures) == [{"image": str(tmp_path / "ct")}]
@@ -191,8 +209,9 @@ def test_a_localizer_in_a_folder_of_its_own_is_skipped_with_a_warning(tmp_path, 
     skipped = [r.getMessage() for r in caplog.records if "scout" in r.getMessage()]
     assert len(skipped) == 1 and "localizer" in skipped[0] and str(tmp_path / "scout") in skipped[0]
     # nothing but the localizer: an error that says so
-    _one_line_error(lambda: inputs.list_inputs(tmp_path / "scout"), str(tmp_path / "scout"), "no CT image series",
-                    "localizer")
+    _one_line_error(
+        lambda: inputs.list_inputs(tmp_path / "scout"), str(tmp_path / "scout"), "no CT image series", "localizer"
+    )
 
 
 def test_a_localizer_in_the_cts_folder_is_refused_naming_it(tmp_path, ct):
@@ -200,11 +219,17 @@ def test_a_localizer_in_the_cts_folder_is_refused_naming_it(tmp_path, ct):
     image, affine = ct
     folder = tmp_path / "study"
     dicom.write_series(image, affine, folder, series_number=2)
-    scout = dicom.write_series(image[:, :, :1], SCOUT_AFFINE, tmp_path / "tmp", series_number=1,
-                               image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    scout = dicom.write_series(
+        image[:, :, :1],
+        SCOUT_AFFINE,
+        tmp_path / "tmp",
+        series_number=1,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
     _move_in(scout, folder, "S_")
-    _one_line_error(lambda: inputs.list_inputs(folder), f"{folder}: folder holds 2 DICOM series", "localizer",
-                    "a folder of its own")
+    _one_line_error(
+        lambda: inputs.list_inputs(folder), f"{folder}: folder holds 2 DICOM series", "localizer", "a folder of its own"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -220,8 +245,12 @@ def test_gantry_tilt_is_refused_with_a_remedy_that_exists(tmp_path, ct):
     tilted[:3, 1] = affine[:3, 1] @ np.array([[1, 0, 0], [0, np.cos(t), np.sin(t)], [0, -np.sin(t), np.cos(t)]])
     folder = tmp_path / "tilt"
     dicom.write_series(image, tilted, folder)
-    message = _one_line_error(lambda: inputs.check_dicom(str(folder)), str(folder), "gantry tilt",
-                              "python -m scripts.dicom convert --allow_irregular")
+    message = _one_line_error(
+        lambda: inputs.check_dicom(str(folder)),
+        str(folder),
+        "gantry tilt",
+        "python -m scripts.dicom convert --allow_irregular",
+    )
     assert "allow_irregular=True" not in message  # inference has no such option
     with pytest.warns(UserWarning, match="gantry tilt"):
         _, sheared, _ = dicom.read_series(folder, allow_irregular=True)
@@ -236,22 +265,34 @@ def test_varying_slice_thickness_that_itk_splits_is_refused(tmp_path, ct):
     volume, _, _ = dicom.read_series(folder)
     assert volume.shape == SHAPE
     assert _config_loader()({"image": str(folder)})["image"].shape[-1] == 10  # what ITK reads
-    _one_line_error(lambda: inputs.check_dicom(str(folder)), f"{folder}: ITK", "SliceThickness (10.0, 5.0)",
-                    f"10 of the series' {SHAPE[2]} files", "python -m scripts.dicom convert")
+    _one_line_error(
+        lambda: inputs.check_dicom(str(folder)),
+        f"{folder}: ITK",
+        "SliceThickness (10.0, 5.0)",
+        f"10 of the series' {SHAPE[2]} files",
+        "python -m scripts.dicom convert",
+    )
     assert dicom.convert(folder, tmp_path / "nii")  # converted whole
 
 
 def test_varying_slice_spacing_is_refused_with_a_remedy_that_exists(tmp_path, ct):
     """10 mm slices, then 5 mm slices (thickness and positions): irregular spacing, refused naming the gap."""
+
     def thinner(k, ds):
         if k >= 10:
             ds.ImagePositionPatient[2] -= 5.0 * (k - 9)
             ds.SliceThickness = ds.SpacingBetweenSlices = 5
+
     folder = tmp_path / "series"
     _edit(dicom.write_series(*ct, folder), thinner)
-    message = _one_line_error(lambda: inputs.check_dicom(str(folder)), str(folder), "irregular slice spacing",
-                              "gaps of 5, 10 mm", "SliceThickness varies (10.0, 5.0 mm)",
-                              "python -m scripts.dicom convert --allow_irregular")
+    message = _one_line_error(
+        lambda: inputs.check_dicom(str(folder)),
+        str(folder),
+        "irregular slice spacing",
+        "gaps of 5, 10 mm",
+        "SliceThickness varies (10.0, 5.0 mm)",
+        "python -m scripts.dicom convert --allow_irregular",
+    )
     assert "allow_irregular=True" not in message
 
 
@@ -271,13 +312,26 @@ def test_inference_on_real_world_dicom_folders(tmp_path, ct):
     dicom.write_series(image[:, :, :1], SCOUT_AFFINE, root / "d_scout", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
     _blank_series(ct, root / "e_mixed", prefix="A_")
     _move_in(dicom.write_series(image[:, :, :3], affine, tmp_path / "tmp"), root / "e_mixed", "B_")
-    _edit(dicom.write_series(image, affine, root / "f_thickness"),
-          lambda k, ds: setattr(ds, "SliceThickness", 10 if k < 10 else 5))
-    proc = run_bundle("inference", ["inference.yaml"], check=False, bundle_root=BUNDLE_ROOT, input=root,
-                      output_dir=out, load_pretrain="false", **FAST)
-    line = assert_one_line_error(proc, "error: 2 of 5 input case(s) failed and were skipped (3 written)",
-                                 f"{root / 'e_mixed'}: folder holds 2 DICOM series",
-                                 f"{root / 'f_thickness'}: ITK")
+    _edit(
+        dicom.write_series(image, affine, root / "f_thickness"),
+        lambda k, ds: setattr(ds, "SliceThickness", 10 if k < 10 else 5),
+    )
+    proc = run_bundle(
+        "inference",
+        ["inference.yaml"],
+        check=False,
+        bundle_root=BUNDLE_ROOT,
+        input=root,
+        output_dir=out,
+        load_pretrain="false",
+        **FAST,
+    )
+    line = assert_one_line_error(
+        proc,
+        "error: 2 of 5 input case(s) failed and were skipped (3 written)",
+        f"{root / 'e_mixed'}: folder holds 2 DICOM series",
+        f"{root / 'f_thickness'}: ITK",
+    )
     assert "d_scout" not in line
     assert any("d_scout" in s and "localizer" in s for s in proc.stdout.splitlines()), proc.stdout[-3000:]
     for name in ("a_blank", "b_absent"):
@@ -287,5 +341,6 @@ def test_inference_on_real_world_dicom_folders(tmp_path, ct):
         seg = nib.load(str(out / f"{name}_seg.nii.gz"))
         assert seg.shape == volume.shape == SHAPE
         np.testing.assert_allclose(seg.affine, dicom_affine, atol=1e-4)
-    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [f"{n}_seg.nii.gz" for n in
-                                                                ("a_blank", "b_absent", "c_instances")]
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [
+        f"{n}_seg.nii.gz" for n in ("a_blank", "b_absent", "c_instances")
+    ]

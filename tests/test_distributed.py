@@ -38,7 +38,12 @@ def torchrun(nproc: int, run_id: str, config_files: list[str], timeout: int = 60
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + cmd[1:]
     start = time.monotonic()
     proc = subprocess.run(
-        cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+        cmd,
+        cwd=BUNDLE_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},  # torchrun's own choice for N > 1
     )
     return proc, time.monotonic() - start
@@ -61,8 +66,14 @@ def rank_pids(log: str) -> dict[int, int]:
 def test_two_process_training_shards_the_data_and_only_rank0_writes(phantom_dir, tmp_path):
     common = dict(bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, epochs=1, val_interval=1, **FAST)
     disk, took = torchrun(
-        2, "training", TRAIN, output_dir=tmp_path / "disk" / "runs", ckpt_dir=tmp_path / "disk" / "models",
-        cache="disk", cache_dir=tmp_path / "cache", **common,
+        2,
+        "training",
+        TRAIN,
+        output_dir=tmp_path / "disk" / "runs",
+        ckpt_dir=tmp_path / "disk" / "models",
+        cache="disk",
+        cache_dir=tmp_path / "cache",
+        **common,
     )
     assert disk.returncode == 0, disk.stdout[-6000:]
     log = disk.stdout
@@ -161,9 +172,19 @@ def test_a_rank_that_raises_ends_the_whole_job(phantom_dir, tmp_path):
     # rank 1 fails on its first training batch, while rank 0 waits for it in the gradient all-reduce
     failing = "monai.transforms.Lambda(lambda d: int('rank 1 fails on purpose'))"
     proc, took = torchrun(
-        2, "training", TRAIN, timeout=600, bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir,
-        output_dir=tmp_path / "runs", ckpt_dir=tmp_path / "models", epochs=1, val_interval=1,
-        dist_timeout_s=600, **{"train#preprocessing#transforms": rank1_transforms(failing)}, **FAST,
+        2,
+        "training",
+        TRAIN,
+        timeout=600,
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=phantom_dir,
+        output_dir=tmp_path / "runs",
+        ckpt_dir=tmp_path / "models",
+        epochs=1,
+        val_interval=1,
+        dist_timeout_s=600,
+        **{"train#preprocessing#transforms": rank1_transforms(failing)},
+        **FAST,
     )
     assert proc.returncode != 0
     assert "rank 1 fails on purpose" in proc.stdout  # the failing rank's error is shown
@@ -176,9 +197,19 @@ def test_a_rank_that_hangs_ends_the_whole_job_after_the_timeout(phantom_dir, tmp
     # rank 1 blocks forever (as a rank on a lost machine would); rank 0 gives up after dist_timeout_s
     hanging = "monai.transforms.Lambda(lambda d: os.read(os.pipe()[0], 1))"
     proc, took = torchrun(
-        2, "training", TRAIN, timeout=600, bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir,
-        output_dir=tmp_path / "runs", ckpt_dir=tmp_path / "models", epochs=1, val_interval=1,
-        dist_timeout_s=20, **{"train#preprocessing#transforms": rank1_transforms(hanging)}, **FAST,
+        2,
+        "training",
+        TRAIN,
+        timeout=600,
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=phantom_dir,
+        output_dir=tmp_path / "runs",
+        ckpt_dir=tmp_path / "models",
+        epochs=1,
+        val_interval=1,
+        dist_timeout_s=20,
+        **{"train#preprocessing#transforms": rank1_transforms(hanging)},
+        **FAST,
     )
     assert proc.returncode != 0
     assert "Timed out waiting 20000ms" in proc.stdout, proc.stdout[-4000:]
@@ -215,7 +246,11 @@ def test_case_rows_are_gathered_in_dataset_order_each_case_once(tmp_path):
     out = tmp_path / "gathered.json"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)],
-        cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+        cwd=BUNDLE_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(BUNDLE_ROOT)},
     )
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -276,7 +311,11 @@ def test_the_cache_folder_name_is_the_same_in_every_process():
         "p.read_config('configs/train.yaml'); print(cache.transform_hash(p.get_parsed_content('train#preprocessing')))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", code],
+        cwd=BUNDLE_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONHASHSEED": "12345"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -289,7 +328,9 @@ def small_cases(phantom_dir, n=2):
 
 
 def test_the_disk_cache_is_private_reused_and_renewed_when_a_file_changes(phantom_dir, tmp_path):
-    transform = parsed({"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]}).get_parsed_content("validate#preprocessing")
+    transform = parsed({"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]}).get_parsed_content(
+        "validate#preprocessing"
+    )
     data = small_cases(phantom_dir)
     first = cache.dataset(data, transform, cache="disk", cache_dir=tmp_path / "c")
     fresh = [first[i] for i in range(2)]
@@ -305,7 +346,9 @@ def test_the_disk_cache_is_private_reused_and_renewed_when_a_file_changes(phanto
         assert torch.equal(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
         assert torch.equal(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
         # a file holds the cropped case, not the uncropped buffer the crop was a view of (the phantom's was 2x)
-        stored = next(p for p in files if torch.equal(torch.load(p, weights_only=True)["image"], torch.as_tensor(b["image"])))
+        stored = next(
+            p for p in files if torch.equal(torch.load(p, weights_only=True)["image"], torch.as_tensor(b["image"]))
+        )
         assert stored.stat().st_size < 1.02 * 2 * b["image"].numel() * 4  # image + label, float32, plus a header
 
     # an image replaced under the same name is preprocessed again
@@ -323,7 +366,9 @@ def test_a_batch_may_mix_fresh_and_disk_cached_cases(phantom_dir, tmp_path):
     # first epoch after an interrupted run, or a case another rank has just cached: hits and misses share a batch
     from monai.data import list_data_collate
 
-    transform = parsed({"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]}).get_parsed_content("train#preprocessing")
+    transform = parsed({"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]}).get_parsed_content(
+        "train#preprocessing"
+    )
     data = small_cases(phantom_dir)
     _ = cache.dataset(data[:1], transform, cache="disk", cache_dir=tmp_path)[0]  # case 0 cached, case 1 not
     ds = cache.dataset(data, transform, cache="disk", cache_dir=tmp_path)
@@ -366,7 +411,13 @@ def test_the_memory_estimate_matches_the_resampled_grid(phantom_dir, capsys):
     # the estimate's grid is MONAI's: resample one case to 3 mm and count its voxels
     item = small_cases(phantom_dir, 1)[0]
     (row,) = cache.estimate([item], pixdim=(3.0, 3.0, 3.0))
-    resampled = Compose([LoadImaged("image", ensure_channel_first=True), Orientationd("image", "RAS"), Spacingd("image", (3.0, 3.0, 3.0))])(item)
+    resampled = Compose(
+        [
+            LoadImaged("image", ensure_channel_first=True),
+            Orientationd("image", "RAS"),
+            Spacingd("image", (3.0, 3.0, 3.0)),
+        ]
+    )(item)
     voxels = int(np.prod(resampled["image"].shape[1:]))
     assert row["bytes"] == pytest.approx(voxels * cache.BYTES_PER_VOXEL, rel=0.05)
 

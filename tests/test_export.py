@@ -46,7 +46,7 @@ def _ct_patch(size=96) -> torch.Tensor:
     """A phantom CT patch at the inference geometry (2 mm), scaled as preprocessing scales it: a realistic input."""
     hu = phantom.make_case(5, shape=(128, 128, 128), spacing=(2.0, 2.0, 2.0), orientation="RAS")[0]  # liver inside
     start = (128 - size) // 2
-    hu = hu[start:start + size, start:start + size, start:start + size]
+    hu = hu[start : start + size, start : start + size, start : start + size]
     low, high = _parser("inference.yaml")["hu_window"]
     return torch.from_numpy(np.clip((hu.astype(np.float32) - low) / (high - low), 0, 1))[None, None]
 
@@ -63,18 +63,40 @@ def weights(tmp_path_factory):
 def torchscript(weights):
     """The README's export command, run as users run it (a plain state dict: no --key_in_ckpt)."""
     out = weights.parent / "model.ts"
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(out),
-                           "--ckpt_file", str(weights), "--meta_file", "configs/metadata.json",
-                           "--config_file", "configs/inference.yaml"],
-                          cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            str(out),
+            "--ckpt_file",
+            str(weights),
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.yaml",
+        ],
+        cwd=BUNDLE_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     return out
 
 
 @pytest.fixture(scope="module")
 def onnx_file(weights):
-    result = export.export_onnx(weights, weights.parent / "model.onnx", config_files=[CONFIGS / "inference.yaml"],
-                                meta_file=CONFIGS / "metadata.json")
+    result = export.export_onnx(
+        weights,
+        weights.parent / "model.onnx",
+        config_files=[CONFIGS / "inference.yaml"],
+        meta_file=CONFIGS / "metadata.json",
+    )
     return result
 
 
@@ -112,11 +134,17 @@ def test_onnx_export_refuses_weights_of_another_network(tmp_path, capsys):
     other = _parser("inference.yaml", num_classes=3).get_parsed_content("network_def")
     torch.save(other.state_dict(), tmp_path / "three.pt")
     with pytest.raises(ValueError, match="do not fit the network"):
-        export.export_onnx(tmp_path / "three.pt", tmp_path / "x.onnx", config_files=[CONFIGS / "inference.yaml"],
-                           meta_file=CONFIGS / "metadata.json")
+        export.export_onnx(
+            tmp_path / "three.pt",
+            tmp_path / "x.onnx",
+            config_files=[CONFIGS / "inference.yaml"],
+            meta_file=CONFIGS / "metadata.json",
+        )
     assert export.main(["onnx", "--ckpt_file", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "y.onnx")]) == 1
-    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.pt'}: weights file not found " \
-                                              "(train first, or give --ckpt_file)"
+    assert (
+        capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.pt'}: weights file not found "
+        "(train first, or give --ckpt_file)"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["three.pt"]  # no partial output
 
 
@@ -130,10 +158,16 @@ def test_onnx_inference_config_gives_the_pytorch_mask(onnx_file, weights, tmp_pa
     masks = {}
     for name, extra, weights_key in (("torch", [], "ckpt_path"), ("onnx", ["inference_onnx.yaml"], "onnx_path")):
         path = weights if name == "torch" else onnx_file["path"]
-        workflow = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in ["inference.yaml", "demo.yaml", *extra]],
-                                  meta_file=str(CONFIGS / "metadata.json"), workflow_type="infer",
-                                  bundle_root=str(BUNDLE_ROOT), input=case, output_dir=str(tmp_path / name),
-                                  num_workers=0, **{weights_key: str(path)})
+        workflow = ConfigWorkflow(
+            config_file=[str(CONFIGS / f) for f in ["inference.yaml", "demo.yaml", *extra]],
+            meta_file=str(CONFIGS / "metadata.json"),
+            workflow_type="infer",
+            bundle_root=str(BUNDLE_ROOT),
+            input=case,
+            output_dir=str(tmp_path / name),
+            num_workers=0,
+            **{weights_key: str(path)},
+        )
         workflow.initialize()
         if name == "onnx":
             assert isinstance(workflow.parser.get_parsed_content("network"), export.OnnxNetwork)
@@ -195,11 +229,29 @@ def test_package_holds_the_bundle_and_nothing_else(bundle_copy, tmp_path):
         names = archive.namelist()
     assert all(n.startswith(export.BUNDLE_NAME + "/") for n in names)
     files = {n.split("/", 1)[1] for n in names}
-    assert {"configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "configs/inference_trt.yaml",
-            "models/model.pt", "models/model.ts", "docs/README.md", "docs/data_license.txt", "LICENSE",
-            "scripts/__init__.py", "scripts/deploy_app/__main__.py"} <= files
-    litter = [f for f in files if f.startswith("tests/") or "__pycache__" in f or "checkpoint_epoch" in f
-              or f.endswith((".plan", ".pyc")) or "/." in "/" + f or f == "docs/CONVENTIONS_FOR_HELPERS.md"]
+    assert {
+        "configs/metadata.json",
+        "configs/inference.yaml",
+        "configs/train.yaml",
+        "configs/inference_trt.yaml",
+        "models/model.pt",
+        "models/model.ts",
+        "docs/README.md",
+        "docs/data_license.txt",
+        "LICENSE",
+        "scripts/__init__.py",
+        "scripts/deploy_app/__main__.py",
+    } <= files
+    litter = [
+        f
+        for f in files
+        if f.startswith("tests/")
+        or "__pycache__" in f
+        or "checkpoint_epoch" in f
+        or f.endswith((".plan", ".pyc"))
+        or "/." in "/" + f
+        or f == "docs/CONVENTIONS_FOR_HELPERS.md"
+    ]
     assert litter == []
     configs_text = "".join(p.read_text() for p in (bundle_copy / "configs").glob("*.yaml"))
     package_init = (bundle_copy / "scripts" / "__init__.py").read_text()
@@ -232,27 +284,43 @@ def test_monai_bundle_download_and_load_accept_the_zip_and_it_runs(bundle_copy, 
     unpacked = hub / export.BUNDLE_NAME
     assert (unpacked / "configs" / "inference.yaml").is_file() and (unpacked / "scripts" / "inputs.py").is_file()
 
-    module, meta, extra = monai.bundle.load(name=export.BUNDLE_NAME, bundle_dir=str(hub), load_ts_module=True,
-                                            device="cpu", config_files=("inference.json",))
+    module, meta, extra = monai.bundle.load(
+        name=export.BUNDLE_NAME,
+        bundle_dir=str(hub),
+        load_ts_module=True,
+        device="cpu",
+        config_files=("inference.json",),
+    )
     assert meta["version"] == json.loads((CONFIGS / "metadata.json").read_text())["version"]
     assert "inference.json" in extra
-    net = monai.bundle.load(name=export.BUNDLE_NAME, bundle_dir=str(hub), device="cpu",
-                            model=_parser("inference.yaml").get_parsed_content("network_def"))
+    net = monai.bundle.load(
+        name=export.BUNDLE_NAME,
+        bundle_dir=str(hub),
+        device="cpu",
+        model=_parser("inference.yaml").get_parsed_content("network_def"),
+    )
     expected = torch.load(weights, weights_only=True)
     assert all(torch.equal(v, expected[k]) for k, v in net.state_dict().items())
 
     # load alone, straight from the zip: the URL comes from an args file, as for any download source
     (tmp_path / "args.json").write_text(json.dumps({"url": url}))
-    state = monai.bundle.load(name=export.BUNDLE_NAME, bundle_dir=str(tmp_path / "hub2"), device="cpu",
-                              args_file=str(tmp_path / "args.json"))
+    state = monai.bundle.load(
+        name=export.BUNDLE_NAME, bundle_dir=str(tmp_path / "hub2"), device="cpu", args_file=str(tmp_path / "args.json")
+    )
     assert set(state) == set(expected)
 
     # the unpacked bundle runs on its own configs and weights
     image, _, affine = phantom.make_case(12)
     case = phantom.save_nifti(image, affine, str(tmp_path / "case.nii.gz"))
-    workflow = ConfigWorkflow(config_file=[str(unpacked / "configs" / f) for f in ("inference.yaml", "demo.yaml")],
-                              meta_file=str(unpacked / "configs" / "metadata.json"), workflow_type="infer",
-                              bundle_root=str(unpacked), input=case, output_dir=str(tmp_path / "out"), num_workers=0)
+    workflow = ConfigWorkflow(
+        config_file=[str(unpacked / "configs" / f) for f in ("inference.yaml", "demo.yaml")],
+        meta_file=str(unpacked / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(unpacked),
+        input=case,
+        output_dir=str(tmp_path / "out"),
+        num_workers=0,
+    )
     workflow.initialize()
     assert workflow.parser.get_parsed_content("ckpt_path") == f"{unpacked}/models/model.pt"
     workflow.run()

@@ -107,10 +107,10 @@ def test_no_liver_at_the_coarse_pass_falls_back_to_the_whole_image(inferers):
 
 def test_a_liver_beyond_its_coarse_box_falls_back_to_the_whole_image(inferers):
     plain, fast = inferers
-    x = phantom(rod=True)   # the rod is 1 voxel wide: averaged down, it is no longer liver
+    x = phantom(rod=True)  # the rod is 1 voxel wide: averaged down, it is no longer liver
     ref, n_plain = run(plain, x)
     out, n_fast = run(fast, x)
-    assert mask(ref)[50:76, 29, 29].all()   # the plain path sees the rod as part of the liver
+    assert mask(ref)[50:76, 29, 29].all()  # the plain path sees the rod as part of the liver
     assert torch.equal(out, ref) and n_fast > n_plain
     # without the check, the box would have cut the rod
     lo, hi = coarse_box(run(plain, torch.nn.functional.adaptive_avg_pool3d(x, [40, 36, 32]))[0][0], SHAPE, 4)
@@ -120,7 +120,7 @@ def test_a_liver_beyond_its_coarse_box_falls_back_to_the_whole_image(inferers):
 def test_islands_on_the_box_faces_do_not_trigger_the_fallback(inferers):
     plain, fast = inferers
     x = phantom(island=False)
-    x[..., 24:28, 22:26, 22:26] = 0.8   # an island 2 voxels from the liver, cut by the box's face at 26
+    x[..., 24:28, 22:26, 22:26] = 0.8  # an island 2 voxels from the liver, cut by the box's face at 26
     ref, n_plain = run(plain, x)
     out, n_fast = run(fast, x)
     assert coarse_box(run(plain, torch.nn.functional.adaptive_avg_pool3d(x, [40, 36, 32]))[0][0], SHAPE, 4)[0][0] == 26
@@ -134,7 +134,7 @@ def test_every_image_of_a_batch_gets_its_own_box(inferers):
     out, _ = run(fast, torch.cat([a, b]))
     for i, x in enumerate((a, b)):
         ref, _ = run(plain, x)
-        assert np.array_equal(mask(out[i:i + 1]), mask(ref))
+        assert np.array_equal(mask(out[i : i + 1]), mask(ref))
 
 
 def test_bad_parameters_are_refused():

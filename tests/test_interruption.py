@@ -82,11 +82,21 @@ def save_two_epochs(folder, saver_kind, which, fault):
 
     cls = checkpoint.AtomicCheckpointSaver if saver_kind == "atomic" else CheckpointSaver
     if which == "best":
-        saver = cls(save_dir=folder, save_dict={"model": weights}, save_key_metric=True, key_metric_name="score",
-                    key_metric_filename="model.pt")
+        saver = cls(
+            save_dir=folder,
+            save_dict={"model": weights},
+            save_key_metric=True,
+            key_metric_name="score",
+            key_metric_filename="model.pt",
+        )
     else:
-        saver = cls(save_dir=folder, save_dict={"network": weights, "other": torch.nn.Linear(2, 2)}, save_interval=1,
-                    n_saved=1, epoch_level=True)
+        saver = cls(
+            save_dir=folder,
+            save_dict={"network": weights, "other": torch.nn.Linear(2, 2)},
+            save_interval=1,
+            n_saved=1,
+            epoch_level=True,
+        )
     saver.attach(engine)
     try:
         engine.run([0], max_epochs=2)
@@ -97,8 +107,13 @@ def save_two_epochs(folder, saver_kind, which, fault):
 
 def run_fault(folder, saver_kind, which, fault):
     code = f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(BUNDLE_ROOT)!r}]; import test_interruption as t; t.save_two_epochs(*sys.argv[1:])"
-    proc = subprocess.run([sys.executable, "-c", code, str(folder), saver_kind, which, fault], cwd=BUNDLE_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(folder), saver_kind, which, fault],
+        cwd=BUNDLE_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc
 
 
@@ -165,7 +180,9 @@ def test_resume_refuses_a_damaged_or_foreign_checkpoint(tmp_path):
         checkpoint.resumable(tmp_path, state)
     torch.save({"network": net.state_dict(), "optimizer": {}}, tmp_path / "checkpoint_epoch=3.pt")
     assert checkpoint.resumable(tmp_path, state) == str(tmp_path / "checkpoint_epoch=3.pt")
-    with pytest.raises(ValueError, match=r"checkpoint_epoch=3.pt: not a resumable checkpoint of this bundle: it lacks trainer"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint_epoch=3.pt: not a resumable checkpoint of this bundle: it lacks trainer"
+    ):
         checkpoint.resumable(tmp_path, {"network": net, "trainer": None})
     other = UNet(3, 1, 3, channels=(4, 8), strides=(2,))
     with pytest.raises(ValueError, match="these weights do not fit the bundle's network"):
@@ -188,11 +205,18 @@ def epochs_trained(log: str) -> list[int]:
 @pytest.mark.slow
 def test_training_killed_mid_epoch_resumes_from_the_latest_checkpoint(phantom_dir, tmp_path):
     models, runs = tmp_path / "models", tmp_path / "runs"
-    settings = dict(bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, output_dir=runs, ckpt_dir=models, epochs=3,
-                    fold=-1, **FAST)  # fold -1: no validation, only the resumable checkpoint matters here
-    proc = subprocess.Popen(bundle_cmd("training", ["train.yaml"], **settings), cwd=BUNDLE_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            start_new_session=True)
+    settings = dict(
+        bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, output_dir=runs, ckpt_dir=models, epochs=3, fold=-1, **FAST
+    )  # fold -1: no validation, only the resumable checkpoint matters here
+    proc = subprocess.Popen(
+        bundle_cmd("training", ["train.yaml"], **settings),
+        cwd=BUNDLE_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
     log = []
     try:
         for line in proc.stdout:
@@ -224,8 +248,15 @@ def resume_settings(trained, tmp_path, **overrides):
     """A copy of the `trained` fixture's models (3 epochs, T_max 3) and the overrides that resume it."""
     models = tmp_path / "models"
     shutil.copytree(trained["models"], models)
-    return models, dict(bundle_root=BUNDLE_ROOT, dataset_dir=trained["data"], output_dir=tmp_path / "runs",
-                        ckpt_dir=models, resume="true", **FAST, **overrides)
+    return models, dict(
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=trained["data"],
+        output_dir=tmp_path / "runs",
+        ckpt_dir=models,
+        resume="true",
+        **FAST,
+        **overrides,
+    )
 
 
 def test_a_worse_validation_after_a_resume_keeps_the_best_weights(trained, tmp_path):
@@ -317,8 +348,17 @@ def test_validation_runs_every_interval_and_after_the_last_epoch():
 @pytest.mark.slow
 def test_a_one_epoch_run_validates_and_writes_the_best_weights(phantom_dir, tmp_path):
     models = tmp_path / "models"
-    proc = run_bundle("training", ["train.yaml"], bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir,
-                      output_dir=tmp_path / "runs", ckpt_dir=models, epochs=1, val_interval=5, **FAST)
+    proc = run_bundle(
+        "training",
+        ["train.yaml"],
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=phantom_dir,
+        output_dir=tmp_path / "runs",
+        ckpt_dir=models,
+        epochs=1,
+        val_interval=5,
+        **FAST,
+    )
     assert proc.stdout.count("Metrics -- val_mean_dice") == 1, proc.stdout[-3000:]
     assert sorted(p.name for p in models.glob("*.pt")) == ["checkpoint_epoch=1.pt", "model.pt"]
 
@@ -329,8 +369,14 @@ def test_a_new_run_replaces_the_checkpoints_an_earlier_run_left(tmp_path):
     (tmp_path / "checkpoint_epoch=7.pt").write_bytes(b"an earlier run's checkpoint")
     (tmp_path / "notes.pt").write_bytes(b"not a checkpoint of ours")
     net = torch.nn.Linear(2, 2)
-    saver = checkpoint.AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"network": net, "other": net},
-                                             save_interval=1, n_saved=1, epoch_level=True, remove_stale=True)
+    saver = checkpoint.AtomicCheckpointSaver(
+        save_dir=str(tmp_path),
+        save_dict={"network": net, "other": net},
+        save_interval=1,
+        n_saved=1,
+        epoch_level=True,
+        remove_stale=True,
+    )
     engine = Engine(lambda e, b: None)
     saver.attach(engine)
     engine.run([0], max_epochs=2)

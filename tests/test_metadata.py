@@ -22,15 +22,41 @@ from packaging.version import Version
 # CI clones the repository next to shared/, as the working copies are laid out: the schema is ../shared/schema.
 SCHEMA = BUNDLE_ROOT.parent / "shared" / "schema" / "meta_schema_20240725.json"
 SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
-REQUIRED = ["configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "configs/evaluate.yaml",
-            "configs/logging.conf", "LICENSE", "docs/README.md", "docs/data_license.txt"]
+REQUIRED = [
+    "configs/metadata.json",
+    "configs/inference.yaml",
+    "configs/train.yaml",
+    "configs/evaluate.yaml",
+    "configs/logging.conf",
+    "LICENSE",
+    "docs/README.md",
+    "docs/data_license.txt",
+]
 
 
 # The MONAI Model Zoo's model card template (docs/readme_template.md there, and the sections its bundles' cards share).
-MODEL_CARD_HEADINGS = ["Authors", "Tags", "Model Overview", "Data", "Preprocessing", "Training configuration", "Input",
-                       "Output", "Performance", "System Configuration", "MONAI Bundle Commands", "Execute training",
-                       "Execute multi-GPU training", "Execute evaluation", "Execute inference", "Export to TorchScript",
-                       "Limitations", "Citation", "References", "License"]
+MODEL_CARD_HEADINGS = [
+    "Authors",
+    "Tags",
+    "Model Overview",
+    "Data",
+    "Preprocessing",
+    "Training configuration",
+    "Input",
+    "Output",
+    "Performance",
+    "System Configuration",
+    "MONAI Bundle Commands",
+    "Execute training",
+    "Execute multi-GPU training",
+    "Execute evaluation",
+    "Execute inference",
+    "Export to TorchScript",
+    "Limitations",
+    "Citation",
+    "References",
+    "License",
+]
 
 
 def requirements(requirements_file: str) -> dict[str, Requirement]:
@@ -82,8 +108,12 @@ def test_version_changelog_and_package_versions():
     meta = _meta()
     assert re.fullmatch(r"\d+\.\d+\.\d+", meta["version"])
     assert meta["version"] in meta["changelog"]
-    for name, version in {"monai": meta["monai_version"], "torch": meta["pytorch_version"],
-                          "numpy": meta["numpy_version"], **meta["required_packages_version"]}.items():
+    for name, version in {
+        "monai": meta["monai_version"],
+        "torch": meta["pytorch_version"],
+        "numpy": meta["numpy_version"],
+        **meta["required_packages_version"],
+    }.items():
         assert re.fullmatch(r"(>=)?\d+(\.\d+)+", version), (name, version)
         importlib.metadata.version(name)  # every named package is a real, installed distribution
 
@@ -116,8 +146,11 @@ def test_network_data_format_states_what_the_configs_do():
     net = parser["network_def"]
     assert image["num_channels"] == net["in_channels"] == 1
     assert image["spatial_shape"] == pred["spatial_shape"] == parser["patch_size"]
-    scale = next(t for t in parser["preprocessing"]["transforms"]
-                 if isinstance(t, dict) and t.get("_target_") == "ScaleIntensityRanged")
+    scale = next(
+        t
+        for t in parser["preprocessing"]["transforms"]
+        if isinstance(t, dict) and t.get("_target_") == "ScaleIntensityRanged"
+    )
     assert image["value_range"] == [scale["b_min"], scale["b_max"]]
     low, high = parser["hu_window"]
     assert f"[{low}, {high}]" in _meta()["image_classes"]
@@ -127,8 +160,11 @@ def test_network_data_format_states_what_the_configs_do():
 
 
 def test_verify_net_in_out_passes_and_catches_a_wrong_output():
-    kwargs = {"net_id": "network_def", "meta_file": str(CONFIGS / "metadata.json"),
-              "config_file": str(CONFIGS / "inference.yaml")}
+    kwargs = {
+        "net_id": "network_def",
+        "meta_file": str(CONFIGS / "metadata.json"),
+        "config_file": str(CONFIGS / "inference.yaml"),
+    }
     verify_net_in_out(**kwargs)
     with pytest.raises(ValueError, match="channel"):
         verify_net_in_out(**kwargs, **{"_meta_#network_data_format#outputs#pred#num_channels": 3})
@@ -145,8 +181,12 @@ def test_workflow_properties_are_clean(files, phantom_dir, tmp_path):
         parser.read_config(str(CONFIGS / "inference.yaml"))
         torch.save(parser.get_parsed_content("network_def").state_dict(), weights)
         overrides.update(ckpt_path=str(weights), output_dir=str(tmp_path / "out"), num_workers=0)
-    workflow = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in files], meta_file=str(CONFIGS / "metadata.json"),
-                              logging_file=str(CONFIGS / "logging.conf"),
-                              workflow_type="train" if files[0] == "train.yaml" else "infer", **overrides)
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="train" if files[0] == "train.yaml" else "infer",
+        **overrides,
+    )
     workflow.initialize()
     assert workflow.check_properties() == []

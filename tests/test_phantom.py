@@ -271,9 +271,17 @@ def test_write_dataset_msd_layout(tmp_path, capsys):
         np.testing.assert_allclose(img.affine, affine, atol=1e-4)
     # nothing but the expected files (no temporary leftovers)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    expected = ["dataset.json"] + [f"{d}/liver_00{i}.nii.gz" for d, i in
-                                   (("imagesTr", 0), ("imagesTr", 1), ("imagesTs", 2), ("labelsTr", 0),
-                                    ("labelsTr", 1), ("labelsTs", 2))]
+    expected = ["dataset.json"] + [
+        f"{d}/liver_00{i}.nii.gz"
+        for d, i in (
+            ("imagesTr", 0),
+            ("imagesTr", 1),
+            ("imagesTs", 2),
+            ("labelsTr", 0),
+            ("labelsTr", 1),
+            ("labelsTs", 2),
+        )
+    ]
     assert files == sorted(expected)
 
 
@@ -289,14 +297,35 @@ def test_write_dataset_rejects_bad_arguments(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "scripts.phantom", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.phantom", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_single_volume_with_label(tmp_path):
     out, lab = tmp_path / "ct.nii.gz", tmp_path / "ct_label.nii.gz"
-    proc = _cli("--single", out, "--shape", 40, 44, 30, "--spacing", 9, 8.5, 9.5, "--orientation", "LAS",
-                "--seed", 2, "--label", lab)
+    proc = _cli(
+        "--single",
+        out,
+        "--shape",
+        40,
+        44,
+        30,
+        "--spacing",
+        9,
+        8.5,
+        9.5,
+        "--orientation",
+        "LAS",
+        "--seed",
+        2,
+        "--label",
+        lab,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout
     img, seg = nib.load(str(out)), nib.load(str(lab))

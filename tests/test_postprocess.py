@@ -46,8 +46,11 @@ def _network_output(paths, image, classes: int, island: bool = True):
     from monai.transforms import EnsureChannelFirst, GaussianSmooth, LoadImage, SpatialResample
 
     label = EnsureChannelFirst()(LoadImage()(paths["label"]))
-    onehot = torch.cat([(label == c).float() for c in range(3)]) if classes == 3 else \
-        torch.cat([(label == 0).float(), (label > 0).float()])
+    onehot = (
+        torch.cat([(label == c).float() for c in range(3)])
+        if classes == 3
+        else torch.cat([(label == 0).float(), (label > 0).float()])
+    )
     prob = SpatialResample(mode="bilinear")(onehot, dst_affine=image.affine, spatial_size=image.shape[1:])
     prob = GaussianSmooth(sigma=1.0)(torch.as_tensor(prob))
     if island:
@@ -64,8 +67,8 @@ def _masks(paths, classes: int, island: bool = True):
         cfg = _config(num_classes=classes, resample_liver_box=box)
         data = cfg.get_parsed_content("preprocessing")({"image": paths["image"]})
         prob = _network_output(paths, data["image"], classes, island)
-        data["pred"] = prob.log_()   # logits: the postprocessing starts with a softmax (log 0 = -inf: p = 0)
-        post = cfg.get_parsed_content("postprocessing").transforms[:-1]   # all but SaveImaged
+        data["pred"] = prob.log_()  # logits: the postprocessing starts with a softmax (log 0 = -inf: p = 0)
+        post = cfg.get_parsed_content("postprocessing").transforms[:-1]  # all but SaveImaged
         for t in post:
             data = t(data)
         out["box" if box else "plain"] = data["pred"]
@@ -89,8 +92,8 @@ def test_box_resampling_gives_the_plain_paths_mask_on_the_input_grid(case):
     assert differ <= 1e-3 * np.count_nonzero(p), f"{differ} voxels differ"
     from scipy import ndimage
 
-    assert ndimage.label(b)[1] == 1 == ndimage.label(p)[1]   # the corner island is dropped by both
-    assert _dice(b, label > 0) > 0.9   # the right place on the input grid: flips and offsets undone
+    assert ndimage.label(b)[1] == 1 == ndimage.label(p)[1]  # the corner island is dropped by both
+    assert _dice(b, label > 0) > 0.9  # the right place on the input grid: flips and offsets undone
 
 
 def test_box_resampling_with_tumour_class_matches_argmax_path(case):
@@ -107,7 +110,7 @@ def test_empty_prediction_gives_an_empty_mask_of_the_input_grid(case):
     cfg = _config()
     image = cfg.get_parsed_content("preprocessing")({"image": paths["image"]})["image"]
     pred = _network_output(paths, image, 2)
-    pred[1] = 0.1   # nowhere above the threshold
+    pred[1] = 0.1  # nowhere above the threshold
     out = postprocess.to_input_grid(pred[1:])
     assert tuple(out.shape) == (1, *SHAPE) and not out.any()
     np.testing.assert_allclose(np.asarray(out.affine), affine, atol=1e-4)
@@ -126,7 +129,7 @@ def test_liver_box_maps_network_voxels_to_input_voxels():
     in_affine = np.diag([-1.0, 1.0, 1.0, 1.0])
     in_affine[0, 3] = 99.0  # input voxel i sits at x = 99 - i
     fg = torch.zeros(20, 20, 20, dtype=torch.bool)
-    fg[5:8, 2:4, 10:11] = True   # x in [10, 14] mm, y in [4, 6] mm, z = 20 mm
+    fg[5:8, 2:4, 10:11] = True  # x in [10, 14] mm, y in [4, 6] mm, z = 20 mm
     start, stop = postprocess.liver_box(fg, net_affine, in_affine, (100, 100, 100), margin=0)
     assert list(start) == [85, 4, 20] and list(stop) == [90, 7, 21]
     start, stop = postprocess.liver_box(fg, net_affine, in_affine, (100, 100, 100), margin=1)
@@ -144,14 +147,24 @@ def test_box_masks_are_x_fastest_and_the_writer_saves_them_as_monais_writer_does
 
     paths, _, affine = case
     box = _masks(paths, classes=2)["box"]
-    assert box.as_tensor().permute(3, 2, 1, 0).is_contiguous()   # x fastest
+    assert box.as_tensor().permute(3, 2, 1, 0).is_contiguous()  # x fastest
     assert box.any()
     c_order = MetaTensor(box.as_tensor().contiguous(), meta=dict(box.meta))
     written = {}
-    for name, writer, mask in (("monai", "NibabelWriter", c_order), ("ours", postprocess.NiftiWriter, box),
-                               ("ours_c", postprocess.NiftiWriter, c_order)):
-        save = SaveImage(output_dir=str(tmp_path / name), output_postfix="seg", output_dtype=np.uint8, resample=False,
-                         separate_folder=False, print_log=False, writer=writer)
+    for name, writer, mask in (
+        ("monai", "NibabelWriter", c_order),
+        ("ours", postprocess.NiftiWriter, box),
+        ("ours_c", postprocess.NiftiWriter, c_order),
+    ):
+        save = SaveImage(
+            output_dir=str(tmp_path / name),
+            output_postfix="seg",
+            output_dtype=np.uint8,
+            resample=False,
+            separate_folder=False,
+            print_log=False,
+            writer=writer,
+        )
         mask.meta["filename_or_obj"] = "case.nii.gz"
         save(mask)
         written[name] = nib.load(tmp_path / name / "case_seg.nii.gz")
@@ -163,7 +176,7 @@ def test_box_masks_are_x_fastest_and_the_writer_saves_them_as_monais_writer_does
         np.testing.assert_allclose(img.affine, affine, atol=1e-4)
         assert (int(img.header["sform_code"]), int(img.header["qform_code"])) == (1, 1)
         assert np.array_equal(np.asarray(img.dataobj), np.asarray(ref.dataobj))
-    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["case_seg.nii.gz"]   # no temporary file left
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["case_seg.nii.gz"]  # no temporary file left
     hu = np.random.default_rng(0).normal(50, 30, (1, *SHAPE)).astype(np.float32)
     assert handlers.case_measures(box, None, hu) == handlers.case_measures(c_order, None, hu)
 
@@ -174,11 +187,11 @@ def test_nifti_files_read_back_the_same_with_isal_or_zlib(tmp_path):
     rng = np.random.default_rng(1)
     array = np.asfortranarray(rng.integers(-1024, 2000, (30, 20, 10)).astype(np.int16))
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
-    assert fileio.has_isal   # a requirement: the fast path is the one tested
+    assert fileio.has_isal  # a requirement: the fast path is the one tested
     for fast in (True, False):
         path = fileio.save_nifti(array, affine, str(tmp_path / f"{fast}.nii.gz"), fast_gzip=fast)
         with open(path, "rb") as f:
-            assert f.read(2) == b"\x1f\x8b"   # gzip
+            assert f.read(2) == b"\x1f\x8b"  # gzip
         img = nib.load(path)
         assert np.array_equal(np.asarray(img.dataobj), array) and np.allclose(img.affine, affine)
         assert img.get_data_dtype() == np.int16

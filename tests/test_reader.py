@@ -7,26 +7,26 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImaged
 
-from conftest import CONFIGS
 from scripts import dicom, inputs, phantom
 
 
 @pytest.mark.parametrize("shape", [(7, 5, 3), (9, 4, 17), (6, 5, 4, 3)])
 def test_c_order_is_the_same_array_in_c_order(shape):
     a = np.asfortranarray(np.random.default_rng(0).integers(-1000, 1000, shape).astype(np.int16))
-    out = inputs.c_order(a, slab=4)   # 3, 17: the last slab is partial
+    out = inputs.c_order(a, slab=4)  # 3, 17: the last slab is partial
     assert out.flags.c_contiguous and out.dtype == a.dtype and np.array_equal(out, a)
     c = np.ascontiguousarray(a)
-    assert inputs.c_order(c) is c   # already C order: no copy
+    assert inputs.c_order(c) is c  # already C order: no copy
 
 
 def _config_loader():
     cfg = ConfigParser()
     cfg.read_config(str(CONFIGS / "inference.yaml"))
-    cfg["input"] = str(CONFIGS)   # never read
+    cfg["input"] = str(CONFIGS)  # never read
     return cfg.get_parsed_content("preprocessing").transforms[0]
 
 
@@ -37,7 +37,7 @@ def _assert_same_image(ours, default):
 
 
 def test_the_configs_loader_reads_nifti_as_monais_default_does(tmp_path):
-    assert inputs.has_isal and _config_loader()._loader.readers[-1].fast_gzip   # the ISA-L path is the one tested
+    assert inputs.has_isal and _config_loader()._loader.readers[-1].fast_gzip  # the ISA-L path is the one tested
     image, _, affine = phantom.make_case(2, shape=(40, 36, 20), spacing=(9.0, 9.0, 10.0), orientation="LPS")
     path = phantom.save_nifti(image, affine, str(tmp_path / "ct.nii.gz"), "SYNTHETIC test phantom")
     _assert_same_image(_config_loader()({"image": path})["image"], LoadImaged("image")({"image": path})["image"])
@@ -83,14 +83,15 @@ def test_one_reader_shared_by_loader_threads_reads_each_threads_own_file(tmp_pat
         nib.save(nib.Nifti1Image(arrays[i], np.eye(4)), paths[i])
     reader = inputs.NiftiReader()
     assert reader.fast_gzip
-    images = [reader.read(p) for p in paths]   # the reader's record now names the second file
+    images = [reader.read(p) for p in paths]  # the reader's record now names the second file
     got = [reader.get_data(img)[0] for img in images]
     assert all(np.array_equal(g, a) for g, a in zip(got, arrays))
     load = LoadImaged("image", reader=reader, image_only=True)
     for _ in range(10):
         out = [None, None]
-        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, load({"image": paths[i]})["image"]))
-                   for i in (0, 1)]
+        threads = [
+            threading.Thread(target=lambda i=i: out.__setitem__(i, load({"image": paths[i]})["image"])) for i in (0, 1)
+        ]
         [t.start() for t in threads]
         [t.join() for t in threads]
         assert all(np.array_equal(np.asarray(o), a) for o, a in zip(out, arrays))

@@ -55,7 +55,9 @@ def truncate(src, dst, keep):
 def unet(num_classes=2):
     from monai.networks.nets import UNet
 
-    return UNet(3, 1, num_classes, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="instance")
+    return UNet(
+        3, 1, num_classes, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="instance"
+    )
 
 
 class Payload:
@@ -127,11 +129,16 @@ def bad_headers(folder, image, affine):
     return {
         "2d": (save(folder / "2d.nii.gz", image[:, :, 0], affine), "a 2D image of shape 40x36"),
         "slice": (save(folder / "slice.nii.gz", image[:, :, :1], affine), "a single slice of shape 40x36x1"),
-        "4d": (save(folder / "4d.nii.gz", np.stack([image] * 3, -1), affine), "4D data of shape 40x36x24x3 (3 volumes)"),
+        "4d": (
+            save(folder / "4d.nii.gz", np.stack([image] * 3, -1), affine),
+            "4D data of shape 40x36x24x3 (3 volumes)",
+        ),
         "singular": (str(folder / "singular.nii.gz"), "the affine is singular"),
         "nonfinite": (str(folder / "nonfinite.nii.gz"), "the affine holds NaN/Inf"),
-        "truncated_gz": (truncate(good, folder / "truncated.nii.gz", len(pathlib.Path(good).read_bytes()) // 2),
-                         "truncated gzip file"),
+        "truncated_gz": (
+            truncate(good, folder / "truncated.nii.gz", len(pathlib.Path(good).read_bytes()) // 2),
+            "truncated gzip file",
+        ),
         "trailer_lost": (truncate(good, folder / "trailer.nii.gz", -6), "truncated gzip file"),
         "truncated_nii": (truncate(folder / "plain.nii", folder / "short.nii", -100), "truncated file: it holds"),
         "not_nifti": (str(folder / "text.nii.gz"), "not a readable NIfTI file"),
@@ -273,15 +280,21 @@ def test_labelled_cases_list_every_grid_mismatch_at_once(tmp_path, ct):
     datalist = tmp_path / "datalist.json"
     import json
 
-    cases = [{"image": img, "label": good_lab}, {"image": img, "label": short_lab}, {"image": img, "label": moved_lab},
-             {"image": img, "label": str(missing)}]
+    cases = [
+        {"image": img, "label": good_lab},
+        {"image": img, "label": short_lab},
+        {"image": img, "label": moved_lab},
+        {"image": img, "label": str(missing)},
+    ]
     datalist.write_text(json.dumps({"validation": cases}))
     with pytest.raises(ValueError) as info:
         inputs.labelled_cases(str(datalist))
     message = str(info.value)
     assert message.startswith(f"{datalist}: 3 problem(s)")
     assert f"{short_lab}: label grid differs from its image {img}: shape 40x36x20 vs 40x36x24" in message
-    assert f"{moved_lab}: label grid differs from its image {img}: the affines differ (origins 43.301 mm apart" in message
+    assert (
+        f"{moved_lab}: label grid differs from its image {img}: the affines differ (origins 43.301 mm apart" in message
+    )
     assert f"label {missing}: no such file" in message
     datalist.write_text(json.dumps({"validation": cases[:1]}))
     assert inputs.labelled_cases(str(datalist)) == [{"image": img, "label": good_lab}]
@@ -307,7 +320,7 @@ def voxel_cases(tmp_path, ct):
     good = save(tmp_path / "good.nii.gz", image, affine)
     raw = pathlib.Path(good).read_bytes()
     middle = len(raw) // 2  # 100 bytes gone from inside the deflate stream; the gzip trailer (size) is intact
-    (tmp_path / "corrupt.nii.gz").write_bytes(raw[:middle] + raw[middle + 100:])
+    (tmp_path / "corrupt.nii.gz").write_bytes(raw[:middle] + raw[middle + 100 :])
     unit = (f - f.min()) / (f.max() - f.min())
     return {
         "good": (good, None),
@@ -336,7 +349,9 @@ def test_unexpected_label_values_name_the_label_file(tmp_path, ct):
     img = save(tmp_path / "ct.nii.gz", image, affine)
     lab = save(tmp_path / "odd_label.nii.gz", odd, affine)
     item = inputs.tolerant(loader_pipeline(("image", "label")))({"image": img, "label": lab})
-    assert item == {"failed": f"{lab}: unexpected label values 7 (8 voxels); expected [0, 1, 2] (background, liver, tumour)"}
+    assert item == {
+        "failed": f"{lab}: unexpected label values 7 (8 voxels); expected [0, 1, 2] (background, liver, tumour)"
+    }
     ok = save(tmp_path / "ok_label.nii.gz", label.astype(np.uint8), affine)
     assert "failed" not in inputs.tolerant(loader_pipeline(("image", "label")))({"image": img, "label": ok})
 
@@ -348,7 +363,9 @@ def test_a_batch_skips_cases_that_fail_to_load_and_lists_them(voxel_cases, num_w
     names = ["good", "nan", "corrupt", "unit", "good"]
     items = [{"image": voxel_cases[n][0]} for n in names]
     failures = []
-    loader = DataLoader(Dataset(items, transform=inputs.tolerant(loader_pipeline())), batch_size=1, num_workers=num_workers)
+    loader = DataLoader(
+        Dataset(items, transform=inputs.tolerant(loader_pipeline())), batch_size=1, num_workers=num_workers
+    )
     batches = list(inputs.SkipFailed(loader, failures))
     assert len(batches) == 2 and all(b["image"].shape == (1, 1, *SHAPE) for b in batches)
     assert [f["image"] for f in failures] == [voxel_cases[n][0] for n in ("nan", "corrupt", "unit")]
@@ -387,7 +404,10 @@ def weights_files(tmp_path_factory):
     "name, fragment",
     [
         ("truncated.pt", "not a readable PyTorch weights file (truncated or corrupt?): PytorchStreamReader failed"),
-        ("three_classes.pt", "these weights do not fit the bundle's network (0 missing, 0 unexpected, 4 of another shape"),
+        (
+            "three_classes.pt",
+            "these weights do not fit the bundle's network (0 missing, 0 unexpected, 4 of another shape",
+        ),
         ("training_state.pt", "a resumable training checkpoint (network, optimizer, ...), not a weights file"),
         ("nan.pt", "1 weight tensor(s) hold NaN/Inf values"),
         ("payload.pt", "refused: the file holds Python objects that are not weights (getattr)"),
@@ -404,7 +424,9 @@ def test_bad_weights_are_refused_naming_the_file(weights_files, name, fragment):
 
 def test_good_weights_pass_in_both_layouts(weights_files):
     inputs.check_weights(str(weights_files / "good.pt"), True, unet())
-    inputs.check_weights(str(weights_files / "wrapped.pt"), True, unet())  # {"model": state_dict}, as CheckpointLoader takes
+    inputs.check_weights(
+        str(weights_files / "wrapped.pt"), True, unet()
+    )  # {"model": state_dict}, as CheckpointLoader takes
 
 
 def test_monai_checkpoint_loader_we_use_refuses_pickled_objects(weights_files):
@@ -434,7 +456,7 @@ def test_every_torch_load_in_the_bundle_is_weights_only():
                     depth += {"(": 1, ")": -1}.get(text[end], 0)
                     if depth == 0:
                         break
-                call = text[match.start(): end + 1]
+                call = text[match.start() : end + 1]
                 if "weights_only=True" not in call.replace(" ", ""):
                     offenders.append(f"{path.name}: {call}")
     assert not offenders, offenders
@@ -454,7 +476,9 @@ def test_exit_on_error_turns_check_errors_into_one_line_exits(monkeypatch, tmp_p
     missing = tmp_path / "x.nii.gz"
     with pytest.raises(errors.InputError) as info:
         errors.exit_on_error(inputs.list_inputs, missing)
-    assert isinstance(info.value, SystemExit) and not isinstance(info.value, Exception)  # passes MONAI's `except Exception`
+    assert isinstance(info.value, SystemExit) and not isinstance(
+        info.value, Exception
+    )  # passes MONAI's `except Exception`
     assert info.value.code == f"error: {missing}: no such file or folder"
     assert isinstance(info.value.__cause__, FileNotFoundError)
     assert errors.exit_on_error(len, [1, 2]) == 2
@@ -469,8 +493,16 @@ def test_a_bad_input_stops_inference_with_one_line_and_no_output(tmp_path, ct, m
     bad = truncate(good, tmp_path / "bad.nii.gz", -6)
     out = tmp_path / "out"
     monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
-    proc = run_bundle("inference", ["inference.yaml"], check=False, bundle_root=BUNDLE_ROOT, input=bad, output_dir=out,
-                      load_pretrain="false", **FAST)
+    proc = run_bundle(
+        "inference",
+        ["inference.yaml"],
+        check=False,
+        bundle_root=BUNDLE_ROOT,
+        input=bad,
+        output_dir=out,
+        load_pretrain="false",
+        **FAST,
+    )
     assert_one_line_error(proc, f"error: {bad}: truncated gzip file")
     assert not out.exists()
 
@@ -481,8 +513,16 @@ def test_the_debug_flag_brings_the_traceback_back(tmp_path, ct, monkeypatch):
     bad = truncate(save(tmp_path / "good.nii.gz", image, affine), tmp_path / "bad.nii.gz", -6)
     out = tmp_path / "out"
     monkeypatch.setenv(errors.DEBUG_ENV, "1")
-    proc = run_bundle("inference", ["inference.yaml"], check=False, bundle_root=BUNDLE_ROOT, input=bad, output_dir=out,
-                      load_pretrain="false", **FAST)
+    proc = run_bundle(
+        "inference",
+        ["inference.yaml"],
+        check=False,
+        bundle_root=BUNDLE_ROOT,
+        input=bad,
+        output_dir=out,
+        load_pretrain="false",
+        **FAST,
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stdout
     assert f"ValueError: {bad}: truncated gzip file" in proc.stdout
     assert not out.exists()
@@ -500,8 +540,16 @@ def test_bad_weights_stop_inference_with_one_line(weights_files, tmp_path, ct, n
     image, _, affine = ct
     case = save(tmp_path / "ct.nii.gz", image, affine)
     out = tmp_path / "out"
-    proc = run_bundle("inference", ["inference.yaml"], check=False, bundle_root=BUNDLE_ROOT, input=case, output_dir=out,
-                      ckpt_path=weights_files / name, **FAST)
+    proc = run_bundle(
+        "inference",
+        ["inference.yaml"],
+        check=False,
+        bundle_root=BUNDLE_ROOT,
+        input=case,
+        output_dir=out,
+        ckpt_path=weights_files / name,
+        **FAST,
+    )
     assert_one_line_error(proc, f"error: {weights_files / name}: {fragment}")
     assert not out.exists()
     assert not list(weights_files.glob("PWNED*"))
@@ -515,9 +563,20 @@ def test_a_bad_dataset_stops_training_with_one_line(phantom_dir, tmp_path):
     values = np.asarray(img.dataobj).copy()
     values[0, 0, 0] = 5
     nib.save(nib.Nifti1Image(values, img.affine, img.header), str(label))
-    proc = run_bundle("training", ["train.yaml"], check=False, bundle_root=BUNDLE_ROOT, dataset_dir=data,
-                      output_dir=tmp_path / "runs", ckpt_dir=tmp_path / "models", epochs=1, **FAST)
-    assert_one_line_error(proc, f"error: {data / 'dataset.json'}: dataset check found 1 error(s)", "unexpected label values 5")
+    proc = run_bundle(
+        "training",
+        ["train.yaml"],
+        check=False,
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=data,
+        output_dir=tmp_path / "runs",
+        ckpt_dir=tmp_path / "models",
+        epochs=1,
+        **FAST,
+    )
+    assert_one_line_error(
+        proc, f"error: {data / 'dataset.json'}: dataset check found 1 error(s)", "unexpected label values 5"
+    )
     assert not (tmp_path / "models" / "model.pt").exists()
 
 
@@ -529,8 +588,16 @@ def test_a_grid_mismatch_stops_evaluation_with_one_line(tmp_path, ct):
     lab = save(tmp_path / "a_label.nii.gz", label[:, :, :20], affine)
     datalist = tmp_path / "split.json"
     datalist.write_text(json.dumps({"validation": [{"image": img, "label": lab}]}))
-    proc = run_bundle("evaluation", ["inference.yaml", "evaluate.yaml"], check=False, bundle_root=BUNDLE_ROOT,
-                      eval_datalist=datalist, output_dir=tmp_path / "eval", load_pretrain="false", **FAST)
+    proc = run_bundle(
+        "evaluation",
+        ["inference.yaml", "evaluate.yaml"],
+        check=False,
+        bundle_root=BUNDLE_ROOT,
+        eval_datalist=datalist,
+        output_dir=tmp_path / "eval",
+        load_pretrain="false",
+        **FAST,
+    )
     assert_one_line_error(proc, f"error: {datalist}: 1 problem(s)", f"{lab}: label grid differs from its image")
     assert not (tmp_path / "eval").exists()
 
@@ -556,8 +623,16 @@ def test_batch_inference_goes_on_past_bad_cases_and_keeps_tiny_volumes(tmp_path,
         save(folder / "e_flat.nii.gz", image[:, :, 0], affine): "a 2D image",
         save(folder / "f_mr.nii.gz", (image - image.min()).astype(np.int16), affine): "no intensity below 0",
     }
-    proc = run_bundle("inference", ["inference.yaml"], check=False, bundle_root=BUNDLE_ROOT, input=folder, output_dir=out,
-                      load_pretrain="false", **FAST)
+    proc = run_bundle(
+        "inference",
+        ["inference.yaml"],
+        check=False,
+        bundle_root=BUNDLE_ROOT,
+        input=folder,
+        output_dir=out,
+        load_pretrain="false",
+        **FAST,
+    )
     line = assert_one_line_error(proc, "error: 4 of 6 input case(s) failed and were skipped (2 written)")
     for path, fragment in bad.items():
         assert f"{path}: {fragment}" in line

@@ -320,8 +320,13 @@ def test_failed_write_leaves_no_temporary_file(tmp_path):
 
 
 def test_order_worst_first():
-    cases = [{"name": "a", "dice": 0.9}, {"name": "b", "dice": 0.5}, {"name": "c", "dice": float("nan")},
-             {"name": "d", "dice": 0.7}, {"name": "e", "dice": 0.5}]
+    cases = [
+        {"name": "a", "dice": 0.9},
+        {"name": "b", "dice": 0.5},
+        {"name": "c", "dice": float("nan")},
+        {"name": "d", "dice": 0.7},
+        {"name": "e", "dice": 0.5},
+    ]
     assert [c["name"] for c in viz.order_worst_first(cases)] == ["c", "b", "e", "d", "a"]
 
 
@@ -375,8 +380,17 @@ def test_grid_cli_pairs_seg_suffix_and_reads_metrics(tmp_path, capsys):
     metrics = tmp_path / "metrics.csv"
     metrics.write_text("case,liver_volume_ml,dice\nliver_1,10.0,0.95\nliver_2,10.0,0.20\nliver_10,10.0,0.60\n")
     out = tmp_path / "g.png"
-    args = ["grid", "--images", str(tmp_path / "image"), "--labels", str(tmp_path / "label"),
-            "--preds", str(tmp_path / "pred"), "--output", str(out)]
+    args = [
+        "grid",
+        "--images",
+        str(tmp_path / "image"),
+        "--labels",
+        str(tmp_path / "label"),
+        "--preds",
+        str(tmp_path / "pred"),
+        "--output",
+        str(out),
+    ]
     assert viz.main(args + ["--metrics", str(metrics)]) == 0
     info = json.loads(_png(out)[1]["Description"])
     assert info["order"] == ["liver_2", "liver_10", "liver_1"]
@@ -491,8 +505,13 @@ def test_cli_help_and_error_line(tmp_path):
     res = subprocess.run(run + ["--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "overlay" in res.stdout and "curves" in res.stdout
     missing = str(tmp_path / "missing.nii.gz")
-    res = subprocess.run(run + ["overlay", "--image", missing, "--output", str(tmp_path / "o.png")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        run + ["overlay", "--image", missing, "--output", str(tmp_path / "o.png")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1
     err = res.stderr.strip().splitlines()
     assert err[-1] == f"error: {missing}: image file not found"
@@ -502,8 +521,24 @@ def test_cli_help_and_error_line(tmp_path):
 def test_cli_overlay_and_curves(tmp_path):
     paths = _phantom_case(tmp_path, "liver_5", seed=5)
     out = tmp_path / "o.png"
-    assert viz.main(["overlay", "--image", paths["image"], "--label", paths["label"], "--pred", paths["pred"],
-                     "--output", str(out), "--dpi", "30"]) == 0
+    assert (
+        viz.main(
+            [
+                "overlay",
+                "--image",
+                paths["image"],
+                "--label",
+                paths["label"],
+                "--pred",
+                paths["pred"],
+                "--output",
+                str(out),
+                "--dpi",
+                "30",
+            ]
+        )
+        == 0
+    )
     assert "liver Dice" in _png(out)[1]["Title"]
     _write_training_log(tmp_path / "runs")
     assert viz.main(["curves", "--log_dir", str(tmp_path / "runs"), "--output", str(tmp_path / "c.png")]) == 0
@@ -522,8 +557,9 @@ def _in_memory_cases(n, tumour):
     if not tumour:
         label, pred = (label > 0).astype(np.uint8), (pred > 0).astype(np.uint8)
     image, label, pred = (nib.Nifti1Image(a, affine) for a in (img, label, pred))
-    return [{"name": f"liver_{t}", "image": image, "label": label, "pred": pred, "dice": 0.5 + t / 100}
-            for t in range(n)]
+    return [
+        {"name": f"liver_{t}", "image": image, "label": label, "pred": pred, "dice": 0.5 + t / 100} for t in range(n)
+    ]
 
 
 def _assert_legends_whole(png):

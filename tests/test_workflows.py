@@ -183,16 +183,28 @@ def test_missing_weights_stop_inference_unless_untrained_run_is_asked(phantom_di
     out = tmp_path / "out"
     missing = tmp_path / "nowhere" / "model.pt"
     proc = run_bundle(
-        "inference", ["inference.yaml"], check=False, bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir,
-        output_dir=out, ckpt_path=missing, **FAST,
+        "inference",
+        ["inference.yaml"],
+        check=False,
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=phantom_dir,
+        output_dir=out,
+        ckpt_path=missing,
+        **FAST,
     )
     assert proc.returncode != 0
     assert str(missing) in proc.stdout and "not found" in proc.stdout
     assert not out.exists() or not any(out.iterdir())
 
     proc = run_bundle(
-        "inference", ["inference.yaml"], bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, output_dir=out,
-        ckpt_path=missing, load_pretrain="false", **FAST,
+        "inference",
+        ["inference.yaml"],
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=phantom_dir,
+        output_dir=out,
+        ckpt_path=missing,
+        load_pretrain="false",
+        **FAST,
     )
     assert "UNTRAINED" in proc.stdout
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["liver_006_seg.nii.gz", "liver_007_seg.nii.gz"]
@@ -209,8 +221,13 @@ def test_inference_on_a_dicom_series_folder(trained, tmp_path, transfer_syntax):
     volume, dicom_affine, _ = dicom.read_series(str(series))
     out = tmp_path / "out"
     run_bundle(
-        "inference", ["inference.yaml"], bundle_root=BUNDLE_ROOT, input=series, output_dir=out,
-        ckpt_path=trained["models"] / "model.pt", **FAST,
+        "inference",
+        ["inference.yaml"],
+        bundle_root=BUNDLE_ROOT,
+        input=series,
+        output_dir=out,
+        ckpt_path=trained["models"] / "model.pt",
+        **FAST,
     )
     seg = nib.load(str(out / "CT_series_seg.nii.gz"))
     assert seg.shape == volume.shape

@@ -59,17 +59,33 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.deploy_app",
         description="Liver segmentation of the CT series in a DICOM study folder: writes a DICOM SEG and a NIfTI "
-                    "mask. A MONAI Deploy App SDK application running the bundle exported to TorchScript.")
+        "mask. A MONAI Deploy App SDK application running the bundle exported to TorchScript.",
+    )
     env_input, env_output = os.environ.get("HOLOSCAN_INPUT_PATH"), os.environ.get("HOLOSCAN_OUTPUT_PATH")
-    parser.add_argument("-i", "--input", required=not env_input, default=env_input,
-                        help="DICOM study folder, searched recursively (default: $HOLOSCAN_INPUT_PATH)")
-    parser.add_argument("-o", "--output", required=not env_output, default=env_output,
-                        help="output folder, created when missing (default: $HOLOSCAN_OUTPUT_PATH)")
-    parser.add_argument("-m", "--model", default=_model_default(),
-                        help="TorchScript bundle export (python -m monai.bundle ckpt_export ...; "
-                             "default: $HOLOSCAN_MODEL_PATH, else %(default)s)")
-    parser.add_argument("--series_uid", default=None,
-                        help="SeriesInstanceUID to segment (default: the CT series with the most slices)")
+    parser.add_argument(
+        "-i",
+        "--input",
+        required=not env_input,
+        default=env_input,
+        help="DICOM study folder, searched recursively (default: $HOLOSCAN_INPUT_PATH)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=not env_output,
+        default=env_output,
+        help="output folder, created when missing (default: $HOLOSCAN_OUTPUT_PATH)",
+    )
+    parser.add_argument(
+        "-m",
+        "--model",
+        default=_model_default(),
+        help="TorchScript bundle export (python -m monai.bundle ckpt_export ...; "
+        "default: $HOLOSCAN_MODEL_PATH, else %(default)s)",
+    )
+    parser.add_argument(
+        "--series_uid", default=None, help="SeriesInstanceUID to segment (default: the CT series with the most slices)"
+    )
     parser.add_argument("--debug", action="store_true", help="Holoscan's log, native libraries' messages, tracebacks")
     return parser
 
@@ -77,8 +93,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Command line entry; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+    )
     for noisy in ("monai.deploy", "holoscan", "highdicom", "monai.data.nvimgcodec_pydicom_plugin"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.WARNING)
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "INFO" if args.debug else "ERROR")
@@ -91,8 +108,9 @@ def main(argv=None) -> int:
             try:
                 from scripts.deploy_app.app import run_app  # loads MONAI, the SDK and Holoscan
             except ImportError as exc:  # the Deploy packages are a separate requirements file
-                raise ImportError(f"{exc}: the MONAI Deploy app needs its own packages: "
-                                  "pip install -r requirements-deploy.txt") from exc
+                raise ImportError(
+                    f"{exc}: the MONAI Deploy app needs its own packages: " "pip install -r requirements-deploy.txt"
+                ) from exc
         result = run_app(args.input, args.output, args.model, series_uid=args.series_uid)
     except Exception as exc:  # one line for the user; the traceback with --debug
         if args.debug:
@@ -102,8 +120,11 @@ def main(argv=None) -> int:
     for name, reason in result["skipped"]:
         print(f"not segmented: {name}: {reason}", flush=True)
     liver = result["voxels"].get(1, 0)
-    print(f"wrote {result['seg']} and {result['nifti']} ({liver} liver voxels; configs {'+'.join(result['configs'])}; "
-          f"{result['seconds']:.1f} s)", flush=True)
+    print(
+        f"wrote {result['seg']} and {result['nifti']} ({liver} liver voxels; configs {'+'.join(result['configs'])}; "
+        f"{result['seconds']:.1f} s)",
+        flush=True,
+    )
     return 0
 
 

@@ -46,10 +46,16 @@ class LiverSegmentationApp(Application):
         super().__init__([sys.executable, "scripts.deploy_app"])  # our own flags are not Holoscan's to parse
 
     def compose(self):
-        context = AppContext({"input": str(self.input_dir), "output": str(self.output_dir),
-                              "model": str(self.model_path)})
-        self.selector = CTSeriesSelectorOperator(self, CountCondition(self, 1), input_folder=self.input_dir,
-                                                 series_uid=self.series_uid, name="ct_series_selector")
+        context = AppContext(
+            {"input": str(self.input_dir), "output": str(self.output_dir), "model": str(self.model_path)}
+        )
+        self.selector = CTSeriesSelectorOperator(
+            self,
+            CountCondition(self, 1),
+            input_folder=self.input_dir,
+            series_uid=self.series_uid,
+            name="ct_series_selector",
+        )
         to_volume = SeriesToVolumeOperator(self, name="series_to_volume")
         bundle = MonaiBundleInferenceOperator(
             self,
@@ -60,8 +66,9 @@ class LiverSegmentationApp(Application):
             bundle_config_names=BundleConfigNames(config_names=self.config_names),
             name="bundle_inference",
         )
-        self.writer = SegmentationWriterOperator(self, output_folder=self.output_dir, metadata=self.metadata,
-                                                 name="seg_writer")
+        self.writer = SegmentationWriterOperator(
+            self, output_folder=self.output_dir, metadata=self.metadata, name="seg_writer"
+        )
         self.add_flow(self.selector, to_volume, {("series", "series")})
         self.add_flow(to_volume, bundle, {("image", "image")})
         self.add_flow(bundle, self.writer, {("pred", "seg_image")})
@@ -83,5 +90,9 @@ def run_app(input_dir, output_dir, model_path, series_uid: str | None = None) ->
     app.run()
     if not app.writer or not app.writer.written:
         raise RuntimeError(f"{input_dir}: the application finished without writing a segmentation")
-    return {**app.writer.written, "skipped": list(app.selector.skipped), "configs": list(app.config_names),
-            "seconds": time.perf_counter() - start}
+    return {
+        **app.writer.written,
+        "skipped": list(app.selector.skipped),
+        "configs": list(app.config_names),
+        "seconds": time.perf_counter() - start,
+    }

@@ -25,8 +25,11 @@ ALGORITHM_NAME = "liver_ct_segmentation"
 # Segment codes (SNOMED CT, DICOM CID 7150/7151) for the class names of the bundle's metadata (pred channel_def).
 SEGMENT_CODES = {
     "liver": ("Liver", ("SCT", "91772007", "Organ"), ("SCT", "10200004", "Liver")),
-    "tumour": ("Liver tumour", ("SCT", "49755003", "Morphologically Abnormal Structure"),
-               ("SCT", "108369006", "Neoplasm")),
+    "tumour": (
+        "Liver tumour",
+        ("SCT", "49755003", "Morphologically Abnormal Structure"),
+        ("SCT", "108369006", "Neoplasm"),
+    ),
 }
 SEGMENT_CODES["tumor"] = SEGMENT_CODES["tumour"]
 
@@ -63,9 +66,11 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
         if reason is None and s["n_files"] < MIN_SLICES:
             reason = f"{s['n_files']} slice(s), fewer than {MIN_SLICES}: not a volume that can hold a liver"
         if reason is None and s["missing_uids"]:
-            reason = (f"{', '.join(s['missing_uids'])}: a DICOM SEG must reference its source study, series and images "
-                      "by these UIDs, and new ones would reference images that do not exist; segment the series with "
-                      f"the bundle's inference instead (--input {s['folder']}), which writes a NIfTI mask")
+            reason = (
+                f"{', '.join(s['missing_uids'])}: a DICOM SEG must reference its source study, series and images "
+                "by these UIDs, and new ones would reference images that do not exist; segment the series with "
+                f"the bundle's inference instead (--input {s['folder']}), which writes a NIfTI mask"
+            )
         if reason is None:
             try:
                 with warnings.catch_warnings():
@@ -81,8 +86,10 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
         chosen = [i for i in usable if i["uid"] == series_uid]
         if not chosen:
             listed = "; ".join(f"{n}: {r}" for n, r in skipped if series_uid in n)
-            raise ValueError(f"{folder}: series {series_uid} is not a usable CT series" +
-                             (f" ({listed})" if listed else " (not found)"))
+            raise ValueError(
+                f"{folder}: series {series_uid} is not a usable CT series"
+                + (f" ({listed})" if listed else " (not found)")
+            )
     else:
         chosen = sorted(usable, key=lambda i: (-i["n_files"], _slice_spacing(i), i["uid"]))
     if not chosen:
@@ -91,12 +98,23 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
     selected = chosen[0]
     for other in usable:
         if other is not selected:
-            skipped.append((other["name"], f"another CT series was selected ({selected['uid']}, "
-                                           f"{selected['n_files']} slices; this one has {other['n_files']})"))
+            skipped.append(
+                (
+                    other["name"],
+                    f"another CT series was selected ({selected['uid']}, "
+                    f"{selected['n_files']} slices; this one has {other['n_files']})",
+                )
+            )
     for name, reason in skipped:
         logger.warning("skip: %s: %s", name, reason)
-    logger.info("selected: %s: %d slices of %dx%d, %s mm", selected["name"], selected["n_files"],
-                selected["shape"][0], selected["shape"][1], "x".join(f"{v:.3g}" for v in selected["spacing"]))
+    logger.info(
+        "selected: %s: %d slices of %dx%d, %s mm",
+        selected["name"],
+        selected["n_files"],
+        selected["shape"][0],
+        selected["shape"][1],
+        "x".join(f"{v:.3g}" for v in selected["spacing"]),
+    )
     return selected, skipped
 
 
@@ -115,8 +133,10 @@ def read_embedded_bundle(model_path) -> tuple[dict, list[str]]:
     model_path = os.fspath(model_path)
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"{model_path}: model file not found")
-    hint = ("export it with: python -m monai.bundle ckpt_export network_def --filepath models/model.ts "
-            "--ckpt_file models/model.pt --meta_file configs/metadata.json --config_file configs/inference.yaml")
+    hint = (
+        "export it with: python -m monai.bundle ckpt_export network_def --filepath models/model.ts "
+        "--ckpt_file models/model.pt --meta_file configs/metadata.json --config_file configs/inference.yaml"
+    )
     try:
         with zipfile.ZipFile(model_path) as archive:
             names = archive.namelist()
@@ -145,23 +165,28 @@ def segment_descriptions(metadata: dict):
     channel_def = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
     version = str(metadata.get("version", ""))
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=ALGORITHM_NAME, version=version, family=Code("123110", "DCM", "Artificial Intelligence"))
+        name=ALGORITHM_NAME, version=version, family=Code("123110", "DCM", "Artificial Intelligence")
+    )
     descriptions = []
     for number in sorted(int(k) for k in channel_def if int(k) > 0):
         cls = str(channel_def[str(number)]).strip().lower()
         if cls not in SEGMENT_CODES:
-            raise ValueError(f"class {number} ({channel_def[str(number)]!r}) of the model's metadata has no segment "
-                             f"code; known classes: {sorted(SEGMENT_CODES)}")
+            raise ValueError(
+                f"class {number} ({channel_def[str(number)]!r}) of the model's metadata has no segment "
+                f"code; known classes: {sorted(SEGMENT_CODES)}"
+            )
         label, category, prop = SEGMENT_CODES[cls]
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=Code(category[1], category[0], category[2]),
-            segmented_property_type=Code(prop[1], prop[0], prop[2]),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            anatomic_regions=[Code("10200004", "SCT", "Liver")] if cls != "liver" else None,
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=label,
+                segmented_property_category=Code(category[1], category[0], category[2]),
+                segmented_property_type=Code(prop[1], prop[0], prop[2]),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                anatomic_regions=[Code("10200004", "SCT", "Liver")] if cls != "liver" else None,
+            )
+        )
     return descriptions
 
 
@@ -187,8 +212,10 @@ def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir
     columns, rows, n = series["shape"]
     mask = np.asarray(mask_kji)
     if mask.shape != (n, rows, columns):
-        raise ValueError(f"{series['name']}: the mask's shape {mask.shape} is not the series' (slices, rows, columns) "
-                         f"{(n, rows, columns)}")
+        raise ValueError(
+            f"{series['name']}: the mask's shape {mask.shape} is not the series' (slices, rows, columns) "
+            f"{(n, rows, columns)}"
+        )
     mask = np.rint(mask).astype(np.uint8)
     descriptions = segment_descriptions(metadata)
     unknown = sorted(set(np.unique(mask).tolist()) - {0} - {d.segment_number for d in descriptions})
@@ -301,5 +328,9 @@ class SegmentationWriterOperator(Operator):
         series = op_input.receive("series")
         mask = seg_image.asnumpy() if isinstance(seg_image, Image) else np.asarray(seg_image)
         self.written = write_outputs(mask, series, self.bundle_metadata, self.output_folder)
-        logger.info("wrote %s and %s (%s voxels per label)", self.written["seg"], self.written["nifti"],
-                    self.written["voxels"] or "no")
+        logger.info(
+            "wrote %s and %s (%s voxels per label)",
+            self.written["seg"],
+            self.written["nifti"],
+            self.written["voxels"] or "no",
+        )
