@@ -230,7 +230,7 @@ def dataset(
 # ----------------------------------------------------------------------------------------------
 def resampled_shape(shape, spacing, pixdim) -> tuple:
     """The grid size of a volume of ``shape`` voxels at ``spacing`` mm after resampling to ``pixdim`` mm."""
-    return tuple(max(1, int(round(n * s / p))) for n, s, p in zip(shape, spacing, pixdim))
+    return tuple(max(1, int(round(n * s / p))) for n, s, p in zip(shape, spacing, pixdim, strict=True))
 
 
 def estimate(items, pixdim=(2.0, 2.0, 2.0)) -> list[dict]:

@@ -289,7 +289,7 @@ def _label_checks(case, label, lab_info, expected_labels, row, findings, path):
     present = [v for v in expected.tolist() if np.any(label == v)]
     if not np.all(known):
         odd, counts = np.unique(label[~known], return_counts=True)
-        shown = ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(odd.tolist(), counts.tolist()))[:10])
+        shown = ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(odd.tolist(), counts.tolist(), strict=True))[:10])
         findings.append(
             _finding(case, "error", f"unexpected label values {shown}; expected {list(expected.tolist())}: {path}")
         )
@@ -354,7 +354,7 @@ def check_case(image_path, label_path=None, *, expected_labels=(0, 1, 2), max_by
     image_path = os.path.abspath(os.path.expanduser(str(image_path)))
     label_path = os.path.abspath(os.path.expanduser(str(label_path))) if label_path else None
     case = _case_name(image_path)
-    row = {key: None for key in ROW_FIELDS}
+    row = dict.fromkeys(ROW_FIELDS)
     row.update(name=case, image=image_path, label=label_path)
     findings = []
 
@@ -473,7 +473,10 @@ def format_table(rows, findings):
     for f in findings:
         by_case.setdefault(f["case"], []).append(f)
     width = max([len("case")] + [len(str(r["name"])) for r in rows])
-    header = f"{'case':<{width}}  {'shape':<13} {'spacing mm':<16} {'axes':<4} {'HU min..max':<13} {'labels':<8} {'liver mL':>9} {'tumour mL':>9}  status"
+    header = (
+        f"{'case':<{width}}  {'shape':<13} {'spacing mm':<16} {'axes':<4} {'HU min..max':<13} {'labels':<8} "
+        f"{'liver mL':>9} {'tumour mL':>9}  status"
+    )
     lines = [header]
     for r in rows:
         hu = f"{r['hu_min']:.0f}..{r['hu_max']:.0f}" if r["hu_min"] is not None else "-"

@@ -55,6 +55,8 @@ __all__ = [
 
 #: The resumable checkpoints MONAI's interval saver writes (``checkpoint_epoch=N.pt``).
 RESUMABLE_GLOB = "checkpoint_epoch=*.pt"
+#: Entries of the training state that checkpoints of bundle versions before 0.2.0 lack; a resume goes on without them.
+OPTIONAL_STATE = ("best_saver",)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -275,7 +277,7 @@ def stretch_schedule(lr_scheduler, epochs: int) -> None:
     done, old = lr_scheduler.last_epoch, lr_scheduler.T_max
     lr_scheduler.T_max = epochs
     new_lrs = []
-    for group, base in zip(lr_scheduler.optimizer.param_groups, lr_scheduler.base_lrs):
+    for group, base in zip(lr_scheduler.optimizer.param_groups, lr_scheduler.base_lrs, strict=True):
         eta_min = lr_scheduler.eta_min
         group["lr"] = eta_min + (base - eta_min) * (1 + math.cos(math.pi * done / epochs)) / 2
         new_lrs.append(group["lr"])
@@ -303,9 +305,19 @@ class ResumeLoader(CheckpointLoader):
     def __init__(self, ckpt_dir, load_dict: Mapping, map_location=None):
         from scripts.errors import exit_on_error
 
+        load_path = exit_on_error(resumable, ckpt_dir, load_dict)
+        stored = load_weights(load_path)
+        absent = [k for k in OPTIONAL_STATE if k in load_dict and k not in stored]
+        if absent:
+            logger.warning(
+                "%s holds no %s (a checkpoint of bundle version < 0.2.0): the first validation after the "
+                "resume counts as the best so far",
+                load_path,
+                ", ".join(absent),
+            )
         super().__init__(
-            load_path=exit_on_error(resumable, ckpt_dir, load_dict),
-            load_dict=dict(load_dict),
+            load_path=load_path,
+            load_dict={k: v for k, v in load_dict.items() if k not in absent},
             map_location=map_location,
         )
 
@@ -329,7 +341,8 @@ def resumable(ckpt_dir, training_state: Mapping) -> str:
     """The newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, checked to hold everything ``training_state`` names.
 
     Raises FileNotFoundError when there is none, ValueError when it is unreadable, lacks an entry of
-    ``training_state`` or holds weights that do not fit ``training_state["network"]``.
+    ``training_state`` (other than those of ``OPTIONAL_STATE``) or holds weights that do not fit
+    ``training_state["network"]``.
     """
     from scripts.handlers import latest_checkpoint
 
@@ -337,7 +350,7 @@ def resumable(ckpt_dir, training_state: Mapping) -> str:
     state = load_weights(path)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a training checkpoint")
-    lacking = [k for k in training_state if k not in state]
+    lacking = [k for k in training_state if k not in state and k not in OPTIONAL_STATE]
     if lacking:
         raise ValueError(f"{path}: not a resumable checkpoint of this bundle: it lacks {', '.join(lacking)}")
     if "network" in training_state:

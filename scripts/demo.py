@@ -40,7 +40,7 @@ def step(title: str, cmd: list[str]) -> float:
     start = time.time()
     code = subprocess.call(cmd, cwd=BUNDLE_ROOT)
     if code != 0:
-        print(f"error: demo step '{title}' failed with exit code {code}", file=sys.stderr)
+        print(f"error: demo step {title!r} failed with exit code {code}", file=sys.stderr)
         sys.exit(1)
     return time.time() - start
 

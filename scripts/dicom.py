@@ -859,11 +859,11 @@ def _read_pixels(info: dict) -> np.ndarray:
         rescale.append((slope, intercept))
     exact = all(s == 1.0 and float(b).is_integer() for s, b in rescale)
     if exact:
-        low = min(int(a.min()) + int(b) for a, (_, b) in zip(raw, rescale))
-        high = max(int(a.max()) + int(b) for a, (_, b) in zip(raw, rescale))
+        low = min(int(a.min()) + int(b) for a, (_, b) in zip(raw, rescale, strict=True))
+        high = max(int(a.max()) + int(b) for a, (_, b) in zip(raw, rescale, strict=True))
         exact = low >= -32768 and high <= 32767
     volume = np.empty((columns, rows, n), dtype=np.int16 if exact else np.float32)
-    for k, (arr, (slope, intercept)) in enumerate(zip(raw, rescale)):
+    for k, (arr, (slope, intercept)) in enumerate(zip(raw, rescale, strict=True)):
         if exact:
             volume[:, :, k] = (arr.astype(np.int32) + int(intercept)).T
         else:
@@ -917,7 +917,7 @@ def _output_names(series: list[dict]) -> list[str]:
         tag = str(s["series_number"]) if s["series_number"] is not None else uid_tail(s)
         bases.append(f"{patient}_{_sanitise(tag) or uid_tail(s)}")
     names, used = [], set()
-    for s, base in zip(series, bases):
+    for s, base in zip(series, bases, strict=True):
         if bases.count(base) > 1 and not base.endswith(uid_tail(s)):
             base = f"{base}_{uid_tail(s)}"
         candidate, counter = base, 2
@@ -963,7 +963,7 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
     names = _output_names(checked)
     os.makedirs(output_dir, exist_ok=True)
     written = []
-    for number, (info, name) in enumerate(zip(checked, names), start=1):
+    for number, (info, name) in enumerate(zip(checked, names, strict=True), start=1):
         volume = _read_pixels(info)
         path = os.path.join(output_dir, name)
         _save_nifti_atomic(volume, info["affine"], path)

@@ -214,7 +214,7 @@ def gather_cases(rows: list[dict], sources: list[str]) -> tuple[list[dict], list
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return rows, sources
     per_rank: list = [None] * dist.get_world_size()
-    dist.all_gather_object(per_rank, list(zip(sources, rows)))
+    dist.all_gather_object(per_rank, list(zip(sources, rows, strict=True)))
     merged = [r[i] for i in range(max(len(r) for r in per_rank)) for r in per_rank if i < len(r)]
     kept: dict[str, dict] = {}
     for source, row in merged:
@@ -276,7 +276,7 @@ class CaseTable:
 
     def _collect(self, engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(engine.state.output)
-        for item, source in zip(engine.state.output, batch):
+        for item, source in zip(engine.state.output, batch, strict=True):
 
             def get(key):  # postprocessing leaves keys it did not create in the batch, the rest in the output
                 return None if key is None else item.get(key, source.get(key))

@@ -47,7 +47,7 @@ def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
     idx = torch.nonzero(get_largest_connected_component_mask(fg))
     lo_c, hi_c = idx.min(0).values.tolist(), (idx.max(0).values + 1).tolist()
     lo, hi = [], []
-    for a, b, n_fine, n_coarse in zip(lo_c, hi_c, fine_shape, fg.shape):
+    for a, b, n_fine, n_coarse in zip(lo_c, hi_c, fine_shape, fg.shape, strict=True):
         step = n_fine / n_coarse  # coarse voxel i covers fine voxels [i * step, (i + 1) * step)
         lo.append(max(0, math.floor(a * step) - margin))
         hi.append(min(n_fine, math.ceil(b * step) + margin))
@@ -56,7 +56,7 @@ def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
 
 def _on_inner_face(fg: torch.Tensor, lo, hi, shape) -> bool:
     """Whether the crop's foreground ``fg`` lies on a face of the crop that is inside the image."""
-    for axis, (a, b, n) in enumerate(zip(lo, hi, shape)):
+    for axis, (a, b, n) in enumerate(zip(lo, hi, shape, strict=True)):
         if (a > 0 and bool(fg.select(axis, 0).any())) or (b < n and bool(fg.select(axis, -1).any())):
             return True
     return False
@@ -99,12 +99,12 @@ class LiverBoxInferer(Inferer):
             logger.info("no liver at the coarse pass: sliding window over the whole image")
             return self.inferer(x, network, *args, **kwargs)
         lo, hi = box
-        crop = x[(..., *(slice(a, b) for a, b in zip(lo, hi)))]
+        crop = x[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
         fine = self.inferer(crop, network, *args, **kwargs)
         if liver_reaches_box(fine[0], lo, hi, shape):
             logger.info("the liver reaches the edge of its coarse box: sliding window over the whole image")
             return self.inferer(x, network, *args, **kwargs)
         out = torch.zeros((1, fine.shape[1], *shape), dtype=fine.dtype, device=fine.device)
         out[:, 1:] = -BACKGROUND_LOGIT
-        out[(..., *(slice(a, b) for a, b in zip(lo, hi)))] = fine
+        out[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))] = fine
         return out

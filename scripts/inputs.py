@@ -367,7 +367,7 @@ def _dicom_series_folders(folder: str) -> list[str]:
     for path, group in sorted(by_folder.items()):
         reasons = [dicom._skip_reason(s) for s in group]
         if all(reasons):
-            skipped += [f"{dicom._series_name(s)}: {reason}" for s, reason in zip(group, reasons)]
+            skipped += [f"{dicom._series_name(s)}: {reason}" for s, reason in zip(group, reasons, strict=True)]
         else:
             cases.append(path)
     if skipped and not cases:
@@ -522,9 +522,10 @@ def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int 
             datalist_file, is_segmentation=True, data_list_key=key, base_dir=os.path.dirname(datalist_file)
         )
     except (ValueError, KeyError) as e:
-        raise ValueError(f"{datalist_file}: no list '{key}' of labelled cases ({one_line(e)})") from e
+        # B907: the key is the user's text, shown as given (here and below), not as repr() would quote it
+        raise ValueError(f"{datalist_file}: no list '{key}' of labelled cases ({one_line(e)})") from e  # noqa: B907
     if not cases:
-        raise ValueError(f"{datalist_file}: the list '{key}' is empty")
+        raise ValueError(f"{datalist_file}: the list '{key}' is empty")  # noqa: B907
     problems = []
     for case in cases:
         if "label" not in case:
@@ -543,7 +544,7 @@ def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int 
                 problems.append(grid)
     if problems:
         raise ValueError(
-            f"{datalist_file}: {len(problems)} problem(s) in the '{key}' cases; fix or remove them: "
+            f"{datalist_file}: {len(problems)} problem(s) in the '{key}' cases; fix or remove them: "  # noqa: B907
             + "; ".join(problems)
         )
     return [{"image": c["image"], "label": c["label"]} for c in cases]
@@ -594,7 +595,7 @@ def check_label_values(label, path: str, expected=EXPECTED_LABELS) -> None:
     if bool(known.all()):
         return
     odd, counts = torch.unique(y[~known], return_counts=True)
-    shown = ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(odd.tolist(), counts.tolist()))[:10])
+    shown = ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(odd.tolist(), counts.tolist(), strict=True))[:10])
     raise ValueError(f"{path}: unexpected label values {shown}; expected {list(expected)} (background, liver, tumour)")
 
 

@@ -136,14 +136,14 @@ def _blob_reach(blob: dict, level: float = 1.0) -> float:
     return float(np.max(blob["axes"])) * level * stretch * (1.0 + float(np.sum(np.abs(blob["amps"]))))
 
 
-def _blob_field(blob: dict, X, Y, Z) -> np.ndarray:
-    """Normalised radius of the perturbed ellipsoid at points X, Y, Z (broadcastable); < 1 is inside."""
+def _blob_field(blob: dict, xx, yy, zz) -> np.ndarray:
+    """Normalised radius of the perturbed ellipsoid at points xx, yy, zz (broadcastable); < 1 is inside."""
     c = blob["centre"].tolist()
     ax = blob["axes"].tolist()
     r = blob["rot"]
-    d = (X - np.float32(c[0]), Y - np.float32(c[1]), Z - np.float32(c[2]))
+    d = (xx - np.float32(c[0]), yy - np.float32(c[1]), zz - np.float32(c[2]))
     if "stretch" in blob:
-        d = tuple(dj * np.float32(1.0 / st) for dj, st in zip(d, blob["stretch"].tolist()))
+        d = tuple(dj * np.float32(1.0 / st) for dj, st in zip(d, blob["stretch"].tolist(), strict=True))
     q = []
     for k in range(3):
         acc = None
@@ -159,17 +159,21 @@ def _blob_field(blob: dict, X, Y, Z) -> np.ndarray:
     inv = np.float32(1.0) / (rho + np.float32(1e-6))
     thr = np.float32(1.0)
     for a, n, f, ph in zip(
-        blob["amps"].tolist(), blob["dirs"].tolist(), blob["freqs"].tolist(), blob["phases"].tolist()
+        blob["amps"].tolist(),
+        blob["dirs"].tolist(),
+        blob["freqs"].tolist(),
+        blob["phases"].tolist(),
+        strict=True,
     ):
         proj = (q[0] * np.float32(n[0]) + q[1] * np.float32(n[1]) + q[2] * np.float32(n[2])) * inv
         thr = thr + np.float32(a) * np.cos(proj * np.float32(f * math.pi) + np.float32(ph))
     return rho / thr
 
 
-def _superellipse(X, Y, a: float, b: float, p_post: float):
+def _superellipse(xx, yy, a: float, b: float, p_post: float):
     """Body-outline function: (|x|/a)^p + (|y|/b)^p with p = 2 anteriorly and ``p_post`` posteriorly; < 1 inside."""
-    p = np.where(Y < 0, np.float32(p_post), np.float32(2.0))
-    return np.abs(X / np.float32(a)) ** p + np.abs(Y / np.float32(b)) ** p
+    p = np.where(yy < 0, np.float32(p_post), np.float32(2.0))
+    return np.abs(xx / np.float32(a)) ** p + np.abs(yy / np.float32(b)) ** p
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,7 +190,7 @@ def _grid_from_coords(coords) -> dict:
 def _box(grid: dict, lo, hi):
     """Slices of the grid voxels whose centres lie within [lo, hi] (mm, per axis), or None when empty."""
     out = []
-    for c, l, h in zip(grid["coords"], lo, hi):
+    for c, l, h in zip(grid["coords"], lo, hi, strict=True):
         i0 = int(np.searchsorted(c, l, side="left"))
         i1 = int(np.searchsorted(c, h, side="right"))
         if i1 <= i0:
@@ -196,8 +200,8 @@ def _box(grid: dict, lo, hi):
 
 
 def _sub(grid: dict, sl):
-    """Open-grid coordinates (X (n,1,1), Y (1,n,1), Z (1,1,n)) of the voxels in ``sl``."""
-    x, y, z = (c[s] for c, s in zip(grid["coords"], sl))
+    """Open-grid coordinates (xx (n,1,1), yy (1,n,1), zz (1,1,n)) of the voxels in ``sl``."""
+    x, y, z = (c[s] for c, s in zip(grid["coords"], sl, strict=True))
     return x[:, None, None], y[None, :, None], z[None, None, :]
 
 
@@ -212,7 +216,7 @@ def _apply_blob(mask, sl, grid, blob, level=1.0, op="or"):
     if bsl is None:
         return
     inter, rel = [], []
-    for a, b in zip(sl, bsl):
+    for a, b in zip(sl, bsl, strict=True):
         i0, i1 = max(a.start, b.start), min(a.stop, b.stop)
         if i1 <= i0:
             return
@@ -225,24 +229,24 @@ def _apply_blob(mask, sl, grid, blob, level=1.0, op="or"):
         mask[tuple(rel)] &= ~inside
 
 
-def _paint(T, sl, mask, code, only=None):
-    """Set tissue ``code`` where ``mask`` (covering box ``sl`` of T) is true, optionally only over codes ``only``."""
-    sub = T[sl]
+def _paint(tmap, sl, mask, code, only=None):
+    """Set tissue ``code`` where ``mask`` (covering box ``sl`` of tmap) is true, optionally only over codes ``only``."""
+    sub = tmap[sl]
     if only is not None:
         mask = mask & np.isin(sub, only)
     sub[mask] = code
 
 
-def _paint_blob(T, grid, blob, code, level=1.0, only=None, extra=None):
-    """Paint the blob; ``extra(X, Y, Z)`` may return a further boolean restriction."""
+def _paint_blob(tmap, grid, blob, code, level=1.0, only=None, extra=None):
+    """Paint the blob; ``extra(xx, yy, zz)`` may return a further boolean restriction."""
     sl = _blob_box(grid, blob, level)
     if sl is None:
         return
-    X, Y, Z = _sub(grid, sl)
-    mask = _blob_field(blob, X, Y, Z) < np.float32(level)
+    xx, yy, zz = _sub(grid, sl)
+    mask = _blob_field(blob, xx, yy, zz) < np.float32(level)
     if extra is not None:
-        mask &= extra(X, Y, Z)
-    _paint(T, sl, mask, code, only)
+        mask &= extra(xx, yy, zz)
+    _paint(tmap, sl, mask, code, only)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -250,22 +254,22 @@ def _paint_blob(T, grid, blob, code, level=1.0, only=None, extra=None):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _cavity2d(X2, Y2, body: dict, shrink: float = 0.0):
+def _cavity2d(x2, y2, body: dict, shrink: float = 0.0):
     """Inside of the abdominal muscle wall (the peritoneal / thoracic cavity), optionally shrunk by ``shrink`` mm."""
-    return _superellipse(X2, Y2, body["ai"] - shrink, body["bi"] - shrink, body["p_post"]) < 1.0
+    return _superellipse(x2, y2, body["ai"] - shrink, body["bi"] - shrink, body["p_post"]) < 1.0
 
 
-def _spine_zone2d(X2, Y2, anat: dict):
+def _spine_zone2d(x2, y2, anat: dict):
     """Region the liver must not enter: vertebra, posterior elements, paraspinal muscles, aorta and IVC."""
     sp, ves = anat["spine"], anat["vessels"]
-    zone = ((X2 / (sp["vb_ax"] + 8.0)) ** 2 + ((Y2 - sp["y_vb"] + 14.0) / (sp["vb_ay"] + 18.0)) ** 2) < 1.0
+    zone = ((x2 / (sp["vb_ax"] + 8.0)) ** 2 + ((y2 - sp["y_vb"] + 14.0) / (sp["vb_ay"] + 18.0)) ** 2) < 1.0
     for sgn in (-1.0, 1.0):
         zone = zone | (
-            (((X2 - sgn * sp["ps_x"]) / (sp["ps_a"] + 3.0)) ** 2 + ((Y2 - sp["ps_y"]) / (sp["ps_b"] + 3.0)) ** 2) < 1.0
+            (((x2 - sgn * sp["ps_x"]) / (sp["ps_a"] + 3.0)) ** 2 + ((y2 - sp["ps_y"]) / (sp["ps_b"] + 3.0)) ** 2) < 1.0
         )
     for key, grow in (("aorta", 3.0), ("ivc", 1.5)):
         v = ves[key]
-        zone = zone | ((((X2 - v["x"]) / (v["rx"] + grow)) ** 2 + ((Y2 - v["y"]) / (v["ry"] + grow)) ** 2) < 1.0)
+        zone = zone | ((((x2 - v["x"]) / (v["rx"] + grow)) ** 2 + ((y2 - v["y"]) / (v["ry"] + grow)) ** 2) < 1.0)
     return zone
 
 
@@ -277,9 +281,9 @@ def _liver_mask(grid: dict, anat: dict, liver: dict):
     mask = np.zeros(tuple(s.stop - s.start for s in sl), dtype=bool)
     for lobe in liver["lobes"]:
         _apply_blob(mask, sl, grid, lobe, 1.0, "or")
-    X, Y, _ = _sub(grid, sl)
-    X2, Y2 = X[:, :, 0], Y[:, :, 0]
-    keep2d = _cavity2d(X2, Y2, anat["body"], shrink=3.0) & ~_spine_zone2d(X2, Y2, anat)
+    xx, yy, _ = _sub(grid, sl)
+    x2, y2 = xx[:, :, 0], yy[:, :, 0]
+    keep2d = _cavity2d(x2, y2, anat["body"], shrink=3.0) & ~_spine_zone2d(x2, y2, anat)
     mask &= keep2d[:, :, None]
     _apply_blob(mask, sl, grid, anat["kidneys"][0]["outer"], 1.12, "andnot")
     _apply_blob(mask, sl, grid, anat["kidneys"][0]["shadow"], 1.0, "andnot")
@@ -291,7 +295,7 @@ def _liver_mask(grid: dict, anat: dict, liver: dict):
 def _coarse_grid(lo, hi, h=_COARSE_MM) -> dict:
     lo = np.asarray(lo, dtype=float) - 2 * h
     hi = np.asarray(hi, dtype=float) + 2 * h
-    return _grid_from_coords([np.arange(a, b + h, h) for a, b in zip(lo, hi)])
+    return _grid_from_coords([np.arange(a, b + h, h) for a, b in zip(lo, hi, strict=True)])
 
 
 def _lobes_bounds(lobes):
@@ -826,71 +830,71 @@ def _to_stored(arr: np.ndarray, axes) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _diaphragm2d(X2, Y2, anat):
+def _diaphragm2d(x2, y2, anat):
     """Height (mm) of the diaphragm surface: two gaussian domes over a base that dips posteriorly."""
     dp = anat["diaphragm"]
     out = None
     for key in ("right", "left"):
         xa, ya, za = dp[key]
         dome = dp["z_low"] + (za - dp["z_low"]) * np.exp(
-            -0.5 * (((X2 - xa) / dp["wx"]) ** 2 + ((Y2 - ya) / dp["wy"]) ** 2)
+            -0.5 * (((x2 - xa) / dp["wx"]) ** 2 + ((y2 - ya) / dp["wy"]) ** 2)
         )
         out = dome if out is None else np.maximum(out, dome)
-    drop = dp["post_drop"] * np.clip(-Y2 / anat["body"]["bi"], 0.0, 1.0)
+    drop = dp["post_drop"] * np.clip(-y2 / anat["body"]["bi"], 0.0, 1.0)
     return (out - drop).astype(np.float32)
 
 
-def _paint_body(T, grid, anat):
+def _paint_body(tmap, grid, anat):
     body = anat["body"]
     full = tuple(slice(0, n) for n in grid["shape"])
-    X, Y, _ = _sub(grid, full)
-    X2, Y2 = X[:, :, 0], Y[:, :, 0]
-    layer = np.full(X2.shape[:1] + Y2.shape[1:], _T["air"], dtype=np.uint8)
+    xx, yy, _ = _sub(grid, full)
+    x2, y2 = xx[:, :, 0], yy[:, :, 0]
+    layer = np.full(x2.shape[:1] + y2.shape[1:], _T["air"], dtype=np.uint8)
     p = body["p_post"]
-    layer[_superellipse(X2, Y2, body["a"], body["b"], p) < 1] = _T["skin"]
-    layer[_superellipse(X2, Y2, body["a"] - body["skin"], body["b"] - body["skin"], p) < 1] = _T["subcutaneous_fat"]
-    layer[_superellipse(X2, Y2, body["am"], body["bm"], p) < 1] = _T["muscle"]
-    layer[_superellipse(X2, Y2, body["ai"], body["bi"], p) < 1] = _T["visceral_fat"]
-    T[...] = layer[:, :, None]
-    return _cavity2d(X2, Y2, body)
+    layer[_superellipse(x2, y2, body["a"], body["b"], p) < 1] = _T["skin"]
+    layer[_superellipse(x2, y2, body["a"] - body["skin"], body["b"] - body["skin"], p) < 1] = _T["subcutaneous_fat"]
+    layer[_superellipse(x2, y2, body["am"], body["bm"], p) < 1] = _T["muscle"]
+    layer[_superellipse(x2, y2, body["ai"], body["bi"], p) < 1] = _T["visceral_fat"]
+    tmap[...] = layer[:, :, None]
+    return _cavity2d(x2, y2, body)
 
 
-def _paint_spine(T, grid, anat):
+def _paint_spine(tmap, grid, anat):
     sp, body = anat["spine"], anat["body"]
     lo = (-sp["ps_x"] - sp["ps_a"] - sp["tp_len"] - 5, -body["b"], -1e9)
     hi = (sp["ps_x"] + sp["ps_a"] + sp["tp_len"] + 5, sp["y_vb"] + sp["vb_ay"] + 1, 1e9)
     sl = _box(grid, lo, hi)
     if sl is None:
         return
-    X, Y, Z = _sub(grid, sl)
-    X2, Y2 = X[:, :, 0], Y[:, :, 0]
-    codes = np.zeros(X2.shape[:1] + Y2.shape[1:], dtype=np.uint8)
-    inside_wall = _superellipse(X2, Y2, body["am"], body["bm"], body["p_post"]) < 1
+    xx, yy, zz = _sub(grid, sl)
+    x2, y2 = xx[:, :, 0], yy[:, :, 0]
+    codes = np.zeros(x2.shape[:1] + y2.shape[1:], dtype=np.uint8)
+    inside_wall = _superellipse(x2, y2, body["am"], body["bm"], body["p_post"]) < 1
     for sgn in (-1.0, 1.0):
-        e = ((X2 - sgn * sp["ps_x"]) / sp["ps_a"]) ** 2 + ((Y2 - sp["ps_y"]) / sp["ps_b"]) ** 2
+        e = ((x2 - sgn * sp["ps_x"]) / sp["ps_a"]) ** 2 + ((y2 - sp["ps_y"]) / sp["ps_b"]) ** 2
         codes[(e < 1) & inside_wall] = _T["muscle"]
-    vb = ((X2 / sp["vb_ax"]) ** 2 + ((Y2 - sp["y_vb"]) / sp["vb_ay"]) ** 2) < 1
-    vb_in = ((X2 / (sp["vb_ax"] - sp["cortex"])) ** 2 + ((Y2 - sp["y_vb"]) / (sp["vb_ay"] - sp["cortex"])) ** 2) < 1
-    rc = np.sqrt(X2**2 + (Y2 - sp["y_c"]) ** 2)
+    vb = ((x2 / sp["vb_ax"]) ** 2 + ((y2 - sp["y_vb"]) / sp["vb_ay"]) ** 2) < 1
+    vb_in = ((x2 / (sp["vb_ax"] - sp["cortex"])) ** 2 + ((y2 - sp["y_vb"]) / (sp["vb_ay"] - sp["cortex"])) ** 2) < 1
+    rc = np.sqrt(x2**2 + (y2 - sp["y_c"]) ** 2)
     arch = rc < sp["r_canal"] + sp["arch"]
-    spinous = (np.abs(X2) < 3.0) & (Y2 < sp["y_c"]) & (Y2 > sp["sp_tip"])
-    transverse = (np.abs(Y2 - sp["y_c"]) < 3.5) & (np.abs(X2) < sp["r_canal"] + sp["tp_len"])
+    spinous = (np.abs(x2) < 3.0) & (y2 < sp["y_c"]) & (y2 > sp["sp_tip"])
+    transverse = (np.abs(y2 - sp["y_c"]) < 3.5) & (np.abs(x2) < sp["r_canal"] + sp["tp_len"])
     codes[arch | vb] = _T["cortical_bone"]
     codes[vb_in] = _T["cancellous_bone"]
     codes[rc < sp["r_canal"]] = _T["csf"]
-    z = Z[0, 0, :]
+    z = zz[0, 0, :]
     phase = np.mod((z - sp["z0"]) / sp["pitch"], 1.0)
     disc_z = phase < sp["disc"] / sp["pitch"]
     processes_z = (phase > 0.35) & (phase < 0.8)  # spinous and transverse processes: mid-vertebra only
-    vol = np.broadcast_to(codes[:, :, None], X2.shape[:1] + Y2.shape[1:] + z.shape).copy()
+    vol = np.broadcast_to(codes[:, :, None], x2.shape[:1] + y2.shape[1:] + z.shape).copy()
     vol[vb[:, :, None] & disc_z[None, None, :]] = _T["disc"]
     vol[((spinous | transverse) & (codes != _T["csf"]))[:, :, None] & processes_z[None, None, :]] = _T["cortical_bone"]
-    sub = T[sl]
+    sub = tmap[sl]
     nz = vol != 0
     sub[nz] = vol[nz]
 
 
-def _paint_psoas(T, grid, anat):
+def _paint_psoas(tmap, grid, anat):
     sp = anat["spine"]
     z_stop = sp["psoas_z0"]
     for sgn in (-1.0, 1.0):
@@ -898,135 +902,135 @@ def _paint_psoas(T, grid, anat):
         sl = _box(grid, (cx - rmax, cy - rmax, -1e9), (cx + rmax, cy + rmax, z_stop))
         if sl is None:
             continue
-        X, Y, Z = _sub(grid, sl)
-        r = np.clip((z_stop - Z) * 0.25, 0.0, rmax)
-        mask = ((X - cx) ** 2 + (Y - cy) ** 2) < r**2
-        _paint(T, sl, mask, _T["muscle"])
+        xx, yy, zz = _sub(grid, sl)
+        r = np.clip((z_stop - zz) * 0.25, 0.0, rmax)
+        mask = ((xx - cx) ** 2 + (yy - cy) ** 2) < r**2
+        _paint(tmap, sl, mask, _T["muscle"])
 
 
-def _paint_tube2d(T, grid, v, code, z_max=1e9):
+def _paint_tube2d(tmap, grid, v, code, z_max=1e9):
     sl = _box(grid, (v["x"] - v["rx"], v["y"] - v["ry"], -1e9), (v["x"] + v["rx"], v["y"] + v["ry"], z_max))
     if sl is None:
         return
-    X, Y, Z = _sub(grid, sl)
-    mask2d = (((X[:, :, 0] - v["x"]) / v["rx"]) ** 2 + ((Y[:, :, 0] - v["y"]) / v["ry"]) ** 2) < 1
-    _paint(T, sl, np.broadcast_to(mask2d[:, :, None], tuple(s.stop - s.start for s in sl)), code)
+    xx, yy, zz = _sub(grid, sl)
+    mask2d = (((xx[:, :, 0] - v["x"]) / v["rx"]) ** 2 + ((yy[:, :, 0] - v["y"]) / v["ry"]) ** 2) < 1
+    _paint(tmap, sl, np.broadcast_to(mask2d[:, :, None], tuple(s.stop - s.start for s in sl)), code)
 
 
-def _paint_lungs_heart(T, grid, anat, cavity2d):
-    body, sp, dp = anat["body"], anat["spine"], anat["diaphragm"]
+def _paint_lungs_heart(tmap, grid, anat, cavity2d):
+    sp, dp = anat["spine"], anat["diaphragm"]
     full_xy = (slice(0, grid["shape"][0]), slice(0, grid["shape"][1]), slice(0, 1))
-    X, Y, _ = _sub(grid, full_xy)
-    X2, Y2 = X[:, :, 0], Y[:, :, 0]
-    zd = _diaphragm2d(X2, Y2, anat)
+    xx, yy, _ = _sub(grid, full_xy)
+    x2, y2 = xx[:, :, 0], yy[:, :, 0]
+    zd = _diaphragm2d(x2, y2, anat)
     z_from = float(zd[cavity2d].min()) - dp["thick"] - 1.0 if np.any(cavity2d) else 1e9
     sl = _box(grid, (-1e9, -1e9, z_from), (1e9, 1e9, 1e9))
     if sl is None:
         return
-    _, _, Z = _sub(grid, sl)
+    _, _, zz = _sub(grid, sl)
     zd3 = zd[:, :, None]
-    mediastinum = ((X2 / 32.0) ** 2 + ((Y2 - sp["y_vb"]) / (sp["vb_ay"] + 28.0)) ** 2) < 1.0
-    above = Z > zd3
-    muscle = (~above) & (Z > zd3 - np.float32(dp["thick"])) & cavity2d[:, :, None]
+    mediastinum = ((x2 / 32.0) ** 2 + ((y2 - sp["y_vb"]) / (sp["vb_ay"] + 28.0)) ** 2) < 1.0
+    above = zz > zd3
+    muscle = (~above) & (zz > zd3 - np.float32(dp["thick"])) & cavity2d[:, :, None]
     lung = above & (cavity2d & ~mediastinum)[:, :, None]
-    sub = T[sl]
+    sub = tmap[sl]
     sub[muscle] = _T["muscle"]
     sub[lung] = _T["lung"]
     del muscle, lung, above
     heart = anat["heart"]
 
-    def above_diaphragm(Xh, Yh, Zh):
-        return Zh > _diaphragm2d(Xh[:, :, 0], Yh[:, :, 0], anat)[:, :, None] + np.float32(3.0)
+    def above_diaphragm(xh, yh, zh):
+        return zh > _diaphragm2d(xh[:, :, 0], yh[:, :, 0], anat)[:, :, None] + np.float32(3.0)
 
-    _paint_blob(T, grid, heart, _T["heart"], extra=above_diaphragm)
+    _paint_blob(tmap, grid, heart, _T["heart"], extra=above_diaphragm)
 
 
-def _paint_ribs(T, grid, anat):
+def _paint_ribs(tmap, grid, anat):
     body, rb = anat["body"], anat["ribs"]
     z_from = rb["z_post"] - rb["z_lat"] - 1.0
     sl = _box(grid, (-1e9, -1e9, z_from), (1e9, 1e9, 1e9))
     if sl is None:
         return
-    X, Y, Z = _sub(grid, sl)
-    X2, Y2 = X[:, :, 0], Y[:, :, 0]
+    xx, yy, zz = _sub(grid, sl)
+    x2, y2 = xx[:, :, 0], yy[:, :, 0]
     p = body["p_post"]
-    ring = (_superellipse(X2, Y2, body["ai"], body["bi"], p) >= 1) & (
-        _superellipse(X2, Y2, body["ai"] + rb["thick"], body["bi"] + rb["thick"], p) < 1
+    ring = (_superellipse(x2, y2, body["ai"], body["bi"], p) >= 1) & (
+        _superellipse(x2, y2, body["ai"] + rb["thick"], body["bi"] + rb["thick"], p) < 1
     )
-    psi = np.arctan2(np.abs(X2) / body["a"], -Y2 / body["b"])
+    psi = np.arctan2(np.abs(x2) / body["a"], -y2 / body["b"])
     ring &= (psi > rb["psi_min"]) & (psi < rb["psi_max"])
     ii, jj = np.nonzero(ring)
     if len(ii) == 0:
         return
     psi_r = psi[ii, jj].astype(np.float32)
-    z = Z[0, 0, :]
+    z = zz[0, 0, :]
     phase = (z[None, :] - np.float32(rb["z0"]) + np.float32(rb["slope"]) * psi_r[:, None]) / np.float32(rb["pitch"])
     present = (phase - np.floor(phase)) < np.float32(rb["height"] / rb["pitch"])
     z_low = rb["z_post"] - rb["z_lat"] * np.sin(psi_r)
     present &= z[None, :] > z_low[:, None]
-    sub = T[sl]
+    sub = tmap[sl]
     vals = sub[ii, jj, :]
     vals[present] = _T["cortical_bone"]
     sub[ii, jj, :] = vals
 
 
-def _paint_tube(T, grid, p0, p1, r0, r1, code, only):
+def _paint_tube(tmap, grid, p0, p1, r0, r1, code, only):
     """Tapered tube (capsule) from p0 to p1, painted only over tissue codes ``only``."""
     p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
     rmax = max(r0, r1)
     sl = _box(grid, np.minimum(p0, p1) - rmax, np.maximum(p0, p1) + rmax)
     if sl is None:
         return
-    X, Y, Z = _sub(grid, sl)
+    xx, yy, zz = _sub(grid, sl)
     d = p1 - p0
     dd = float(d @ d) + 1e-9
-    vx, vy, vz = X - np.float32(p0[0]), Y - np.float32(p0[1]), Z - np.float32(p0[2])
+    vx, vy, vz = xx - np.float32(p0[0]), yy - np.float32(p0[1]), zz - np.float32(p0[2])
     t = np.clip((vx * np.float32(d[0]) + vy * np.float32(d[1]) + vz * np.float32(d[2])) / np.float32(dd), 0, 1)
     ex, ey, ez = vx - t * np.float32(d[0]), vy - t * np.float32(d[1]), vz - t * np.float32(d[2])
     r = np.float32(r0) + t * np.float32(r1 - r0)
-    _paint(T, sl, ex * ex + ey * ey + ez * ez < r * r, code, only)
+    _paint(tmap, sl, ex * ex + ey * ey + ez * ez < r * r, code, only)
 
 
 def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
     """Canonical (RAS-ordered) uint8 tissue map of the case on ``grid``."""
-    T = np.empty(grid["shape"], dtype=np.uint8)
-    cavity2d = _paint_body(T, grid, anat)
+    tmap = np.empty(grid["shape"], dtype=np.uint8)
+    cavity2d = _paint_body(tmap, grid, anat)
 
-    def in_cavity(X, Y, Z):
-        return _cavity2d(X[:, :, 0], Y[:, :, 0], anat["body"])[:, :, None]
+    def in_cavity(xx, yy, zz):
+        return _cavity2d(xx[:, :, 0], yy[:, :, 0], anat["body"])[:, :, None]
 
     for b in anat["bowel"]:
-        _paint_blob(T, grid, b["blob"], b["code"], extra=in_cavity)
+        _paint_blob(tmap, grid, b["blob"], b["code"], extra=in_cavity)
         if b["gas"] is not None:
-            _paint_blob(T, grid, b["gas"], _T["gas"], only=(b["code"],))
+            _paint_blob(tmap, grid, b["gas"], _T["gas"], only=(b["code"],))
     st = anat["stomach"]
-    _paint_blob(T, grid, st["blob"], _T["stomach"], extra=in_cavity)
+    _paint_blob(tmap, grid, st["blob"], _T["stomach"], extra=in_cavity)
     if st["gas"]:
         level_y = float(st["blob"]["centre"][1] + st["gas_level"] * st["blob"]["axes"][1])
-        _paint_blob(T, grid, st["blob"], _T["gas"], only=(_T["stomach"],), extra=lambda X, Y, Z: Y > level_y)
-    _paint_psoas(T, grid, anat)
+        _paint_blob(tmap, grid, st["blob"], _T["gas"], only=(_T["stomach"],), extra=lambda xx, yy, zz: yy > level_y)
+    _paint_psoas(tmap, grid, anat)
     for k in anat["kidneys"]:
-        _paint_blob(T, grid, k["outer"], _T["kidney_cortex"], extra=in_cavity)
-        _paint_blob(T, grid, k["outer"], _T["kidney_medulla"], level=k["medulla"], only=(_T["kidney_cortex"],))
-        _paint_blob(T, grid, k["sinus"], _T["visceral_fat"], only=(_T["kidney_cortex"], _T["kidney_medulla"]))
-    _paint_blob(T, grid, anat["spleen"], _T["spleen"], extra=in_cavity)
-    _paint_lungs_heart(T, grid, anat, cavity2d)
-    _paint_tube2d(T, grid, anat["vessels"]["aorta"], _T["aorta"])
-    _paint_tube2d(T, grid, anat["vessels"]["ivc"], _T["ivc"], z_max=float(anat["heart"]["centre"][2]))
-    _paint_spine(T, grid, anat)
-    _paint_ribs(T, grid, anat)
+        _paint_blob(tmap, grid, k["outer"], _T["kidney_cortex"], extra=in_cavity)
+        _paint_blob(tmap, grid, k["outer"], _T["kidney_medulla"], level=k["medulla"], only=(_T["kidney_cortex"],))
+        _paint_blob(tmap, grid, k["sinus"], _T["visceral_fat"], only=(_T["kidney_cortex"], _T["kidney_medulla"]))
+    _paint_blob(tmap, grid, anat["spleen"], _T["spleen"], extra=in_cavity)
+    _paint_lungs_heart(tmap, grid, anat, cavity2d)
+    _paint_tube2d(tmap, grid, anat["vessels"]["aorta"], _T["aorta"])
+    _paint_tube2d(tmap, grid, anat["vessels"]["ivc"], _T["ivc"], z_max=float(anat["heart"]["centre"][2]))
+    _paint_spine(tmap, grid, anat)
+    _paint_ribs(tmap, grid, anat)
 
     liver = anat["liver"]
     got = _liver_mask(grid, anat, liver)
     if got is not None:
-        _paint(T, got[0], got[1], _T["liver"])
+        _paint(tmap, got[0], got[1], _T["liver"])
     if liver["gallbladder"] is not None:
-        _paint_blob(T, grid, liver["gallbladder"], _T["bile"], extra=in_cavity)
+        _paint_blob(tmap, grid, liver["gallbladder"], _T["bile"], extra=in_cavity)
     for p0, p1, r0, r1 in anat["hepatic_vessels"]:
-        _paint_tube(T, grid, p0, p1, r0, r1, _T["hepatic_vessel"], only=(_T["liver"],))
+        _paint_tube(tmap, grid, p0, p1, r0, r1, _T["hepatic_vessel"], only=(_T["liver"],))
     for i, tum in enumerate(anat["tumours"]):
-        _paint_blob(T, grid, tum, TUMOUR_CODES[i], only=LIVER_CODES)
-    return T
+        _paint_blob(tmap, grid, tum, TUMOUR_CODES[i], only=LIVER_CODES)
+    return tmap
 
 
 def labels_from_tissues(tissues: np.ndarray) -> np.ndarray:
@@ -1037,9 +1041,9 @@ def labels_from_tissues(tissues: np.ndarray) -> np.ndarray:
     return lut[tissues]
 
 
-def _hu_image(T: np.ndarray, anat: dict, seed: int) -> np.ndarray:
-    """Tissue map -> blurred (partial volume), noisy int16 HU image (same axis order as T)."""
-    img = anat["hu"][T]
+def _hu_image(tmap: np.ndarray, anat: dict, seed: int) -> np.ndarray:
+    """Tissue map -> blurred (partial volume), noisy int16 HU image (same axis order as tmap)."""
+    img = anat["hu"][tmap]
     s_xy, s_z = anat["blur_sigma"]
     img = ndimage.gaussian_filter(img, sigma=(s_xy, s_xy, s_z), mode="nearest", truncate=3.0, output=np.float32)
     rng = np.random.default_rng([seed, 2])
@@ -1069,10 +1073,10 @@ def make_case_with_tissues(seed: int, shape=None, spacing=None, orientation=None
     seed = _check_seed(seed)
     anat = _draw_anatomy(seed)
     grid = _make_grid(seed, anat, shape, spacing, orientation)
-    T = _paint_tissues(grid, anat)
-    image = _to_stored(_hu_image(T, anat, seed), grid["axes"])
-    tissues = _to_stored(T, grid["axes"])
-    del T
+    tmap = _paint_tissues(grid, anat)
+    image = _to_stored(_hu_image(tmap, anat, seed), grid["axes"])
+    tissues = _to_stored(tmap, grid["axes"])
+    del tmap
     label = labels_from_tissues(tissues)
     return image, label, _affine(grid), tissues
 

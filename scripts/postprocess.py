@@ -9,8 +9,9 @@ into a region only, so this module does that one job, with MONAI's own parts:
 2. The box's corners are mapped to the input's voxel grid through the affines that the preprocessing recorded
    (the network grid's affine, and the input's affine and shape kept in the first traced transform).
 3. ``SpatialResample`` resamples the class probabilities into that box of the input grid only, with the
-   interpolation that the preprocessing's resampling recorded in the trace (as ``Invertd`` would); the box is thresholded (or argmax'ed), reduced to its largest component
-   (``KeepLargestConnectedComponent``) and pasted into an empty label map of the input's shape and affine.
+   interpolation that the preprocessing's resampling recorded in the trace (as ``Invertd`` would); the box is
+   thresholded (or argmax'ed), reduced to its largest component (``KeepLargestConnectedComponent``) and pasted into
+   an empty label map of the input's shape and affine.
 
 The mask equals the one from ``Invertd`` + ``AsDiscreted`` + ``KeepLargestConnectedComponentd`` over the whole grid up
 to interpolation round-off at a handful of boundary voxels (tests/test_postprocess.py compares them), at a fraction of
@@ -88,7 +89,7 @@ def liver_box(fg: torch.Tensor, net_affine: np.ndarray, in_affine: np.ndarray, i
         return None
     lo = idx.min(0).values.cpu().numpy() - margin
     hi = idx.max(0).values.cpu().numpy() + margin
-    corners = np.array([[*c, 1.0] for c in itertools.product(*zip(lo, hi))]).T  # 4 x 8, network voxels
+    corners = np.array([[*c, 1.0] for c in itertools.product(*zip(lo, hi, strict=True))]).T  # 4 x 8, network voxels
     in_vox = (np.linalg.solve(in_affine, net_affine) @ corners)[:3]
     start = np.clip(np.floor(in_vox.min(1)).astype(int), 0, in_shape)
     stop = np.clip(np.ceil(in_vox.max(1)).astype(int) + 1, 0, in_shape)
@@ -157,7 +158,7 @@ def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS, x_f
         labels = _labels(torch.as_tensor(inside), threshold)[None]
         num_labels = max(int(prob.shape[0]), 2)
         labels = KeepLargestConnectedComponent(applied_labels=list(range(1, num_labels)), independent=False)(labels)
-        region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+        region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
         out[(slice(None), *region)] = torch.as_tensor(labels).to(device="cpu", dtype=torch.uint8)
     result = MetaTensor(out, affine=torch.as_tensor(in_affine), meta=meta)
     result.applied_operations = []

@@ -578,7 +578,7 @@ def grid(cases, output_png, *, max_cases=16, window=DEFAULT_WINDOW) -> str:
     bottom = legend_inches / height  # room for the legend, in as many rows as the figure's width needs
     gs = fig.add_gridspec(nrows, ncols, left=0.01, right=0.99, bottom=bottom, top=top, wspace=0.04, hspace=0.18)
     axes = {}
-    for t, (case, tile) in enumerate(zip(shown, slices)):
+    for t, (case, tile) in enumerate(zip(shown, slices, strict=True)):
         ax = fig.add_subplot(gs[t // ncols, t % ncols])
         ax.set_facecolor("black")
         (nx, ny, _), (row_mm, col_mm) = tile["image"].shape, plane_spacing(tile["spacing"], "axial")
@@ -743,7 +743,7 @@ def curves(log_dir, output_png) -> str:
             sec = ax_loss.secondary_xaxis("top", functions=(lambda x: x / ipe, lambda e: e * ipe))
             sec.set_xlabel(f"epoch ({ipe} iterations each)", fontsize=8)
             sec.xaxis.set_major_locator(MaxNLocator(integer=True))
-            info["loss_epoch_means"] = [[int(e), float(m)] for e, m in zip(ep, means)]
+            info["loss_epoch_means"] = [[int(e), float(m)] for e, m in zip(ep, means, strict=True)]
         else:
             k = min(200, len(lv) // 20)
             if k >= 2:
@@ -759,7 +759,7 @@ def curves(log_dir, output_png) -> str:
         ax_loss.legend(fontsize=8, loc="upper right")
         info["last_loss"] = float(lv[-1])
     else:
-        _no_data(ax_loss, f"no '{LOSS_TAG}' scalars\nin {n_files} event file(s) below this folder")
+        _no_data(ax_loss, f"no {LOSS_TAG!r} scalars\nin {n_files} event file(s) below this folder")
 
     ax_dice.set_title("validation mean Dice", fontsize=11)
     ax_dice.set_xlabel("epoch")
@@ -788,7 +788,7 @@ def curves(log_dir, output_png) -> str:
         ax_dice.grid(alpha=0.3)
         ax_dice.legend(fontsize=8, loc="lower right")
     else:
-        _no_data(ax_dice, f"no '{VAL_DICE_TAG}' scalars\nin {n_files} event file(s) below this folder")
+        _no_data(ax_dice, f"no {VAL_DICE_TAG!r} scalars\nin {n_files} event file(s) below this folder")
     title = f"training curves: {os.path.abspath(os.fspath(log_dir))}"
     fig.suptitle(title, fontsize=11)
     fig.canvas.draw()

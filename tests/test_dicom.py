@@ -188,7 +188,7 @@ def test_write_series_rejects_bad_input(tmp_path):
         dicom.write_series(_volume(shape=(8, 8, 2)), sheared, tmp_path)
     with pytest.raises(ValueError, match="at least 32x32"):
         dicom.write_series(_volume(shape=(40, 24, 2)), np.eye(4), tmp_path, transfer_syntax="jpeg2000")
-    assert not [f for f in os.listdir(tmp_path)]
+    assert not os.listdir(tmp_path)
 
 
 def test_write_series_leaves_no_partial_series(tmp_path):

@@ -105,7 +105,7 @@ def test_two_process_training_shards_the_data_and_only_rank0_writes(phantom_dir,
     assert len(key_metrics(log)) == 1
 
     # the disk cache: a private folder holding every training and validation case once
-    (folder,) = [p for p in (tmp_path / "cache").iterdir()]
+    (folder,) = list((tmp_path / "cache").iterdir())
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert len(list(folder.glob("*.pt"))) == len(split["training"]) + len(split["validation"])
 
@@ -342,7 +342,7 @@ def test_the_disk_cache_is_private_reused_and_renewed_when_a_file_changes(phanto
     again = cache.dataset(data, transform, cache="disk", cache_dir=tmp_path / "c")
     cached = [again[i] for i in range(2)]
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*.pt")} == files  # read back, not written again
-    for a, b in zip(fresh, cached):
+    for a, b in zip(fresh, cached, strict=True):
         assert torch.equal(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
         assert torch.equal(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
         # a file holds the cropped case, not the uncropped buffer the crop was a view of (the phantom's was 2x)

@@ -106,7 +106,10 @@ def save_two_epochs(folder, saver_kind, which, fault):
 
 
 def run_fault(folder, saver_kind, which, fault):
-    code = f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(BUNDLE_ROOT)!r}]; import test_interruption as t; t.save_two_epochs(*sys.argv[1:])"
+    code = (
+        f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(BUNDLE_ROOT)!r}]; "
+        "import test_interruption as t; t.save_two_epochs(*sys.argv[1:])"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(folder), saver_kind, which, fault],
         cwd=BUNDLE_ROOT,
@@ -381,3 +384,32 @@ def test_a_new_run_replaces_the_checkpoints_an_earlier_run_left(tmp_path):
     saver.attach(engine)
     engine.run([0], max_epochs=2)
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_epoch=2.pt", "notes.pt"]
+
+
+def test_a_checkpoint_without_the_best_score_record_still_resumes(tmp_path, caplog):
+    """Checkpoints of bundle versions before 0.2.0 hold no best_saver entry: the resume goes on, and says so."""
+    from ignite.engine import Engine
+
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
+    trainer = Engine(lambda e, b: None)
+    trainer.run([0], max_epochs=2)
+    old = {
+        "network": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": schedule.state_dict(),
+        "trainer": trainer.state_dict(),
+    }
+    torch.save(old, tmp_path / "checkpoint_epoch=2.pt")
+
+    fresh = Engine(lambda e, b: None)
+    fresh.state.max_epochs = 3
+    saver = checkpoint.AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": net}, save_key_metric=True, key_metric_filename="model.pt"
+    )
+    state = {"network": net, "optimizer": optimizer, "lr_scheduler": schedule, "trainer": fresh, "best_saver": saver}
+    with caplog.at_level("WARNING"):
+        checkpoint.ResumeLoader(tmp_path, state)(fresh)
+    assert fresh.state.epoch == 2
+    assert "holds no best_saver" in caplog.text

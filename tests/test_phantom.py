@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +54,7 @@ def _interior(mask, voxels=2):
 def test_same_seed_gives_bit_identical_output_and_seeds_differ():
     a = phantom.make_case(11, shape=SMALL)
     b = phantom.make_case(11, shape=SMALL)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.dtype == y.dtype and np.array_equal(x, y)
     c = phantom.make_case(12, shape=SMALL)
     assert not np.array_equal(a[0], c[0])

@@ -85,7 +85,7 @@ def test_one_reader_shared_by_loader_threads_reads_each_threads_own_file(tmp_pat
     assert reader.fast_gzip
     images = [reader.read(p) for p in paths]  # the reader's record now names the second file
     got = [reader.get_data(img)[0] for img in images]
-    assert all(np.array_equal(g, a) for g, a in zip(got, arrays))
+    assert all(np.array_equal(g, a) for g, a in zip(got, arrays, strict=True))
     load = LoadImaged("image", reader=reader, image_only=True)
     for _ in range(10):
         out = [None, None]
@@ -94,4 +94,4 @@ def test_one_reader_shared_by_loader_threads_reads_each_threads_own_file(tmp_pat
         ]
         [t.start() for t in threads]
         [t.join() for t in threads]
-        assert all(np.array_equal(np.asarray(o), a) for o, a in zip(out, arrays))
+        assert all(np.array_equal(np.asarray(o), a) for o, a in zip(out, arrays, strict=True))

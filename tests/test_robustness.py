@@ -23,7 +23,7 @@ import pytest
 import torch
 from conftest import BUNDLE_ROOT, FAST, run_bundle
 
-from scripts import checkpoint, dicom, errors, inputs, phantom
+from scripts import dicom, errors, inputs, phantom
 
 SHAPE = (40, 36, 24)
 SPACING = (9.0, 9.0, 10.0)
@@ -369,7 +369,7 @@ def test_a_batch_skips_cases_that_fail_to_load_and_lists_them(voxel_cases, num_w
     batches = list(inputs.SkipFailed(loader, failures))
     assert len(batches) == 2 and all(b["image"].shape == (1, 1, *SHAPE) for b in batches)
     assert [f["image"] for f in failures] == [voxel_cases[n][0] for n in ("nan", "corrupt", "unit")]
-    for failure, name in zip(failures, ("nan", "corrupt", "unit")):
+    for failure, name in zip(failures, ("nan", "corrupt", "unit"), strict=True):
         assert failure["problem"].startswith(voxel_cases[name][0]) and voxel_cases[name][1] in failure["problem"]
     with pytest.raises(ValueError, match=r"^3 of 5 input case\(s\) failed and were skipped \(2 written\)"):
         inputs.report_failures(failures, items)

@@ -163,7 +163,7 @@ def test_evaluation_matches_a_hand_computed_dice(trained, tmp_path):
         rows = list(csv.DictReader(f))
     split = json.loads((trained["runs"] / "split.json").read_text())
     assert len(rows) == len(split["validation"])
-    for case, row in zip(split["validation"], rows):
+    for case, row in zip(split["validation"], rows, strict=True):
         label_img = nib.load(case["label"])
         label = np.asarray(label_img.dataobj) > 0  # liver = every non-zero label
         pred = np.asarray(nib.load(str(out / f"{row['case']}_seg.nii.gz")).dataobj) > 0

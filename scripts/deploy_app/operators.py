@@ -248,7 +248,11 @@ def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir
     nifti_path = os.path.join(output_dir, stem + ".nii.gz")
     dicom._save_nifti_atomic(np.ascontiguousarray(mask.transpose(2, 1, 0)), series["affine"], nifti_path)
     labels, counts = np.unique(mask, return_counts=True)
-    return {"seg": seg_path, "nifti": nifti_path, "voxels": {int(k): int(c) for k, c in zip(labels, counts) if k}}
+    return {
+        "seg": seg_path,
+        "nifti": nifti_path,
+        "voxels": {int(k): int(c) for k, c in zip(labels, counts, strict=True) if k},
+    }
 
 
 def volume_metadata(series: dict) -> dict:
