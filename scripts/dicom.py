@@ -23,8 +23,9 @@ the normal. Neither checks for missing slices or mixed series, so run :func:`che
 reads the first part only.
 
 Series without UIDs (anonymised archives blank or delete SeriesInstanceUID and StudyInstanceUID): their image files
-are grouped by what the files of one series share (:func:`_series_key`), and checking such a series logs a warning
-naming the missing tags. The grouping leaves out AcquisitionNumber on purpose: some scanners number each acquisition
+are grouped by what the files of one series share (:func:`_series_key`), their folder included (without a UID,
+identical headers in two folders are more likely two copies than one series), and checking such a series logs a
+warning naming the missing tags. The grouping leaves out AcquisitionNumber on purpose: some scanners number each acquisition
 (or slice) of one series apart, so splitting by it would cut a real series into pieces; two acquisitions that share
 everything else meet as duplicate slice positions instead, a clear error that names the acquisition numbers.
 
@@ -93,7 +94,7 @@ SERIES_KEY_TAGS = (
     "Rows",
     "Columns",
 )
-GROUPED_BY = "frame of reference, orientation, pixel spacing, rows/columns, series number and description"
+GROUPED_BY = "folder, frame of reference, orientation, pixel spacing, rows/columns, series number and description"
 #: What MONAI's ITKReader splits the DICOM files of a folder by: GDCM's "series details" (the SeriesInstanceUID refined
 #: by SeriesNumber, SequenceName, SliceThickness, Rows, Columns) and the SeriesDate restriction the reader adds.
 ITK_SERIES_TAGS = (
@@ -456,6 +457,13 @@ def _series_key(ds) -> str:
     return f"no-uid-{int(digest, 16) % 10**8:08d}"
 
 
+def _group_key(ds, path: str) -> tuple[str, str]:
+    """``(series key, folder)``: :func:`_series_key`, and for a file without a SeriesInstanceUID its folder, so that
+    such files group within one folder only (identical headers in two folders are more likely two copies, or unrelated
+    files, than one series); ``""`` for a file with a UID, whose series may span folders."""
+    return _series_key(ds), "" if _text(ds, "SeriesInstanceUID") else os.path.dirname(os.path.abspath(path))
+
+
 def _missing_uids(items: list) -> list[str]:
     """``["SeriesInstanceUID blank", "StudyInstanceUID absent in 3 of 20 files", ...]`` for :data:`UID_TAGS`."""
     missing = []
@@ -506,7 +514,7 @@ def find_series(root) -> list[dict]:
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such folder")
-    groups: dict[str, list] = {}
+    groups: dict[tuple[str, str], list] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
@@ -517,8 +525,8 @@ def find_series(root) -> list[dict]:
             if ds is None:
                 continue
             if _text(ds, "SeriesInstanceUID") or (_as_int(ds.get("Rows", None)) and _as_int(ds.get("Columns", None))):
-                groups.setdefault(_series_key(ds), []).append((path, ds))
-    series = [_summary(key, items) for key, items in groups.items()]
+                groups.setdefault(_group_key(ds, path), []).append((path, ds))
+    series = [_summary(key, items) for (key, _), items in groups.items()]
 
     def order(s):
         number = s["series_number"]
@@ -632,13 +640,14 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
         if ds is None:
             raise ValueError(f"{f}: not a DICOM file")
         items.append((f, ds))
-    groups: dict[str, list] = {}
+    groups: dict[tuple[str, str], list] = {}
     for path, ds in items:
-        groups.setdefault(_series_key(ds), []).append((path, ds))
+        groups.setdefault(_group_key(ds, path), []).append((path, ds))
     if len(groups) > 1:
-        listing = "; ".join(_describe(_summary(key, group)) for key, group in sorted(groups.items()))
+        listing = "; ".join(_describe(_summary(key, group)) for (key, _), group in sorted(groups.items()))
         raise ValueError(f"{folder}: files belong to {len(groups)} series, expected one: {listing}")
-    summary = _summary(*next(iter(groups.items())))
+    (key, _), group = next(iter(groups.items()))
+    summary = _summary(key, group)
     uid = summary["uid"]
     name = _series_name({**summary, "folder": folder})
     if summary["missing_uids"]:

@@ -82,6 +82,7 @@ def test_revert_overrides_target_the_optimised_transforms():
         cfg = ConfigParser()
         cfg.read_config(os.path.join(benchmark.BUNDLE_ROOT, "configs/inference.yaml"))
         cfg["input"] = benchmark.BUNDLE_ROOT
+        cfg["datalist"] = []  # the loader is built, but no input is listed (the bundle root holds venvs of DICOM)
         for key, value in (reverts[name] if name else {}).items():
             cfg[key] = value
         post = cfg.get_parsed_content("postprocessing").transforms

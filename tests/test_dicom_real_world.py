@@ -115,6 +115,16 @@ def test_a_series_without_uids_is_found_read_and_warned_about(tmp_path, ct, capl
     np.testing.assert_array_equal(np.asarray(nib.load(written[0]).dataobj), ct[0])
 
 
+def test_copies_of_a_series_without_uids_in_two_folders_are_two_series(tmp_path, ct):
+    """Without a UID, identical headers in two folders are two copies (or unrelated files), not one series."""
+    _blank_series(ct, tmp_path / "copy_a")
+    shutil.copytree(tmp_path / "copy_a", tmp_path / "copy_b")  # byte-identical files
+    found = dicom.find_series(tmp_path)
+    assert sorted(os.path.basename(s["folder"]) for s in found) == ["copy_a", "copy_b"]
+    assert all(s["n_files"] == SHAPE[2] for s in found)
+    assert len(dicom.convert(tmp_path, tmp_path / "nii")) == 2
+
+
 def test_convert_and_check_commands_take_a_series_without_uids(tmp_path, ct):
     _blank_series(ct, tmp_path / "dicom" / "series")
     proc = _cli("convert", "-i", tmp_path / "dicom", "-o", tmp_path / "nii")
