@@ -1,10 +1,17 @@
-"""Helper functions for the liver_ct_segmentation bundle.
+"""The liver_ct_segmentation bundle's own Python: only what MONAI has no component for.
 
-The configs in ``configs/`` are the program; they reach the few pieces MONAI has no component for through their
-``scripts`` entry (for example ``$@scripts.datalist.split(...)``), which imports this package from ``bundle_root``, so
-that a bundle runs from any working directory, and through ``_target_: scripts...``. Every submodule holds plain
-functions and, where an ignite/MONAI interface needs one, a small class. Submodules load on first use, so importing
+The configs in ``configs/`` are the program; they reach this package through their ``scripts`` entry, which imports
+it from ``bundle_root`` (so that a bundle runs from any working directory), as ``_target_: scripts.<module>.<name>``
+components and as one-call values (``$@scripts.hardware.local_device()``). Submodules load on first use, so importing
 the package costs nothing until a function is called.
+
+The package's parts: the runtime components the configs name (``inputs``: reading and checking the inputs;
+``inferers``, ``postprocess``, ``handlers``, ``checkpoint``, ``cache``, ``hardware``, ``distributed``, ``errors``)
+and the libraries behind them and the commands (``phantom``, ``dicom``, ``datalist``, ``check_dataset``,
+``visualize``, ``export``, ``fileio``), the modules of ``scripts/``; the user commands in
+``scripts/commands/``, one module each, run as ``python -m scripts <command>`` from the bundle root or
+``python path/to/bundle/scripts <command>`` from any folder (``scripts/__main__.py`` dispatches); and the MONAI Deploy
+app in ``scripts/deploy_app/``. Developer tools live outside the bundle's package, in ``tools/``.
 """
 
 import importlib

@@ -10,14 +10,12 @@ resample to ``pixdim``, window, crop) is the slow part, so it is done once and k
   a new folder instead of reading stale cases; each file's name hashes the case's paths, sizes and modification
   times, so a replaced image is preprocessed again.
 
-Command line (what each choice costs for a dataset, computed from the NIfTI headers)::
-
-    python -m scripts.cache --dataset_dir DIR [--datalist FILE] [--pixdim 2 2 2] [--processes 1]
+What each choice costs for a dataset, computed from the NIfTI headers: ``python -m scripts cache``
+(:mod:`scripts.commands.cache`).
 """
 
 from __future__ import annotations
 
-import argparse
 import enum
 import functools
 import hashlib
@@ -26,7 +24,6 @@ import logging
 import math
 import os
 import stat
-import sys
 import threading
 import types
 
@@ -264,67 +261,3 @@ def estimate(items, pixdim=(2.0, 2.0, 2.0)) -> list[dict]:
             flush=True,
         )
     return rows
-
-
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.cache",
-        description="How much RAM (cache: ram) or disk (cache: disk) the preprocessed cases of a dataset need, "
-        "computed from the NIfTI headers (an upper bound: before the crop to the body).",
-    )
-    parser.add_argument(
-        "--dataset_dir",
-        required=True,
-        metavar="DIR",
-        help="dataset folder; relative datalist paths are resolved against it",
-    )
-    parser.add_argument("--datalist", metavar="FILE", help="datalist JSON (default: DIR/dataset.json)")
-    parser.add_argument(
-        "--pixdim",
-        type=float,
-        nargs=3,
-        default=[2.0, 2.0, 2.0],
-        metavar="MM",
-        help="training voxel size (default: 2 2 2)",
-    )
-    parser.add_argument(
-        "--processes", type=int, default=1, metavar="N", help="training processes per machine (default: 1)"
-    )
-    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    return parser
-
-
-def main(argv=None) -> int:
-    """Command-line entry point; prints one line per case, then the totals; returns the exit status."""
-    from .datalist import load_datalist
-
-    args = _parser().parse_args(argv)
-    datalist_file = args.datalist or os.path.join(args.dataset_dir, "dataset.json")
-    try:
-        if args.processes < 1:
-            raise ValueError(f"--processes {args.processes}: must be at least 1")
-        if min(args.pixdim) <= 0:
-            raise ValueError(f"--pixdim {args.pixdim}: voxel sizes must be positive")
-        items = load_datalist(datalist_file, base_dir=args.dataset_dir)["training"]
-        if not items:
-            raise ValueError(f"{datalist_file}: no labelled cases in 'training'")
-        rows = estimate(items, args.pixdim)
-    except (ValueError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    total = sum(r["bytes"] for r in rows) / 1e9
-    median = float(np.median([r["bytes"] for r in rows])) / 1e6
-    print(
-        f"{len(rows)} case(s) at {'x'.join(f'{p:g}' for p in args.pixdim)} mm: median {median:.0f} MB, total {total:.2f} GB"
-    )
-    print(
-        f"cache: ram  -> up to {total:.2f} GB of RAM in each training process, {total * args.processes:.2f} GB per machine"
-    )
-    print(f"cache: disk -> up to {total:.2f} GB on disk per machine; RAM only for the cases in flight")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,22 +7,22 @@ affect every case of a dataset alike) also holds the ``explanation`` shared by a
 ``problem`` tells what was found in this case. :func:`assert_dataset_ok` turns them into a ``ValueError`` before
 training starts, giving each explanation once followed by the cases it concerns.
 
-Command line::
-
-    python -m scripts.check_dataset --dataset_dir DIR [--datalist FILE] [--output_dir DIR] [--allow_warnings]
+Command line: ``python -m scripts check_dataset`` (:mod:`scripts.commands.check_dataset`).
 """
 
-import argparse
 import csv
 import io
 import json
 import os
-import sys
 
 import nibabel as nib
 import numpy as np
 
-from .datalist import load_datalist, write_text_atomic
+from . import as_bool
+from .ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, hu_doubts, values_text
+from .datalist import load_datalist
+from .errors import one_line
+from .fileio import case_name, write_text
 
 __all__ = [
     "check_case",
@@ -31,13 +31,9 @@ __all__ = [
     "format_table",
     "assert_dataset_ok",
     "summarize",
-    "main",
-    "AIR_HU",
     "MAX_BYTES",
 ]
 
-#: Voxels below this value (HU) are air: outside the body, in the lungs or in bowel gas.
-AIR_HU = -500.0
 #: Largest voxel data (header shape x item size) that is read; larger files are an error.
 MAX_BYTES = 4 * 1024**3
 #: Spacing outside this range (mm) is unusual for abdominal CT and worth a look.
@@ -73,15 +69,6 @@ ROW_FIELDS = [
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _case_name(path):
-    """File name without folder and NIfTI suffix."""
-    name = os.path.basename(str(path))
-    for suffix in (".nii.gz", ".nii", ".gz"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _fmt(values, digits=2):
     """``(0.7, 0.7, 5.0)`` -> ``"0.70x0.70x5.00"``; integers without decimals."""
     if values is None:
@@ -171,7 +158,7 @@ def _read_data(img, path, role, case, findings):
 
 def _one_line(exc):
     """``"Type: message"`` of an exception on a single line (some nibabel messages span several)."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def _finding(case, severity, problem, explanation=None):
@@ -265,17 +252,18 @@ def _intensity_checks(case, data, path, row, findings):
     lo, hi = float(flat.min()), float(flat.max())
     row.update(hu_min=lo, hu_p1=float(p1), hu_p50=float(p50), hu_p99=float(p99), hu_max=hi)
     # The training transforms window Hounsfield units, so intensities on another scale train nonsense.
-    if lo >= 0.0 and hi <= 1.0:
+    doubts = hu_doubts(lo, hi)
+    if "normalised" in doubts:
         # Values within [0, 1]: an already-normalised image (or a mask), certainly not HU.
         problem = f"image intensities lie within [0, 1] ({lo:g}..{hi:g}): {path}"
         findings.append(_finding(case, "error", problem, NORMALISED))
         return
-    if hi < 100.0:
+    if "no_bright" in doubts:
         # An abdominal CT always holds contrast-enhanced vessels or bone above 100 HU. A warning,
         # not an error: a crop around a non-enhanced liver could in principle stay below it.
-        problem = f"image maximum is {hi:g} (< 100), so no bone or contrast: {path}"
+        problem = f"image maximum is {hi:g} (< {BRIGHT_HU:g}), so no bone or contrast: {path}"
         findings.append(_finding(case, "warning", problem, NO_BONE))
-    if lo > AIR_HU:
+    if "no_air" in doubts:
         # A CT field of view contains air (-1000 HU). Without any, the image is most likely stored
         # without its rescale intercept (raw 0..4095 values), is not CT, or is cropped tightly to the
         # body; only the last is harmless, hence a warning.
@@ -289,7 +277,7 @@ def _label_checks(case, label, lab_info, expected_labels, row, findings, path):
     present = [v for v in expected.tolist() if np.any(label == v)]
     if not np.all(known):
         odd, counts = np.unique(label[~known], return_counts=True)
-        shown = ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(odd.tolist(), counts.tolist(), strict=True))[:10])
+        shown = values_text(odd.tolist(), counts.tolist())
         findings.append(
             _finding(case, "error", f"unexpected label values {shown}; expected {list(expected.tolist())}: {path}")
         )
@@ -341,7 +329,7 @@ def _body_checks(case, image, img_info, foreground, lab_info, findings):
 # ----------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------
-def check_case(image_path, label_path=None, *, expected_labels=(0, 1, 2), max_bytes=MAX_BYTES):
+def check_case(image_path, label_path=None, *, expected_labels=EXPECTED_LABELS, max_bytes=MAX_BYTES):
     """Check one case. Returns ``(row, findings)``.
 
     ``row``: name, image, label, shape, spacing (mm), orientation (axis codes, e.g. ``"RAS"``),
@@ -353,7 +341,7 @@ def check_case(image_path, label_path=None, *, expected_labels=(0, 1, 2), max_by
     """
     image_path = os.path.abspath(os.path.expanduser(str(image_path)))
     label_path = os.path.abspath(os.path.expanduser(str(label_path))) if label_path else None
-    case = _case_name(image_path)
+    case = case_name(image_path)
     row = dict.fromkeys(ROW_FIELDS)
     row.update(name=case, image=image_path, label=label_path)
     findings = []
@@ -400,7 +388,7 @@ def _status(findings):
     return ", ".join(parts) or "ok"
 
 
-def check_dataset(items, *, expected_labels=(0, 1, 2), max_bytes=MAX_BYTES):
+def check_dataset(items, *, expected_labels=EXPECTED_LABELS, max_bytes=MAX_BYTES):
     """Run :func:`check_case` over ``items`` (dicts with ``image`` and optional ``label``, or image paths).
 
     Prints one progress line per case. Returns ``(rows, findings)`` over all cases.
@@ -455,7 +443,7 @@ def write_report(rows, findings, output_dir):
                 " | ".join(_full_text(f) for f in own),
             ]
         )
-    csv_path = write_text_atomic(os.path.join(output_dir, "dataset_check.csv"), buffer.getvalue())
+    csv_path = write_text(os.path.join(output_dir, "dataset_check.csv"), buffer.getvalue())
     report = {
         "num_cases": len(rows),
         "num_errors": sum(f["severity"] == "error" for f in findings),
@@ -463,7 +451,7 @@ def write_report(rows, findings, output_dir):
         "cases": [{key: row.get(key) for key in ROW_FIELDS} for row in rows],
         "findings": list(findings),
     }
-    json_path = write_text_atomic(os.path.join(output_dir, "dataset_check.json"), json.dumps(report, indent=2) + "\n")
+    json_path = write_text(os.path.join(output_dir, "dataset_check.json"), json.dumps(report, indent=2) + "\n")
     return csv_path, json_path
 
 
@@ -518,7 +506,7 @@ def assert_dataset_ok(
     *,
     allow_warnings=False,
     report_dir=None,
-    expected_labels=(0, 1, 2),
+    expected_labels=EXPECTED_LABELS,
     max_bytes=MAX_BYTES,
 ):
     """Check every labelled case of a datalist before training; return ``True`` when it is fit.
@@ -540,6 +528,7 @@ def assert_dataset_ok(
     print(format_table(rows, findings), flush=True)
     errors = [f for f in findings if f["severity"] == "error"]
     warnings = [f for f in findings if f["severity"] == "warning"]
+    allow_warnings = as_bool(allow_warnings)  # a command-line override arrives as a string
     if errors or (warnings and not allow_warnings):
         shown = errors + (warnings if not allow_warnings else [])
         cases = {f["case"] for f in shown}
@@ -553,47 +542,3 @@ def assert_dataset_ok(
     if warnings:
         print(f"dataset check: {len(warnings)} warning(s) allowed; see the table above", flush=True)
     return True
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-# ----------------------------------------------------------------------------------------------
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.check_dataset",
-        description="Check a liver CT dataset (geometry, labels, Hounsfield units, orientation) and write a report.",
-    )
-    parser.add_argument(
-        "--dataset_dir",
-        required=True,
-        metavar="DIR",
-        help="dataset folder; relative datalist paths are resolved against it",
-    )
-    parser.add_argument("--datalist", metavar="FILE", help="datalist JSON (default: DIR/dataset.json)")
-    parser.add_argument(
-        "--output_dir", default=".", metavar="DIR", help="folder for dataset_check.csv/.json (default: current folder)"
-    )
-    parser.add_argument("--allow_warnings", action="store_true", help="exit 0 when there are warnings but no errors")
-    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    return parser
-
-
-def main(argv=None):
-    """Command-line entry point; returns the exit status (1 on errors, or warnings without --allow_warnings)."""
-    args = _parser().parse_args(argv)
-    datalist_file = args.datalist or os.path.join(args.dataset_dir, "dataset.json")
-    try:
-        assert_dataset_ok(
-            datalist_file, base_dir=args.dataset_dir, allow_warnings=args.allow_warnings, report_dir=args.output_dir
-        )
-    except (ValueError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print("dataset check passed", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,8 +21,9 @@ restart a finished run and stretches a cosine LR schedule to a changed ``--epoch
 Reading. :func:`load_weights` is ``torch.load(path, map_location="cpu", weights_only=True)``: the restricted
 unpickler rebuilds tensors and plain containers only, and refuses any other Python object instead of running its
 code; there is no fallback to a full unpickle. Errors name the file and say what is wrong (truncated, not a
-PyTorch file, foreign objects). :func:`check_fits` compares the weights with the network they are meant for, and
-:func:`resumable` does both for the checkpoint that ``--resume true`` continues from.
+PyTorch file, foreign objects). :func:`check_fits` compares the weights with the network they are meant for,
+:func:`load_into` does both and loads the weights (the ONNX export, the benchmark), and :func:`resumable` checks
+the checkpoint that ``--resume true`` continues from.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "ResumeLoader",
     "load_weights",
     "check_fits",
+    "load_into",
     "resumable",
     "stretch_schedule",
 ]
@@ -254,6 +256,15 @@ def check_fits(path, state, network, key: str = "model") -> None:
         raise ValueError(
             f"{path}: {len(broken)} weight tensor(s) hold NaN/Inf values (e.g. {broken[0]}): a diverged training?"
         )
+
+
+def load_into(network, path, key: str = "model"):
+    """Load the weights file ``path`` into ``network`` and return it: :func:`load_weights`, :func:`check_fits`, then
+    a strict ``load_state_dict``. ``key``: where a nested checkpoint holds the weights (see :func:`check_fits`)."""
+    state = load_weights(path)
+    check_fits(path, state, network, key=key)
+    _unwrap(network).load_state_dict(state[key] if isinstance(state.get(key), Mapping) else state)
+    return network
 
 
 def stretch_schedule(lr_scheduler, epochs: int) -> None:

@@ -9,19 +9,27 @@ Segmentation Decathlon ``dataset.json``::
 ``fold`` is optional; ``test`` entries are strings or ``{"image": ...}`` objects. Relative paths
 are relative to a base directory, by default the folder holding the JSON file.
 
-Command line::
+MONAI has both jobs (``monai.data.load_decathlon_datalist``, ``partition_dataset``/``CrossValidation``); this
+module keeps its own code for them, because:
 
-    python -m scripts.datalist (--msd DIR | --lits DIR | --images DIR --labels DIR) \\
-        --output datalist.json [--num_folds 5] [--seed 0]
+- reading (:func:`labelled`, :func:`load_datalist`): MONAI's reader names neither the file nor the entry in its
+  errors (a JSON error arrives bare, a non-dict entry as a TypeError), fails with an IndexError on an empty ``test``
+  list, and checks no entry, fold or duplicate, which tests/test_datalist.py requires, each error naming the file;
+- folds (:func:`assign_folds`): ``partition_dataset`` shuffles positions, so a case's fold depends on the order of
+  the list (tests/test_datalist.py requires it to depend on the set of cases only); and its numpy shuffle would give
+  other folds than this bundle's earlier versions for the same seed, while a run resumed with ``--resume true``
+  recomputes its split, which must be the split it started with, or validation cases would enter training.
+
+Command line: ``python -m scripts datalist`` (:mod:`scripts.commands.datalist`).
 """
 
-import argparse
 import collections
 import json
 import os
 import random
 import re
-import sys
+
+from scripts.fileio import NIFTI_SUFFIXES, write_text
 
 __all__ = [
     "from_msd",
@@ -31,11 +39,9 @@ __all__ = [
     "write_datalist",
     "load_datalist",
     "split",
-    "write_text_atomic",
-    "main",
+    "labelled",
 ]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _LITS_VOLUME = re.compile(r"^volume-(\d+)\.nii(\.gz)?$")
 _LITS_SEGMENTATION = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
 
@@ -43,26 +49,10 @@ _LITS_SEGMENTATION = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
 # ----------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` atomically (``scripts.fileio.write_text``), creating its folder; returns the path."""
-    from scripts.fileio import write_text
-
-    return write_text(path, text)
-
-
 def _abs(path, base_dir):
     """Absolute, normalised form of ``path``; relative paths are taken relative to ``base_dir``."""
     path = os.path.expanduser(str(path))
     return os.path.normpath(os.path.join(base_dir, path))
-
-
-def _case_name(path):
-    """File name without folder and NIfTI suffix, e.g. ``/d/imagesTr/liver_3.nii.gz`` -> ``liver_3``."""
-    name = os.path.basename(path)
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _require_files(items, source):
@@ -163,7 +153,8 @@ def assign_folds(items, num_folds=5, seed=0):
 
     The assignment depends only on the set of image paths, ``num_folds`` and ``seed``: items are
     sorted by image path, shuffled with a seeded ``random.Random`` and dealt round-robin, so fold
-    sizes differ by at most one and reordering the input changes nothing.
+    sizes differ by at most one and reordering the input changes nothing (why not MONAI's ``partition_dataset``:
+    see the module docstring).
     """
     if isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 2:
         raise ValueError(f"num_folds must be an integer >= 2, got {num_folds!r}")
@@ -220,43 +211,70 @@ def write_datalist(items, path, test=None):
         else:
             tests.append(_portable(entry, folder))
     data = {"numTraining": len(training), "numTest": len(tests), "training": training, "test": tests}
-    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def load_datalist(datalist_file, base_dir=None):
-    """Read and validate a datalist; return ``{"training": [...], "test": [...]}`` with absolute paths.
-
-    Training entries keep their extra keys (such as ``fold``); test entries become
-    ``{"image": path}`` dicts. Files are not required to exist here (see :func:`split`).
-    Raises ``ValueError`` naming the file for a missing file, invalid JSON, a missing ``training``
-    list, entries without ``image``/``label``, bad ``fold`` values or duplicated images.
-    """
-    datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
+def _read(datalist_file):
+    """The JSON object of a datalist file; ValueError naming the file when it is missing or not JSON."""
     if not os.path.isfile(datalist_file):
         raise ValueError(f"{datalist_file}: datalist file not found")
-    base = os.path.abspath(os.path.expanduser(str(base_dir))) if base_dir else os.path.dirname(datalist_file)
     try:
         with open(datalist_file, encoding="utf-8") as f:
-            data = json.load(f)
+            return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{datalist_file}: cannot read datalist JSON: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("training"), list):
-        raise ValueError(f"{datalist_file}: no 'training' list")
-    training = []
-    for index, item in enumerate(data["training"]):
+
+
+def _labelled(data, key, datalist_file, base):
+    """The ``key`` list of ``data`` checked entry by entry, with absolute paths (see :func:`labelled`)."""
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise ValueError(f"{datalist_file}: no '{key}' list")  # noqa: B907 (the key as the file spells it)
+    items = []
+    for index, item in enumerate(data[key]):
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("image"), str)
             or not isinstance(item.get("label"), str)
         ):
-            raise ValueError(f"{datalist_file}: training entry {index} needs string 'image' and 'label': {item!r}")
+            raise ValueError(f"{datalist_file}: {key} entry {index} needs string 'image' and 'label': {item!r}")
         if "fold" in item and (isinstance(item["fold"], bool) or not isinstance(item["fold"], int) or item["fold"] < 0):
-            raise ValueError(f"{datalist_file}: training entry {index} has an invalid fold {item['fold']!r}")
-        training.append(dict(item, image=_abs(item["image"], base), label=_abs(item["label"], base)))
-    images = [item["image"] for item in training]
-    duplicates = sorted(p for p, n in collections.Counter(images).items() if n > 1)
-    if duplicates:
-        raise ValueError(f"{datalist_file}: image listed more than once in 'training': {duplicates[0]}")
+            raise ValueError(f"{datalist_file}: {key} entry {index} has an invalid fold {item['fold']!r}")
+        items.append(dict(item, image=_abs(item["image"], base), label=_abs(item["label"], base)))
+    if key == "training":  # folds are assigned per image (an evaluation list may pair one image with two labels)
+        duplicates = sorted(p for p, n in collections.Counter(item["image"] for item in items).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"{datalist_file}: image listed more than once in 'training': {duplicates[0]}")
+    return items
+
+
+def _base(datalist_file, base_dir):
+    return os.path.abspath(os.path.expanduser(str(base_dir))) if base_dir else os.path.dirname(datalist_file)
+
+
+def labelled(datalist_file, key="training", base_dir=None):
+    """The ``key`` list of labelled cases of a datalist, ``[{"image", "label", ...}]`` with absolute paths.
+
+    The one reader of labelled lists: training (:func:`load_datalist`, :func:`split`) and evaluation
+    (``scripts.inputs.labelled_cases``, any key, e.g. ``validation`` of a split record). Entries keep their extra
+    keys (such as ``fold``). Raises ``ValueError`` naming the file for a missing file, invalid JSON, no ``key`` list,
+    an entry without string ``image``/``label``, a bad ``fold`` or (in ``training``) an image listed twice. Files
+    need not exist here.
+    """
+    datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
+    return _labelled(_read(datalist_file), key, datalist_file, _base(datalist_file, base_dir))
+
+
+def load_datalist(datalist_file, base_dir=None):
+    """Read and validate a datalist; return ``{"training": [...], "test": [...]}`` with absolute paths.
+
+    Training entries as :func:`labelled` returns them; test entries become ``{"image": path}`` dicts. Files are not
+    required to exist here (see :func:`split`). Raises ``ValueError`` naming the file (see :func:`labelled`; also
+    for a ``test`` entry that is neither a path nor ``{"image": path}``).
+    """
+    datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
+    base = _base(datalist_file, base_dir)
+    data = _read(datalist_file)
+    training = _labelled(data, "training", datalist_file, base)
     test = []
     raw_test = data.get("test", [])
     if not isinstance(raw_test, list):
@@ -336,65 +354,5 @@ def split(datalist_file, fold=0, num_folds=5, seed=0, base_dir=None, record_file
             "training": training,
             "validation": validation,
         }
-        write_text_atomic(record_file, json.dumps(record, indent=2) + "\n")
+        write_text(record_file, json.dumps(record, indent=2) + "\n")
     return result
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-# ----------------------------------------------------------------------------------------------
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.datalist",
-        description="Build a datalist JSON with cross-validation folds from an MSD, LiTS or images/labels folder.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--msd", metavar="DIR", help="Medical Segmentation Decathlon task folder (with dataset.json)")
-    source.add_argument("--lits", metavar="DIR", help="LiTS folder with volume-N.nii[.gz] and segmentation-N.nii[.gz]")
-    source.add_argument("--images", metavar="DIR", help="folder of images, paired by file name with --labels")
-    parser.add_argument("--labels", metavar="DIR", help="folder of labels (with --images)")
-    parser.add_argument("--output", required=True, metavar="FILE", help="datalist JSON to write")
-    parser.add_argument("--num_folds", type=int, default=5, help="number of cross-validation folds (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
-    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    return parser
-
-
-def main(argv=None):
-    """Command-line entry point; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.images and not args.labels:
-        parser.error("--images needs --labels")
-    if args.labels and not args.images:
-        parser.error("--labels needs --images")
-    try:
-        test = []
-        if args.msd:
-            items = from_msd(args.msd)
-            msd_dir = os.path.abspath(args.msd)
-            json_file = msd_dir if os.path.isfile(msd_dir) else os.path.join(msd_dir, "dataset.json")
-            test = [entry["image"] for entry in load_datalist(json_file)["test"]]
-        elif args.lits:
-            items = from_lits(args.lits)
-        else:
-            items = from_folders(args.images, args.labels)
-        items = assign_folds(items, num_folds=args.num_folds, seed=args.seed)
-        path = write_datalist(items, args.output, test=test)
-    except (ValueError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"wrote {path}: {len(items)} labelled cases in {args.num_folds} folds (seed {args.seed}), {len(test)} test images"
-    )
-    for k in range(args.num_folds):
-        names = [_case_name(item["image"]) for item in items if item["fold"] == k]
-        shown = ", ".join(names[:8]) + (f", ... (+{len(names) - 8})" if len(names) > 8 else "")
-        print(f"fold {k}: {len(names)} cases: {shown}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

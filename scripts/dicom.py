@@ -29,21 +29,16 @@ warning naming the missing tags. The grouping leaves out AcquisitionNumber on pu
 (or slice) of one series apart, so splitting by it would cut a real series into pieces; two acquisitions that share
 everything else meet as duplicate slice positions instead, a clear error that names the acquisition numbers.
 
-Command line (from the bundle root)::
-
-    python -m scripts.dicom convert -i DICOM_ROOT -o OUT_DIR [--allow_irregular] [--debug]
-    python -m scripts.dicom check -i DICOM_DIR [--allow_irregular] [--debug]
+Command line: ``python -m scripts dicom convert|check`` (:mod:`scripts.commands.dicom`).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import hashlib
 import logging
 import os
 import re
-import sys
 import warnings
 
 import numpy as np
@@ -69,7 +64,6 @@ __all__ = [
     "itk_series",
     "read_series",
     "convert",
-    "main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,7 +101,7 @@ ITK_SERIES_TAGS = (
     "SeriesDate",
 )
 MAX_PROBLEMS_SHOWN = 3  # an error line lists the first few irregular gaps; check_series returns them all
-IRREGULAR_HINT = "to convert it anyway: python -m scripts.dicom convert --allow_irregular"
+IRREGULAR_HINT = "to convert it anyway: python -m scripts dicom convert --allow_irregular"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -555,7 +549,7 @@ def _resolve_files(files_or_folder) -> tuple[list[str], str]:
             listing = "; ".join(_describe(s) for s in series)
             raise ValueError(
                 f"{folder}: folder holds {len(series)} DICOM series, expected one: {listing}; give each "
-                "series a folder of its own (python -m scripts.dicom convert converts them all)"
+                "series a folder of its own (python -m scripts dicom convert converts them all)"
             )
         return series[0]["files"], folder
     files = [os.fspath(f) for f in files_or_folder]
@@ -836,7 +830,7 @@ def check_itk_read(folder, info: dict) -> None:
         amount = f"{len(read)} files, not the series' {len(ours)}"
     raise ValueError(
         f"{folder}: ITK, which reads a DICOM folder for inference, would read {amount}: {why}; convert "
-        f"the series with python -m scripts.dicom convert and segment the NIfTI"
+        f"the series with python -m scripts dicom convert and segment the NIfTI"
     )
 
 
@@ -938,13 +932,6 @@ def _output_names(series: list[dict]) -> list[str]:
     return names
 
 
-def _save_nifti_atomic(volume: np.ndarray, affine: np.ndarray, path: str) -> None:
-    """Save a gzip NIfTI with sform and qform set to ``affine``, atomically (``scripts.fileio.save_nifti``)."""
-    from scripts.fileio import save_nifti
-
-    save_nifti(volume, affine, path)
-
-
 def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
     """Convert every CT image series under ``input_root`` to ``output_dir/<PatientID>_<SeriesNumber>.nii.gz``.
 
@@ -955,6 +942,8 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
     and no output appears; a series that fails while decoding leaves no file of its own (files are written to a
     temporary name and renamed). Prints one progress line per series; returns the written paths.
     """
+    from scripts.fileio import save_nifti
+
     input_root, output_dir = os.fspath(input_root), os.fspath(output_dir)
     found = find_series(input_root)
     if not found:
@@ -975,90 +964,9 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
     for number, (info, name) in enumerate(zip(checked, names, strict=True), start=1):
         volume = _read_pixels(info)
         path = os.path.join(output_dir, name)
-        _save_nifti_atomic(volume, info["affine"], path)
+        save_nifti(volume, info["affine"], path)
         spacing = "x".join(f"{v:.3g}" for v in info["spacing"])
         shape = "x".join(str(v) for v in info["shape"])
         print(f"[{number}/{len(checked)}] {info['name']} -> {path} ({shape} voxels, {spacing} mm)", flush=True)
         written.append(path)
     return written
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# command line
-
-
-def _check_command(root: str, allow_irregular: bool) -> int:
-    """Print one table row per series under ``root``; return the number of series that failed their checks."""
-    found = find_series(root)
-    if not found:
-        raise ValueError(f"{root}: no DICOM series found")
-    print(
-        f"{'number':>6}  {'modality':8}  {'files':>5}  {'shape':14}  {'spacing (mm)':20}  {'status':10}  "
-        f"description | folder | UID",
-        flush=True,
-    )
-    failures = []
-    for s in found:
-        shape = spacing = "-"
-        reason = _skip_reason(s)
-        if reason:
-            status = "skipped"
-            detail = reason
-        else:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    info = check_series(s["files"], allow_irregular=allow_irregular)
-                shape = "x".join(str(v) for v in info["shape"])
-                spacing = "x".join(f"{v:.4g}" for v in info["spacing"])
-                status = "irregular" if info["irregular"] else "ok"
-                detail = "; ".join(info["problems"])
-            except ValueError as exc:
-                status, detail = "error", str(exc).replace(_series_name(s) + ": ", "")
-                failures.append(_one_line(exc))
-        number = "" if s["series_number"] is None else s["series_number"]
-        line = (
-            f"{number!s:>6}  {s['modality']:8}  {s['n_files']:>5}  {shape:14}  {spacing:20}  {status:10}  "
-            f"{s['series_description']!r} | {s['folder']} | {s['uid'] or '(no SeriesInstanceUID)'}"
-        )
-        print(line + (f"  [{_one_line(detail)}]" if detail and status != "ok" else ""), flush=True)
-    if failures:
-        more = f" (+{len(failures) - 1} more series with errors)" if len(failures) > 1 else ""
-        raise ValueError(failures[0] + more)
-    return 0
-
-
-def main(argv=None) -> int:
-    """Command line entry: ``convert`` or ``check``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.dicom", description="DICOM CT series tools.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_convert = sub.add_parser("convert", help="convert every CT series under a folder to gzip NIfTI")
-    p_convert.add_argument("-i", "--input", required=True, help="DICOM root folder (searched recursively)")
-    p_convert.add_argument("-o", "--output", required=True, help="output folder for <PatientID>_<Series>.nii.gz")
-    p_check = sub.add_parser("check", help="print the series table with geometry checks")
-    p_check.add_argument("-i", "--input", required=True, help="DICOM folder (searched recursively)")
-    for p in (p_convert, p_check):
-        p.add_argument(
-            "--allow_irregular",
-            action="store_true",
-            help="warn instead of failing on irregular slice spacing (e.g. a missing slice)",
-        )
-        p.add_argument("--debug", action="store_true", help="show the traceback on errors")
-    args = parser.parse_args(argv)
-    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {_one_line(message)}\n"
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")  # e.g. a series without UIDs
-    try:
-        if args.command == "convert":
-            convert(args.input, args.output, allow_irregular=args.allow_irregular)
-        else:
-            _check_command(args.input, args.allow_irregular)
-    except Exception as exc:  # one line for the user; the traceback with --debug
-        if args.debug:
-            raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -64,3 +64,22 @@ def init_process_group(device, timeout_s: float = 600):
         device,
     )
     return dist.group.WORLD
+
+
+def device_ids(device) -> list | None:
+    """``DistributedDataParallel``'s ``device_ids``: this process's GPU, or None on a CPU (gloo)."""
+    import torch
+
+    device = torch.device(device)
+    return [device] if device.type == "cuda" else None
+
+
+def on_rank0(value, rank):
+    """``value`` on rank 0 and None on the other ranks: a path that only rank 0 writes to."""
+    return value if int(rank) == 0 else None
+
+
+def quiet_other_ranks(rank) -> None:
+    """Ranks other than 0 log only warnings and errors: one copy of the progress, every rank's failure."""
+    if int(rank) != 0:
+        logging.getLogger().setLevel(logging.WARNING)

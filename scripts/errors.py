@@ -3,7 +3,14 @@
 The bundle runs under MONAI's runner (``python -m monai.bundle run ...``), which evaluates the configs' ``$``
 expressions and wraps any ``Exception`` they raise in a ``RuntimeError("Failed to evaluate ...")``; the interpreter
 then prints the whole chained traceback. The checks that configs call before any work starts (dataset check, split,
-input listing, weights check) therefore go through :func:`exit_on_error`: a ``ValueError`` or ``OSError`` (which
+input listing, weights check) therefore go through :func:`exit_on_error`, which a config names as the component::
+
+    split:
+      _target_: scripts.errors.exit_on_error
+      function: $@scripts.datalist.split
+      datalist_file: "@datalist_file"
+
+A ``ValueError`` or ``OSError`` (which
 the library functions raise, naming the file and the problem) becomes :class:`InputError`, a ``SystemExit`` whose
 message is ``error: <file>: <problem>``. ``SystemExit`` is not an ``Exception``, so it passes the runner untouched,
 and the interpreter prints its message as the last line of the output and exits with status 1.
@@ -47,6 +54,8 @@ def debug_enabled() -> bool:
 
 def exit_on_error(function, *args, **kwargs):
     """Return ``function(*args, **kwargs)``; turn the ``ValueError``/``OSError`` it raises into :class:`InputError`.
+
+    ``function`` may be given by keyword, as a config's ``_target_: scripts.errors.exit_on_error`` passes it.
 
     With ``LIVER_CT_DEBUG=1`` the original exception propagates unchanged (with its traceback).
     """

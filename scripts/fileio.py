@@ -1,9 +1,12 @@
-"""Atomic file output, the one way every module of the bundle writes a file.
+"""Case names and atomic file output: the one way every module of the bundle names a case and writes a file.
+
+A case is named by its file name without the NIfTI extension, or by its DICOM folder's name (:func:`case_name`).
 
 A file is written under a temporary name in its target folder, flushed to disk, given the mode a plain ``open()``
 would give it (0666 minus the umask), and renamed over the target (``os.replace``, atomic on POSIX and Windows).
 A reader never sees a partial file, and a failed or interrupted write leaves any previous file untouched; the
-temporary file is removed on failure.
+temporary file is removed on failure. :func:`atomic_path` is the one implementation; :func:`write_text`,
+:func:`save_nifti`, ``scripts.checkpoint.save_atomic``, the ONNX file, the zip and the PNGs all go through it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import os
 import tempfile
 
-__all__ = ["atomic_path", "write_text", "save_nifti", "file_mode", "igzip", "has_isal"]
+__all__ = ["NIFTI_SUFFIXES", "case_name", "atomic_path", "write_text", "save_nifti", "file_mode", "igzip", "has_isal"]
 
 try:  # ISA-L's gzip: inflates and deflates NIfTI files 2-10x faster than zlib (docs/benchmark.md)
     from isal import igzip
@@ -22,6 +25,17 @@ except ImportError:
     igzip, has_isal = None, False
 
 GZIP_LEVEL = 1  # deflate level of written .nii.gz files: the fastest that compresses (nibabel's default too)
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def case_name(path) -> str:
+    """The name of a case: its file name without ``.nii.gz``/``.nii``, or its DICOM folder's name
+    (``/d/imagesTr/liver_3.nii.gz`` -> ``liver_3``). Output names, reports and tables all use it."""
+    name = os.path.basename(os.path.normpath(str(path)))
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def file_mode() -> int:
@@ -31,7 +45,7 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _fsync(path: str, directory: bool = False) -> None:
+def _fsync(path: str) -> None:
     with contextlib.suppress(OSError):  # folders cannot be opened on Windows: then a no-op
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -61,7 +75,7 @@ def atomic_path(path, suffix: str = ".tmp"):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    _fsync(folder, directory=True)
+    _fsync(folder)
 
 
 def write_text(path, text: str) -> str:
@@ -75,11 +89,13 @@ def write_text(path, text: str) -> str:
 def save_nifti(array, affine, path, description: str = "", fast_gzip: bool = True) -> str:
     """Write ``array`` as NIfTI-1 (gzip for ``.nii.gz``, by ISA-L where ``isal`` is installed and ``fast_gzip``) with
     qform = sform = ``affine`` (codes 1), mm units and the array's dtype, atomically. The array is written in its own
-    memory order: an x-fastest (Fortran-order) array needs no transposed copy. The target folder must exist."""
+    memory order: an x-fastest (Fortran-order) array needs no transposed copy. The target folder must exist.
+    ``fast_gzip=False`` deflates with nibabel's zlib instead: tests/test_postprocess.py writes both and reads both
+    back, the check that ISA-L's files are plain gzip."""
     import nibabel as nib
 
     path = os.fspath(path)
-    if not (path.endswith(".nii.gz") or path.endswith(".nii")):
+    if not path.endswith(NIFTI_SUFFIXES):
         raise ValueError(f"{path}: output must end with .nii.gz or .nii")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):

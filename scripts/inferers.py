@@ -28,20 +28,17 @@ from monai.inferers import Inferer
 from monai.transforms.utils import get_largest_connected_component_mask
 from monai.utils import convert_to_dst_type
 
+from scripts.postprocess import foreground
+
 logger = logging.getLogger(__name__)
 
 BACKGROUND_LOGIT = 20.0  # outside the box: softmax gives background 1 - 2e-9 (fp16-safe, unlike inf)
 
 
-def _foreground(logits: torch.Tensor) -> torch.Tensor:
-    """argmax > 0 over the channel axis 0, without torch's argmax (slow over a 2-long axis on CPU)."""
-    return logits[1:].amax(0) > logits[0]
-
-
 def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
     """The box ``(lo, hi)`` on the fine grid of ``fine_shape`` around the largest foreground component of coarse
     ``logits`` (C, ...), widened by ``margin`` voxels and clipped to the grid; None when there is no foreground."""
-    fg = _foreground(logits)
+    fg = foreground(logits)
     if not bool(fg.any()):
         return None
     idx = torch.nonzero(get_largest_connected_component_mask(fg))
@@ -66,7 +63,7 @@ def liver_reaches_box(logits: torch.Tensor, lo, hi, shape) -> bool:
     """Whether the largest foreground component of the crop's ``logits`` (C, ...) touches a face of the crop that
     is inside the image: the liver may go on beyond the box. Islands elsewhere do not count (the largest component
     is taken only when some foreground is on such a face)."""
-    fg = _foreground(logits)
+    fg = foreground(logits)
     return _on_inner_face(fg, lo, hi, shape) and _on_inner_face(get_largest_connected_component_mask(fg), lo, hi, shape)
 
 
@@ -78,15 +75,22 @@ class LiverBoxInferer(Inferer):
             passes).
         scale: the coarse grid's voxel size in network-grid voxels (2: 4 mm for a 2 mm network grid).
         margin: network-grid voxels added on each side of the coarse box.
+        enabled: False (or "false", as a command-line override arrives) runs ``inferer`` alone over the whole image
+            (the plain path).
     """
 
-    def __init__(self, inferer: Inferer, scale: int = 2, margin: int = 8):
+    def __init__(self, inferer: Inferer, scale: int = 2, margin: int = 8, enabled=True):
+        from scripts import as_bool
+
         super().__init__()
         if scale < 1 or margin < 0:
             raise ValueError(f"LiverBoxInferer needs scale >= 1 and margin >= 0, got {scale} and {margin}")
         self.inferer, self.scale, self.margin = inferer, int(scale), int(margin)
+        self.enabled = as_bool(enabled)
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
+        if not self.enabled:
+            return self.inferer(inputs, network, *args, **kwargs)
         x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
         out = torch.cat([self._one(x[i : i + 1], network, *args, **kwargs) for i in range(x.shape[0])])
         return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]  # the inputs' metadata and trace

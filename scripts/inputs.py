@@ -40,12 +40,12 @@ import zlib
 import numpy as np
 from monai.data import NibabelReader
 
+from scripts.ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, MIN_HU_BELOW, hu_doubts, values_text
 from scripts.errors import one_line
-from scripts.fileio import has_isal, igzip
+from scripts.fileio import NIFTI_SUFFIXES, case_name, has_isal, igzip  # case_name: inputs.case_name too
 
 logger = logging.getLogger(__name__)
 
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 #: Largest input accepted, in voxels (header-declared): 512 x 512 x 2048. At its peak inference holds about 25-35
 #: bytes per voxel of the input grid (the image in float32, its HU copy, the class probabilities after inversion, the
 #: mask, plus the resampled grid; measured 25 bytes/voxel for a 256x256x300 input at pixdim 3 mm), so this limit keeps
@@ -53,14 +53,6 @@ NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 MAX_VOXELS = 512 * 512 * 2048
 #: Approximate peak memory of inference per input voxel, in bytes (see MAX_VOXELS); used to report sizes only.
 BYTES_PER_VOXEL_PEAK = 30
-#: Label values of the Medical Segmentation Decathlon Task03 convention: background, liver, tumour.
-EXPECTED_LABELS = (0, 1, 2)
-#: A CT field of view always holds air (-1000 HU) or fat (-100 HU); an image without values below this is no HU image.
-MIN_HU_BELOW = 0.0
-#: Values below this are air (HU); an image without any is suspicious (cropped tightly, or not HU).
-AIR_HU = -500.0
-#: Contrast-enhanced vessels or bone exceed this (HU); an image without any is suspicious.
-BRIGHT_HU = 100.0
 #: Key of the item that :func:`tolerant` returns for a case it could not prepare.
 FAILED_KEY = "failed"
 
@@ -94,7 +86,8 @@ class NiftiReader(NibabelReader):
     DICOM series folders on to MONAI's other readers (ITK).
 
     Args:
-        fast_gzip: inflate with ISA-L when ``isal`` is installed (False: nibabel's gzip, as MONAI's reader does).
+        fast_gzip: inflate with ISA-L when ``isal`` is installed (False: nibabel's gzip, as MONAI's reader does;
+            the benchmark's ``isal_gzip`` revert times that).
         args, kwargs: ``NibabelReader``'s.
     """
 
@@ -127,15 +120,6 @@ class NiftiReader(NibabelReader):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # names and sizes
-
-
-def case_name(path: str) -> str:
-    """The case name of an input: a NIfTI file name without extension, or a DICOM folder's name."""
-    name = os.path.basename(os.path.normpath(path))
-    for ext in NIFTI_EXTENSIONS:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
 
 
 def _shape_text(shape) -> str:
@@ -353,7 +337,7 @@ def check_case(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
 def _dicom_series_folders(folder: str) -> list[str]:
     """Folders under ``folder`` that hold a CT image series: one case each (checked later: one series per folder).
 
-    A folder whose series are all of the kinds ``python -m scripts.dicom convert`` skips (localizers, other
+    A folder whose series are all of the kinds ``python -m scripts dicom convert`` skips (localizers, other
     modalities, non-image objects) is left out with a warning naming each series and why; when every folder is,
     ValueError lists them. A localizer in the CT's own folder stays, and :func:`check_dicom` refuses that folder
     naming both series: ITK reads one series per folder and cannot be told which.
@@ -386,11 +370,11 @@ def _find_cases(input_path) -> list[str]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
     if os.path.isfile(path):
-        if not path.endswith(NIFTI_EXTENSIONS):
+        if not path.endswith(NIFTI_SUFFIXES):
             raise ValueError(f"{path}: not a NIfTI file (.nii or .nii.gz); for DICOM give the series folder")
         return [path]
     entries = sorted(os.listdir(path))
-    cases = [os.path.join(path, f) for f in entries if f.endswith(NIFTI_EXTENSIONS) and not f.startswith(".")]
+    cases = [os.path.join(path, f) for f in entries if f.endswith(NIFTI_SUFFIXES) and not f.startswith(".")]
     if not cases:
         cases = _dicom_series_folders(path)
     if not cases:
@@ -462,10 +446,11 @@ def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
     The file is loaded with ``torch.load(weights_only=True)`` (:func:`scripts.checkpoint.load_weights`): a file that
     holds other Python objects is refused, never unpickled. With ``network`` the weights are compared with its
     state dict (names and shapes) and checked for NaN/Inf. Raises FileNotFoundError/ValueError naming the file.
+    ``load_pretrain`` may be a string, as a command-line override arrives ("false", "0", ...).
     """
-    from scripts import checkpoint
+    from scripts import as_bool, checkpoint
 
-    if not load_pretrain:
+    if not as_bool(load_pretrain):
         logger.warning("load_pretrain is false: running UNTRAINED weights; the masks are meaningless")
         return
     if not os.path.isfile(ckpt_path):
@@ -473,8 +458,6 @@ def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
             f"{ckpt_path}: weights file not found. Train first (README), give --ckpt_path, "
             "or pass --load_pretrain false for an untrained smoke test"
         )
-    if os.path.getsize(ckpt_path) == 0:
-        raise ValueError(f"{ckpt_path}: the weights file is empty")
     state = checkpoint.load_weights(ckpt_path)
     if network is not None:
         checkpoint.check_fits(ckpt_path, state, network, key="model")
@@ -507,30 +490,23 @@ def _grid_problem(image: str, label: str) -> str | None:
 def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int = MAX_VOXELS) -> list[dict]:
     """The ``key`` list of a datalist JSON as ``[{"image", "label"}, ...]`` with absolute paths, each case checked.
 
-    Relative paths are relative to the JSON's folder (the MSD ``dataset.json`` convention). Image and label go
-    through :func:`check_case` and must share one voxel grid (shape and affine). Every bad case is reported at once
-    in one ValueError (metrics over a silently reduced set would mislead); label values are checked while the
-    evaluation reads them (:func:`check_loaded_case`).
+    The list is read by ``scripts.datalist.labelled`` (relative paths are relative to the JSON's folder, the MSD
+    ``dataset.json`` convention; an entry without a label is an error naming the file). Image and label go through
+    :func:`check_case` and must share one voxel grid (shape and affine). Every bad case is reported at once in one
+    ValueError (metrics over a silently reduced set would mislead); label values are checked while the evaluation
+    reads them (:func:`check_loaded_case`).
     """
-    from monai.data import load_decathlon_datalist
+    from scripts.datalist import labelled
 
     datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
     if not os.path.isfile(datalist_file):
         raise FileNotFoundError(f"{datalist_file}: datalist not found (train first, or give --eval_datalist)")
-    try:
-        cases = load_decathlon_datalist(
-            datalist_file, is_segmentation=True, data_list_key=key, base_dir=os.path.dirname(datalist_file)
-        )
-    except (ValueError, KeyError) as e:
-        # B907: the key is the user's text, shown as given (here and below), not as repr() would quote it
-        raise ValueError(f"{datalist_file}: no list '{key}' of labelled cases ({one_line(e)})") from e  # noqa: B907
+    cases = labelled(datalist_file, key)
     if not cases:
+        # B907: the key is the user's text, shown as given (here and below), not as repr() would quote it
         raise ValueError(f"{datalist_file}: the list '{key}' is empty")  # noqa: B907
     problems = []
     for case in cases:
-        if "label" not in case:
-            problems.append(f"{case.get('image')}: no label in {datalist_file}")
-            continue
         ok = True
         for role in ("image", "label"):
             try:
@@ -560,7 +536,8 @@ def _source(value, fallback: str) -> str:
 
 
 def check_image_intensities(image, path: str) -> None:
-    """Raise for NaN/Inf voxels or intensities that cannot be Hounsfield units; warn for doubtful ranges."""
+    """Raise for NaN/Inf voxels or intensities that cannot be Hounsfield units; warn for doubtful ranges
+    (``scripts.ct_values.hu_doubts``: the dataset check's thresholds too)."""
     import torch
 
     x = torch.as_tensor(image)
@@ -568,19 +545,20 @@ def check_image_intensities(image, path: str) -> None:
     if not (math.isfinite(lo) and math.isfinite(hi)):  # min and max are NaN or infinite exactly when a voxel is:
         bad = int(x.numel() - torch.isfinite(x).sum())  # the count costs a pass only for a bad image
         raise ValueError(f"{path}: {bad} NaN/Inf voxel(s) in the image; the mask would be garbage")
-    if lo >= 0.0 and hi <= 1.0:
+    doubts = hu_doubts(lo, hi)
+    if "normalised" in doubts:
         raise ValueError(
             f"{path}: intensities lie within [0, 1] ({lo:g}..{hi:g}): normalised data, not Hounsfield units; "
             "give the original CT"
         )
-    if lo >= MIN_HU_BELOW:
+    if "nothing_negative" in doubts:
         raise ValueError(
             f"{path}: no intensity below {MIN_HU_BELOW:g} (range {lo:g}..{hi:g}): not Hounsfield units (an MR image, "
             "or a CT stored without its rescale intercept); a CT always holds fat and air below 0 HU"
         )
-    if lo > AIR_HU:
+    if "no_air" in doubts:
         logger.warning("%s: minimum %g HU (> %g): no air in the image; cropped tightly to the body?", path, lo, AIR_HU)
-    if hi < BRIGHT_HU:
+    if "no_bright" in doubts:
         logger.warning("%s: maximum %g HU (< %g): no bone or contrast; is this Hounsfield units?", path, hi, BRIGHT_HU)
 
 
@@ -595,7 +573,7 @@ def check_label_values(label, path: str, expected=EXPECTED_LABELS) -> None:
     if bool(known.all()):
         return
     odd, counts = torch.unique(y[~known], return_counts=True)
-    shown = ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(odd.tolist(), counts.tolist(), strict=True))[:10])
+    shown = values_text(odd.tolist(), counts.tolist())
     raise ValueError(f"{path}: unexpected label values {shown}; expected {list(expected)} (background, liver, tumour)")
 
 

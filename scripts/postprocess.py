@@ -74,11 +74,36 @@ def _interpolation(pred) -> dict:
     return settings
 
 
+def liver_channel(prob: torch.Tensor) -> torch.Tensor:
+    """Of two class probabilities (background, liver), the liver's alone (background is 1 - liver); more classes
+    are kept. Only this channel is then resampled to the input grid: the same mask, 1 s less for a 512x512x150 CT
+    (docs/benchmark.md, ``liver_channel_only``)."""
+    return prob[1:] if prob.shape[0] == 2 else prob
+
+
+def label_threshold(num_classes) -> float | None:
+    """``AsDiscreted``'s threshold that turns a reference label into the model's classes: 0.5 for 2 classes (every
+    non-zero label, liver and tumour, is liver), None for more (the labels stay as they are)."""
+    return 0.5 if int(num_classes) == 2 else None
+
+
 def _labels(prob: torch.Tensor, threshold: float) -> torch.Tensor:
     """(C, ...) probabilities -> (...) labels: ``p >= threshold`` for one channel (the liver), argmax for several."""
     if prob.shape[0] == 1:
         return (prob[0] >= threshold).to(torch.uint8)
     return prob.argmax(0).to(torch.uint8)
+
+
+def foreground(x, threshold: float = 0.5) -> torch.Tensor:
+    """Every non-background voxel of (C, ...) class scores, as a bool tensor in ``x``'s own memory layout: for one
+    channel (the liver probability, or a label map) ``x[0] >= threshold``; for several, the voxels where a class
+    scores above background (argmax > 0 without torch's argmax, which is slow over a short axis on a CPU; ties go
+    to background, as argmax's do). The one foreground test: the mask's box here, the report row
+    (``scripts.handlers``) and the coarse pass's box (``scripts.inferers``, on logits: the same test)."""
+    x = torch.as_tensor(x)
+    if x.shape[0] == 1:
+        return x[0] >= threshold
+    return x[1:].amax(0) > x[0]
 
 
 def liver_box(fg: torch.Tensor, net_affine: np.ndarray, in_affine: np.ndarray, in_shape, margin: int = MARGIN_VOXELS):
@@ -133,7 +158,8 @@ def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS, x_f
     class), carrying the affine of the network grid and the preprocessing trace. Labels: ``p >= threshold`` for one
     channel, argmax for several; only the largest connected foreground component is kept, as
     ``KeepLargestConnectedComponentd(independent=False)`` would. The interpolation is the one ``Spacingd`` recorded
-    in the trace, as ``Invertd`` uses it. ``x_fastest``: the label map's layout (see above; False: C order).
+    in the trace, as ``Invertd`` uses it. ``x_fastest``: the label map's layout (see above; False: C order, MONAI's,
+    which the benchmark's ``nifti_writer`` revert times).
     """
     from monai.data import MetaTensor
     from monai.transforms import KeepLargestConnectedComponent, SpatialResample
@@ -144,7 +170,7 @@ def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS, x_f
     prob = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
     out = x_fastest_zeros(in_shape) if x_fastest else torch.zeros((1, *in_shape), dtype=torch.uint8)
     meta = {k: v for k, v in pred.meta.items() if k != "affine"}
-    fg = get_largest_connected_component_mask(_labels(prob, threshold) > 0)  # an empty mask stays empty
+    fg = get_largest_connected_component_mask(foreground(prob, threshold))  # an empty mask stays empty
     box = liver_box(torch.as_tensor(fg), net_affine, in_affine, in_shape, margin)
     if box is not None:
         start, stop = box

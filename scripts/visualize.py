@@ -31,25 +31,21 @@ boxes ``legends_px`` in PNG pixels) for tests and scripts. Legends and titles li
 the number of cases: the grid's legend takes as many rows as its width needs and its title wraps. Pictures are drawn
 with matplotlib's Agg canvas directly: no display and no pyplot state are ever needed.
 
-CLI::
-
-    python -m scripts.visualize overlay --image I.nii.gz [--label L.nii.gz] [--pred P.nii.gz] --output O.png
-    python -m scripts.visualize grid --images DIR --labels DIR --preds DIR [--metrics CSV] --output O.png
-    python -m scripts.visualize curves --log_dir DIR --output O.png
+Command line: ``python -m scripts visualize overlay|grid|curves`` (:mod:`scripts.commands.visualize`).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import json
 import logging
 import math
 import os
-import sys
 
 import numpy as np
+
+from scripts.fileio import NIFTI_SUFFIXES, case_name
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +71,6 @@ PLANES = ("axial", "coronal", "sagittal")
 _PLANE_AXES = {"axial": (2, (1, 0)), "coronal": (1, (2, 0)), "sagittal": (0, (2, 1))}
 # Letters at the (left, right, top, bottom) edges of each plane.
 _PLANE_LETTERS = {"axial": "RLAP", "coronal": "RLSI", "sagittal": "APSI"}
-_NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 _AFFINE_ATOL = 1e-3
 
 
@@ -83,7 +78,10 @@ _AFFINE_ATOL = 1e-3
 
 
 def dice(a, b) -> float:
-    """Dice coefficient of two binary arrays of the same shape (non-zero = inside); both empty gives 1.0."""
+    """Dice coefficient of two binary arrays of the same shape (non-zero = inside); both empty gives 1.0.
+
+    The one Dice of two masks in NumPy: the pictures' titles, the per-class columns of ``scripts.handlers`` and the
+    benchmark's accuracy check (the liver column of metrics.csv is MONAI's ``compute_dice``, which agrees)."""
     a = np.asarray(a).astype(bool, copy=False)
     b = np.asarray(b).astype(bool, copy=False)
     if a.shape != b.shape:
@@ -92,15 +90,6 @@ def dice(a, b) -> float:
     if total == 0:
         return 1.0
     return 2.0 * int(np.count_nonzero(a & b)) / total
-
-
-def case_name(path) -> str:
-    """The case name of a NIfTI file: its file name without ``.nii.gz``/``.nii``."""
-    name = os.path.basename(os.path.normpath(str(path)))
-    for ext in _NIFTI_EXTENSIONS:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
 
 
 def _describe(src) -> str:
@@ -804,7 +793,7 @@ def _nifti_files(folder: str, recursive: bool = False) -> list[str]:
         raise FileNotFoundError(f"{folder}: folder not found")
     pattern = os.path.join(glob.escape(folder), "**", "*") if recursive else os.path.join(glob.escape(folder), "*")
     return sorted(
-        f for f in glob.glob(pattern, recursive=recursive) if os.path.isfile(f) and f.endswith(_NIFTI_EXTENSIONS)
+        f for f in glob.glob(pattern, recursive=recursive) if os.path.isfile(f) and f.endswith(NIFTI_SUFFIXES)
     )
 
 
@@ -893,98 +882,3 @@ def metrics_for_case(metrics: dict, name: str):
         if "_" in key and key.rsplit("_", 1)[0] == name:
             return value
     return None
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.visualize",
-        description="Pictures of the liver CT segmentation bundle (radiological view: patient's right on the left).",
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser(
-        "overlay", parents=[common], help="one case: axial, coronal, sagittal slices through the liver's centre"
-    )
-    p.add_argument("--image", required=True, help="CT NIfTI file")
-    p.add_argument("--label", help="reference label NIfTI (drawn as a green fill; tumour orange)")
-    p.add_argument("--pred", help="predicted label NIfTI (drawn as a magenta outline; tumour cyan)")
-    p.add_argument("--output", required=True, help="PNG to write")
-    p.add_argument("--title", help="figure title (default: case name and liver Dice)")
-    p.add_argument(
-        "--window",
-        type=float,
-        nargs=2,
-        default=DEFAULT_WINDOW,
-        metavar=("LEVEL", "WIDTH"),
-        help="CT window in HU (default: 50 400)",
-    )
-    p.add_argument("--dpi", type=float, default=100, help="PNG resolution (default 100)")
-
-    g = sub.add_parser("grid", parents=[common], help="one axial tile per case, worst Dice first")
-    g.add_argument("--images", required=True, help="folder of CT images NAME.nii.gz")
-    g.add_argument("--labels", required=True, help="folder of reference labels NAME.nii.gz")
-    g.add_argument(
-        "--preds", required=True, help="folder of predictions NAME.nii.gz or NAME_seg.nii.gz (searched " "recursively)"
-    )
-    g.add_argument("--metrics", help="per-case CSV with a case name and a Dice column (default: Dice computed)")
-    g.add_argument("--dice_column", help="the CSV column holding the liver Dice (default: dice, liver_dice, ...)")
-    g.add_argument("--output", required=True, help="PNG to write")
-    g.add_argument("--max_cases", type=int, default=16, help="draw at most this many (the worst) cases (default 16)")
-    g.add_argument(
-        "--window",
-        type=float,
-        nargs=2,
-        default=DEFAULT_WINDOW,
-        metavar=("LEVEL", "WIDTH"),
-        help="CT window in HU (default: 50 400)",
-    )
-
-    c = sub.add_parser(
-        "curves", parents=[common], help="training loss and validation Dice from TensorBoard event files"
-    )
-    c.add_argument("--log_dir", required=True, help="folder with the training run's event files (searched recursively)")
-    c.add_argument("--output", required=True, help="PNG to write")
-    return parser
-
-
-def main(argv=None) -> int:
-    """Command line entry point; returns the exit status (0 ok, 1 error)."""
-    args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        if args.command == "overlay":
-            out = overlay(
-                args.image,
-                args.output,
-                label=args.label,
-                pred=args.pred,
-                title=args.title,
-                window=tuple(args.window),
-                dpi=args.dpi,
-            )
-        elif args.command == "grid":
-            cases = pair_cases(args.images, args.labels, args.preds)
-            if args.metrics:
-                metrics = read_metrics(args.metrics, args.dice_column)
-                for case in cases:
-                    value = metrics_for_case(metrics, case["name"])
-                    if value is not None:
-                        case["dice"] = value
-            logger.info("grid: %d case(s) with a prediction", len(cases))
-            out = grid(cases, args.output, max_cases=args.max_cases, window=tuple(args.window))
-        else:
-            out = curves(args.log_dir, args.output)
-    except (OSError, ValueError) as e:
-        if args.debug:
-            raise
-        message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    print(out, flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

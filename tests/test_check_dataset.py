@@ -356,7 +356,7 @@ def test_assert_dataset_ok_explains_each_kind_once(tmp_path):
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "scripts.check_dataset", *map(str, args)],
+        [sys.executable, "-m", "scripts", "check_dataset", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,7 +1,7 @@
 """The MONAI Model Zoo's code-format check: flake8 (with bugbear, pep8-naming and comprehensions), black and isort at
 120 columns, with the Model Zoo's settings (setup.cfg, pyproject.toml). The tools are pinned in requirements-dev.txt.
 
-To fix a failure: ``python -m black scripts tests && python -m isort scripts tests``, then what flake8 still reports.
+To fix a failure: ``python -m black scripts tests tools && python -m isort scripts tests tools``, then what flake8 still reports.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import BUNDLE_ROOT
 
-PATHS = ["scripts", "tests"]
+PATHS = ["scripts", "tests", "tools"]
 CHECKS = {
     "flake8": ["flake8", *PATHS],
     "black": ["black", "--check", "--diff", *PATHS],

@@ -14,6 +14,9 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 # Values that inference.yaml repeats from train.yaml because it must stand alone inside model.ts.
 SHARED_KEYS = [
+    "device",
+    "amp",
+    "scripts",
     "scripts",
     "num_classes",
     "pixdim",
@@ -49,6 +52,39 @@ def test_inference_copies_agree_with_train():
     train, infer = parser("train.yaml"), parser("inference.yaml")
     for key in SHARED_KEYS:
         assert train[key] == infer[key], f"inference.yaml's {key} differs from train.yaml's"
+
+
+def test_evaluation_measures_what_validation_measures():
+    """Evaluation (inference.yaml + evaluate.yaml) and training's validation: the same key metric on labels made the
+    same way; the same sliding window as inference."""
+    train, evaluation = parser("train.yaml"), parser("inference.yaml", "evaluate.yaml")
+    assert evaluation["key_metric"] == train["validate#key_metric"]
+    post = evaluation["postprocessing#transforms"]
+    label = next(t for t in post if t.get("keys") == "label" and "threshold" in t)
+    assert label["threshold"] == train["label_threshold"]  # the same label merge as training
+    onehot = next(t for t in post if "to_onehot" in t)
+    assert onehot["to_onehot"] == train["validate#postprocessing#transforms#0#to_onehot"]
+    assert evaluation["inferer#inferer"] == train["validate#inferer"], "validation's window differs from inference's"
+
+
+def test_max_voxels_is_the_library_default():
+    """inference.yaml must stand alone (model.ts), so it repeats scripts.inputs.MAX_VOXELS."""
+    from scripts import inputs
+
+    assert parser("inference.yaml")["max_voxels"] == inputs.MAX_VOXELS
+
+
+def test_the_multi_gpu_configs_join_the_job_the_same_way():
+    """multi_gpu_train.yaml and multi_gpu_evaluate.yaml each stand on their base config; their job blocks agree."""
+    import yaml
+
+    train, evaluate = (
+        yaml.safe_load((CONFIGS / f).read_text()) for f in ("multi_gpu_train.yaml", "multi_gpu_evaluate.yaml")
+    )
+    for key in ("dist_timeout_s", "process_group", "rank", "world_size", "+initialize", "finalize"):
+        assert train[key] == evaluate[key], f"multi_gpu_evaluate.yaml's {key} differs from multi_gpu_train.yaml's"
+    for sampler in (train["validate#sampler"], evaluate["sampler"]):  # each evaluation case once, on one rank
+        assert sampler["shuffle"] is False and sampler["even_divisible"] is False
 
 
 def test_train_and_inference_preprocessing_give_the_network_the_same_input(phantom_dir):
@@ -230,13 +266,8 @@ def test_boolean_overrides_of_inference_mean_what_they_say(spelling, tmp_path):
     value, on = as_the_runner_receives(spelling), SPELLINGS[spelling]
     assert isinstance(value, (str, bool, int))
 
-    post = parser("inference.yaml", resample_liver_box=value).get_parsed_content("postprocessing").transforms
-    names = [type(t).__name__ for t in post]
-    box = [t for t in post if type(t).__name__ == "Lambdad" and "to_input_grid" in str(t.func)]
-    assert (bool(box), "Invertd" in names) == (on, not on), names  # one chain or the other, never both
-
     inferer = parser("inference.yaml", coarse_to_fine=value).get_parsed_content("inferer")
-    assert type(inferer).__name__ == ("LiverBoxInferer" if on else "SlidingWindowInferer")
+    assert type(inferer).__name__ == "LiverBoxInferer" and inferer.enabled is on  # off: the sliding window alone
 
     assert parser("inference.yaml", amp=value).get_parsed_content("evaluator#amp") is on
 
@@ -247,6 +278,7 @@ def test_boolean_overrides_of_inference_mean_what_they_say(spelling, tmp_path):
             check.get_parsed_content("initialize#2")
     else:
         check.get_parsed_content("initialize#2")
+    assert (check.get_parsed_content("checkpointloader") is None) is not on  # and no weights are loaded
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +319,33 @@ def test_boolean_overrides_of_training_mean_what_they_say(spelling, tmp_path, wa
     else:
         with pytest.raises(SystemExit, match="LEFT"):
             check.get_parsed_content("initialize#2")
+
+
+# The one expression allowed more than a call: it makes the bundle's package importable before any component of it
+# can be named (a component cannot import the package it lives in).
+BOOTSTRAP = "$sys.path.insert(0, os.path.abspath(@bundle_root)) or load_package('scripts')"
+
+
+def _expressions(node, where=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _expressions(value, f"{where}#{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _expressions(value, f"{where}#{i}")
+    elif isinstance(node, str) and node.startswith("$"):
+        yield where, node
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_config_expressions_are_one_step_each(config):
+    """Logic lives in named components: a `$` expression is a value, a reference, an import or one call, never a
+    conditional, a lambda, a call inside a call or more than one line."""
+    import yaml
+
+    for where, expr in _expressions(yaml.safe_load((CONFIGS / config).read_text())):
+        if expr == BOOTSTRAP:
+            continue
+        assert "\n" not in expr and " if " not in expr and "lambda" not in expr, f"{config}: {where}: {expr}"
+        assert expr.count("(") <= 1, f"{config}: {where}: a call inside a call: {expr}"
+        assert len(expr) <= 100, f"{config}: {where}: {len(expr)} characters: {expr}"

@@ -317,7 +317,7 @@ def test_split_errors_name_the_file(tmp_path):
 # ----------------------------------------------------------------------------------------------
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "scripts.datalist", *map(str, args)],
+        [sys.executable, "-m", "scripts", "datalist", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -429,7 +429,11 @@ def test_no_partial_output_when_a_series_fails_to_decode(tmp_path):
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "scripts.dicom", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "scripts", "dicom", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -259,7 +259,7 @@ def test_gantry_tilt_is_refused_with_a_remedy_that_exists(tmp_path, ct):
         lambda: inputs.check_dicom(str(folder)),
         str(folder),
         "gantry tilt",
-        "python -m scripts.dicom convert --allow_irregular",
+        "python -m scripts dicom convert --allow_irregular",
     )
     assert "allow_irregular=True" not in message  # inference has no such option
     with pytest.warns(UserWarning, match="gantry tilt"):
@@ -280,7 +280,7 @@ def test_varying_slice_thickness_that_itk_splits_is_refused(tmp_path, ct):
         f"{folder}: ITK",
         "SliceThickness (10.0, 5.0)",
         f"10 of the series' {SHAPE[2]} files",
-        "python -m scripts.dicom convert",
+        "python -m scripts dicom convert",
     )
     assert dicom.convert(folder, tmp_path / "nii")  # converted whole
 
@@ -301,7 +301,7 @@ def test_varying_slice_spacing_is_refused_with_a_remedy_that_exists(tmp_path, ct
         "irregular slice spacing",
         "gaps of 5, 10 mm",
         "SliceThickness varies (10.0, 5.0 mm)",
-        "python -m scripts.dicom convert --allow_irregular",
+        "python -m scripts dicom convert --allow_irregular",
     )
     assert "allow_irregular=True" not in message
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
 import os
 import re
 import stat
 import subprocess
 import sys
-import textwrap
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import nibabel as nib
@@ -27,13 +28,15 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS, FAST, bundle_cmd
 
 from scripts import cache, distributed
+from scripts.commands import cache as cache_cli
 
 TRAIN = ["train.yaml", "multi_gpu_train.yaml"]
 EVALUATE = ["inference.yaml", "evaluate.yaml"]
 
 
-def torchrun(nproc: int, run_id: str, config_files: list[str], timeout: int = 600, **overrides):
-    """Run the bundle under torchrun with ``nproc`` processes; return (CompletedProcess, seconds it took)."""
+def torchrun(nproc: int, run_id: str, config_files: list[str], timeout: int = 600, env=None, **overrides):
+    """Run the bundle under torchrun with ``nproc`` processes (``env``: more environment variables); return
+    (CompletedProcess, seconds it took)."""
     cmd = bundle_cmd(run_id, config_files, **overrides)  # [python, -m, monai.bundle, run, ...]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + cmd[1:]
     start = time.monotonic()
@@ -44,7 +47,8 @@ def torchrun(nproc: int, run_id: str, config_files: list[str], timeout: int = 60
         stderr=subprocess.STDOUT,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},  # torchrun's own choice for N > 1
+        # OMP_NUM_THREADS 1: torchrun's own choice for N > 1
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})},
     )
     return proc, time.monotonic() - start
 
@@ -62,21 +66,31 @@ def rank_pids(log: str) -> dict[int, int]:
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_two_process_training_shards_the_data_and_only_rank0_writes(phantom_dir, tmp_path):
+@pytest.fixture(scope="module")
+def disk_run(phantom_dir, tmp_path_factory):
+    """2-process training for 1 epoch with the disk cache; the workers' string hashes are seeded with PYTHONHASHSEED
+    12345, not this interpreter's seed (test_the_cache_folder_name_is_the_same_in_every_process)."""
+    root = tmp_path_factory.mktemp("disk_run")
     common = dict(bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, epochs=1, val_interval=1, **FAST)
-    disk, took = torchrun(
+    proc, took = torchrun(
         2,
         "training",
         TRAIN,
-        output_dir=tmp_path / "disk" / "runs",
-        ckpt_dir=tmp_path / "disk" / "models",
+        env={"PYTHONHASHSEED": "12345"},
+        output_dir=root / "disk" / "runs",
+        ckpt_dir=root / "disk" / "models",
         cache="disk",
-        cache_dir=tmp_path / "cache",
+        cache_dir=root / "cache",
         **common,
     )
-    assert disk.returncode == 0, disk.stdout[-6000:]
-    log = disk.stdout
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return {"root": root, "proc": proc, "took": took, "common": common}
+
+
+@pytest.mark.slow
+def test_two_process_training_shards_the_data_and_only_rank0_writes(disk_run):
+    tmp_path, common, took = disk_run["root"], disk_run["common"], disk_run["took"]
+    log = disk_run["proc"].stdout
     pids = rank_pids(log)
     assert set(pids) == {0, 1}, log[-3000:]
 
@@ -122,24 +136,21 @@ def test_two_process_training_shards_the_data_and_only_rank0_writes(phantom_dir,
 
 # ---- evaluation ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_two_process_evaluation_equals_one_process(trained, phantom_dir, tmp_path):
-    # 5 labelled cases: an odd number, so the ranks get 3 and 2 and nothing may be padded
-    source = json.loads((phantom_dir / "dataset.json").read_text())["training"][:5]
-    cases = [{"image": str(phantom_dir / c["image"]), "label": str(phantom_dir / c["label"])} for c in source]
-    datalist = tmp_path / "five.json"
-    datalist.write_text(json.dumps({"validation": cases}))
+def test_two_process_evaluation_equals_one_process(trained, evaluated, tmp_path):
+    """The one-process run is conftest's `evaluated` (`monai.bundle run evaluation`, one thread, as torchrun gives each
+    process) on `five_cases`: 5 labelled cases, an odd number, so the ranks get 3 and 2 and nothing may be padded."""
+    datalist = evaluated["datalist"]
+    cases = json.loads(datalist.read_text())["validation"]
     names = [Path(c["image"]).name.replace(".nii.gz", "") for c in cases]
     common = dict(bundle_root=BUNDLE_ROOT, eval_datalist=datalist, ckpt_path=trained["models"] / "model.pt", **FAST)
 
-    one, t1 = torchrun(1, "evaluation", EVALUATE, output_dir=tmp_path / "one", **common)
-    assert one.returncode == 0, one.stdout[-6000:]
     two, t2 = torchrun(2, "evaluation", EVALUATE + ["multi_gpu_evaluate.yaml"], output_dir=tmp_path / "two", **common)
     assert two.returncode == 0, two.stdout[-6000:]
     assert set(rank_pids(two.stdout)) == {0, 1}
 
     # MeanDice gathers both ranks' cases: the same mean as one process. Only the order of the float32 sum differs,
     # which moves the last digits (observed: 3e-8).
-    (dice_one,), (dice_two,) = key_metrics(one.stdout), key_metrics(two.stdout)
+    (dice_one,), (dice_two,) = key_metrics(evaluated["log"]), key_metrics(two.stdout)
     assert dice_one > 0.01, "the trained weights must find some liver, or the comparison proves nothing"
     assert dice_two == pytest.approx(dice_one, abs=1e-6)
 
@@ -148,17 +159,17 @@ def test_two_process_evaluation_equals_one_process(trained, phantom_dir, tmp_pat
         with open(folder / "metrics.csv") as f:
             return list(csv.DictReader(f))
 
-    rows_one, rows_two = table(tmp_path / "one"), table(tmp_path / "two")
+    rows_one, rows_two = table(evaluated["out"]), table(tmp_path / "two")
     assert [r["case"] for r in rows_two] == names
     assert rows_two == rows_one
     assert np.mean([float(r["dice"]) for r in rows_two]) == pytest.approx(dice_one, abs=1e-4)  # the CSV keeps 4 digits
 
     # each rank wrote its own cases' masks: all of them, identical to the single-process ones
     for name in names:
-        a = np.asarray(nib.load(str(tmp_path / "one" / f"{name}_seg.nii.gz")).dataobj)
+        a = np.asarray(nib.load(str(evaluated["out"] / f"{name}_seg.nii.gz")).dataobj)
         b = np.asarray(nib.load(str(tmp_path / "two" / f"{name}_seg.nii.gz")).dataobj)
         np.testing.assert_array_equal(a, b)
-    print(f"evaluation of 5 cases: 1 process {t1:.0f} s, 2 processes {t2:.0f} s")
+    print(f"evaluation of 5 cases, 2 processes: {t2:.0f} s")
 
 
 # ---- faults ----------------------------------------------------------------------------------------------------
@@ -181,7 +192,8 @@ def test_a_rank_that_raises_ends_the_whole_job(phantom_dir, tmp_path):
         output_dir=tmp_path / "runs",
         ckpt_dir=tmp_path / "models",
         epochs=1,
-        val_interval=1,
+        fold=-1,  # no validation, and no cache (cache_rate 0): the job stops in its first step, before either is used
+        cache_rate=0,
         dist_timeout_s=600,
         **{"train#preprocessing#transforms": rank1_transforms(failing)},
         **FAST,
@@ -194,7 +206,8 @@ def test_a_rank_that_raises_ends_the_whole_job(phantom_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_rank_that_hangs_ends_the_whole_job_after_the_timeout(phantom_dir, tmp_path):
-    # rank 1 blocks forever (as a rank on a lost machine would); rank 0 gives up after dist_timeout_s
+    # rank 1 blocks forever (as a rank on a lost machine would); rank 0 gives up after dist_timeout_s, 10 s: well
+    # above how far apart the ranks reach a collective when neither hangs (both start together and train alike)
     hanging = "monai.transforms.Lambda(lambda d: os.read(os.pipe()[0], 1))"
     proc, took = torchrun(
         2,
@@ -206,13 +219,14 @@ def test_a_rank_that_hangs_ends_the_whole_job_after_the_timeout(phantom_dir, tmp
         output_dir=tmp_path / "runs",
         ckpt_dir=tmp_path / "models",
         epochs=1,
-        val_interval=1,
-        dist_timeout_s=20,
+        fold=-1,  # no validation, and no cache (cache_rate 0): the job stops in its first step, before either is used
+        cache_rate=0,
+        dist_timeout_s=10,
         **{"train#preprocessing#transforms": rank1_transforms(hanging)},
         **FAST,
     )
     assert proc.returncode != 0
-    assert "Timed out waiting 20000ms" in proc.stdout, proc.stdout[-4000:]
+    assert "Timed out waiting 10000ms" in proc.stdout, proc.stdout[-4000:]
     assert took < 300, f"the job took {took:.0f} s to stop"
 
 
@@ -223,42 +237,61 @@ def test_the_multi_gpu_configs_refuse_to_run_without_torchrun(monkeypatch):
         distributed.init_process_group("cpu", 60)
 
 
-GATHER_SCRIPT = """
-import json, sys
-import torch.distributed as dist
-from scripts.handlers import gather_cases
+def gather_rank(rank: int, store: str, send, gather_cases) -> None:
+    """Rank ``rank`` of a 2-process gloo job (a child forked from the test's process, torch and MONAI already imported):
+    ``gather_cases`` over a DistributedSampler(shuffle=False) deal in which rank 1 also got a padded copy of case 0;
+    sends the gathered rows and sources and the warnings it logged."""
+    import logging
 
-dist.init_process_group("gloo")
-rank = dist.get_rank()
-# DistributedSampler(shuffle=False) deals case i to rank i % 2; rank 1 also got a padded copy of case 0
-mine = {0: ["c0", "c2", "c4"], 1: ["c1", "c3", "c0"]}[rank]
-rows, sources = gather_cases([{"case": s, "rank": rank} for s in mine], ["/data/" + s for s in mine])
-if rank == 0:
-    json.dump({"rows": rows, "sources": sources}, open(sys.argv[1], "w"))
-dist.destroy_process_group()
-"""
+    import torch.distributed as dist
 
-
-@pytest.mark.slow
-def test_case_rows_are_gathered_in_dataset_order_each_case_once(tmp_path):
-    script = tmp_path / "gather.py"
-    script.write_text(textwrap.dedent(GATHER_SCRIPT))
-    out = tmp_path / "gathered.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)],
-        cwd=BUNDLE_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(BUNDLE_ROOT)},
+    torch.set_num_threads(1)  # no OpenMP pool after a fork
+    warnings: list[str] = []
+    catch = logging.Handler(logging.WARNING)
+    catch.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger("scripts.handlers").addHandler(catch)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
     )
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    result = json.loads(out.read_text())
+    try:
+        mine = {0: ["c0", "c2", "c4"], 1: ["c1", "c3", "c0"]}[rank]
+        rows, sources = gather_cases([{"case": s, "rank": rank} for s in mine], ["/data/" + s for s in mine])
+        send.send({"rows": rows, "sources": sources, "warnings": warnings})
+    finally:
+        dist.destroy_process_group()
+
+
+def test_case_rows_are_gathered_in_dataset_order_each_case_once(tmp_path):
+    """Two real gloo processes, forked from this one: no fresh interpreters importing torch (the bundle's runs under
+    torchrun above show the gather inside an evaluation)."""
+    from scripts.handlers import gather_cases  # imported here, before the fork: the ranks inherit it
+
+    context = multiprocessing.get_context("fork")
+    pipes = [context.Pipe(duplex=False) for _ in range(2)]
+    ranks = [
+        context.Process(target=gather_rank, args=(rank, str(tmp_path / "store"), send, gather_cases))
+        for rank, (_, send) in enumerate(pipes)
+    ]
+    for process in ranks:
+        process.start()
+    try:
+        results = []
+        for (receive, send), process in zip(pipes, ranks, strict=True):
+            send.close()
+            assert receive.poll(120), f"rank {ranks.index(process)} sent nothing (exit status {process.exitcode})"
+            results.append(receive.recv())
+    finally:
+        for process in ranks:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    assert [process.exitcode for process in ranks] == [0, 0]
+    result = results[0]
     assert [r["case"] for r in result["rows"]] == ["c0", "c1", "c2", "c3", "c4"]
     assert result["rows"][0]["rank"] == 0  # the first copy of the padded case is kept
     assert result["sources"] == [f"/data/c{i}" for i in range(5)]
-    assert "evaluated on two ranks" in proc.stdout
+    assert results[1]["rows"] == result["rows"] and results[1]["sources"] == result["sources"]  # every rank has all
+    assert any("evaluated on two ranks" in w for r in results for w in r["warnings"])
 
 
 def test_gather_cases_leaves_a_single_process_run_alone():
@@ -302,24 +335,13 @@ def test_the_cache_folder_follows_the_preprocessing_settings_only(phantom_dir):
 
 
 @pytest.mark.slow
-def test_the_cache_folder_name_is_the_same_in_every_process():
-    # every rank, and every later run, computes the folder name itself: a fresh interpreter with another string-hash
-    # seed must find the same one
-    base = preprocessing_hash()
-    code = (
-        "from monai.bundle import ConfigParser; from scripts import cache; p = ConfigParser(); "
-        "p.read_config('configs/train.yaml'); print(cache.transform_hash(p.get_parsed_content('train#preprocessing')))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=BUNDLE_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONHASHSEED": "12345"},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == base
+def test_the_cache_folder_name_is_the_same_in_every_process(disk_run):
+    # every rank, and every later run, computes the folder name itself: fresh interpreters with another string-hash
+    # seed must find the same one. Those of the 2-process training run (`disk_run`, PYTHONHASHSEED 12345) made the one
+    # folder there is; this interpreter, with its own seed, names the same one for the same settings.
+    assert os.environ.get("PYTHONHASHSEED") != "12345"
+    base = preprocessing_hash({"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]})  # FAST's geometry
+    assert [p.name for p in (disk_run["root"] / "cache").iterdir()] == [base]
 
 
 def small_cases(phantom_dir, n=2):
@@ -400,7 +422,7 @@ def test_default_cache_root_is_in_the_users_cache_folder(monkeypatch, tmp_path):
 def test_the_memory_estimate_matches_the_resampled_grid(phantom_dir, capsys):
     from monai.transforms import Compose, LoadImaged, Orientationd, Spacingd
 
-    assert cache.main(["--dataset_dir", str(phantom_dir), "--pixdim", "3", "3", "3", "--processes", "2"]) == 0
+    assert cache_cli.main(["--dataset_dir", str(phantom_dir), "--pixdim", "3", "3", "3", "--processes", "2"]) == 0
     out = capsys.readouterr().out
     lines = [l for l in out.splitlines() if re.match(r"\d+/6 ", l)]
     assert len(lines) == 6
@@ -423,6 +445,6 @@ def test_the_memory_estimate_matches_the_resampled_grid(phantom_dir, capsys):
 
 
 def test_the_memory_estimate_reports_a_missing_dataset(tmp_path, capsys):
-    assert cache.main(["--dataset_dir", str(tmp_path / "nowhere")]) == 1
+    assert cache_cli.main(["--dataset_dir", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err

@@ -23,6 +23,7 @@ from conftest import BUNDLE_ROOT, CONFIGS
 from monai.bundle import ConfigParser
 
 from scripts import export, phantom
+from scripts.commands import export as export_cli
 
 TS_ATOL = 1e-5  # TorchScript runs the same kernels as eager PyTorch
 ONNX_ATOL = 1e-4  # ONNX Runtime sums in another order; see scripts/export.py for why norms are exported axis-wise
@@ -133,14 +134,17 @@ def test_onnx_runtime_agrees_with_pytorch_on_ct_and_on_other_shapes(onnx_file, w
 def test_onnx_export_refuses_weights_of_another_network(tmp_path, capsys):
     other = _parser("inference.yaml", num_classes=3).get_parsed_content("network_def")
     torch.save(other.state_dict(), tmp_path / "three.pt")
-    with pytest.raises(ValueError, match="do not fit the network"):
+    with pytest.raises(ValueError, match="these weights do not fit the bundle's network"):  # scripts.checkpoint
         export.export_onnx(
             tmp_path / "three.pt",
             tmp_path / "x.onnx",
             config_files=[CONFIGS / "inference.yaml"],
             meta_file=CONFIGS / "metadata.json",
         )
-    assert export.main(["onnx", "--ckpt_file", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "y.onnx")]) == 1
+    assert (
+        export_cli.main(["onnx", "--ckpt_file", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "y.onnx")])
+        == 1
+    )
     assert (
         capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.pt'}: weights file not found "
         "(train first, or give --ckpt_file)"
@@ -183,8 +187,7 @@ def test_trt_config_merges_over_inference_and_falls_back_to_pytorch_without_a_gp
     base = _parser("inference.yaml")
     trt = _parser("inference.yaml", "inference_trt.yaml")
     changed = {k for k in set(base.get()) | set(trt.get()) if base.get().get(k) != trt.get().get(k)}  # raw configs
-    assert changed == {"imports", "trt_precision", "trt_args", "network"}
-    assert trt["imports"] == base["imports"] + ["$from monai.networks import trt_compile"]  # appended, not replaced
+    assert changed == {"trt_precision", "trt_args", "network"}
     sw = base.get_parsed_content("sw_batch_size")
     assert trt.get_parsed_content("trt_args") == {"precision": "fp16", "dynamic_batchsize": [1, sw, sw]}
     fp32 = _parser("inference.yaml", "inference_trt.yaml", trt_precision="fp32")
@@ -209,7 +212,7 @@ def test_onnx_config_changes_only_the_network_and_its_weights():
 def bundle_copy(tmp_path_factory, weights, torchscript):
     """The repository's bundle files with weights, plus the litter a working copy collects."""
     root = tmp_path_factory.mktemp("bundle_copy")
-    for folder in ("configs", "scripts", "docs", "tests"):
+    for folder in ("configs", "scripts", "docs", "tests", "tools"):
         shutil.copytree(BUNDLE_ROOT / folder, root / folder)
     shutil.copy(BUNDLE_ROOT / "LICENSE", root / "LICENSE")
     (root / "models").mkdir()
@@ -245,7 +248,7 @@ def test_package_holds_the_bundle_and_nothing_else(bundle_copy, tmp_path):
     litter = [
         f
         for f in files
-        if f.startswith("tests/")
+        if f.startswith(("tests/", "tools/"))  # developer tools (the benchmark) stay in the repository
         or "__pycache__" in f
         or "checkpoint_epoch" in f
         or f.endswith((".plan", ".pyc"))
@@ -264,7 +267,7 @@ def test_package_holds_the_bundle_and_nothing_else(bundle_copy, tmp_path):
 def test_package_refuses_a_bundle_without_weights_unless_asked(bundle_copy, tmp_path, capsys):
     bare = tmp_path / "bare"
     shutil.copytree(bundle_copy, bare, ignore=shutil.ignore_patterns("model.pt"))
-    assert export.main(["package", "--bundle_root", str(bare), "--output", str(tmp_path / "b.zip")]) == 1
+    assert export_cli.main(["package", "--bundle_root", str(bare), "--output", str(tmp_path / "b.zip")]) == 1
     assert "models/model.pt: required bundle file not found" in capsys.readouterr().err
     assert not (tmp_path / "b.zip").exists()
     export.package(tmp_path / "b.zip", bare, weights=False)

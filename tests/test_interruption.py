@@ -3,12 +3,16 @@ write that dies (SIGKILL, a full disk, an exception inside torch.save) never lea
 checkpoint missing or truncated.
 
 The checkpoint faults run MONAI's own CheckpointSaver next to ours (scripts.checkpoint.AtomicCheckpointSaver) on the
-same fault: the stock saver loses the file, which shows that the fault really strikes mid-write.
+same fault: the stock saver loses the file, which shows that the fault really strikes mid-write. Each fault strikes a
+child process forked from the test's own (torch, ignite and MONAI already imported), so that a SIGKILL or a file-size
+limit ends or limits that child alone.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -22,8 +26,6 @@ import torch
 from conftest import BUNDLE_ROOT, FAST, bundle_cmd, run_bundle
 
 from scripts import checkpoint
-
-TESTS = Path(__file__).resolve().parent
 
 
 class Fault:
@@ -105,19 +107,33 @@ def save_two_epochs(folder, saver_kind, which, fault):
         print(json.dumps({"raised": type(exc).__name__}), flush=True)
 
 
+def _fault_child(send, *args):
+    """In the forked child: one thread (no OpenMP pool after a fork), save_two_epochs, its output to the parent."""
+    torch.set_num_threads(1)
+    sys.stdout = io.StringIO()
+    try:
+        save_two_epochs(*args)
+    finally:
+        send.send(sys.stdout.getvalue())
+
+
 def run_fault(folder, saver_kind, which, fault):
-    code = (
-        f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(BUNDLE_ROOT)!r}]; "
-        "import test_interruption as t; t.save_two_epochs(*sys.argv[1:])"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(folder), saver_kind, which, fault],
-        cwd=BUNDLE_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return proc
+    """save_two_epochs in a child process forked from this one; returns (its exit status, what it printed).
+
+    The exit status is the child's: -SIGKILL when the fault killed it mid-write. A fresh interpreter would pay ~10 s of
+    imports per fault; the fork has them already."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_fault_child, args=(send, str(folder), saver_kind, which, fault))
+    child.start()
+    send.close()  # the child holds the only write end: a child killed before sending gives EOF, not a hang
+    try:
+        output = receive.recv() if receive.poll(300) else ""
+    except EOFError:
+        output = ""
+    child.join(timeout=300)
+    assert child.exitcode is not None, "the fault run did not end"
+    return child.exitcode, output
 
 
 def loadable_epochs(folder):
@@ -136,12 +152,12 @@ def loadable_epochs(folder):
 @pytest.mark.parametrize("which", ["best", "latest"])
 @pytest.mark.parametrize("fault", ["kill", "full"])
 def test_a_checkpoint_write_that_dies_keeps_the_previous_file(tmp_path, which, fault):
-    proc = run_fault(tmp_path, "atomic", which, fault)
+    returncode, output = run_fault(tmp_path, "atomic", which, fault)
     if fault == "kill":
-        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        assert returncode == -signal.SIGKILL, output
     else:
         # torch reports the short write as OSError or RuntimeError ("unexpected pos"): either way the save failed
-        assert proc.returncode == 0 and '"raised": "' in proc.stdout, proc.stdout + proc.stderr[-2000:]
+        assert returncode == 0 and '"raised": "' in output, output
     expected = {"model.pt": 1} if which == "best" else {"checkpoint_epoch=1.pt": 1}
     assert loadable_epochs(tmp_path) == expected, sorted(os.listdir(tmp_path))
     assert not [p for p in os.listdir(tmp_path) if not p.endswith(".pt") and not p.startswith(".")]
@@ -209,8 +225,8 @@ def epochs_trained(log: str) -> list[int]:
 def test_training_killed_mid_epoch_resumes_from_the_latest_checkpoint(phantom_dir, tmp_path):
     models, runs = tmp_path / "models", tmp_path / "runs"
     settings = dict(
-        bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, output_dir=runs, ckpt_dir=models, epochs=3, fold=-1, **FAST
-    )  # fold -1: no validation, only the resumable checkpoint matters here
+        bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, output_dir=runs, ckpt_dir=models, epochs=2, fold=-1, **FAST
+    )  # fold -1: no validation, only the resumable checkpoint matters here; 2 epochs: killed in the last one
     proc = subprocess.Popen(
         bundle_cmd("training", ["train.yaml"], **settings),
         cwd=BUNDLE_ROOT,
@@ -224,7 +240,7 @@ def test_training_killed_mid_epoch_resumes_from_the_latest_checkpoint(phantom_di
     try:
         for line in proc.stdout:
             log.append(line)
-            if re.search(r"Epoch: 2/3, Iter: 1/\d+ -- train_loss", line):  # epoch 1 saved, epoch 2 half done
+            if re.search(r"Epoch: 2/2, Iter: 1/\d+ -- train_loss", line):  # epoch 1 saved, epoch 2 half done
                 os.killpg(proc.pid, signal.SIGKILL)
                 break
     finally:
@@ -233,14 +249,14 @@ def test_training_killed_mid_epoch_resumes_from_the_latest_checkpoint(phantom_di
     assert proc.returncode == -signal.SIGKILL, "".join(log)[-3000:]
     assert sorted(p.name for p in models.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt"]
     saved = torch.load(models / "checkpoint_epoch=1.pt", weights_only=True)
-    assert trainer_epoch(saved) == 1 and saved["trainer"]["max_epochs"] == 3
+    assert trainer_epoch(saved) == 1 and saved["trainer"]["max_epochs"] == 2
 
     resumed = run_bundle("training", ["train.yaml"], resume="true", **settings)
     assert "resuming from" in resumed.stdout and "checkpoint_epoch=1.pt" in resumed.stdout
-    assert epochs_trained(resumed.stdout) == [2, 3], resumed.stdout[-3000:]  # continues at 2, stops at max_epochs
-    final = torch.load(models / "checkpoint_epoch=3.pt", weights_only=True)
-    assert trainer_epoch(final) == 3 and final["trainer"]["max_epochs"] == 3
-    assert final["lr_scheduler"]["last_epoch"] == 3  # the LR schedule continued too
+    assert epochs_trained(resumed.stdout) == [2], resumed.stdout[-3000:]  # continues at 2, stops at max_epochs
+    final = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
+    assert trainer_epoch(final) == 2 and final["trainer"]["max_epochs"] == 2
+    assert final["lr_scheduler"]["last_epoch"] == 2  # the LR schedule continued too (a fresh one would be at 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -262,26 +278,20 @@ def resume_settings(trained, tmp_path, **overrides):
     )
 
 
-def test_a_worse_validation_after_a_resume_keeps_the_best_weights(trained, tmp_path):
-    models, settings = resume_settings(trained, tmp_path, epochs=4, val_interval=1)
-    # record a best score no validation can beat: every validation after the resume is worse than it
-    path = models / "checkpoint_epoch=3.pt"
-    state = torch.load(path, weights_only=True)
-    state["best_saver"]["_saved"] = [(1.0, name) for _, name in state["best_saver"]["_saved"]]
-    state["best_saver"]["best_metric"] = 1.0
-    torch.save(state, path)
-    before = (models / "model.pt").read_bytes()
-
-    proc = run_bundle("training", ["train.yaml"], **settings)
-    assert "Epoch[4] Metrics -- val_mean_dice" in proc.stdout, proc.stdout[-3000:]  # epoch 4 was validated ...
-    assert (models / "model.pt").read_bytes() == before  # ... and did not replace the better weights
-    assert "Got new best metric" not in proc.stdout  # the evaluator's own record was restored too
+def test_a_worse_validation_after_a_resume_keeps_the_best_weights(resumed):
+    """conftest's `resumed` run: `trained` with a best score of 1.0 recorded, which no validation can beat, resumed for
+    a 4th epoch (the same run shows the resume itself in tests/test_workflows.py)."""
+    models, log = resumed["models"], resumed["log"]
+    assert "Epoch[4] Metrics -- val_mean_dice" in log, log[-3000:]  # epoch 4 was validated ...
+    assert (models / "model.pt").read_bytes() == resumed["best_before"]  # ... and did not replace the better weights
+    assert "Got new best metric" not in log  # the evaluator's own record was restored too
     record = torch.load(models / "checkpoint_epoch=4.pt", weights_only=True)["best_saver"]
     assert [score for score, _ in record["_saved"]] == [1.0]  # the record travels on to the next resume
 
 
 def test_resuming_a_finished_run_is_refused_with_the_way_to_continue(trained, tmp_path):
-    models, settings = resume_settings(trained, tmp_path, epochs=3)
+    # cache_rate 0: no case is preprocessed into the cache for a run that is refused before its first step
+    models, settings = resume_settings(trained, tmp_path, epochs=3, cache_rate=0)
     before = {p.name: p.read_bytes() for p in models.glob("*.pt")}
     proc = run_bundle("training", ["train.yaml"], check=False, **settings)
     assert proc.returncode == 1
@@ -348,22 +358,12 @@ def test_validation_runs_every_interval_and_after_the_last_epoch():
     assert validated_epochs(5, 1) == [1]  # a 1-epoch run is validated (and so writes model.pt)
 
 
-@pytest.mark.slow
-def test_a_one_epoch_run_validates_and_writes_the_best_weights(phantom_dir, tmp_path):
-    models = tmp_path / "models"
-    proc = run_bundle(
-        "training",
-        ["train.yaml"],
-        bundle_root=BUNDLE_ROOT,
-        dataset_dir=phantom_dir,
-        output_dir=tmp_path / "runs",
-        ckpt_dir=models,
-        epochs=1,
-        val_interval=5,
-        **FAST,
-    )
-    assert proc.stdout.count("Metrics -- val_mean_dice") == 1, proc.stdout[-3000:]
-    assert sorted(p.name for p in models.glob("*.pt")) == ["checkpoint_epoch=1.pt", "model.pt"]
+def test_a_one_epoch_run_validates_and_writes_the_best_weights(one_epoch):
+    """conftest's `one_epoch` run: --epochs 1 --val_interval 5 (tests/test_anywhere.py and tests/test_workflows.py
+    check the same run)."""
+    log = one_epoch["log"]
+    assert log.count("Metrics -- val_mean_dice") == 1, log[-3000:]
+    assert sorted(p.name for p in one_epoch["models"].glob("*.pt")) == ["checkpoint_epoch=1.pt", "model.pt"]
 
 
 def test_a_new_run_replaces_the_checkpoints_an_earlier_run_left(tmp_path):

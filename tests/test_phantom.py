@@ -297,7 +297,7 @@ def test_write_dataset_rejects_bad_arguments(tmp_path):
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "scripts.phantom", *map(str, args)],
+        [sys.executable, "-m", "scripts", "phantom", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -3,7 +3,9 @@ problem (or a documented fallback with a warning naming the file), and the bundl
 
 Most cases call the check functions in-process (they are what the configs call); a handful of end-to-end runs of
 `python -m monai.bundle run ...` check the one-line-error contract, the batch behaviour (go on past a bad case, list
-the failures, exit non-zero) and that a volume smaller than the patch is segmented on its own grid.
+the failures, exit non-zero) and that a volume smaller than the patch is segmented on its own grid. Other variants of a
+failure that one of those runs covers run the whole workflow in this process (conftest.run_in_process: MONAI's `run`,
+as the runner calls it), without a fresh interpreter's imports.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import pathlib
 import pickle
 import re
 import shutil
+import traceback
 import tracemalloc
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE_ROOT, FAST, run_bundle
+from conftest import BUNDLE_ROOT, FAST, run_bundle, run_in_process
 
 from scripts import dicom, errors, inputs, phantom
 
@@ -83,6 +86,16 @@ def assert_one_line_error(proc, *fragments):
     for fragment in fragments:
         assert str(fragment) in line, f"{fragment!r} not in the error line: {line}"
     assert "Traceback" not in proc.stdout, proc.stdout[-3000:]
+    return line
+
+
+def assert_one_line_exit(stop, *fragments):
+    """assert_one_line_error for a run in this process: it stopped with SystemExit whose code is the one line
+    `error: ...` holding every fragment, which the interpreter prints (no traceback) before it exits with status 1."""
+    line = stop.value.code
+    assert isinstance(line, str) and line.startswith("error: ") and "\n" not in line, line
+    for fragment in fragments:
+        assert str(fragment) in line, f"{fragment!r} not in the error line: {line}"
     return line
 
 
@@ -507,24 +520,27 @@ def test_a_bad_input_stops_inference_with_one_line_and_no_output(tmp_path, ct, m
     assert not out.exists()
 
 
-@pytest.mark.slow
 def test_the_debug_flag_brings_the_traceback_back(tmp_path, ct, monkeypatch):
+    """In this process: with LIVER_CT_DEBUG=1 the check's ValueError leaves MONAI's runner as an exception (not the
+    one-line SystemExit), which the interpreter prints with its traceback and exits non-zero. The same input without
+    the flag runs on the command line in test_a_bad_input_stops_inference_with_one_line_and_no_output."""
     image, _, affine = ct
     bad = truncate(save(tmp_path / "good.nii.gz", image, affine), tmp_path / "bad.nii.gz", -6)
     out = tmp_path / "out"
     monkeypatch.setenv(errors.DEBUG_ENV, "1")
-    proc = run_bundle(
-        "inference",
-        ["inference.yaml"],
-        check=False,
-        bundle_root=BUNDLE_ROOT,
-        input=bad,
-        output_dir=out,
-        load_pretrain="false",
-        **FAST,
-    )
-    assert proc.returncode != 0 and "Traceback" in proc.stdout
-    assert f"ValueError: {bad}: truncated gzip file" in proc.stdout
+    with pytest.raises(Exception) as info:  # an Exception, so not SystemExit
+        run_in_process(
+            "inference",
+            ["inference.yaml"],
+            bundle_root=BUNDLE_ROOT,
+            input=bad,
+            output_dir=out,
+            load_pretrain="false",
+            **FAST,
+        )
+    printed = "".join(traceback.format_exception(info.value))  # what the interpreter prints for it
+    assert "Traceback" in printed
+    assert f"ValueError: {bad}: truncated gzip file" in printed
     assert not out.exists()
 
 
@@ -537,20 +553,19 @@ def test_the_debug_flag_brings_the_traceback_back(tmp_path, ct, monkeypatch):
     ],
 )
 def test_bad_weights_stop_inference_with_one_line(weights_files, tmp_path, ct, name, fragment):
+    """payload.pt runs on the command line (run_bundle): exit status, the one `error:` line, no traceback, and no payload
+    run by the real runner. The other files take the same path (the weights check) and run in this process."""
     image, _, affine = ct
     case = save(tmp_path / "ct.nii.gz", image, affine)
     out = tmp_path / "out"
-    proc = run_bundle(
-        "inference",
-        ["inference.yaml"],
-        check=False,
-        bundle_root=BUNDLE_ROOT,
-        input=case,
-        output_dir=out,
-        ckpt_path=weights_files / name,
-        **FAST,
-    )
-    assert_one_line_error(proc, f"error: {weights_files / name}: {fragment}")
+    settings = dict(bundle_root=BUNDLE_ROOT, input=case, output_dir=out, ckpt_path=weights_files / name, **FAST)
+    if name == "payload.pt":
+        proc = run_bundle("inference", ["inference.yaml"], check=False, **settings)
+        assert_one_line_error(proc, f"error: {weights_files / name}: {fragment}")
+    else:
+        with pytest.raises(SystemExit) as stop:
+            run_in_process("inference", ["inference.yaml"], **settings)
+        assert_one_line_exit(stop, f"error: {weights_files / name}: {fragment}")
     assert not out.exists()
     assert not list(weights_files.glob("PWNED*"))
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from scripts import phantom
 from scripts import visualize as viz
+from scripts.commands import visualize as viz_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -391,18 +392,18 @@ def test_grid_cli_pairs_seg_suffix_and_reads_metrics(tmp_path, capsys):
         "--output",
         str(out),
     ]
-    assert viz.main(args + ["--metrics", str(metrics)]) == 0
+    assert viz_cli.main(args + ["--metrics", str(metrics)]) == 0
     info = json.loads(_png(out)[1]["Description"])
     assert info["order"] == ["liver_2", "liver_10", "liver_1"]
     assert info["dice"] == [0.20, 0.60, 0.95] and info["num_cases"] == 3
     # Without the CSV the Dice values are computed: liver_1 (not eroded) is perfect.
-    assert viz.main(args) == 0
+    assert viz_cli.main(args) == 0
     info = json.loads(_png(out)[1]["Description"])
     assert info["order"] == ["liver_2", "liver_10", "liver_1"] and info["dice"][2] == 1.0
     # A prediction without an image: one error line, exit 1.
     os.rename(tmp_path / "extra" / "label" / "liver_99.nii.gz", tmp_path / "pred" / "stray_seg.nii.gz")
     capsys.readouterr()
-    assert viz.main(args) == 1
+    assert viz_cli.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "stray_seg.nii.gz" in err[0]
 
@@ -501,7 +502,7 @@ def test_curves_without_event_files(tmp_path):
 
 
 def test_cli_help_and_error_line(tmp_path):
-    run = [sys.executable, "-m", "scripts.visualize"]
+    run = [sys.executable, "-m", "scripts", "visualize"]
     res = subprocess.run(run + ["--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "overlay" in res.stdout and "curves" in res.stdout
     missing = str(tmp_path / "missing.nii.gz")
@@ -522,7 +523,7 @@ def test_cli_overlay_and_curves(tmp_path):
     paths = _phantom_case(tmp_path, "liver_5", seed=5)
     out = tmp_path / "o.png"
     assert (
-        viz.main(
+        viz_cli.main(
             [
                 "overlay",
                 "--image",
@@ -541,8 +542,8 @@ def test_cli_overlay_and_curves(tmp_path):
     )
     assert "liver Dice" in _png(out)[1]["Title"]
     _write_training_log(tmp_path / "runs")
-    assert viz.main(["curves", "--log_dir", str(tmp_path / "runs"), "--output", str(tmp_path / "c.png")]) == 0
-    assert viz.main(["curves", "--log_dir", str(tmp_path / "none"), "--output", str(tmp_path / "c2.png")]) == 1
+    assert viz_cli.main(["curves", "--log_dir", str(tmp_path / "runs"), "--output", str(tmp_path / "c.png")]) == 0
+    assert viz_cli.main(["curves", "--log_dir", str(tmp_path / "none"), "--output", str(tmp_path / "c2.png")]) == 1
 
 
 # ---------------------------------------------------------------------------------------------------------- legends

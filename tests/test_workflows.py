@@ -1,21 +1,23 @@
 """The three workflows as users run them (`python -m monai.bundle run training|evaluation|inference`), on the phantom.
 
 The `trained` fixture (conftest.py) trains for 3 short epochs; these tests check what that run wrote, then evaluate
-and infer with its weights.
+and infer with its weights. Runs that other test files check too are conftest's session fixtures (`one_epoch`,
+`resumed`, `evaluated`, `inferred`): each runs once. A variant whose command-line path another test here covers runs in
+this process (conftest.run_in_process: MONAI's `run`, as the runner calls it).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
-import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE_ROOT, FAST, run_bundle
+from conftest import BUNDLE_ROOT, FAST, ROUND_TRIP_CASES, run_bundle, run_in_process
 from scipy import ndimage
 
 from scripts import phantom
@@ -63,72 +65,31 @@ def test_training_lowers_the_loss_and_writes_the_checkpoints(trained):
     assert list(trained["runs"].glob("events.out.tfevents.*"))
 
 
-def test_training_is_reproducible_with_the_same_seed(trained, tmp_path):
-    again = run_bundle(
-        "training",
-        ["train.yaml"],
-        bundle_root=BUNDLE_ROOT,
-        dataset_dir=trained["data"],
-        output_dir=tmp_path / "runs",
-        ckpt_dir=tmp_path / "models",
-        epochs=1,
-        val_interval=1,
-        **FAST,
-    )
+def test_training_is_reproducible_with_the_same_seed(trained, one_epoch):
+    """conftest's `one_epoch` run (another run of the same seed, for 1 epoch, from another folder) trains its epoch on
+    the losses of the `trained` run's first epoch."""
     first = re.findall(r"Epoch: 1/\d+, Iter: \d+/\d+ -- train_loss: ([0-9.]+)", trained["log"])
-    second = re.findall(r"Epoch: 1/\d+, Iter: \d+/\d+ -- train_loss: ([0-9.]+)", again.stdout)
+    second = re.findall(r"Epoch: 1/\d+, Iter: \d+/\d+ -- train_loss: ([0-9.]+)", one_epoch["log"])
     assert first and first == second
 
 
-def test_resume_continues_from_the_latest_checkpoint(trained, tmp_path):
-    models = tmp_path / "models"
-    shutil.copytree(trained["models"], models)
-    proc = run_bundle(
-        "training",
-        ["train.yaml"],
-        bundle_root=BUNDLE_ROOT,
-        dataset_dir=trained["data"],
-        output_dir=tmp_path / "runs",
-        ckpt_dir=models,
-        epochs=4,
-        val_interval=1,
-        resume="true",
-        **FAST,
-    )
-    epochs = sorted(epoch_losses(proc.stdout))
+def test_resume_continues_from_the_latest_checkpoint(resumed):
+    """conftest's `resumed` run: a copy of the `trained` checkpoints resumed with --resume true --epochs 4 (its best
+    score raised beforehand, for tests/test_interruption.py: nothing checked here depends on it)."""
+    models, log = resumed["models"], resumed["log"]
+    epochs = sorted(epoch_losses(log))
     assert epochs == [4], f"a resumed run must train only the remaining epoch, trained {epochs}"
     # one resumable checkpoint: the one the resume started from is replaced, not left beside the new one
     assert sorted(p.name for p in models.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=4.pt"]
     # the cosine schedule follows the new total: T_max 3 -> 4, not the first run's (whose rate ended at 0)
-    assert "LR schedule stretched from 3 to 4 epochs" in proc.stdout, proc.stdout[-3000:]
+    assert "LR schedule stretched from 3 to 4 epochs" in log, log[-3000:]
     assert torch.load(models / "checkpoint_epoch=4.pt", weights_only=True)["lr_scheduler"]["T_max"] == 4
 
 
-def write_case(path, seed, orientation, spacing, shape=(40, 36, 24)):
-    image, label, affine = phantom.make_case(seed, shape=shape, spacing=spacing, orientation=orientation)
-    nib.save(nib.Nifti1Image(image, affine), str(path))
-    return image, label, affine
-
-
-def test_inference_round_trip_keeps_shape_and_affine(trained, tmp_path):
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    cases = {
-        "ras": ("RAS", (9.0, 9.0, 10.0)),
-        "lps": ("LPS", (9.0, 9.0, 10.0)),
-        "aniso": ("LAS", (7.3, 9.7, 12.1)),
-    }
-    written = {name: write_case(inputs / f"{name}.nii.gz", i, *spec) for i, (name, spec) in enumerate(cases.items())}
-    out = tmp_path / "out"
-    run_bundle(
-        "inference",
-        ["inference.yaml"],
-        bundle_root=BUNDLE_ROOT,
-        input=inputs,
-        output_dir=out,
-        ckpt_path=trained["models"] / "model.pt",
-        **FAST,
-    )
+def test_inference_round_trip_keeps_shape_and_affine(inferred):
+    """conftest's `inferred` run: a folder of phantom CTs in RAS, LPS and anisotropic LAS (ROUND_TRIP_CASES) segmented
+    with the `trained` weights."""
+    inputs, out, written, cases = inferred["in"], inferred["out"], inferred["written"], ROUND_TRIP_CASES
     for name, (image, _, affine) in written.items():
         src = nib.load(str(inputs / f"{name}.nii.gz"))
         seg = nib.load(str(out / f"{name}_seg.nii.gz"))
@@ -148,20 +109,12 @@ def test_inference_round_trip_keeps_shape_and_affine(trained, tmp_path):
         assert float(rows[name]["liver_volume_ml"]) == pytest.approx(expected_ml, rel=1e-3, abs=1e-3)
 
 
-def test_evaluation_matches_a_hand_computed_dice(trained, tmp_path):
-    out = tmp_path / "eval"
-    run_bundle(
-        "evaluation",
-        ["inference.yaml", "evaluate.yaml"],
-        bundle_root=BUNDLE_ROOT,
-        eval_datalist=trained["runs"] / "split.json",
-        output_dir=out,
-        ckpt_path=trained["models"] / "model.pt",
-        **FAST,
-    )
+def test_evaluation_matches_a_hand_computed_dice(evaluated):
+    """conftest's `evaluated` run: the `trained` weights evaluated on 5 labelled phantom cases."""
+    out = evaluated["out"]
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    split = json.loads((trained["runs"] / "split.json").read_text())
+    split = json.loads(evaluated["datalist"].read_text())
     assert len(rows) == len(split["validation"])
     for case, row in zip(split["validation"], rows, strict=True):
         label_img = nib.load(case["label"])
@@ -180,39 +133,52 @@ def test_evaluation_matches_a_hand_computed_dice(trained, tmp_path):
 
 
 def test_missing_weights_stop_inference_unless_untrained_run_is_asked(phantom_dir, tmp_path):
+    """Both runs in this process (run_in_process). On the command line, a weights check that fails is a one-line exit
+    (tests/test_robustness.py::test_bad_weights_stop_inference_with_one_line, a run_bundle run), and --load_pretrain
+    false runs and writes masks (the run_bundle runs of tests/test_robustness.py with --load_pretrain false)."""
     out = tmp_path / "out"
     missing = tmp_path / "nowhere" / "model.pt"
-    proc = run_bundle(
-        "inference",
-        ["inference.yaml"],
-        check=False,
-        bundle_root=BUNDLE_ROOT,
-        dataset_dir=phantom_dir,
-        output_dir=out,
-        ckpt_path=missing,
-        **FAST,
-    )
-    assert proc.returncode != 0
-    assert str(missing) in proc.stdout and "not found" in proc.stdout
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(
+            "inference",
+            ["inference.yaml"],
+            bundle_root=BUNDLE_ROOT,
+            dataset_dir=phantom_dir,
+            output_dir=out,
+            ckpt_path=missing,
+            **FAST,
+        )
+    assert isinstance(stop.value.code, str)  # printed as the last line, exit status 1
+    assert str(missing) in stop.value.code and "not found" in stop.value.code
     assert not out.exists() or not any(out.iterdir())
 
-    proc = run_bundle(
-        "inference",
-        ["inference.yaml"],
-        bundle_root=BUNDLE_ROOT,
-        dataset_dir=phantom_dir,
-        output_dir=out,
-        ckpt_path=missing,
-        load_pretrain="false",
-        **FAST,
-    )
-    assert "UNTRAINED" in proc.stdout
+    warned: list[str] = []  # the bundle's warnings, which the runner's console handler prints
+    catch = logging.Handler(logging.WARNING)
+    catch.emit = lambda record: warned.append(record.getMessage())
+    logging.getLogger("scripts.inputs").addHandler(catch)
+    try:
+        run_in_process(
+            "inference",
+            ["inference.yaml"],
+            bundle_root=BUNDLE_ROOT,
+            dataset_dir=phantom_dir,
+            output_dir=out,
+            ckpt_path=missing,
+            load_pretrain="false",
+            **FAST,
+        )
+    finally:
+        logging.getLogger("scripts.inputs").removeHandler(catch)
+    assert any("UNTRAINED" in message for message in warned), warned
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["liver_006_seg.nii.gz", "liver_007_seg.nii.gz"]
 
 
 @pytest.mark.parametrize("transfer_syntax", ["explicit", "jpeg2000"])
 def test_inference_on_a_dicom_series_folder(trained, tmp_path, transfer_syntax):
-    """A DICOM series folder is one case: the mask is named after the folder and lies on the series' own grid."""
+    """A DICOM series folder is one case: the mask is named after the folder and lies on the series' own grid.
+
+    The explicit-VR series runs on the command line (run_bundle); the JPEG 2000 one, whose difference is only how the
+    slices are decoded, in this process (run_in_process)."""
     from scripts import dicom
 
     image, _, affine = phantom.make_case(7, shape=(48, 40, 24), spacing=(8.0, 8.0, 9.0), orientation="LPS")
@@ -220,7 +186,7 @@ def test_inference_on_a_dicom_series_folder(trained, tmp_path, transfer_syntax):
     dicom.write_series(image, affine, str(series), transfer_syntax=transfer_syntax)
     volume, dicom_affine, _ = dicom.read_series(str(series))
     out = tmp_path / "out"
-    run_bundle(
+    (run_bundle if transfer_syntax == "explicit" else run_in_process)(
         "inference",
         ["inference.yaml"],
         bundle_root=BUNDLE_ROOT,

@@ -1,10 +1,14 @@
 """A MONAI Deploy application: liver segmentation of a CT series in a DICOM study, written back as DICOM SEG.
 
-Run it from the bundle root (it uses the bundle's ``scripts`` package) with a TorchScript export of the bundle::
+Run it with a TorchScript export of the bundle, from the bundle root (it uses the bundle's ``scripts`` package), or
+from any folder as ``python path/to/bundle/scripts deploy_app ...``::
 
     python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt \\
         --meta_file configs/metadata.json --config_file configs/inference.yaml
-    python -m scripts.deploy_app -i DICOM_STUDY_DIR -o OUT_DIR -m models/model.ts
+    python -m scripts deploy_app -i DICOM_STUDY_DIR -o OUT_DIR -m models/model.ts
+
+``python -m scripts.deploy_app`` runs the same command line (:mod:`scripts.deploy_app.__main__`, whose ``main`` a
+MONAI Application Package calls).
 
 The pipeline, built with the MONAI Deploy App SDK 4.x (Holoscan operators):
 

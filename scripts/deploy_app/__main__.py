@@ -1,7 +1,10 @@
-"""Command line: ``python -m scripts.deploy_app -i DICOM_STUDY_DIR -o OUT_DIR -m models/model.ts`` (bundle root).
+"""The Deploy app's command line: ``python -m scripts deploy_app -i DICOM_STUDY_DIR -o OUT_DIR [-m MODEL.ts]``.
 
-Inside a MONAI Application Package the runner passes no arguments but sets HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH
-and HOLOSCAN_MODEL_PATH; those are the defaults of -i, -o and -m.
+Like every user command it also runs from any folder as ``python path/to/bundle/scripts deploy_app ...``;
+``python -m scripts.deploy_app ...`` (from the bundle root) runs this module directly, and a MONAI Application Package
+calls its :func:`main`. Inside a MAP the runner passes no arguments but sets HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH and
+HOLOSCAN_MODEL_PATH; those are the defaults of -i, -o and -m. Without HOLOSCAN_MODEL_PATH the model defaults to
+``models/model.ts`` in ``--bundle_root`` (default: the bundle this code lives in).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import logging
 import os
 import resource
 import sys
+
+from scripts.commands import add_bundle_root
 
 STACK_BYTES = 32 * 2**20  # Holoscan asks for a 32 MiB stack and warns on the usual 8 MiB
 
@@ -44,20 +49,21 @@ def _quiet_stderr(enabled: bool):
         os.close(devnull)
 
 
-def _model_default() -> str:
-    """$HOLOSCAN_MODEL_PATH (a MAP's model file, or the folder the packager put it in), else models/model.ts."""
+def _model_default(bundle_root: str) -> str:
+    """$HOLOSCAN_MODEL_PATH (a MAP's model file, or the folder the packager put it in), else models/model.ts in
+    ``bundle_root``."""
     path = os.environ.get("HOLOSCAN_MODEL_PATH")
     if not path:
-        return "models/model.ts"
+        return os.path.join(os.path.abspath(bundle_root), "models", "model.ts")
     if os.path.isdir(path):
         found = sorted(os.path.join(d, f) for d, _, files in os.walk(path) for f in files if f.endswith(".ts"))
         return found[0] if len(found) == 1 else path
     return path
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m scripts.deploy_app") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.deploy_app",
+        prog=prog,
         description="Liver segmentation of the CT series in a DICOM study folder: writes a DICOM SEG and a NIfTI "
         "mask. A MONAI Deploy App SDK application running the bundle exported to TorchScript.",
     )
@@ -79,10 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-m",
         "--model",
-        default=_model_default(),
+        default=None,
         help="TorchScript bundle export (python -m monai.bundle ckpt_export ...; "
-        "default: $HOLOSCAN_MODEL_PATH, else %(default)s)",
+        "default: $HOLOSCAN_MODEL_PATH, else BUNDLE_ROOT/models/model.ts)",
     )
+    add_bundle_root(parser)
     parser.add_argument(
         "--series_uid", default=None, help="SeriesInstanceUID to segment (default: the CT series with the most slices)"
     )
@@ -90,9 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    """Command line entry; returns the exit status."""
-    args = _parser().parse_args(argv)
+def main(argv=None, prog: str = "python -m scripts.deploy_app") -> int:
+    """Command line entry; returns the exit status. ``prog`` is the command shown in the usage."""
+    args = _parser(prog).parse_args(argv)
+    if args.model is None:
+        args.model = _model_default(args.bundle_root)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s"
     )

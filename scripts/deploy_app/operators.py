@@ -16,6 +16,7 @@ import numpy as np
 from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
 
 from scripts import dicom
+from scripts.fileio import case_name, save_nifti
 
 logger = logging.getLogger(__name__)
 
@@ -190,20 +191,13 @@ def segment_descriptions(metadata: dict):
     return descriptions
 
 
-def _atomic_dicom_save(dataset, path: str) -> None:
-    from scripts.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        dataset.save_as(tmp, enforce_file_format=True)
-
-
 def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir) -> dict:
     """Write the mask as DICOM SEG and gzip NIfTI; return ``{"seg": path, "nifti": path, "voxels": {label: n}}``.
 
     ``mask_kji`` is a label map indexed (slice, row, column) in the slice order of ``series["files"]`` (as
     :func:`select_ct_series` returns it). The SEG has one frame per source slice, even an empty one, so its frames
     line up with the source one to one. The NIfTI is indexed (i, j, k) with the series' RAS affine, the grid that
-    ``python -m scripts.dicom convert`` gives the same series. Outputs are named after the series
+    ``python -m scripts dicom convert`` gives the same series. Outputs are named after the series
     (``<PatientID>_<SeriesNumber or UID tail>_seg.dcm`` / ``.nii.gz``).
     """
     import highdicom as hd
@@ -223,7 +217,7 @@ def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir
         raise ValueError(f"{series['name']}: the mask holds label(s) {unknown} that the model's metadata does not name")
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    stem = dicom._output_names([series])[0][: -len(".nii.gz")] + "_seg"
+    stem = case_name(dicom._output_names([series])[0]) + "_seg"
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in series["files"]]
     source_number = series.get("series_number")
     seg = hd.seg.Segmentation(
@@ -244,9 +238,9 @@ def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir
         omit_empty_frames=False,
     )
     seg_path = os.path.join(output_dir, stem + ".dcm")
-    _atomic_dicom_save(seg, seg_path)
+    dicom._save_dataset_atomic(seg, seg_path)
     nifti_path = os.path.join(output_dir, stem + ".nii.gz")
-    dicom._save_nifti_atomic(np.ascontiguousarray(mask.transpose(2, 1, 0)), series["affine"], nifti_path)
+    save_nifti(np.ascontiguousarray(mask.transpose(2, 1, 0)), series["affine"], nifti_path)
     labels, counts = np.unique(mask, return_counts=True)
     return {
         "seg": seg_path,

@@ -2,9 +2,9 @@
 
 A command, not a timed test: every figure in ``docs/benchmark.md`` comes from one run of it, on this machine.
 
-    python -m scripts.benchmark                       # everything; writes docs/benchmark.md and docs/benchmark.json
-    python -m scripts.benchmark --steps e2e stages    # only some steps (the report holds what was run)
-    python -m scripts.benchmark --trained_ckpt models/model.pt --trained_configs configs/demo.yaml
+    python -m tools.benchmark                       # everything; writes docs/benchmark.md and docs/benchmark.json
+    python -m tools.benchmark --steps e2e stages    # only some steps (the report holds what was run)
+    python -m tools.benchmark --trained_ckpt models/model.pt --trained_configs configs/demo.yaml
 
 Steps (``--steps``):
   e2e      the standard workload (a folder of 5 synthetic 512x512x150 CTs, 0.8x0.8x2.5 mm, int16 gzip NIfTI) and one
@@ -48,8 +48,10 @@ import time
 
 import numpy as np
 
+from scripts.fileio import case_name
+from scripts.visualize import dice  # the bundle's Dice of two masks (benchmark.dice for the tests)
+
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE_DIR = os.path.join(os.path.dirname(BUNDLE_ROOT), "shared", "reference", "spleen_ct_segmentation")
 STANDARD_SHAPE = (512, 512, 150)
 STANDARD_SPACING = (0.8, 0.8, 2.5)
 STEPS = ("e2e", "stages", "train", "rss600", "dice", "gpu")
@@ -154,91 +156,66 @@ def random_weights(path: str, config_files=(INFERENCE_CONFIG,), seed: int = 0) -
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _find_transform(cfg, section: str, target: str) -> int:
-    transforms = cfg.get(f"{section}#transforms")
-    for i, t in enumerate(transforms or []):
-        if isinstance(t, dict) and str(t.get("_target_", "")).split(".")[-1] == target:
-            return i
-    raise ValueError(f"{INFERENCE_CONFIG}: no {target} in {section}; the benchmark's variants need updating")
+REVERTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reverts")
+#: The transform each revert file patches, by its place in configs/inference.yaml's lists: a config edit that moves
+#: one makes revert_overrides refuse to run rather than time the wrong thing.
+REVERT_TARGETS = {
+    "preprocessing#transforms#0": "LoadImaged",
+    "preprocessing#transforms#6": "Spacingd",
+    "postprocessing#transforms#1": "liver_channel",
+    "postprocessing#transforms#2": "to_input_grid",
+    "postprocessing#transforms#3": "SaveImaged",
+}
+#: The reverts that make up ``plain``, in the order they are applied (``liver_box_resampling`` replaces the transform
+#: whose function ``nifti_writer`` patches, so it comes after it), then ``plain.yaml``.
+PLAIN = (
+    "float32_resampling",
+    "liver_channel_only",
+    "nifti_writer",
+    "liver_box_resampling",
+    "liver_box_inference",
+    "slab_reader",
+    "thread_loader",
+    "cpu_batch_of_2",
+    "gpu_preprocessing",
+)
+
+
+def _target_name(item) -> str:
+    """The last part of a config item's ``_target_``, or of its ``func`` for a ``Lambdad``."""
+    if not isinstance(item, dict):
+        return ""
+    if str(item.get("_target_", "")).split(".")[-1] == "Lambdad":
+        return str(item.get("func", "")).split(".")[-1].split("(")[0]
+    return str(item.get("_target_", "")).split(".")[-1]
 
 
 def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     """``{optimisation: {config id: value}}``: the overrides that give each optimisation's "before" path.
 
-    - ``float32_resampling``: Spacingd (and so its inversion) computes in float64, MONAI's default.
-    - ``liver_channel_only``: both class channels are resampled to the input grid and argmax'ed.
-    - ``liver_box_resampling``: ``Invertd`` resamples the prediction over the whole input grid, then
-      ``AsDiscreted`` and ``KeepLargestConnectedComponentd`` run there (instead of scripts.postprocess).
-    - ``liver_box_inference``: the sliding window runs over the whole body (no coarse pass, scripts/inferers.py).
-    - ``slab_reader``: MONAI's default reader (its one-pass copy of the voxels into C order, zlib's inflate).
-    - ``isal_gzip``: the slab reader inflating ``.nii.gz`` with nibabel's gzip (zlib) instead of ISA-L.
-    - ``thread_loader``: MONAI's DataLoader, which reads the next case only when it is asked for (with no loader
-      processes); end to end only: the in-process stage profile has no loader (``E2E_ONLY``).
-    - ``cpu_batch_of_2``: 4 windows per network call on a CPU too (the GPU's number).
-    - ``nifti_writer``: the label map in C order, written by MONAI's ``NibabelWriter`` (zlib's deflate).
-    - ``gpu_preprocessing``: with a GPU, the image is resampled, scaled and cropped on the CPU, in loader processes
-      (``GPU_ONLY``).
-    - ``gpu_loader_threads``: with the preprocessing on a GPU, one loader thread instead of ``num_workers`` (end to
-      end only, ``GPU_ONLY``).
-    - ``plain``: all reverted: the pipeline as it was before issue 6 (the "plain full-resolution" path).
+    Each optimisation's overrides are the file ``tools/reverts/<optimisation>.yaml`` (its comment says what it
+    reverts); ``plain`` applies those of ``PLAIN`` in order, then ``plain.yaml``: the pipeline as it was before issue
+    6. Raises ValueError when a file's ids no longer name the transform ``REVERT_TARGETS`` expects in the config.
     """
     from monai.bundle import ConfigParser
 
     cfg = ConfigParser()
     cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
-    spacing = _find_transform(cfg, "preprocessing", "Spacingd")
-    lam = _find_transform(cfg, "postprocessing", "Lambdad")
-    disc = _find_transform(cfg, "postprocessing", "AsDiscreted")
-    box = next(i for i, t in enumerate(cfg.get("postprocessing#transforms")) if "to_input_grid" in str(t.get("func")))
-    save = _find_transform(cfg, "postprocessing", "SaveImaged")
-    f64 = {f"preprocessing#transforms#{spacing}#dtype": "$numpy.float64"}
-    both_channels = {
-        f"postprocessing#transforms#{lam}#func": "$lambda p: p",
-        f"postprocessing#transforms#{disc}#argmax": True,
-        f"postprocessing#transforms#{disc}#threshold": None,
-    }
-    whole_grid = {"resample_liver_box": False}
-    whole_body = {"coarse_to_fine": False}
-    reader = f"preprocessing#transforms#{_find_transform(cfg, 'preprocessing', 'LoadImaged')}#reader"
-    monai_reader, zlib_reader = {reader: None}, {reader: "$@scripts.inputs.NiftiReader(fast_gzip=False)"}
-    process_loader = {
-        "dataloader": {
-            "_target_": "DataLoader",
-            "dataset": "@dataset",
-            "batch_size": 1,
-            "shuffle": False,
-            "num_workers": "@num_workers",
-        }
-    }  # no use_thread_workers
-    batch_4, cpu_pre = {"sw_batch_size": 4}, {"preprocess_device": "cpu"}
-    monai_writer = {
-        f"postprocessing#transforms#{box}#func": "$lambda p: @scripts.postprocess.to_input_grid(p, " "x_fastest=False)",
-        f"postprocessing#transforms#{save}#writer": "NibabelWriter",
-    }
-    return {
-        "float32_resampling": f64,
-        "liver_channel_only": both_channels,
-        "liver_box_resampling": whole_grid,
-        "liver_box_inference": whole_body,
-        "slab_reader": monai_reader,
-        "isal_gzip": zlib_reader,
-        "thread_loader": process_loader,
-        "cpu_batch_of_2": batch_4,
-        "nifti_writer": monai_writer,
-        "gpu_preprocessing": cpu_pre,
-        "gpu_loader_threads": {"num_workers": 0},
-        "plain": {
-            **f64,
-            **both_channels,
-            **whole_grid,
-            **whole_body,
-            **monai_reader,
-            **process_loader,
-            **batch_4,
-            **monai_writer,
-            **cpu_pre,
-        },
-    }
+    for place, target in REVERT_TARGETS.items():
+        if _target_name(cfg.get(place)) != target:
+            raise ValueError(f"{config_files[0]}: {place} is not {target}; tools/reverts/ needs updating")
+    reverts = {}
+    for path in sorted(glob.glob(os.path.join(REVERTS_DIR, "*.yaml"))):
+        name = os.path.splitext(os.path.basename(path))[0]
+        reverts[name] = dict(ConfigParser.load_config_file(path))
+        for key in reverts[name]:
+            place = "#".join(key.split("#")[:3])
+            if "#transforms#" in key and place not in REVERT_TARGETS:
+                raise ValueError(f"{path}: {key} patches {place}, which REVERT_TARGETS does not check")
+    plain = {}
+    for name in (*PLAIN, "plain"):
+        plain.update(reverts.pop(name) if name == "plain" else reverts[name])
+    return {**reverts, "plain": plain}
 
 
 def cli_overrides(overrides: dict) -> list[str]:
@@ -410,7 +387,7 @@ def run_ours(case_dir: str, out: str, ckpt: str, n_cases: int, config_files=(INF
     return summarize_run(run, sorted(glob.glob(os.path.join(out, "*_seg.nii.gz"))), n_cases)
 
 
-def run_reference(case_dir: str, out: str, n_cases: int, reference_dir: str = REFERENCE_DIR):
+def run_reference(case_dir: str, out: str, n_cases: int, reference_dir: str):
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     run = run_monitored(reference_command(case_dir, out), reference_dir, out + ".log")
@@ -522,23 +499,33 @@ def flops_per_window(network, roi_size, in_channels: int = 1) -> float:
     return float(counter.get_total_flops())
 
 
+class WindowCounter:
+    """``network`` behind a count of the windows (batch items) it is called with, the benchmark's one window
+    counter: pass it to an inferer in the network's place. Without ``network`` a stand-in returns zeros with
+    ``out_channels`` channels (the plan of a plain sliding window, which does not depend on the output)."""
+
+    def __init__(self, network=None, out_channels: int = 2):
+        self.network, self.out_channels, self.windows = network, out_channels, 0
+
+    def __call__(self, x):
+        import torch
+
+        self.windows += x.shape[0]
+        if self.network is not None:
+            return self.network(x)
+        return torch.zeros((x.shape[0], self.out_channels, *x.shape[2:]), dtype=x.dtype)
+
+
 def count_windows(inferer, image, network=None, out_channels: int = 2) -> int:
     """How many windows ``inferer`` runs on ``image``, a (1, C, *spatial) tensor or its shape. Without ``network``,
     a stand-in that returns zeros is run on zeros of that shape (the plan of a plain sliding window); the
     coarse-to-fine inferer's windows depend on what the network finds, so for it pass the ``network`` and the image."""
     import torch
 
-    seen = [0]
-
-    def counted(x):
-        seen[0] += x.shape[0]
-        if network is not None:
-            return network(x)
-        return torch.zeros((x.shape[0], out_channels, *x.shape[2:]), dtype=x.dtype)
-
+    counter = WindowCounter(network, out_channels)
     with torch.no_grad():
-        inferer(image if isinstance(image, torch.Tensor) else torch.zeros(image), counted)
-    return seen[0]
+        inferer(image if isinstance(image, torch.Tensor) else torch.zeros(image), counter)
+    return counter.windows
 
 
 def matmul_rate(size: int = 2048, repeats: int = 7) -> float:
@@ -574,17 +561,8 @@ def conv_rate(repeats: int = 5) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# in-process stage profile (run in a fresh worker process: python -m scripts.benchmark --worker stages ARGS.json)
+# in-process stage profile (run in a fresh worker process: python -m tools.benchmark --worker stages ARGS.json)
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def _load_weights(network, ckpt: str) -> None:
-    import torch
-
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    network.load_state_dict(state)
 
 
 def _stage_name(transform) -> str:
@@ -628,7 +606,9 @@ def profile_case(
     post = cfg.get_parsed_content("postprocessing")
     inferer = cfg.get_parsed_content("inferer")
     net = cfg.get_parsed_content("network")
-    _load_weights(net, ckpt)
+    from scripts.checkpoint import load_into
+
+    load_into(net, ckpt)
     net.eval()
     dev = torch.device(device)
 
@@ -651,19 +631,17 @@ def profile_case(
     for t in pre.transforms:
         data = timed("pre: " + _stage_name(t), t, data)
     x = data["image"].unsqueeze(0).to(dev)
-    windows = [0]
-    hook = net.register_forward_pre_hook(lambda m, a: windows.__setitem__(0, windows[0] + a[0].shape[0]))
+    counted = WindowCounter(net)
 
     def run_network(inp):
         with torch.no_grad():
             if amp_dtype:
                 with torch.autocast(dev.type, dtype=getattr(torch, amp_dtype)):
-                    return inferer(inp, net)
-            return inferer(inp, net)
+                    return inferer(inp, counted)
+            return inferer(inp, counted)
 
     data["pred"] = timed(NETWORK_STAGE, run_network, x)[0].float()
-    hook.remove()
-    for t in post.transforms:
+    for t in post.flatten().transforms:  # a revert's nested Compose, transform by transform
         data = timed("post: " + _stage_name(t), t, data)
     timed("report row (CaseTable)", lambda d: handlers.case_measures(d["pred"], None, d.get("ct_hu")), data)
     roi = cfg.get_parsed_content("patch_size")
@@ -671,7 +649,7 @@ def profile_case(
         "stages": stages,
         "network_s": stages[NETWORK_STAGE],
         "total_s": sum(stages.values()),
-        "windows": windows[0],
+        "windows": counted.windows,
         "network_input_shape": list(x.shape[2:]),
         "flops_per_window": flops_per_window(net, roi),
         "mask_voxels": int(torch.as_tensor(data["pred"]).count_nonzero()),
@@ -782,7 +760,7 @@ def _worker_dice(args: dict) -> dict:
                 output_dir=folder,
                 amp_dtype=v.get("amp_dtype"),
             )
-            stem = os.path.basename(image)[: -len(".nii.gz")]
+            stem = case_name(image)
             mask = np.asarray(nib.load(os.path.join(folder, f"{stem}_seg.nii.gz")).dataobj) > 0
             ref = np.asarray(nib.load(label).dataobj) > 0
             rows.append(
@@ -805,7 +783,7 @@ def run_worker(kind: str, args: dict, work: str, timeout: float = 3600.0) -> dic
     with os.fdopen(fd, "w") as f:
         json.dump(args, f)
     out_path = args_path[: -len(".json")] + ".out.json"
-    cmd = [sys.executable, "-m", "scripts.benchmark", "--worker", kind, args_path, out_path]
+    cmd = [sys.executable, "-m", "tools.benchmark", "--worker", kind, args_path, out_path]
     proc = subprocess.run(
         cmd,
         cwd=BUNDLE_ROOT,
@@ -844,13 +822,6 @@ def summarize_stages(results: dict) -> dict:
 # ------------------------------------------------------------------------------------------------------------------
 # accuracy: fast path vs plain path
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks (1.0 when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    denom = int(a.sum()) + int(b.sum())
-    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(a, b).sum()) / denom
 
 
 def compare_masks(fast_dir: str, plain_dir: str, label_dir: str) -> list[dict]:
@@ -927,7 +898,8 @@ def render_markdown(res: dict) -> str:
     lines = [
         "# Benchmark: inference and training speed",
         "",
-        f"Generated by `{res['command']}` on {m['date']} (do not edit by hand: rerun the command).",
+        f"Written by `python -m tools.benchmark` on {m['date']} (do not edit by hand: rerun it; the exact commands "
+        'are in the appendix, "Commands").',
         "",
         f"Machine: {m['cpu']}, {m['cpu_cores']} cores, {m['memory_gb']} GB RAM, GPU: {m['gpu'] or 'none'}; "
         f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), MONAI {m['monai']}, "
@@ -1002,7 +974,7 @@ def render_markdown(res: dict) -> str:
             "--config_file configs/inference.json --meta_file configs/metadata.json --logging_file "
             "configs/logging.conf --dataset_dir DIR --output_dir OUT --load_pretrain False "
             "--dataloader#num_workers 0`; ours with ONNX Runtime adds configs/inference_onnx.yaml to the "
-            "config files and `--onnx_path WEIGHTS.onnx` (`python -m scripts.export onnx` of the same weights)."
+            "config files and `--onnx_path WEIGHTS.onnx` (`python -m scripts export onnx` of the same weights)."
         )
         lines.append("")
     tr = res.get("e2e_trained")
@@ -1144,7 +1116,7 @@ def render_markdown(res: dict) -> str:
         lines += [
             f"Not run: {gp.get('not_run') if gp else 'step not selected'}. The step measures, on CUDA, the "
             "per-volume latency of the stage profile in fp32 and under fp16/bf16 autocast, and training "
-            "throughput with AMP; run `python -m scripts.benchmark --steps gpu` on a GPU machine.",
+            "throughput with AMP; run `python -m tools.benchmark --steps gpu` on a GPU machine.",
             "",
         ]
     else:
@@ -1196,6 +1168,8 @@ def render_markdown(res: dict) -> str:
     lines += decisions_markdown(res)
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
+    lines += ["## Appendix: Commands", "", "The runs that wrote this report, in order (`; then` separates them):", ""]
+    lines += [f"- `{c}`" for c in str(res["command"]).split("; then ")] + [""]
     return "\n".join(lines)
 
 
@@ -1235,8 +1209,8 @@ def decisions_markdown(res: dict) -> list[str]:
         "## Changes kept (before -> after, from the stage table)",
         "",
         "1. The prediction goes back to the input's grid by resampling only the liver's box "
-        "(`resample_liver_box: true`, `scripts/postprocess.py`). `Invertd` resampled the probability map over the "
-        "whole input grid (39 M voxels for a 512x512x150 CT), then `AsDiscreted` and "
+        "(`scripts/postprocess.py`; reverted by `tools/reverts/liver_box_resampling.yaml`). `Invertd` resampled "
+        "the probability map over the whole input grid (39 M voxels for a 512x512x150 CT), then `AsDiscreted` and "
         "`KeepLargestConnectedComponentd` ran there. Now the largest component is found on the 2 mm network grid, "
         "its box (plus 2 voxels) is mapped to the input grid through the affines, and `SpatialResample` fills only "
         "that box, where the threshold and the largest component are taken: Invertd + AsDiscreted + "
@@ -1346,7 +1320,7 @@ def decisions_markdown(res: dict) -> list[str]:
         "batch of 2 in 0.36 s against 0.34 s eager, after 3.4 s of tracing; channels-last 0.39 s against 0.41 s "
         "for a batch of 1. Neither adopted.",
         f"- ONNX Runtime (configs/inference_onnx.yaml): {_onnx_verdict(res)}. Not the default: it needs the "
-        "export step (`python -m scripts.export onnx`) after every training, and the PyTorch network is what "
+        "export step (`python -m scripts export onnx`) after every training, and the PyTorch network is what "
         "model.ts, MONAI Deploy and TensorRT are built from.",
         "- Fewer or larger windows (whole volume in one pass, 128^3 or 192^3 windows, overlap 0.1 or 0): measured "
         "by hand with the GPU-trained phantom weights on the 5 standard cases (notes): every one lost more than "
@@ -1499,7 +1473,9 @@ def step_stages(args, res, work, cases_dir, ckpt):
     }
     # windows over the whole folder: preprocessing each case, then counting the inferer's windows
     pre = _parsed(["preprocessing", "inferer", "network"])
-    _load_weights(pre["network"], ckpt)
+    from scripts.checkpoint import load_into
+
+    load_into(pre["network"], ckpt)
     pre["network"].eval()
     windows = 0
     for path in sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz"))):
@@ -1542,15 +1518,13 @@ def profile_reference(image: str, reference_dir: str) -> dict:
     t0 = time.perf_counter()
     x = pre({"image": image})["image"][None]
     t1 = time.perf_counter()
-    windows = [0]
-    net.register_forward_pre_hook(lambda m, a: windows.__setitem__(0, windows[0] + a[0].shape[0]))
-    net.eval()
+    counted = WindowCounter(net.eval())
     with torch.no_grad():
-        inferer(x, net)
+        inferer(x, counted)
     t2 = time.perf_counter()
     return {
         "network_input_shape": list(x.shape[2:]),
-        "windows": windows[0],
+        "windows": counted.windows,
         "preprocessing_s": t1 - t0,
         "network_s": t2 - t1,
         "total_s": None,
@@ -1668,7 +1642,9 @@ def step_gpu(args, res, work, cases_dir):
         _gpu_stages(args, out, work, images, ckpt, device)
     if "e2e" in parts:
         log(f"gpu: the standard folder ({len(images)} cases) end to end, {args.repeats} run(s) each")
-        has_reference = os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json"))
+        has_reference = bool(args.reference_dir) and os.path.isfile(
+            os.path.join(args.reference_dir, "configs", "inference.json")
+        )
         reverts = revert_overrides()
         out["e2e"] = compare_alternating(
             cases_dir,
@@ -1744,7 +1720,7 @@ def _gpu_train(args, out, work, device):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m scripts.benchmark",
+        prog="python -m tools.benchmark",
         description="Benchmark the bundle's inference (and training) against the reference "
         "pipeline; writes docs/benchmark.md and docs/benchmark.json.",
     )
@@ -1755,7 +1731,10 @@ def _parser() -> argparse.ArgumentParser:
         help="inputs, outputs and logs (reused between runs; default: %(default)s)",
     )
     p.add_argument("--report_dir", default=os.path.join(BUNDLE_ROOT, "docs"), help="where the report goes")
-    p.add_argument("--reference_dir", default=REFERENCE_DIR, help="the reference bundle (default: %(default)s)")
+    p.add_argument(
+        "--reference_dir",
+        help="the reference bundle's folder, e.g. ../shared/reference/spleen_ct_segmentation (needed by e2e and stages)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="alternating runs per comparison (default 3)")
     p.add_argument("--num_cases", type=int, default=5, help="volumes in the standard folder (default 5)")
     p.add_argument(
@@ -1837,15 +1816,15 @@ def main(argv=None) -> int:
             return 0
         if args.repeats < 1 or args.num_cases < 1:
             raise ValueError("--repeats and --num_cases must be at least 1")
-        if ("e2e" in args.steps or "stages" in args.steps) and not os.path.isfile(
-            os.path.join(args.reference_dir, "configs", "inference.json")
-        ):
+        if ("e2e" in args.steps or "stages" in args.steps) and not args.reference_dir:
+            raise ValueError("the e2e and stages steps compare against a reference bundle: give --reference_dir")
+        if args.reference_dir and not os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json")):
             raise FileNotFoundError(f"{args.reference_dir}: no configs/inference.json (give --reference_dir)")
         if args.trained_ckpt and not os.path.isfile(args.trained_ckpt):
             raise FileNotFoundError(f"{args.trained_ckpt}: weights file not found")
         work = os.path.abspath(args.work_dir)
         os.makedirs(work, exist_ok=True)
-        command = "python -m scripts.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
+        command = "python -m tools.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
         res = {"command": command, "machine": machine_info(), "notes": list(args.note)}
         previous = os.path.join(args.report_dir, "benchmark.json")
         if args.merge and os.path.isfile(previous):

@@ -1,11 +1,12 @@
-"""The demo: the whole job on the embedded synthetic phantom, with the same commands a user runs on real data.
+"""``python -m scripts demo``: the whole job on the synthetic phantom, with the commands a user runs on real data.
 
-    python -m scripts.demo [--workdir demo] [--epochs N]
+    python -m scripts demo [--workdir DIR] [--epochs N] [--bundle_root DIR]
 
 Steps: generate a phantom dataset (MSD layout), check it, train (configs/train.yaml + configs/demo.yaml), evaluate on
 held-out phantom cases, run inference on a folder, and draw an overlay, an evaluation grid and the training curves.
-Every step is a separate command, printed before it runs, so each can be copied and rerun alone. Everything is
-written under --workdir (default: demo/ in the bundle root). The weights it trains are labelled as phantom-trained.
+Every step is a separate command, printed before it runs and run from the bundle root, so each can be copied and
+rerun alone there. Everything is written under --workdir (default: demo/ in the bundle root; a folder given is
+relative to the working directory). The weights it trains are labelled as phantom-trained.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 
-BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from scripts.commands import PROG, add_bundle_root, in_bundle
 
 
 def bundle_run(run_id: str, configs: list[str], **overrides) -> list[str]:
@@ -32,13 +33,13 @@ def bundle_run(run_id: str, configs: list[str], **overrides) -> list[str]:
     return cmd
 
 
-def step(title: str, cmd: list[str]) -> float:
-    """Print and run one command from the bundle root; stop the demo (exit 1) if it fails. Returns its seconds."""
+def step(title: str, cmd: list[str], bundle_root: str) -> float:
+    """Print and run one command from ``bundle_root``; stop the demo (exit 1) if it fails. Returns its seconds."""
     cmd = [str(c) for c in cmd]
     shown = " ".join(shlex.quote(c if c != sys.executable else "python") for c in cmd)
     print(f"\n=== {title}\n$ {shown}", flush=True)
     start = time.time()
-    code = subprocess.call(cmd, cwd=BUNDLE_ROOT)
+    code = subprocess.call(cmd, cwd=bundle_root)
     if code != 0:
         print(f"error: demo step {title!r} failed with exit code {code}", file=sys.stderr)
         sys.exit(1)
@@ -55,15 +56,22 @@ def mean_dice(metrics_csv: str) -> tuple[float, str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", default="demo", help="output folder, relative to the bundle root (default: demo)")
+    """Command line entry; returns the exit status (the demo stops with status 1 at the first step that fails)."""
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--workdir", default=None, help="output folder (default: demo/ in the bundle root)")
     p.add_argument("--num_train", type=int, default=12, help="phantom training cases (default: 12)")
     p.add_argument("--num_test", type=int, default=4, help="held-out phantom cases (default: 4)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: configs/demo.yaml's)")
     p.add_argument("--seed", type=int, default=0, help="phantom and training seed (default: 0)")
+    add_bundle_root(p)
     args = p.parse_args(argv)
 
-    w = args.workdir
+    root = in_bundle(args.bundle_root)
+    workdir = os.path.abspath(args.workdir) if args.workdir else in_bundle(root, "demo")
+    # the steps run from the bundle root: its own folders are shown relative to it, as a user there would type them
+    w = os.path.relpath(workdir, root) if workdir.startswith(os.path.join(root, "")) else workdir
     data, runs, models = f"{w}/data", f"{w}/runs", f"{w}/models"
     evaluation, inference = f"{w}/eval", f"{w}/inference"
     schedule = {} if args.epochs is None else {"epochs": args.epochs}
@@ -74,7 +82,8 @@ def main(argv=None) -> int:
         [
             python,
             "-m",
-            "scripts.phantom",
+            "scripts",
+            "phantom",
             "--output_dir",
             data,
             "--num_train",
@@ -84,13 +93,15 @@ def main(argv=None) -> int:
             "--seed",
             args.seed,
         ],
+        root,
     )
     step(
         "2/7 list the held-out phantom cases as a datalist",
         [
             python,
             "-m",
-            "scripts.datalist",
+            "scripts",
+            "datalist",
             "--images",
             f"{data}/imagesTs",
             "--labels",
@@ -98,8 +109,13 @@ def main(argv=None) -> int:
             "--output",
             f"{data}/heldout.json",
         ],
+        root,
     )
-    step("3/7 check the dataset", [python, "-m", "scripts.check_dataset", "--dataset_dir", data, "--output_dir", runs])
+    step(
+        "3/7 check the dataset",
+        [python, "-m", "scripts", "check_dataset", "--dataset_dir", data, "--output_dir", runs],
+        root,
+    )
     train_s = step(
         "4/7 train (phantom-sized settings from configs/demo.yaml)",
         bundle_run(
@@ -111,6 +127,7 @@ def main(argv=None) -> int:
             seed=args.seed,
             **schedule,
         ),
+        root,
     )
     step(
         "5/7 evaluate on the held-out cases",
@@ -122,6 +139,7 @@ def main(argv=None) -> int:
             ckpt_path=f"{models}/model.pt",
             output_dir=evaluation,
         ),
+        root,
     )
     step(
         "6/7 segment a folder of CT volumes",
@@ -132,14 +150,16 @@ def main(argv=None) -> int:
             ckpt_path=f"{models}/model.pt",
             output_dir=inference,
         ),
+        root,
     )
-    dice, worst = mean_dice(os.path.join(BUNDLE_ROOT, evaluation, "metrics.csv"))
+    dice, worst = mean_dice(os.path.join(root, evaluation, "metrics.csv"))
     step(
         "7/7 draw an overlay, the evaluation grid and the training curves",
         [
             python,
             "-m",
-            "scripts.visualize",
+            "scripts",
+            "visualize",
             "overlay",
             "--image",
             f"{data}/imagesTs/{worst}.nii.gz",
@@ -150,12 +170,14 @@ def main(argv=None) -> int:
             "--output",
             f"{w}/overlay_{worst}.png",
         ],
+        root,
     )
     for cmd in (
         [
             python,
             "-m",
-            "scripts.visualize",
+            "scripts",
+            "visualize",
             "grid",
             "--images",
             f"{data}/imagesTs",
@@ -168,12 +190,12 @@ def main(argv=None) -> int:
             "--output",
             f"{w}/eval_grid.png",
         ],
-        [python, "-m", "scripts.visualize", "curves", "--log_dir", runs, "--output", f"{w}/training_curves.png"],
+        [python, "-m", "scripts", "visualize", "curves", "--log_dir", runs, "--output", f"{w}/training_curves.png"],
     ):
-        step("7/7 (continued)", cmd)
+        step("7/7 (continued)", cmd, root)
 
     print(
-        f"\nDemo finished. Everything is under {os.path.join(BUNDLE_ROOT, w)}:\n"
+        f"\nDemo finished. Everything is under {workdir}:\n"
         f"  masks (inference):   {inference}/*_seg.nii.gz and {inference}/report.csv (liver mL, mean HU)\n"
         f"  metrics (held-out):  {evaluation}/metrics.csv, {evaluation}/metrics_summary.csv\n"
         f"  overlay PNG:         {w}/overlay_{worst}.png (the worst held-out case)\n"
@@ -182,7 +204,3 @@ def main(argv=None) -> int:
         f"Training took {train_s / 60:.1f} min; held-out mean liver Dice {dice:.4f} over {args.num_test} phantom cases."
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
