@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import scripts
+from scripts.errors import one_line
 
 #: The bundle this code lives in: the folder above the ``scripts`` package.
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(scripts.__file__)))
@@ -36,3 +38,12 @@ def add_bundle_root(parser: argparse.ArgumentParser) -> None:
 def in_bundle(bundle_root: str, *parts: str) -> str:
     """The absolute path of ``parts`` inside ``bundle_root``."""
     return os.path.join(os.path.abspath(bundle_root), *parts)
+
+
+def fail(exc: Exception, debug: bool) -> int:
+    """How a command ends on an error: with ``--debug`` the exception propagates (its traceback), else one line
+    ``error: <problem>`` on stderr; returns the exit status 1."""
+    if debug:
+        raise exc
+    print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+    return 1

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import warnings
 
-from scripts.commands import PROG
+from scripts.commands import PROG, fail
 from scripts.dicom import _series_name, _skip_reason, check_series, convert, find_series
 from scripts.errors import one_line
 
@@ -84,8 +83,5 @@ def main(argv=None) -> int:
         else:
             _check_command(args.input, args.allow_irregular)
     except Exception as exc:  # one line for the user; the traceback with --debug
-        if args.debug:
-            raise
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        return 1
+        return fail(exc, args.debug)
     return 0

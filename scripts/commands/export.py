@@ -11,10 +11,8 @@ paths given on the command line are relative to the working directory. The work 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from scripts.commands import PROG, add_bundle_root, in_bundle
-from scripts.errors import one_line
+from scripts.commands import PROG, add_bundle_root, fail, in_bundle
 from scripts.export import BUNDLE_NAME, export_onnx, package
 
 
@@ -81,8 +79,5 @@ def main(argv=None) -> int:
             output = args.output or in_bundle(root, "dist", f"{BUNDLE_NAME}.zip")
             package(output, root, weights=not args.without_weights)
     except Exception as exc:  # one line for the user; the traceback with --debug
-        if args.debug:
-            raise
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        return 1
+        return fail(exc, args.debug)
     return 0
