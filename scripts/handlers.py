@@ -2,6 +2,7 @@
 
 - ``latest_checkpoint``: the newest resumable checkpoint, for ``--resume true``.
 - ``ValidateEveryAndLast``: MONAI's ``ValidationHandler`` that also validates after the final epoch.
+- ``TimeLeft``: logs the epochs done and an estimate of the training time left.
 - ``write_provenance``: a JSON next to the weights that says what data trained them (phantom or not).
 - ``CaseTable``: an ignite handler that writes one CSV row per case: liver volume (mL) and mean liver HU, and, where a
   reference label is present, Dice, 95% Hausdorff distance, average surface distance (both in mm, from the voxel
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import re
+import time
 
 import numpy as np
 import torch
@@ -70,6 +72,47 @@ class ValidateEveryAndLast(ValidationHandler):
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=due), self)
         if self.exec_at_start:
             engine.add_event_handler(Events.STARTED, self)
+
+
+class TimeLeft:
+    """Logs, after every training epoch, the epochs done, the time so far and an estimate of the time left.
+
+    The estimate is the mean time of the epochs this run has trained (validations included) times the epochs still
+    to come: ``epoch 12/96: 21 s so far, about 2 min 30 s left``. A resumed run counts from its own start. MONAI's
+    ``StatsHandler`` logs the loss of every iteration but no time left; ignite's ``ProgressBar`` estimates only the
+    current epoch.
+    """
+
+    def __init__(self, name: str = "TimeLeft"):
+        self.logger = logging.getLogger(name)
+        self.start = None
+        self.first_epoch = 0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def started(self, engine) -> None:
+        self.start = time.perf_counter()
+        self.first_epoch = engine.state.epoch
+
+    def __call__(self, engine) -> None:
+        epoch, total = engine.state.epoch, engine.state.max_epochs
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / max(1, epoch - self.first_epoch) * (total - epoch)
+        self.logger.info(f"epoch {epoch}/{total}: {_duration(elapsed)} so far, about {_duration(left)} left")
+
+
+def _duration(seconds: float) -> str:
+    """``75.2`` -> ``"1 min 15 s"``; under a minute ``"42 s"``; from an hour ``"1 h 05 min"``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def attach(handlers, engine) -> None:

@@ -24,7 +24,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from monai.inferers import Inferer
+from monai.inferers import Inferer, SimpleInferer
 from monai.transforms.utils import get_largest_connected_component_mask
 from monai.utils import convert_to_dst_type
 
@@ -112,3 +112,26 @@ class LiverBoxInferer(Inferer):
         out[:, 1:] = -BACKGROUND_LOGIT
         out[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))] = fine
         return out
+
+
+class CpuAutocastInferer(SimpleInferer):
+    """MONAI's ``SimpleInferer`` under ``torch.autocast("cpu", dtype=torch.bfloat16)``; the output returns as float32.
+
+    MONAI's trainers autocast only on CUDA (``amp=True`` means ``torch.autocast("cuda")``), so on a CPU with native
+    bfloat16 this inferer gives training the same mixed precision: convolutions in bfloat16, the loss in float32 on
+    the float32 output. With ``enabled`` false it is ``SimpleInferer``. train.yaml enables it through
+    ``scripts.hardware.cpu_autocast``.
+    """
+
+    def __init__(self, enabled=True):
+        from scripts import as_bool
+
+        super().__init__()
+        self.enabled = as_bool(enabled)
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
+        if not self.enabled:
+            return super().__call__(inputs, network, *args, **kwargs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = super().__call__(inputs, network, *args, **kwargs)
+        return out.float()

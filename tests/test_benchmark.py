@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -389,3 +390,152 @@ def test_gpu_step_keeps_the_earlier_parts_it_does_not_run_but_not_an_earlier_not
         "cpu_cores": os.cpu_count(),
         "ckpt": "w.pt",
     }
+
+
+# ---- the training race (step_race) ---------------------------------------------------------------------------------
+
+# The reference trainer's layout where reference_train_overrides changes it: the transforms by index, as in the Model
+# Zoo's spleen bundle (configs/train.json), with the parts the race overrides.
+REFERENCE_TRAIN = {
+    "epochs": 800,
+    "train": {
+        "deterministic_transforms": [
+            {"_target_": "LoadImaged", "keys": ["image", "label"]},
+            {"_target_": "EnsureChannelFirstd", "keys": ["image", "label"]},
+            {"_target_": "Orientationd", "keys": ["image", "label"], "axcodes": "RAS"},
+            {
+                "_target_": "Spacingd",
+                "keys": ["image", "label"],
+                "pixdim": [1.5, 1.5, 2.0],
+                "mode": ["bilinear", "nearest"],
+            },
+            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -57, "a_max": 164, "b_min": 0, "b_max": 1},
+            {"_target_": "EnsureTyped", "keys": ["image", "label"]},
+        ],
+        "random_transforms": [
+            {
+                "_target_": "RandCropByPosNegLabeld",
+                "keys": ["image", "label"],
+                "label_key": "label",
+                "spatial_size": [96, 96, 96],
+                "pos": 1,
+                "neg": 1,
+                "num_samples": 4,
+            },
+        ],
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": "$@train#deterministic_transforms + @train#random_transforms",
+        },
+        "dataset": {"_target_": "Dataset", "data": [], "transform": "@train#preprocessing"},
+    },
+    "validate": {
+        "preprocessing": {"_target_": "Compose", "transforms": "%train#deterministic_transforms"},
+        "dataset": {"_target_": "Dataset", "data": [], "transform": "@validate#preprocessing"},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96], "sw_batch_size": 4},
+    },
+}
+
+
+def _reference(folder, config) -> str:
+    os.makedirs(folder / "configs", exist_ok=True)
+    (folder / "configs" / "train.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_reference_train_overrides_train_the_reference_on_our_split_and_grid(tmp_path):
+    """Merged over the reference's train.json as a second config file (as the race runs it), the overrides give its
+    datasets our split, our grid, our patch and window, and a liver label of 0/1 from the phantom's 0/1/2."""
+    from monai.bundle import ConfigParser
+
+    root = tmp_path / "data"
+    phantom.write_dataset(str(root), num_train=3, num_test=0, seed=5)
+    from scripts.datalist import split
+
+    our_split = split(str(root / "dataset.json"), fold=0, num_folds=3, seed=0, base_dir=str(root))
+    overrides = benchmark.reference_train_overrides(
+        _reference(tmp_path / "ref", REFERENCE_TRAIN), our_split, [8.0, 8.0, 8.0], [32, 32, 32]
+    )
+    (tmp_path / "ov.json").write_text(json.dumps(overrides))
+    cfg = ConfigParser()
+    cfg.read_config([str(tmp_path / "ref" / "configs" / "train.json"), str(tmp_path / "ov.json")])
+    train, val = cfg.get_parsed_content("train#dataset"), cfg.get_parsed_content("validate#dataset")
+    assert [d["image"] for d in train.data] == [c["image"] for c in our_split["training"]]
+    assert [d["image"] for d in val.data] == [c["image"] for c in our_split["validation"]]
+    assert tuple(cfg.get_parsed_content("validate#inferer").roi_size) == (32, 32, 32)
+    assert cfg.get_parsed_content("epochs") > 800
+    patch = train[0][0]  # the first of the case's 4 patches
+    assert tuple(patch["image"].shape[1:]) == (32, 32, 32)
+    assert set(torch.unique(patch["label"]).tolist()) <= {0.0, 1.0}
+    case = val[0]  # the tumour (2) has joined the liver, on the 8 mm grid
+    assert set(torch.unique(case["label"]).tolist()) == {0.0, 1.0}
+    assert np.allclose(case["image"].pixdim, 8.0)
+
+
+def test_reference_train_overrides_refuse_a_reference_whose_transforms_moved(tmp_path):
+    moved = json.loads(json.dumps(REFERENCE_TRAIN))
+    moved["train"]["deterministic_transforms"].insert(3, {"_target_": "CropForegroundd", "keys": ["image"]})
+    split = {"training": [], "validation": []}
+    with pytest.raises(ValueError, match="deterministic_transforms#3 is CropForegroundd, not Spacingd"):
+        benchmark.reference_train_overrides(_reference(tmp_path / "ref", moved), split, [3.0] * 3, [64] * 3)
+
+
+def test_parse_training_log_reads_a_real_training_log(tmp_path, trained):
+    """The `trained` session run (3 epochs, validated every epoch), as the race reads its log."""
+    log_path = tmp_path / "train.log"
+    log_path.write_text(trained["log"])
+    parsed = benchmark.parse_training_log(str(log_path), start_epoch=0.0)
+    per_epoch = int(re.search(r"Epoch: 1/3, Iter: 1/(\d+)", trained["log"]).group(1))
+    assert parsed["steps"] == 3 * per_epoch and len(parsed["validations"]) == 3
+    times = [t for t, _ in parsed["validations"]]
+    assert times == sorted(times) and all(0.0 <= d <= 1.0 for _, d in parsed["validations"])
+    assert 0 < parsed["eval_s"] and 0 < parsed["train_s"] < times[-1] - times[0] + 60
+    # the race's readings of a timeline
+    vals = [[10.0, 0.5], [20.0, 0.91], [30.0, 0.89], [40.0, 0.96]]
+    assert benchmark.time_to(vals, 0.90) == 20.0 and benchmark.time_to(vals, 0.95) == 40.0
+    assert benchmark.time_to(vals, 0.99) is None
+    assert benchmark.dice_at(vals, 35.0) == 0.91 and benchmark.dice_at(vals, 5.0) is None
+
+
+def test_report_has_the_race_section_and_target(tmp_path):
+    s = benchmark.spread
+    side = {
+        "to_0.90_s": s([40]),
+        "to_0.95_s": s([80]),
+        "best_dice": s([0.96]),
+        "wall_s": s([150]),
+        "steps_per_s": s([3.0]),
+        "patches_per_s": s([12.0]),
+        "peak_rss_gb": s([1.6]),
+    }
+    ref = {**side, "to_0.90_s": s([]), "to_0.95_s": s([]), "best_dice": s([0.8]), "wall_s": s([240])}
+    res = {
+        "command": "python -m tools.benchmark --steps race",
+        "machine": benchmark.machine_info(),
+        "race": {
+            "cases": {"training": 9, "validation": 3},
+            "config_files": ["configs/train.yaml", "configs/demo.yaml"],
+            "before_overrides": benchmark.RACE_BEFORE,
+            "reference_overrides": {"epochs": 100000},
+            "budget_factor": 3.0,
+            "repeats": 1,
+            "commands": {"ours": "python -m monai.bundle run training", "reference": "python -m monai.bundle run"},
+            "ours": side,
+            "reference": ref,
+            "ratio_to_0.95": s([]),
+            "reference_reached_0.95": 0,
+            "ratio_to_0.95_bound": s([80 / 240]),
+            "reference_dice_at_ours_0.95": s([0.7]),
+            "reference_dice_at_ours_end": s([0.8]),
+        },
+    }
+    md_path, json_path = benchmark.write_report(res, str(tmp_path))
+    md, saved = open(md_path).read(), json.load(open(json_path))
+    assert saved["targets"]["race"]["met"] == "NO" and saved["targets"]["race"]["value"] == pytest.approx(1 / 3)
+    assert saved["targets"]["race"]["measured"].startswith("below 0.333x (the reference did not reach 0.95")
+    assert "## Training: time to accuracy against the reference trainer" in md
+    assert (
+        "The reference reached 0.95 in 0 of 1 runs" in md
+        and "| ours (demo) | 40.0 (40.0-40.0) | 80.0 (80.0-80.0) |" in md
+    )
+    assert "| reference trainer | not reached | not reached | 0.8000 (0.8000-0.8000) |" in md

@@ -12,6 +12,8 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from scripts.hardware import cpu_has_bf16
+
 # Values that inference.yaml repeats from train.yaml because it must stand alone inside model.ts.
 SHARED_KEYS = [
     "device",
@@ -319,6 +321,21 @@ def test_boolean_overrides_of_training_mean_what_they_say(spelling, tmp_path, wa
     else:
         with pytest.raises(SystemExit, match="LEFT"):
             check.get_parsed_content("initialize#2")
+
+    # cpu_bf16: the training forward pass in bfloat16 where the CPU computes it natively (never on CUDA)
+    inferer = parser("train.yaml", cpu_bf16=value, device="$torch.device('cpu')").get_parsed_content("train#inferer")
+    assert type(inferer).__name__ == "CpuAutocastInferer" and inferer.enabled is (on and cpu_has_bf16())
+    inferer = parser("train.yaml", cpu_bf16=value, device="$torch.device('cuda:0')").get_parsed_content("train#inferer")
+    assert inferer.enabled is False
+
+
+def test_training_loaders_are_threads_with_workers_only_on_cuda():
+    """Both training loaders are ThreadDataLoaders; worker processes only with CUDA (scripts.hardware)."""
+    for device, workers in (("cpu", 0), ("cuda:0", 2)):
+        p = parser("train.yaml", device=f"$torch.device({device!r})")
+        for loader in ("train#dataloader", "validate#dataloader"):
+            assert p[loader]["_target_"] == "scripts.loaders.ThreadDataLoader"
+            assert p.get_parsed_content(f"{loader}#num_workers") == workers
 
 
 # The one expression allowed more than a call: it makes the bundle's package importable before any component of it

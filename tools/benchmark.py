@@ -15,6 +15,11 @@ Steps (``--steps``):
            volume, for the current config and for each optimisation reverted (the before/after figures), plus the
            FLOPs of the windows actually run and the compute floor (FLOPs / measured matmul rate).
   train    training steps per second and the share of time spent waiting for data (train.yaml + demo.yaml, phantom).
+  race     time to accuracy: the demo's training (train.yaml + demo.yaml) against the reference trainer (its
+           train.json, pointed at the same phantom split and geometry by ``reference_train_overrides``), alternating;
+           time from the command's start to a validation Dice of 0.90 and 0.95, steps/s, peak RSS. The reference
+           stops after ``--race_budget`` times our time to 0.95. ``--race_before`` adds the demo's training before
+           issue 17 (worker-process loaders, float32, 80 epochs).
   rss600   peak RSS of one 512x512x600 volume.
   dice     the fast path against the plain path (float64 resampling, both class channels inverted, argmax) with the
            same trained weights on held-out phantom cases: Dice of each against the phantom label.
@@ -32,12 +37,14 @@ The machine may be shared: runs alternate (ours, reference, ours, ...) and media
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import glob
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -54,11 +61,11 @@ from scripts.visualize import dice  # the bundle's Dice of two masks (benchmark.
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDARD_SHAPE = (512, 512, 150)
 STANDARD_SPACING = (0.8, 0.8, 2.5)
-STEPS = ("e2e", "stages", "train", "rss600", "dice", "gpu")
+STEPS = ("e2e", "stages", "train", "race", "rss600", "dice", "gpu")
 # Measured but not adopted (see docs/benchmark.md): windows without overlap (sw_overlap is training geometry, shared
 # with train.yaml; over the whole body it cost accuracy, inside the liver's box the phantom cases show no loss). bf16
-# autocast on the CPU is not an option here: without AVX-512 BF16 (this machine's EPYC has none) one volume ran for
-# minutes instead of 3 s.
+# autocast in inference: on a CPU without AVX-512 BF16 one volume ran for minutes instead of 3 s (training uses it
+# only where the CPU has it: scripts.hardware.cpu_autocast).
 GPU_PARTS = ("stages", "e2e", "train")
 # optimisations that only a whole run shows (the stage profile runs one case in process)
 E2E_ONLY = {"thread_loader", "gpu_loader_threads"}
@@ -257,11 +264,15 @@ def tree_rss(proc) -> tuple[int, int]:
     return total, largest
 
 
-def run_monitored(cmd: list[str], cwd: str, log_path: str, timeout: float = 3600.0, interval: float = 0.05) -> dict:
+def run_monitored(
+    cmd: list[str], cwd: str, log_path: str, timeout: float = 3600.0, interval: float = 0.05, budget: float = None
+) -> dict:
     """Run ``cmd``, polling the RSS of its process tree; return wall time, peak RSS, CPU time and exit code.
 
     ``wall_s`` runs from just before the process starts to its exit; ``start_epoch`` is the start as a Unix time
     (for comparing with log and file times). Raises RuntimeError (with the log's tail) if the command fails.
+    ``budget``: seconds after which the process tree is stopped on purpose (``stopped_at_budget`` in the result; not
+    a failure).
     """
     import psutil
 
@@ -273,9 +284,17 @@ def run_monitored(cmd: list[str], cwd: str, log_path: str, timeout: float = 3600
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
         watched = psutil.Process(proc.pid)
         peak_sum = peak_one = 0
+        stopped = False
         while proc.poll() is None:
             total, largest = tree_rss(watched)
             peak_sum, peak_one = max(peak_sum, total), max(peak_one, largest)
+            if budget is not None and time.perf_counter() - t0 > budget:
+                for p in watched.children(recursive=True) + [watched]:
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+                proc.wait()
+                stopped = True
+                break
             if time.perf_counter() - t0 > timeout:
                 proc.kill()
                 proc.wait()
@@ -284,7 +303,7 @@ def run_monitored(cmd: list[str], cwd: str, log_path: str, timeout: float = 3600
         wall = time.perf_counter() - t0
     after = os.times()
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not stopped:
         with open(log_path) as f:
             tail = f.read()[-3000:]
         raise RuntimeError(f"{log_path}: command failed with exit code {proc.returncode}: {' '.join(cmd)}\n{tail}")
@@ -295,6 +314,7 @@ def run_monitored(cmd: list[str], cwd: str, log_path: str, timeout: float = 3600
         "cpu_s": cpu,
         "start_epoch": start_epoch,
         "log": log_path,
+        "stopped_at_budget": stopped,
     }
 
 
@@ -1063,6 +1083,7 @@ def render_markdown(res: dict) -> str:
                 f"{100 * r['data_wait_share']:.0f}% | {r['epochs']} x {r['steps'] // max(r['epochs'], 1)} |"
             )
         lines.append("")
+    lines += race_markdown(res.get("race"))
     r6 = res.get("rss600")
     if r6:
         lines += [
@@ -1171,6 +1192,59 @@ def render_markdown(res: dict) -> str:
     lines += ["## Appendix: Commands", "", "The runs that wrote this report, in order (`; then` separates them):", ""]
     lines += [f"- `{c}`" for c in str(res["command"]).split("; then ")] + [""]
     return "\n".join(lines)
+
+
+def race_markdown(rc: dict | None) -> list[str]:
+    """The report's section on the training race (``step_race``); nothing when the step did not run."""
+    if not rc:
+        return []
+    names = {"ours": "ours (demo)", "ours_before": "ours before issue 17", "reference": "reference trainer"}
+    lines = [
+        "## Training: time to accuracy against the reference trainer (CPU, demo geometry)",
+        "",
+        f"The demo's training (`{rc['config_files']}`) and the reference's (`configs/train.json` with the overrides "
+        f"below) on the same phantom split ({rc['cases']['training']} training, {rc['cases']['validation']} "
+        f"validation cases of the demo's dataset), alternating, {rc['repeats']} runs each. Times run from the "
+        "command's start (imports and caching included) to the end of the first validation at or above the Dice. "
+        f"The reference stops at {rc['budget_factor']}x our time to 0.95. Steps/s count training only (validations "
+        "left out); a reference step is 2 x 4 patches, ours 2 x 2.",
+        "",
+        "Peak RSS is summed over the process tree: forked loader workers share their parent's cache and count in full "
+        "(an upper bound).",
+        "",
+        "| trainer | to Dice 0.90 s | to Dice 0.95 s | best val Dice | run s | steps/s | patches/s | peak RSS GB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for who in ("ours", "ours_before", "reference"):
+        if who not in rc:
+            continue
+        r = rc[who]
+        to = {k: _sp(r[k]) if r[k]["median"] is not None else "not reached" for k in ("to_0.90_s", "to_0.95_s")}
+        lines.append(
+            f"| {names[who]} | {to['to_0.90_s']} | {to['to_0.95_s']} | {_sp(r['best_dice'], 4)} | "
+            f"{_sp(r['wall_s'])} | {_sp(r['steps_per_s'], 3)} | {_sp(r['patches_per_s'], 2)} | "
+            f"{_sp(r['peak_rss_gb'], 2)} |"
+        )
+    reached = rc["reference_reached_0.95"]
+    lines += [""]
+    if rc["ratio_to_0.95"]["median"] is not None:
+        lines.append(f"Ours / reference, time to Dice 0.95: **{_sp(rc['ratio_to_0.95'], 3)}**.")
+    if reached < rc["repeats"]:
+        lines.append(
+            f"The reference reached 0.95 in {reached} of {rc['repeats']} runs. Where it did not, ours / its whole "
+            f"run is an upper bound of the ratio: {_sp(rc['ratio_to_0.95_bound'], 3)}. Its best Dice by the time ours "
+            f"reached 0.95: {_sp(rc['reference_dice_at_ours_0.95'], 4)}; by the end of our run: "
+            f"{_sp(rc['reference_dice_at_ours_end'], 4)}."
+        )
+    lines += [
+        "",
+        f"Reference overrides (besides our split's cases as its `train#dataset#data` and `validate#dataset#data`): "
+        f"`{json.dumps(rc['reference_overrides'])}`. Ours before issue 17: `{json.dumps(rc['before_overrides'])}`.",
+        "",
+        f"Commands: ours `{rc['commands']['ours']}`; reference (from its folder) `{rc['commands']['reference']}`.",
+        "",
+    ]
+    return lines
 
 
 def _stage_delta(res, variant, stages, after_variant="current") -> str:
@@ -1367,6 +1441,12 @@ def evaluate_targets(res: dict) -> dict:
     dc = res.get("dice")
     worst = max(abs(r["dice_fast"] - r["dice_plain"]) for r in dc["cases"]) if dc else None
     add("dice", "fast path Dice within 0.005 of plain", worst, 0.005, "largest |difference| {:.5f}")
+    rc = res.get("race") or {}
+    ratio, fmt = (rc.get("ratio_to_0.95") or {}).get("median"), "{:.3f}x (median of per-pair ratios)"
+    if ratio is None and rc.get("reference_reached_0.95") == 0:  # it never got there: its budget gives a bound
+        ratio = (rc.get("ratio_to_0.95_bound") or {}).get("max")
+        fmt = "below {:.3f}x (the reference did not reach 0.95 within its budget in any run)"
+    add("race", "CPU, demo geometry: time to val Dice 0.95 <= 0.25x reference trainer", ratio, 0.25, fmt)
     gp = res.get("gpu") or {}
     lat = None
     if gp.get("e2e", {}).get("ours"):  # the runner on the standard folder: per volume once started
@@ -1548,9 +1628,9 @@ def step_train(args, res, work):
     }
     variants = {"train.yaml as is": {}}
     if args.train_variants:
-        variants["ThreadDataLoader, no workers"] = {
-            "train#dataloader#_target_": "ThreadDataLoader",
-            "train#dataloader#num_workers": 0,
+        variants["DataLoader, 2 worker processes (before issue 17)"] = {
+            "train#dataloader#_target_": "DataLoader",
+            "loader_workers": 2,
         }
     out = {
         "config_files": ["configs/train.yaml", "configs/demo.yaml"],
@@ -1568,6 +1648,218 @@ def step_train(args, res, work):
         r = out["variants"][name]
         log(f"  {r['steps_per_s']:.3f} steps/s, data wait {100 * r['data_wait_share']:.0f}%")
     res["train"] = out
+
+
+# The reference trainer's transforms that reference_train_overrides changes, by index (refused when they move).
+REFERENCE_TRAIN_TARGETS = {
+    "train#deterministic_transforms#3": "Spacingd",
+    "train#deterministic_transforms#5": "EnsureTyped",
+    "train#random_transforms#0": "RandCropByPosNegLabeld",
+}
+RACE_THRESHOLDS = (0.90, 0.95)
+# the demo's training before issue 17: worker-process loaders, float32 on the CPU, 80 epochs validated every 10
+RACE_BEFORE = {
+    "train#dataloader#_target_": "DataLoader",
+    "validate#dataloader#_target_": "DataLoader",
+    "loader_workers": 2,
+    "cpu_bf16": False,
+    "epochs": 80,
+    "val_interval": 10,
+}
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - "
+
+
+def reference_train_overrides(reference_dir: str, split: dict, pixdim, patch_size, epochs: int = 100000) -> dict:
+    """What the reference trainer (its configs/train.json) needs to train on our split at our geometry.
+
+    - ``train#dataset#data`` / ``validate#dataset#data``: our split's training and validation cases (it otherwise
+      globs ``imagesTr`` and keeps the last 9 cases for validation);
+    - the grid (its Spacingd ``pixdim``), the patch (its RandCropByPosNegLabeld ``spatial_size``) and the validation
+      window (``validate#inferer#roi_size``): ours;
+    - the label: the phantom's tumour (2) joins the liver (1), as in ours (``AsDiscreted`` threshold 0.5, before
+      its EnsureTyped), since its 2-class one-hot has no room for a third value;
+    - ``epochs``: enough to run until the race stops it.
+    Everything else (network with batch norm, DiceCE, Novograd lr 0.002, 2 x 4 patches a step, validation every
+    epoch with overlap 0.5, 4 loader workers, its AMP flag) is the reference's own. Raises ValueError when the
+    transforms changed here are no longer where ``REFERENCE_TRAIN_TARGETS`` expects them.
+    """
+    from monai.bundle import ConfigParser
+
+    cfg = ConfigParser.load_config_file(os.path.join(reference_dir, "configs", "train.json"))
+    parser = ConfigParser(cfg)
+    for key, name in REFERENCE_TRAIN_TARGETS.items():
+        found = _target_name(parser[key])
+        if found != name:
+            raise ValueError(f"{reference_dir}: train.json's {key} is {found}, not {name}: update the benchmark")
+
+    def pairs(items):
+        return [{"image": c["image"], "label": c["label"]} for c in items]
+
+    ensure = parser["train#deterministic_transforms#5"]
+    return {
+        "train#dataset#data": pairs(split["training"]),
+        "validate#dataset#data": pairs(split["validation"]),
+        "train#deterministic_transforms#3#pixdim": list(pixdim),
+        "train#deterministic_transforms#5": {
+            "_target_": "Compose",
+            "transforms": [{"_target_": "AsDiscreted", "keys": "label", "threshold": 0.5}, ensure],
+        },
+        "train#random_transforms#0#spatial_size": list(patch_size),
+        "validate#inferer#roi_size": list(patch_size),
+        "epochs": epochs,
+    }
+
+
+def _hms(text: str) -> float:
+    h, m, sec = text.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def parse_training_log(log_path: str, start_epoch: float) -> dict:
+    """Read a ``monai.bundle run`` training log (MONAI's StatsHandler lines, stamped ``YYYY-mm-dd HH:MM:SS,mmm``).
+
+    Returns the validations as ``[[seconds since start_epoch, mean Dice], ...]``, the training iterations, and the
+    seconds of training proper: from the first to the last iteration line, less the evaluator's own run times.
+    """
+    vals, iters, evals = [], [], []
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            m = re.match(_STAMP, line)
+            if not m:
+                continue
+            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() - start_epoch
+            if "Metrics --" in line and (v := re.search(r"val_mean_dice: ([0-9.]+)", line)):
+                vals.append([round(t, 2), float(v.group(1))])
+            elif re.search(r"Epoch: \d+/\d+, Iter: \d+/\d+", line):
+                iters.append(t)
+            elif "SupervisedEvaluator" in line and (d := re.search(r"Engine run finished\. Time taken: (\S+)", line)):
+                evals.append((t, _hms(d.group(1))))
+    train_s = None
+    eval_s = sum(s for _, s in evals)
+    if len(iters) > 1:  # the validations between the first and the last iteration are not training
+        train_s = iters[-1] - iters[0] - sum(s for t, s in evals if iters[0] < t < iters[-1])
+    return {"validations": vals, "steps": len(iters), "train_s": train_s, "eval_s": eval_s}
+
+
+def time_to(validations, threshold: float):
+    """Seconds to the first validation with mean Dice >= ``threshold`` (None if none reached it)."""
+    return next((t for t, d in validations if d >= threshold), None)
+
+
+def dice_at(validations, seconds: float):
+    """The best mean Dice of the validations done within ``seconds`` (None if there were none)."""
+    done = [d for t, d in validations if t <= seconds]
+    return max(done) if done else None
+
+
+def summarize_training(run: dict, patches_per_step: int) -> dict:
+    """Add the log's figures to a run: validations, times to each of RACE_THRESHOLDS, best Dice, steps/s."""
+    run.update(parse_training_log(run["log"], run["start_epoch"]))
+    for th in RACE_THRESHOLDS:
+        run[f"to_{th:.2f}_s"] = time_to(run["validations"], th)
+    run["best_dice"] = max((d for _, d in run["validations"]), default=None)
+    if run["train_s"]:
+        run["steps_per_s"] = (run["steps"] - 1) / run["train_s"]
+        run["patches_per_s"] = run["steps_per_s"] * patches_per_step
+    return run
+
+
+def step_race(args, res, work):
+    """The training race (module docstring, ``race``): our demo training, optionally ours before issue 17, and the
+    reference trainer on the demo's phantom split, alternating ``--repeats`` times."""
+    from scripts import phantom
+    from scripts.datalist import split as make_split
+    from scripts.fileio import write_text
+
+    if not args.reference_dir:
+        raise ValueError("the race step trains the reference bundle too: give --reference_dir")
+    data = os.path.join(work, "race_data")
+    if not os.path.isfile(os.path.join(data, "dataset.json")):  # the demo's dataset: 12 training cases, seed 0
+        phantom.write_dataset(data, num_train=12, num_test=0, seed=0)
+    configs = [os.path.join(BUNDLE_ROOT, c) for c in ("configs/train.yaml", "configs/demo.yaml")]
+    parsed = _parsed(["pixdim", "patch_size", "batch_size", "num_samples"], configs)
+    split = make_split(os.path.join(data, "dataset.json"), fold=0, num_folds=5, seed=0, base_dir=data)
+    ref_json = os.path.join(work, "race_reference_overrides.json")
+    overrides = reference_train_overrides(args.reference_dir, split, parsed["pixdim"], parsed["patch_size"])
+    write_text(ref_json, json.dumps(overrides, indent=1) + "\n")
+    pipelines = ["ours"] + (["ours_before"] if args.race_before else []) + ["reference"]
+    runs = {p: [] for p in pipelines}
+    patches = {"ours": parsed["batch_size"] * parsed["num_samples"], "reference": 2 * 4}
+    patches["ours_before"] = patches["ours"]
+    for r in range(args.repeats):
+        for who in pipelines:
+            out = os.path.join(work, f"race_{who}_{r}")
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            budget = None
+            if who == "reference":
+                ours = runs["ours"][-1]
+                budget = args.race_budget * (ours.get("to_0.95_s") or ours["wall_s"])
+                cmd = reference_train_command(ref_json, out)
+                run = run_monitored(cmd, args.reference_dir, out + ".log", budget=budget)
+            else:
+                extra = RACE_BEFORE if who == "ours_before" else {}
+                cmd = ours_train_command(configs, data, out, extra)
+                run = run_monitored(cmd, BUNDLE_ROOT, out + ".log")
+            run["load_average"] = os.getloadavg()[0]
+            runs[who].append(summarize_training(run, patches[who]))
+            log(
+                f"  race {who} run {r + 1}/{args.repeats}: 0.95 at {_f(run['to_0.95_s'])} s, best Dice "
+                f"{_f(run['best_dice'], 4)}, {run['wall_s']:.0f} s" + (" (stopped at its budget)" if budget else "")
+            )
+    keys = ["to_0.90_s", "to_0.95_s", "best_dice", "wall_s", "steps_per_s", "patches_per_s", "peak_rss_gb"]
+    keys += ["load_average"]
+    out = {
+        "cases": {"training": len(split["training"]), "validation": len(split["validation"])},
+        "config_files": ["configs/train.yaml", "configs/demo.yaml"],
+        "before_overrides": RACE_BEFORE,
+        "reference_overrides": {k: v for k, v in overrides.items() if not k.endswith("#data")},
+        "budget_factor": args.race_budget,
+        "repeats": args.repeats,
+        "commands": {
+            "ours": _shown(ours_train_command(configs, "DATA", "OUT", {})),
+            "reference": _shown(reference_train_command("OVERRIDES.json", "OUT")),
+        },
+        "runs": {who: runs[who] for who in pipelines},
+    }
+    for who in pipelines:
+        out[who] = {k: spread([r.get(k) for r in runs[who]]) for k in keys}
+    # Dice the reference had reached by the time ours reached 0.95 (and by ours' whole run)
+    pairs = list(zip(runs["ours"], runs["reference"], strict=True))
+    out["reference_dice_at_ours_0.95"] = spread(
+        [dice_at(f["validations"], o["to_0.95_s"]) for o, f in pairs if o["to_0.95_s"]]
+    )
+    out["reference_dice_at_ours_end"] = spread([dice_at(f["validations"], o["wall_s"]) for o, f in pairs])
+    ratios = [o["to_0.95_s"] / f["to_0.95_s"] for o, f in pairs if o["to_0.95_s"] and f["to_0.95_s"]]
+    out["ratio_to_0.95"] = spread(ratios)
+    out["reference_reached_0.95"] = sum(1 for f in runs["reference"] if f["to_0.95_s"])
+    # a bound where the reference never got there: its budget (race_budget x ours) is a lower bound of its time
+    out["ratio_to_0.95_bound"] = spread(
+        [o["to_0.95_s"] / f["wall_s"] for o, f in pairs if o["to_0.95_s"] and not f["to_0.95_s"]]
+    )
+    res["race"] = out
+
+
+def _shown(cmd: list[str]) -> str:
+    """A command as the report shows it: ``python`` for this interpreter, paths in the bundle relative to it."""
+    shown = ["python" if c == sys.executable else c.replace(BUNDLE_ROOT + os.sep, "") for c in cmd]
+    return shlex.join([c if c != BUNDLE_ROOT else "." for c in shown])
+
+
+def ours_train_command(configs, data: str, out: str, overrides: dict) -> list[str]:
+    """The demo's training command (``python -m scripts demo``, step 4) on ``data``, writing under ``out``."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(list(configs))]
+    cmd += ["--meta_file", os.path.join(BUNDLE_ROOT, "configs", "metadata.json")]
+    cmd += ["--logging_file", os.path.join(BUNDLE_ROOT, "configs", "logging.conf"), "--bundle_root", BUNDLE_ROOT]
+    cmd += ["--dataset_dir", data, "--output_dir", out + "/runs", "--ckpt_dir", out + "/models", "--seed", "0"]
+    return cmd + cli_overrides(overrides)
+
+
+def reference_train_command(overrides_json: str, out: str) -> list[str]:
+    """The reference bundle's training command with the race's overrides file merged; run from its folder."""
+    files = json.dumps(["configs/train.json", overrides_json])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--meta_file", "configs/metadata.json"]
+    return cmd + ["--logging_file", "configs/logging.conf", "--bundle_root", out]
 
 
 def step_rss600(args, res, work, ckpt):
@@ -1766,7 +2058,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dice_timed", action="store_true", help="repeat the dice step's runs --repeats times")
     p.add_argument("--train_cases", type=int, default=8, help="phantom cases for the train step (default 8)")
     p.add_argument("--train_epochs", type=int, default=2, help="epochs for the train step (default 2)")
-    p.add_argument("--train_variants", action="store_true", help="also time training with a ThreadDataLoader")
+    p.add_argument("--train_variants", action="store_true", help="also time training with worker processes")
+    p.add_argument(
+        "--race_budget", type=float, default=3.0, help="race: the reference's budget, times our time to 0.95 (3)"
+    )
+    p.add_argument("--race_before", action="store_true", help="race: also the demo's training before issue 17")
     p.add_argument(
         "--render_only",
         action="store_true",
@@ -1816,8 +2112,8 @@ def main(argv=None) -> int:
             return 0
         if args.repeats < 1 or args.num_cases < 1:
             raise ValueError("--repeats and --num_cases must be at least 1")
-        if ("e2e" in args.steps or "stages" in args.steps) and not args.reference_dir:
-            raise ValueError("the e2e and stages steps compare against a reference bundle: give --reference_dir")
+        if {"e2e", "stages", "race"} & set(args.steps) and not args.reference_dir:
+            raise ValueError("the e2e, stages and race steps compare against a reference bundle: give --reference_dir")
         if args.reference_dir and not os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json")):
             raise FileNotFoundError(f"{args.reference_dir}: no configs/inference.json (give --reference_dir)")
         if args.trained_ckpt and not os.path.isfile(args.trained_ckpt):
@@ -1847,7 +2143,8 @@ def main(argv=None) -> int:
         ckpt = random_weights(os.path.join(work, "weights", "random.pt"))
         if args.trained_ckpt:  # the liver-box resampling costs what the mask covers: time with a real mask
             ckpt = os.path.abspath(args.trained_ckpt)
-        res["timed_ckpt"] = ckpt
+        if {"e2e", "stages", "rss600"} & set(args.steps):  # a merge keeps the weights of the timed steps it keeps
+            res["timed_ckpt"] = ckpt
         started = time.perf_counter()
         if "e2e" in args.steps:
             step_e2e(args, res, work, cases_dir, ckpt)
@@ -1859,6 +2156,8 @@ def main(argv=None) -> int:
             step_rss600(args, res, work, ckpt)
         if "train" in args.steps:
             step_train(args, res, work)
+        if "race" in args.steps:
+            step_race(args, res, work)
         if "gpu" in args.steps:
             step_gpu(args, res, work, cases_dir)
         res["load_average_at_end"] = list(os.getloadavg())
