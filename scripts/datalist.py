@@ -55,7 +55,7 @@ def _abs(path, base_dir):
     return os.path.normpath(os.path.join(base_dir, path))
 
 
-def _require_files(items, source):
+def require_files(items, source):
     """Raise ``ValueError`` naming the first missing image/label file of ``items``."""
     missing = [
         item[key] for item in items for key in ("image", "label") if key in item and not os.path.isfile(item[key])
@@ -92,7 +92,7 @@ def from_msd(dataset_dir):
     json_file = dataset_dir if os.path.isfile(dataset_dir) else os.path.join(dataset_dir, "dataset.json")
     data = load_datalist(json_file, base_dir=os.path.dirname(json_file))
     items = [{"image": it["image"], "label": it["label"]} for it in data["training"]]
-    _require_files(items, json_file)
+    require_files(items, json_file)
     return items
 
 
@@ -330,7 +330,7 @@ def split(datalist_file, fold=0, num_folds=5, seed=0, base_dir=None, record_file
         raise ValueError(
             f"{datalist_file}: fold {fold!r} is out of range; use 0..{effective_folds - 1} or -1 (no validation)"
         )
-    _require_files(items, datalist_file)
+    require_files(items, datalist_file)
     strip = lambda item: {"image": item["image"], "label": item["label"]}  # noqa: E731
     validation = [strip(item) for item in items if item["fold"] == fold]
     training = [strip(item) for item in items if item["fold"] != fold]

@@ -124,8 +124,13 @@ def attach(handlers, engine) -> None:
             handler.attach(engine)
 
 
-def write_provenance(ckpt_dir: str, datalist_file: str, split: dict) -> str:
-    """Record next to the weights which data trains them, so phantom-trained weights never pass for real ones."""
+def write_provenance(ckpt_dir: str, datalist_file: str, split: dict, generator: dict | None = None) -> str:
+    """Record next to the weights which data trains them, so phantom-trained weights never pass for real ones.
+
+    ``generator``: set when the training cases are generated on the fly (configs/synthetic.yaml), the generator's
+    settings (module, profile, seed range, ...); the record then says the weights saw synthetic data only, and lists
+    the validation cases, which are the only files the run reads.
+    """
     description = ""
     try:
         with open(datalist_file) as f:
@@ -133,18 +138,27 @@ def write_provenance(ckpt_dir: str, datalist_file: str, split: dict) -> str:
         description = f"{meta.get('name', '')}: {meta.get('description', '')}".strip(": ")
     except (OSError, ValueError):
         pass
-    synthetic = "synthetic" in description.lower() or "phantom" in description.lower()
+    synthetic = generator is not None or "synthetic" in description.lower() or "phantom" in description.lower()
+    if generator is not None:
+        trained_on = "SYNTHETIC DATA ONLY, generated during training (not patient data; not a clinical liver model)"
+    else:
+        trained_on = "SYNTHETIC PHANTOM (not patient data; not a clinical liver model)" if synthetic else "user data"
     record = {
-        "trained_on": "SYNTHETIC PHANTOM (not patient data; not a clinical liver model)" if synthetic else "user data",
+        "trained_on": trained_on,
         "datalist_file": os.path.abspath(datalist_file),
         "dataset_description": description,
         "num_training_cases": len(split.get("training", [])),
         "num_validation_cases": len(split.get("validation", [])),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    if generator is not None:
+        record["generator"] = dict(generator)
+        record["validation_cases"] = [case["image"] for case in split.get("validation", [])]
     path = os.path.join(ckpt_dir, PROVENANCE_FILE)
     write_text(path, json.dumps(record, indent=2) + "\n")
-    if synthetic:
+    if generator is not None:
+        logger.warning("training on synthetic CT only: the weights in %s are not a clinical liver model", ckpt_dir)
+    elif synthetic:
         logger.warning("training on the synthetic phantom: the weights in %s are a demo, not a liver model", ckpt_dir)
     return path
 

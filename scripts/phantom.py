@@ -63,11 +63,23 @@ TISSUES = {
     "tumour_0": 24,
     "tumour_1": 25,
     "tumour_2": 26,
+    # used by the "wide" profile only
+    "tumour_large": 27,
+    "bowel_wall": 28,
+    "bowel_fluid": 29,
+    "bowel_contrast": 30,
+    "stool": 31,
+    "bladder": 32,
+    "pelvic_organ": 33,
+    "pancreas": 34,
+    "portal_vein": 35,
+    "ascites": 36,
+    "iliac_artery": 37,
 }
 _T = TISSUES
-_N_CODES = 32
+_N_CODES = 48
 MAX_TUMOURS = 3
-TUMOUR_CODES = tuple(_T[f"tumour_{i}"] for i in range(MAX_TUMOURS))
+TUMOUR_CODES = tuple(_T[f"tumour_{i}"] for i in range(MAX_TUMOURS)) + (_T["tumour_large"],)
 LIVER_CODES = (_T["liver"], _T["hepatic_vessel"])
 
 # Orientations drawn for default cases (nibabel axis codes of the stored array).
@@ -76,6 +88,7 @@ _LETTERS = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "
 _WORLD_AXIS = ("x (right-left)", "y (anterior-posterior)", "z (superior-inferior)")
 
 MAX_VOXELS = 150_000_000
+PROFILES = ("standard", "wide")  # "wide": domain-randomised field of view, anatomy, contrast phase and appearance
 _COARSE_MM = 3.5  # resolution of the internal liver model used for volume control and placement
 _HU_MIN, _HU_MAX = -1024, 3071
 
@@ -731,6 +744,31 @@ def _check_seed(seed):
     return int(seed)
 
 
+def _grid_size(axes, fovs, default_spacing, shape, spacing) -> tuple:
+    """Voxels and spacing along the canonical (RAS) axes, from the field of view ``fovs`` (mm, RAS order) and what
+    the caller gave along the stored axes: shape and spacing (kept), spacing alone (the field of view decides the
+    shape, at least 8 voxels), shape alone (the field of view decides the spacing) or neither (the drawn
+    ``default_spacing``). Raises ValueError above :data:`MAX_VOXELS`."""
+    n_c, d_c = [0, 0, 0], [0.0, 0.0, 0.0]
+    for i, (w, _) in enumerate(axes):
+        fov = fovs[w]
+        if shape is not None and spacing is not None:
+            n, d = shape[i], spacing[i]
+        elif spacing is not None:
+            d = spacing[i]
+            n = max(8, int(round(fov / d)))
+        elif shape is not None:
+            n = shape[i]
+            d = round(fov / n, 4)
+        else:
+            d = default_spacing[w]
+            n = int(round(fov / d))
+        n_c[w], d_c[w] = n, d
+    if int(np.prod(n_c, dtype=np.int64)) > MAX_VOXELS:
+        raise ValueError(f"shape {tuple(n_c)} has more than {MAX_VOXELS} voxels")
+    return n_c, d_c
+
+
 def _make_grid(seed: int, anat: dict, shape, spacing, orientation) -> dict:
     """Canonical (RAS-ordered) sampling grid, stored orientation and world shift for the request."""
     rng = np.random.default_rng([seed, 0])
@@ -752,24 +790,7 @@ def _make_grid(seed: int, anat: dict, shape, spacing, orientation) -> dict:
     shape = None if shape is None else _check_triplet(shape, "shape", int)
     spacing = None if spacing is None else _check_triplet(spacing, "spacing", float)
 
-    n_c, d_c = [0, 0, 0], [0.0, 0.0, 0.0]
-    for i, (w, _) in enumerate(axes):
-        fov = fov_z if w == 2 else fov_xy
-        default_d = d_z if w == 2 else d_xy
-        if shape is not None and spacing is not None:
-            n, d = shape[i], spacing[i]
-        elif spacing is not None:
-            d = spacing[i]
-            n = max(8, int(round(fov / d)))
-        elif shape is not None:
-            n = shape[i]
-            d = round(fov / n, 4)
-        else:
-            d = default_d
-            n = int(round(fov / d))
-        n_c[w], d_c[w] = n, d
-    if int(np.prod(n_c, dtype=np.int64)) > MAX_VOXELS:
-        raise ValueError(f"shape {tuple(n_c)} has more than {MAX_VOXELS} voxels")
+    n_c, d_c = _grid_size(axes, (fov_xy, fov_xy, fov_z), (d_xy, d_xy, d_z), shape, spacing)
 
     liver = anat["liver"]
     lo, hi = liver["fov_lo"], liver["fov_hi"]
@@ -859,7 +880,7 @@ def _paint_body(tmap, grid, anat):
 
 def _paint_spine(tmap, grid, anat):
     sp, body = anat["spine"], anat["body"]
-    lo = (-sp["ps_x"] - sp["ps_a"] - sp["tp_len"] - 5, -body["b"], -1e9)
+    lo = (-sp["ps_x"] - sp["ps_a"] - sp["tp_len"] - 5, -body["b"], sp.get("z_min", -1e9))
     hi = (sp["ps_x"] + sp["ps_a"] + sp["tp_len"] + 5, sp["y_vb"] + sp["vb_ay"] + 1, 1e9)
     sl = _box(grid, lo, hi)
     if sl is None:
@@ -907,7 +928,8 @@ def _paint_psoas(tmap, grid, anat):
 
 
 def _paint_tube2d(tmap, grid, v, code, z_max=1e9):
-    sl = _box(grid, (v["x"] - v["rx"], v["y"] - v["ry"], -1e9), (v["x"] + v["rx"], v["y"] + v["ry"], z_max))
+    z_min = v.get("z_min", -1e9)
+    sl = _box(grid, (v["x"] - v["rx"], v["y"] - v["ry"], z_min), (v["x"] + v["rx"], v["y"] + v["ry"], z_max))
     if sl is None:
         return
     xx, yy, zz = _sub(grid, sl)
@@ -1006,6 +1028,9 @@ def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
     if st["gas"]:
         level_y = float(st["blob"]["centre"][1] + st["gas_level"] * st["blob"]["axes"][1])
         _paint_blob(tmap, grid, st["blob"], _T["gas"], only=(_T["stomach"],), extra=lambda xx, yy, zz: yy > level_y)
+    wide = anat.get("wide")
+    if wide is not None:
+        _paint_wide_soft(tmap, grid, anat, wide, in_cavity)
     _paint_psoas(tmap, grid, anat)
     for k in anat["kidneys"]:
         _paint_blob(tmap, grid, k["outer"], _T["kidney_cortex"], extra=in_cavity)
@@ -1017,6 +1042,8 @@ def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
     _paint_tube2d(tmap, grid, anat["vessels"]["ivc"], _T["ivc"], z_max=float(anat["heart"]["centre"][2]))
     _paint_spine(tmap, grid, anat)
     _paint_ribs(tmap, grid, anat)
+    if wide is not None:
+        _paint_wide_bones(tmap, grid, wide)
 
     liver = anat["liver"]
     got = _liver_mask(grid, anat, liver)
@@ -1028,6 +1055,8 @@ def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
         _paint_tube(tmap, grid, p0, p1, r0, r1, _T["hepatic_vessel"], only=(_T["liver"],))
     for i, tum in enumerate(anat["tumours"]):
         _paint_blob(tmap, grid, tum, TUMOUR_CODES[i], only=LIVER_CODES)
+    if wide is not None and wide["large_tumour"] is not None:
+        _paint_blob(tmap, grid, wide["large_tumour"], _T["tumour_large"], only=LIVER_CODES)
     return tmap
 
 
@@ -1058,47 +1087,580 @@ def _hu_image(tmap: np.ndarray, anat: dict, seed: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the "wide" profile: domain-randomised anatomy, field of view, contrast phase and appearance
+# ----------------------------------------------------------------------------------------------------------------
+
+PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
+# HU ranges per phase: (non-contrast, arterial, portal-venous, delayed); textbook values of abdominal CT
+# (e.g. unenhanced liver 50-65 HU, portal-venous liver ~100-120 HU, arterial aorta 250-400 HU).
+_PHASE_HU = {
+    "liver": ((45, 65), (60, 85), (90, 130), (70, 100)),
+    "spleen": ((38, 52), (90, 140), (100, 130), (80, 105)),
+    "aorta": ((30, 50), (250, 420), (140, 200), (100, 140)),
+    "ivc": ((30, 50), (60, 110), (120, 170), (100, 140)),
+    "portal_vein": ((30, 50), (90, 150), (150, 200), (100, 140)),
+    "hepatic_vessel": ((30, 45), (70, 110), (150, 200), (100, 140)),
+    "kidney_cortex": ((30, 40), (170, 260), (150, 200), (120, 170)),
+    "kidney_medulla": ((28, 38), (60, 110), (140, 190), (150, 250)),
+    "heart": ((35, 50), (200, 380), (120, 160), (100, 130)),
+    "pancreas": ((35, 50), (100, 150), (80, 110), (60, 90)),
+    "bowel_wall": ((30, 45), (70, 110), (70, 100), (55, 80)),
+    "iliac_artery": ((30, 50), (250, 420), (140, 200), (100, 140)),
+    "pelvic_organ": ((35, 50), (60, 110), (70, 110), (60, 90)),
+}
+
+
+def _draw_phase_hu(rng, hu_std: np.ndarray, phase: int) -> tuple:
+    """HU look-up table of a wide case for contrast phase index ``phase``; also the liver kind (fatty, dense)."""
+    hu = hu_std.copy()
+    for name, ranges in _PHASE_HU.items():
+        hu[_T[name]] = rng.uniform(*ranges[phase])
+    kind, u = "normal", rng.uniform()
+    if u < 0.18:  # fatty liver: darker than the spleen, down to about -20 HU when severe
+        kind = "fatty"
+        hu[_T["liver"]] = hu[_T["spleen"]] - rng.uniform(10, 75)
+    elif u < 0.24:  # dense liver (iron, amiodarone)
+        kind = "dense"
+        hu[_T["liver"]] += rng.uniform(20, 45)
+    liver = float(hu[_T["liver"]])
+    if kind == "fatty" and phase < 2:
+        hu[_T["hepatic_vessel"]] = max(float(hu[_T["hepatic_vessel"]]), liver + rng.uniform(5, 25))
+    hu[_T["bile"]] = rng.uniform(-5, 25)
+    hu[_T["stomach"]] = rng.uniform(-5, 40)
+    hu[_T["muscle"]] = rng.uniform(35, 65)
+    hu[_T["subcutaneous_fat"]] = rng.uniform(-120, -85)
+    hu[_T["visceral_fat"]] = rng.uniform(-110, -75)
+    hu[_T["cortical_bone"]] = rng.uniform(450, 1100)
+    hu[_T["cancellous_bone"]] = rng.uniform(120, 320)
+    hu[_T["bowel_fluid"]] = rng.uniform(-5, 25)
+    hu[_T["bowel_contrast"]] = rng.uniform(150, 600)
+    hu[_T["stool"]] = rng.uniform(-120, 40)
+    hu[_T["bladder"]] = rng.uniform(300, 900) if phase == 3 and rng.uniform() < 0.5 else rng.uniform(0, 20)
+    hu[_T["ascites"]] = rng.uniform(0, 25)
+    hu[_T["lung"]] = rng.uniform(-900, -780)
+    hu[_T["gas"]] = rng.uniform(-1000, -850)
+    for code in TUMOUR_CODES:  # hypodense, or hyperdense in the arterial phase (or delayed, rarely)
+        if phase == 1 and rng.uniform() < 0.5:
+            hu[code] = liver + rng.uniform(20, 70)
+        elif rng.uniform() < 0.1:
+            hu[code] = liver + rng.uniform(10, 40)
+        else:
+            hu[code] = liver - rng.uniform(15, 70)
+    return hu, kind
+
+
+def _draw_large_tumour(rng, liver: dict):
+    """A large (radius 30-60 mm) tumour in a quarter of the cases, anywhere deep enough in the liver; or None."""
+    if rng.uniform() >= 0.25:
+        return None
+    r = rng.uniform(30.0, 60.0)
+    ok = liver["depth"] >= 0.5 * r
+    if not np.any(ok):
+        ok = liver["depth"] >= liver["depth"].max()
+    pts = liver["points"][ok]
+    centre = pts[int(rng.integers(len(pts)))]
+    blob = _blob(rng, centre, r * rng.uniform(0.8, 1.2, 3), _rotation(*rng.uniform(0, 2 * math.pi, 3)), 4, 0.08)
+    return blob
+
+
+def _draw_bowel_loops(rng, anat: dict, z_lo: float, z_hi: float, contrast: bool) -> list:
+    """Small-bowel loops filling the abdomen and pelvis: wall blob plus contents (fluid, soft, contrast or gas)."""
+    body, sp = anat["body"], anat["spine"]
+    ai, bi = body["ai"], body["bi"]
+    loops = []
+    n = int(rng.integers(110, 170))
+    p_contents = np.array([0.35, 0.3, 0.25 if contrast else 0.0, 0.12])
+    p_contents /= p_contents.sum()
+    contents = (_T["bowel_fluid"], _T["bowel_a"], _T["bowel_contrast"], _T["gas"])
+    for _ in range(n):
+        centre = (rng.uniform(-0.85, 0.85) * ai, rng.uniform(sp["y_vb"] + 10, 0.9 * bi), rng.uniform(z_lo, z_hi))
+        blob = _blob(rng, centre, rng.uniform(10, 22, 3), _rotation(*rng.uniform(0, math.pi, 3)), 2, 0.08)
+        loops.append(
+            {"blob": blob, "content": contents[int(rng.choice(4, p=p_contents))], "lumen": rng.uniform(0.6, 0.85)}
+        )
+    return loops
+
+
+def _draw_colon(rng, anat: dict, zb: float, z_crest: float, z_fh: float) -> dict:
+    """Colon frame (caecum, ascending, transverse, descending, sigmoid, rectum) as a chain of tubes with gas."""
+    ai, bi, y_vb = anat["body"]["ai"], anat["body"]["bi"], anat["spine"]["y_vb"]
+    xr, xl = ai - rng.uniform(25, 40), -(ai - rng.uniform(25, 40))
+    pts = [
+        (xr, rng.uniform(-10, 20), z_crest - rng.uniform(0, 30)),
+        (xr, rng.uniform(-10, 20), zb + rng.uniform(-20, 10)),
+        (0.3 * ai, 0.6 * bi, zb - rng.uniform(0, 60)),
+        (-0.2 * ai, 0.6 * bi, zb - rng.uniform(0, 80)),
+        (xl, rng.uniform(-20, 10), anat["liver"]["top"][2] - rng.uniform(80, 110)),
+        (xl, rng.uniform(-20, 10), z_crest + rng.uniform(0, 30)),
+        (-rng.uniform(20, 50), rng.uniform(0, 40), z_fh + rng.uniform(40, 70)),
+        (0.0, y_vb - rng.uniform(0, 10), z_fh + rng.uniform(10, 30)),
+        (0.0, y_vb - rng.uniform(5, 20), z_fh - rng.uniform(40, 60)),
+    ]
+    radii = [rng.uniform(22, 32)] + [rng.uniform(16, 26) for _ in pts[1:]]
+    gas = []
+    for _ in range(int(rng.integers(8, 25))):
+        i = int(rng.integers(len(pts) - 1))
+        t = rng.uniform()
+        p = (1 - t) * np.asarray(pts[i]) + t * np.asarray(pts[i + 1])
+        gas.append((p + rng.normal(0, 5, 3), rng.uniform(3, 12)))
+    return {"points": pts, "radii": radii, "gas": gas}
+
+
+def _draw_pelvis(rng, anat: dict, z_crest: float) -> dict:
+    """Pelvic bones (iliac wings, sacrum, acetabula, femoral heads and necks, pubic and ischial rami) and organs."""
+    ai, bi, y_vb = anat["body"]["ai"], anat["body"]["bi"], anat["spine"]["y_vb"]
+    deg = math.pi / 180.0
+    z_fh = z_crest - rng.uniform(150, 185)
+    x_fh = min(rng.uniform(85, 100), ai - 15.0)
+    y_fh = rng.uniform(-15, 15)
+    r_fh = rng.uniform(21, 26)
+    wing_axes = (min(rng.uniform(105, 125), ai), rng.uniform(75, 95), rng.uniform(110, 130))
+    wing = _blob(rng, (0.0, y_vb + rng.uniform(15, 30), z_crest), wing_axes, None, 3, 0.04)
+    sacrum = _blob(
+        rng,
+        (0.0, y_vb - rng.uniform(5, 15), z_crest - rng.uniform(55, 70)),
+        (rng.uniform(42, 52), rng.uniform(14, 20), rng.uniform(60, 75)),
+        _rotation(-rng.uniform(20, 35) * deg, 0.0, 0.0),
+        2,
+        0.04,
+    )
+    fill = rng.uniform(0.2, 1.0)
+    y_bl = y_fh + rng.uniform(25, 45)
+    bladder = _blob(
+        rng,
+        (0.0, y_bl, z_fh + rng.uniform(0, 25) + 25 * fill),
+        (20 + 40 * fill, 15 + 30 * fill, 15 + 35 * fill),
+        None,
+        3,
+        0.06,
+    )
+    if rng.uniform() < 0.5:  # uterus behind and above the bladder
+        organ = _blob(
+            rng,
+            (rng.uniform(-15, 15), y_bl - rng.uniform(35, 50), z_fh + rng.uniform(40, 70)),
+            (rng.uniform(25, 35), rng.uniform(20, 28), rng.uniform(35, 50)),
+            _rotation(rng.uniform(-30, 30) * deg, 0.0, 0.0),
+            3,
+            0.06,
+        )
+    else:  # prostate below the bladder
+        organ = _blob(rng, (0.0, y_fh + rng.uniform(10, 25), z_fh - rng.uniform(25, 40)), rng.uniform(15, 22, 3))
+    gluteal = [
+        _blob(
+            rng, (s * (ai - rng.uniform(10, 25)), -0.45 * bi, z_fh + rng.uniform(20, 50)), (50, 60, 110), None, 2, 0.05
+        )
+        for s in (1.0, -1.0)
+    ]
+    symphysis = (0.0, y_fh + rng.uniform(50, 65), z_fh - rng.uniform(15, 30))
+    return {
+        "z_crest": z_crest,
+        "z_fh": z_fh,
+        "x_fh": x_fh,
+        "y_fh": y_fh,
+        "r_fh": r_fh,
+        "wing": wing,
+        "wing_thick": rng.uniform(6, 10),
+        "sacrum": sacrum,
+        "bladder": bladder,
+        "organ": organ,
+        "gluteal": gluteal,
+        "symphysis": symphysis,
+        "neck_angle": rng.uniform(40, 55) * deg,
+    }
+
+
+def _draw_wide(seed: int, anat: dict) -> dict:
+    """The "wide" profile's case: the standard anatomy plus the draws of streams [seed, 3] (anatomy) and
+    [seed, 5] (contrast phase and HU); returns a new anatomy dict (``anat`` is not changed)."""
+    rng = np.random.default_rng([seed, 3])
+    out = dict(anat)
+    liver = anat["liver"]
+    zt, zb = float(liver["fov_hi"][2]), float(liver["fov_lo"][2])
+    z_crest = min(zb, anat["kidneys"][0]["outer"]["centre"][2] - 60.0) - rng.uniform(40, 90)
+    pelvis = _draw_pelvis(rng, anat, z_crest)
+    contrast = rng.uniform() < 0.45  # positive oral contrast in this case
+    vessels = {k: dict(v) for k, v in anat["vessels"].items()}
+    z_bif = z_crest + rng.uniform(10, 40)
+    vessels["aorta"]["z_min"] = z_bif
+    vessels["ivc"]["z_min"] = z_bif - 15.0
+    out["vessels"] = vessels
+    out["spine"] = dict(anat["spine"], z_min=z_crest - 15.0)
+    ivc, ao = vessels["ivc"], vessels["aorta"]
+    iliac = []
+    for s in (1.0, -1.0):
+        end = (s * (pelvis["x_fh"] - rng.uniform(15, 25)), pelvis["y_fh"] + rng.uniform(25, 35), pelvis["z_fh"] + 15.0)
+        iliac.append(((ao["x"], ao["y"], z_bif), end, rng.uniform(5, 7), _T["iliac_artery"]))
+        iliac.append(
+            ((ivc["x"], ivc["y"], z_bif - 15.0), (end[0], end[1] - 12.0, end[2]), rng.uniform(7, 9), _T["ivc"])
+        )
+    hilum = anat["hepatic_vessels"][0][0]
+    y_ao = ao["y"] + ao["ry"]
+    head = (ivc["x"] + rng.uniform(0, 15), y_ao + rng.uniform(20, 35), zt - rng.uniform(115, 145))
+    neck = (rng.uniform(-10, 10), y_ao + rng.uniform(25, 40), head[2] + rng.uniform(5, 20))
+    tail = (
+        -(anat["body"]["ai"] - rng.uniform(45, 60)),
+        anat["spine"]["y_vb"] + rng.uniform(0, 20),
+        zt - rng.uniform(70, 95),
+    )
+    confluence = (neck[0] + 5.0, neck[1] - 12.0, neck[2])
+    arm = None
+    if rng.uniform() < 0.35:  # arms down beside the body
+        r_arm = rng.uniform(38, 52)
+        arm = {
+            "x": anat["body"]["a"] + rng.uniform(5, 30) + r_arm,
+            "y": rng.uniform(-30, 20),
+            "r": r_arm,
+            "z_elbow": zt - rng.uniform(80, 180),
+        }
+    out["wide"] = {
+        "pelvis": pelvis,
+        "contrast": contrast,
+        "loops": _draw_bowel_loops(rng, anat, pelvis["z_fh"] - 20.0, zb + 30.0, contrast),
+        "colon": _draw_colon(rng, anat, zb, z_crest, pelvis["z_fh"]),
+        "iliac": iliac,
+        "pancreas": [
+            (head, neck, rng.uniform(12, 17), rng.uniform(10, 13)),
+            (neck, tail, rng.uniform(9, 12), rng.uniform(7, 10)),
+        ],
+        "portal": [
+            (confluence, hilum, rng.uniform(6, 8), rng.uniform(5, 7)),
+            (confluence, tail, rng.uniform(4, 5), rng.uniform(3, 4)),
+        ],
+        "ascites": rng.uniform() < 0.15,
+        "arm": arm,
+        "large_tumour": _draw_large_tumour(rng, liver),
+        "apex": zt + rng.uniform(170, 230),
+        "scale": rng.uniform(0.82, 1.2),
+    }
+    rng_hu = np.random.default_rng([seed, 5])
+    phase = int(rng_hu.choice(4, p=[0.2, 0.2, 0.45, 0.15]))
+    hu, kind = _draw_phase_hu(rng_hu, anat["hu"], phase)
+    out["hu"] = hu
+    out["wide"].update({"phase": PHASES[phase], "liver_kind": kind})
+    return out
+
+
+def _soft_codes() -> tuple:
+    """Tissue codes the wide profile's soft-tissue structures may paint over (fat, bowel and its contents)."""
+    return tuple(
+        _T[k]
+        for k in ("visceral_fat", "bowel_a", "bowel_b", "bowel_c", "gas", "bowel_wall", "bowel_fluid", "bowel_contrast")
+    )
+
+
+def _paint_cylinder(tmap, grid, x, y, r, z_lo, z_hi, code, only=None):
+    """Vertical cylinder of radius ``r`` mm about (x, y) between heights z_lo and z_hi."""
+    sl = _box(grid, (x - r, y - r, z_lo), (x + r, y + r, z_hi))
+    if sl is None:
+        return
+    xx, yy, _ = _sub(grid, sl)
+    mask2d = ((xx[:, :, 0] - x) ** 2 + (yy[:, :, 0] - y) ** 2) < r * r
+    _paint(tmap, sl, np.broadcast_to(mask2d[:, :, None], tuple(s.stop - s.start for s in sl)), code, only)
+
+
+def _paint_arms(tmap, grid, arm: dict, z_top: float):
+    """Both arms beside the body: skin, fat, muscle and humerus (upper arm) or two forearm bones."""
+    for s in (1.0, -1.0):
+        x, y, r = s * arm["x"], arm["y"], arm["r"]
+        _paint_cylinder(tmap, grid, x, y, r, -1e9, z_top, _T["skin"], only=(_T["air"],))
+        _paint_cylinder(tmap, grid, x, y, r - 2.0, -1e9, z_top, _T["subcutaneous_fat"], only=(_T["skin"],))
+        _paint_cylinder(tmap, grid, x, y, 0.75 * r, -1e9, z_top, _T["muscle"], only=(_T["subcutaneous_fat"],))
+        _paint_cylinder(tmap, grid, x, y, 11.0, arm["z_elbow"], z_top, _T["cortical_bone"])
+        _paint_cylinder(tmap, grid, x, y, 7.5, arm["z_elbow"], z_top, _T["cancellous_bone"])
+        for dx in (-12.0, 12.0):
+            _paint_cylinder(tmap, grid, x + dx, y, 6.0, -1e9, arm["z_elbow"], _T["cortical_bone"])
+
+
+def _paint_tube_chain(tmap, grid, pts, radii, code, only):
+    for i in range(len(pts) - 1):
+        _paint_tube(tmap, grid, pts[i], pts[i + 1], radii[i], radii[i + 1], code, only)
+
+
+def _paint_wide_soft(tmap, grid, anat: dict, wide: dict, in_cavity):
+    """Soft tissues of the wide profile, painted after the standard bowel and before organs and bones."""
+    soft = _soft_codes()
+    for lp in wide["loops"]:
+        _paint_blob(tmap, grid, lp["blob"], _T["bowel_wall"], extra=in_cavity)
+        _paint_blob(tmap, grid, lp["blob"], lp["content"], level=lp["lumen"], only=(_T["bowel_wall"],))
+    colon = wide["colon"]
+    _paint_tube_chain(tmap, grid, colon["points"], colon["radii"], _T["bowel_wall"], soft)
+    inner = [0.8 * r for r in colon["radii"]]
+    _paint_tube_chain(tmap, grid, colon["points"], inner, _T["stool"], (_T["bowel_wall"],))
+    for p, r in colon["gas"]:
+        _paint_tube(tmap, grid, p, p, r, r, _T["gas"], (_T["stool"],))
+    pv = wide["pelvis"]
+    for g in pv["gluteal"]:
+        _paint_blob(tmap, grid, g, _T["muscle"], only=(_T["subcutaneous_fat"], _T["muscle"]) + soft)
+    wing = pv["wing"]
+    iliacus_level = 1.0 - (pv["wing_thick"] + 20.0) / float(np.mean(wing["axes"]))
+
+    def iliacus(xx, yy, zz):  # a muscle layer about 20 mm thick lining the inside of the iliac wings
+        lateral = (zz < pv["z_crest"]) & (np.abs(xx) > 25.0) & (yy < wing["centre"][1] + 20.0)
+        return lateral & (_blob_field(wing, xx, yy, zz) > np.float32(iliacus_level))
+
+    _paint_blob(tmap, grid, wing, _T["muscle"], only=soft, extra=iliacus)
+    _paint_blob(tmap, grid, pv["organ"], _T["pelvic_organ"], extra=in_cavity)
+    _paint_blob(tmap, grid, pv["bladder"], _T["bladder"], extra=in_cavity)
+    for seg in wide["pancreas"]:
+        _paint_tube(tmap, grid, *seg, _T["pancreas"], soft)
+    for p0, p1, r0, r1 in wide["portal"]:
+        _paint_tube(tmap, grid, p0, p1, r0, r1, _T["portal_vein"], soft + (_T["pancreas"],))
+    for p0, p1, r, code in wide["iliac"]:
+        _paint_tube(tmap, grid, p0, p1, r, r, code, None)
+    if wide["ascites"]:
+        for lobe in anat["liver"]["lobes"]:
+            _paint_blob(tmap, grid, lobe, _T["ascites"], level=1.1, only=(_T["visceral_fat"],))
+        c = (0.0, 0.0, pv["z_fh"] + 50.0)
+        pelvic = _blob(np.random.default_rng(0), c, (0.8 * anat["body"]["ai"], 0.8 * anat["body"]["bi"], 70.0))
+        _paint_blob(tmap, grid, pelvic, _T["ascites"], only=(_T["visceral_fat"],))
+    if wide["arm"] is not None:
+        _paint_arms(tmap, grid, wide["arm"], wide["apex"] + 100.0)
+
+
+def _paint_bone(tmap, grid, p0, p1, r0, r1, cortex=3.0):
+    """Tube of cortical bone with a cancellous core."""
+    _paint_tube(tmap, grid, p0, p1, r0, r1, _T["cortical_bone"], None)
+    _paint_tube(tmap, grid, p0, p1, max(r0 - cortex, 1.0), max(r1 - cortex, 1.0), _T["cancellous_bone"], None)
+
+
+def _paint_wide_bones(tmap, grid, wide: dict):
+    """Pelvic bones and femora of the wide profile, painted over everything but the liver."""
+    pv = wide["pelvis"]
+    wing, t = pv["wing"], pv["wing_thick"]
+    inner = 1.0 - t / float(np.mean(wing["axes"]))
+    z_lo = pv["z_fh"] + 10.0
+
+    def wing_shell(lo, hi):
+        """The iliac wings: the lower, posterior-lateral part of an ellipsoidal shell (a bowl), field in (lo, hi)."""
+
+        def inside(xx, yy, zz):
+            part = (zz < pv["z_crest"]) & (zz > z_lo) & (np.abs(xx) > 25.0) & (yy < wing["centre"][1] + 20.0)
+            return part & (_blob_field(wing, xx, yy, zz) > np.float32(lo))
+
+        return inside
+
+    _paint_blob(tmap, grid, wing, _T["cortical_bone"], extra=wing_shell(inner, 1.0))
+    core = 0.3 * (1.0 - inner)  # cancellous core between two cortical plates
+    _paint_blob(tmap, grid, wing, _T["cancellous_bone"], level=1.0 - core, extra=wing_shell(inner + core, 1.0 - core))
+    _paint_blob(tmap, grid, pv["sacrum"], _T["cortical_bone"])
+    _paint_blob(tmap, grid, pv["sacrum"], _T["cancellous_bone"], level=0.8)
+    for s in (1.0, -1.0):
+        head = np.array([s * pv["x_fh"], pv["y_fh"], pv["z_fh"]])
+        r = pv["r_fh"]
+        a = pv["neck_angle"]
+        troch = head + np.array([s * 50.0 * math.cos(a), -5.0, -50.0 * math.sin(a)])
+        _paint_bone(
+            tmap, grid, head + np.array([s * 6.0, 0.0, 20.0]), head - np.array([s * 20.0, 0.0, -5.0]), r + 6, r + 4
+        )
+        _paint_bone(tmap, grid, troch, troch - np.array([s * 10.0, 0.0, 300.0]), 16.0, 13.0, cortex=4.0)
+        _paint_bone(tmap, grid, head, troch, 15.0, 17.0)
+        _paint_tube(tmap, grid, head, head, r + 1.5, r + 1.5, _T["disc"], None)  # joint space
+        _paint_bone(tmap, grid, head, head, r, r)
+        sym = np.array(pv["symphysis"]) + np.array([s * 6.0, 0.0, 0.0])
+        _paint_bone(tmap, grid, head + np.array([-s * 15.0, 20.0, -5.0]), sym, 10.0, 9.0)
+        isch = head + np.array([-s * 30.0, -35.0, -45.0])
+        _paint_bone(tmap, grid, head + np.array([-s * 10.0, -15.0, -10.0]), isch, 12.0, 10.0)
+        _paint_bone(tmap, grid, isch, sym - np.array([0.0, 10.0, 10.0]), 8.0, 8.0)
+
+
+# ---- wide grid and image ----------------------------------------------------------------------------------------
+
+
+def _make_wide_grid(seed: int, anat: dict, shape, spacing, orientation) -> dict:
+    """Sampling grid of a wide case (stream [seed, 4]): field of view from the lung apex or mid-abdomen down to the
+    liver or below the pelvis (the liver may be cut), in-plane 320-500 mm, and the patient's size (the painted
+    patient frame is stretched by ``scale``; the affine is in physical millimetres)."""
+    rng = np.random.default_rng([seed, 4])
+    wide = anat["wide"]
+    drawn_code = ORIENTATIONS[int(rng.integers(len(ORIENTATIONS)))]
+    d_xy = round(float(rng.uniform(1.5, 3.2)), 4)
+    d_z = round(float(rng.uniform(1.0, 5.0)), 3)
+    s = wide["scale"]
+    fov_xy = rng.uniform(max(320.0, 2.0 * anat["body"]["a"] * s + 20.0), 500.0)
+    fov_xy = min(fov_xy, 500.0)
+    centre_xy = rng.uniform(-10.0, 10.0, 2)
+    zt, zb = float(anat["liver"]["fov_hi"][2]), float(anat["liver"]["fov_lo"][2])
+    below = wide["pelvis"]["z_fh"] - rng.uniform(40, 120)
+    if rng.uniform() < 0.35:  # chest-abdomen-pelvis or abdomen-pelvis: the whole liver and the pelvis
+        top, bottom = rng.uniform(zt + 15.0, wide["apex"]), below
+    else:
+        top, bottom = rng.uniform(zb + 40.0, wide["apex"]), rng.uniform(below, zt - 60.0)
+    if top - bottom < 120.0:
+        bottom = top - 120.0
+    z_table = round(float(rng.uniform(-400.0, 100.0)), 1)
+
+    code = drawn_code if orientation is None else orientation
+    axes = parse_orientation(code)
+    code = str(code).upper()
+    shape = None if shape is None else _check_triplet(shape, "shape", int)
+    spacing = None if spacing is None else _check_triplet(spacing, "spacing", float)
+    fovs = (fov_xy, fov_xy, (top - bottom) * s)
+    n_c, d_c = _grid_size(axes, fovs, (d_xy, d_xy, d_z), shape, spacing)
+    centre = (centre_xy[0] * s, centre_xy[1] * s, 0.5 * (top + bottom) * s)  # physical mm
+    origin = [centre[w] - (n_c[w] - 1) * d_c[w] / 2.0 for w in range(3)]
+    coords = [(origin[w] + d_c[w] * np.arange(n_c[w], dtype=np.float64)) / s for w in range(3)]
+    grid = _grid_from_coords(coords)
+    grid.update(
+        {
+            "axes": axes,
+            "code": code,
+            "spacing_c": tuple(d_c),
+            "origin": tuple(origin),
+            "world_shift": (0.0, 0.0, z_table),
+        }
+    )
+    return grid
+
+
+def _low_freq_fields(rng, shape, n_fields: int, cell_vox) -> list:
+    """``n_fields`` smooth random fields (unit standard deviation, float32) with features about ``cell_vox``
+    voxels apart, made by linear interpolation of a coarse gaussian grid."""
+    coarse = tuple(max(2, int(math.ceil(n / c)) + 1) for n, c in zip(shape, cell_vox, strict=True))
+    out = []
+    for _ in range(n_fields):
+        g = rng.standard_normal(coarse).astype(np.float32)
+        zoom = [(n - 1) / max(1, m - 1) for n, m in zip(shape, coarse, strict=True)]
+        f = ndimage.zoom(g, zoom, order=1, output=np.float32, grid_mode=False)
+        f = f[: shape[0], : shape[1], : shape[2]]
+        if f.shape != tuple(shape):
+            f = np.pad(f, [(0, n - m) for n, m in zip(shape, f.shape, strict=True)], mode="edge")
+        out.append(f)
+    return out
+
+
+def _wide_image(tmap: np.ndarray, grid: dict, anat: dict, seed: int) -> np.ndarray:
+    """Tissue map -> int16 HU image with per-organ texture, cupping, rare metal streaks, correlated noise and a
+    drawn reconstruction kernel and slice thickness (stream [seed, 6])."""
+    rng = np.random.default_rng([seed, 6])
+    spacing = grid["spacing_c"]
+    img = anat["hu"][tmap]
+    # per-organ smooth intensity variation: every tissue mixes two shared fields with its own weights
+    fields = _low_freq_fields(rng, tmap.shape, 2, [max(2.0, rng.uniform(20, 60) / d) for d in spacing])
+    amp = rng.uniform(0.0, 15.0, _N_CODES).astype(np.float32)
+    amp[[_T["air"], _T["gas"], _T["lung"]]] *= 2.0
+    for f in fields:
+        w = (rng.normal(0.0, 1.0, _N_CODES) * amp).astype(np.float32)
+        img += w[tmap] * f
+    del fields
+    xx, yy, _ = _sub(grid, (slice(0, tmap.shape[0]), slice(0, tmap.shape[1]), slice(0, 1)))
+    r2 = (xx[:, :, 0] ** 2 + yy[:, :, 0] ** 2) / np.float32(anat["body"]["a"] ** 2)
+    cup = np.float32(rng.uniform(0.0, 25.0)) * np.clip(1.0 - r2, 0.0, 1.0)  # beam hardening: darker centre
+    img -= cup[:, :, None] * (tmap != _T["air"])
+    if rng.uniform() < 0.05:  # metal (hip prosthesis, clip, port) with streaks in the slices that cross it
+        k = int(rng.integers(tmap.shape[2]))
+        z = slice(max(0, k - int(rng.integers(1, 6))), k + int(rng.integers(1, 6)))
+        i0, j0 = int(rng.integers(tmap.shape[0] // 4, 3 * tmap.shape[0] // 4)), int(
+            rng.integers(tmap.shape[1] // 4, 3 * tmap.shape[1] // 4)
+        )
+        ii = np.arange(tmap.shape[0], dtype=np.float32)[:, None] - i0
+        jj = np.arange(tmap.shape[1], dtype=np.float32)[None, :] - j0
+        theta, r = np.arctan2(jj, ii), np.sqrt(ii * ii + jj * jj) + 1.0
+        streak = np.float32(rng.uniform(150, 600)) * np.cos(
+            theta * np.float32(rng.integers(6, 16)) + np.float32(rng.uniform(0, 6.3))
+        )
+        streak *= np.float32(3.0) / np.sqrt(r)
+        streak[r < 3.0] = 3000.0
+        img[:, :, z] += streak[:, :, None]
+    # reconstruction kernel (in-plane) and slice thickness (along z), in mm -> voxels
+    kernel_mm, thick_mm = rng.uniform(0.4, 1.6), rng.uniform(0.6, 5.0)
+    sig = [kernel_mm / spacing[0], kernel_mm / spacing[1], thick_mm / 2.355 / spacing[2]]
+    noise_hu = rng.uniform(5.0, 40.0)
+    # noise added before the blur comes out correlated; scale it so that its level after the blur is ``noise_hu``
+    gain = math.sqrt(math.prod(max(1.0, 2.0 * math.sqrt(math.pi) * s) for s in sig))
+    rng_n = np.random.default_rng([seed, 7])
+    step = max(1, 4_000_000 // max(1, img.shape[1] * img.shape[2]))
+    for i0 in range(0, img.shape[0], step):
+        chunk = img[i0 : i0 + step]
+        noise = rng_n.standard_normal(chunk.shape, dtype=np.float32)
+        noise *= np.float32(noise_hu * gain)
+        chunk += noise
+    img = ndimage.gaussian_filter(img, sigma=sig, mode="nearest", truncate=3.0, output=np.float32)
+    np.rint(img, out=img)
+    np.clip(img, _HU_MIN, _HU_MAX, out=img)
+    return img.astype(np.int16)
+
+
+def case_info(seed: int, profile: str = "wide") -> dict:
+    """What a case shows: profile, contrast phase, liver kind and the z range (patient mm, liver top at 0)."""
+    seed = _check_seed(seed)
+    anat = _draw_anatomy(seed)
+    if _check_profile(profile) == "standard":
+        return {"profile": "standard", "phase": "portal_venous", "liver_kind": "normal"}
+    anat = _draw_wide(seed, anat)
+    w = anat["wide"]
+    return {"profile": "wide", "phase": w["phase"], "liver_kind": w["liver_kind"], "scale": w["scale"]}
+
+
+def _check_profile(profile) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    return profile
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def make_case_with_tissues(seed: int, shape=None, spacing=None, orientation=None):
+def make_case_with_tissues(seed: int, shape=None, spacing=None, orientation=None, profile: str = "standard"):
     """Like :func:`make_case` but also returns the noiseless uint8 tissue map (codes in ``TISSUES``).
 
     The tissue map is stored like the image and is what the image and label were made from; it lets tests and
     demos find the spleen, bone, air and so on.
     """
     seed = _check_seed(seed)
+    profile = _check_profile(profile)
     anat = _draw_anatomy(seed)
-    grid = _make_grid(seed, anat, shape, spacing, orientation)
-    tmap = _paint_tissues(grid, anat)
-    image = _to_stored(_hu_image(tmap, anat, seed), grid["axes"])
+    if profile == "wide":
+        anat = _draw_wide(seed, anat)
+        grid = _make_wide_grid(seed, anat, shape, spacing, orientation)
+        tmap = _paint_tissues(grid, anat)
+        hu = _wide_image(tmap, grid, anat, seed)
+    else:
+        grid = _make_grid(seed, anat, shape, spacing, orientation)
+        tmap = _paint_tissues(grid, anat)
+        hu = _hu_image(tmap, anat, seed)
+    image = _to_stored(hu, grid["axes"])
+    del hu
     tissues = _to_stored(tmap, grid["axes"])
     del tmap
     label = labels_from_tissues(tissues)
     return image, label, _affine(grid), tissues
 
 
-def make_case(seed: int, shape=None, spacing=None, orientation=None):
-    """Synthetic portal-venous abdominal CT volume with liver / tumour labels.
+def make_case(seed: int, shape=None, spacing=None, orientation=None, profile: str = "standard"):
+    """Synthetic abdominal CT volume with liver / tumour labels.
+
+    ``profile="standard"`` (the default) draws the portal-venous abdominal phantom the demo and tests use.
+    ``profile="wide"`` draws a domain-randomised case for training a network meant for real CT: the field of view
+    runs from the lung apex or mid-abdomen down to the liver or below the femoral heads (the liver may be cut by
+    the top or bottom edge, and the label with it), small to large patients, pelvis (iliac wings, sacrum, femora,
+    bladder, uterus or prostate, rectum), colon and small-bowel loops with fluid, soft, oral-contrast or gas
+    contents, pancreas, portal vein, iliac vessels, ascites and arms sometimes; a contrast phase per case
+    (non-contrast, arterial, portal-venous, delayed; fatty and dense livers, large tumours); per-organ smooth
+    intensity fields, noise 5-40 HU, a drawn kernel and slice thickness, cupping and rare metal streaks.  Its
+    draws come from the streams ``[seed, 3]`` to ``[seed, 7]``, so ``"standard"`` is unchanged.
 
     Args:
         seed: non-negative integer; the same arguments always give bit-identical output.
         shape: (n0, n1, n2) voxels of the stored array, or None to derive it from the field of view.
-        spacing: (d0, d1, d2) mm along the stored array axes, or None (in-plane ~U(2.4, 3.2) mm, slices
-            ~U(3.0, 5.0) mm; with ``shape`` given, the spacing that gives the drawn field of view).
+        spacing: (d0, d1, d2) mm along the stored array axes, or None (standard: in-plane ~U(2.4, 3.2) mm,
+            slices ~U(3.0, 5.0) mm; wide: in-plane ~U(1.5, 3.2) mm, slices ~U(1.0, 5.0) mm; with ``shape`` given,
+            the spacing that gives the drawn field of view).
         orientation: nibabel axis code of the stored array ("RAS", "LPS", "PLS", ...), or None to draw one of
             ``ORIENTATIONS``.
+        profile: one of ``PROFILES`` ("standard" or "wide").
 
     Returns:
         image: int16 Hounsfield units, label: uint8 (0 background, 1 liver incl. vessels, 2 tumour), both in
         stored voxel order (i, j, k); affine: 4x4 float64 voxel -> world RAS+ mm.  The liver lies on the
-        patient's right (world +x) and entirely inside the field of view.
+        patient's right (world +x); with "standard" entirely inside the field of view.
 
     Raises:
-        ValueError: bad seed, shape, spacing or orientation, or a field of view too small for the liver.
+        ValueError: bad seed, shape, spacing, orientation or profile, or (standard) a field of view too small for
+            the liver.
     """
-    image, label, affine, _ = make_case_with_tissues(seed, shape, spacing, orientation)
+    image, label, affine, _ = make_case_with_tissues(seed, shape, spacing, orientation, profile)
     return image, label, affine
 
 
@@ -1116,15 +1678,17 @@ def _case_summary(label: np.ndarray, affine: np.ndarray) -> str:
     )
 
 
-def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int = 0) -> str:
+def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int = 0, profile: str = "standard") -> str:
     """Write a Medical Segmentation Decathlon style phantom dataset and return the path of its dataset.json.
 
     Layout: ``imagesTr/liver_000.nii.gz`` ... and ``labelsTr/`` for the ``num_train`` training cases,
     ``imagesTs/`` for the ``num_test`` test cases that follow, plus ``labelsTs/`` (phantom only: the held-out
     labels, so a demo can measure held-out Dice).  Case ``i`` (0-based, training first) uses seed
-    ``seed * 1000 + i``.  Every file is written atomically; one progress line is printed per case.
+    ``seed * 1000 + i``; ``profile`` is passed to :func:`make_case`.  Every file is written atomically; one
+    progress line is printed per case.
     """
     seed = _check_seed(seed)
+    profile = _check_profile(profile)
     for name, v in (("num_train", num_train), ("num_test", num_test)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
@@ -1143,8 +1707,10 @@ def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int =
         name = f"liver_{i:03d}.nii.gz"
         part = "Tr" if i < num_train else "Ts"
         t0 = time.perf_counter()
-        image, label, affine = make_case(case_seed)
+        image, label, affine = make_case(case_seed, profile=profile)
         descr = f"SYNTHETIC liver CT phantom, seed {case_seed}, not patient data"
+        if profile != "standard":
+            descr = f"SYNTHETIC liver CT phantom, seed {case_seed}, profile {profile}, not patient data"
         save_nifti(image, affine, os.path.join(output_dir, f"images{part}", name), descr)
         save_nifti(label, affine, os.path.join(output_dir, f"labels{part}", name), descr)
         if part == "Tr":
@@ -1176,6 +1742,7 @@ def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int =
         "phantom": {
             "generator": "scripts/phantom.py",
             "seed": seed,
+            "profile": profile,
             "case_seed": "seed * 1000 + case index (training cases first)",
             "test_labels": [t.replace("imagesTs", "labelsTs") for t in test],
         },

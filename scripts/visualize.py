@@ -882,3 +882,34 @@ def metrics_for_case(metrics: dict, name: str):
         if "_" in key and key.rsplit("_", 1)[0] == name:
             return value
     return None
+
+
+def phantom_grid(cases, output_png, *, window=DEFAULT_WINDOW, dpi=100) -> str:
+    """Draw generated phantom cases: one row per case, a coronal and an axial slice through the liver with the
+    liver outline, each row titled by the case's ``title``.
+
+    ``cases``: dicts with ``image``, ``label`` (stored voxel order) and ``affine`` (voxel -> RAS+ mm), and ``title``.
+    """
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+
+    cases = list(cases)
+    if not cases:
+        raise ValueError("phantom_grid: no cases to draw")
+    fig = _new_figure((7.0, 3.4 * len(cases)), dpi)
+    for row, case in enumerate(cases):
+        affine = np.asarray(case["affine"], dtype=float)
+        ornt = ornt_transform(axcodes2ornt(nib.aff2axcodes(affine)), axcodes2ornt(("R", "A", "S")))
+        image = apply_orientation(np.asarray(case["image"]), ornt)
+        label = apply_orientation(np.asarray(case["label"]), ornt)
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[[list(ornt[:, 0].astype(int)).index(w) for w in range(3)]]
+        for col, plane in enumerate(("coronal", "axial")):
+            ax = fig.add_subplot(len(cases), 2, 2 * row + col + 1)
+            row_mm, col_mm = plane_spacing(spacing, plane)
+            rgb = render_slice(image, pred=label, plane=plane, index=None, window=window)
+            if not np.any(label):
+                rgb = render_slice(image, plane=plane, window=window)
+            _show_slice(ax, rgb, row_mm, col_mm)
+            ax.set_title(f"{case['title']} ({plane})", fontsize=5.5)
+    fig.tight_layout()
+    return _atomic_savefig(fig, output_png, dpi, {"Title": "synthetic phantom cases (not patient data)"})

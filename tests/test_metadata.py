@@ -135,7 +135,7 @@ def test_the_model_card_has_the_model_zoo_template_sections():
     headings = [h.strip("*_ ").lower() for h in re.findall(r"^#{1,6} +(.+?) *$", card_without_code, re.M)]
     assert [h for h in MODEL_CARD_HEADINGS if h.lower() not in headings] == []
     limitations = card_without_code.split("## Limitations", 1)[1].split("\n## ", 1)[0]
-    assert "synthetic phantom" in limitations and "Not a medical device" in limitations
+    assert "trained on synthetic CT only" in limitations and "Not a medical device" in limitations
 
 
 def test_network_data_format_states_what_the_configs_do():

@@ -362,3 +362,124 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path, args, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
     assert not any(p.is_file() for p in tmp_path.rglob("*")), "no partial output may be left"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# profiles: "standard" pinned, "wide" domain-randomised
+# ---------------------------------------------------------------------------------------------------------------------
+
+# sha256 (first 16 hex digits) of image, label and affine bytes, dtypes and shapes, recorded before the "wide"
+# profile was added (2026-12-03): the standard profile must keep giving exactly these volumes.
+STANDARD_HASHES = {
+    (0, None, None, None): "04801587f1c0a54e",
+    (3, None, None, None): "4bedbf0eb194fc7f",
+    (7, None, None, None): "959e37f29d436d00",
+    (5, (48, 48, 28), None, "LPS"): "bde5a1bf07513c1e",
+    (2, None, (3.0, 3.0, 4.0), "PLS"): "81c0dbf5e91fc999",
+}
+WIDE_SPACING = (4.0, 4.0, 4.0)  # coarse voxels keep the wide tests fast; the anatomy does not depend on the grid
+
+
+def _hash(arrays):
+    import hashlib
+
+    m = hashlib.sha256()
+    for a in arrays:
+        m.update(np.ascontiguousarray(a).tobytes())
+        m.update(str(a.dtype).encode())
+        m.update(str(a.shape).encode())
+    return m.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _wide(seed, spacing=WIDE_SPACING):
+    return phantom.make_case_with_tissues(seed, spacing=spacing, orientation="RAS", profile="wide")
+
+
+@pytest.mark.parametrize("key", sorted(STANDARD_HASHES, key=str))
+def test_standard_profile_is_bit_identical_to_the_pinned_output(key):
+    seed, shape, spacing, orientation = key
+    out = phantom.make_case(seed, shape, spacing, orientation, profile="standard")
+    assert _hash(out) == STANDARD_HASHES[key]
+
+
+def test_wide_is_deterministic_per_seed_and_differs_from_standard():
+    a = phantom.make_case(4, spacing=WIDE_SPACING, profile="wide")
+    b = phantom.make_case(4, spacing=WIDE_SPACING, profile="wide")
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+    std = phantom.make_case(4, spacing=WIDE_SPACING)
+    assert std[0].shape != a[0].shape or not np.array_equal(std[0], a[0])
+    other = phantom.make_case(5, spacing=WIDE_SPACING, profile="wide")
+    assert other[0].shape != a[0].shape or not np.array_equal(other[0], a[0])
+
+
+def test_wide_labels_are_liver_and_tumour_codes_on_the_right():
+    for seed in range(6):
+        image, label, affine, tissues = _wide(seed)
+        assert image.dtype == np.int16 and label.dtype == np.uint8
+        assert set(np.unique(label).tolist()) <= {0, 1, 2} and np.any(label == 1)
+        assert np.array_equal(label, phantom.labels_from_tissues(tissues))
+        assert _world_centroid(label > 0, affine)[0] > 0  # patient's right, also when the patient is scaled
+
+
+def test_wide_cases_cover_fields_of_view_pelvis_and_cut_livers():
+    n_pelvis = n_cut = n_whole = 0
+    z_lengths = []
+    for seed in range(12):
+        _, label, affine, tissues = _wide(seed)
+        zz = affine[2, 3] + affine[2, 2] * np.arange(label.shape[2])  # RAS: third axis is world z
+        xx = affine[0, 3] + affine[0, 0] * np.arange(label.shape[0])
+        z_lengths.append(label.shape[2] * affine[2, 2])
+        liver_z = zz[np.any(label > 0, axis=(0, 1))]
+        bone = np.isin(tissues, (T["cortical_bone"], T["cancellous_bone"]))
+        # femoral heads: bone more than 55 mm lateral of the midline, 120+ mm below the liver's lowest voxel
+        low = zz < liver_z.min() - 120.0
+        lateral = np.abs(xx) > 55.0
+        n_pelvis += bool(np.any(bone[lateral][:, :, low]))
+        cut = bool(np.any(label[:, :, 0]) or np.any(label[:, :, -1]))
+        n_cut += cut
+        n_whole += not cut
+    assert n_pelvis >= 3 and n_cut >= 2 and n_whole >= 2, (n_pelvis, n_cut, n_whole)
+    assert min(z_lengths) < 350.0 and max(z_lengths) > 500.0, z_lengths
+
+
+def test_wide_phases_give_different_liver_hu():
+    picked = {}
+    for seed in range(60):
+        info = phantom.case_info(seed, "wide")
+        if info["liver_kind"] == "normal" and info["phase"] not in picked:
+            picked[info["phase"]] = seed
+        if len(picked) == 4:
+            break
+    assert set(picked) == set(phantom.PHASES)
+    median = {}
+    for phase, seed in picked.items():
+        image, label, _, tissues = _wide(seed)
+        median[phase] = float(np.median(image[_interior(tissues == T["liver"], 1)]))
+    # designed liver HU: non-contrast 45-65, portal-venous 90-130 (plus texture and noise)
+    assert median["non_contrast"] + 20.0 < median["portal_venous"], median
+    assert 20.0 < median["non_contrast"] < 90.0 and 70.0 < median["portal_venous"] < 160.0, median
+
+
+def test_unknown_profile_raises(tmp_path):
+    with pytest.raises(ValueError, match="profile"):
+        phantom.make_case(0, profile="ultra")
+    with pytest.raises(ValueError, match="profile"):
+        phantom.write_dataset(tmp_path / "ds", 1, 0, profile="Wide")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_cli_profile_wide_and_grid_png(tmp_path):
+    out = tmp_path / "wide.nii.gz"
+    proc = _cli("--single", out, "--profile", "wide", "--seed", 3, "--spacing", 4, 4, 4)
+    assert proc.returncode == 0, proc.stderr
+    image, _, affine = phantom.make_case(3, spacing=(4, 4, 4), profile="wide")
+    assert np.array_equal(np.asanyarray(nib.load(str(out)).dataobj), image)
+    png = tmp_path / "grid.png"
+    proc = _cli("--grid", png, "--profile", "wide", "--num_train", 2, "--seed", 0)
+    assert proc.returncode == 0, proc.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    bad = _cli("--single", tmp_path / "x.nii.gz", "--profile", "ultra")
+    assert bad.returncode == 1 and "profile" in bad.stderr

@@ -1,8 +1,12 @@
 """``python -m scripts phantom``: write the synthetic abdominal CT liver phantom (not patient data).
 
-    python -m scripts phantom --output_dir DIR [--num_train 8] [--num_test 2] [--seed 0]
+    python -m scripts phantom --output_dir DIR [--num_train 8] [--num_test 2] [--seed 0] [--profile wide]
+    python -m scripts phantom --grid OUT.png [--num_train 4] [--seed 0] [--profile wide]
     python -m scripts phantom --single OUT.nii.gz [--shape 512 512 150] [--spacing 0.8 0.8 2.5]
-                              [--orientation LPS] [--seed 0] [--label OUT_LABEL.nii.gz]
+                              [--orientation LPS] [--seed 0] [--label OUT_LABEL.nii.gz] [--profile wide]
+
+``--grid`` draws a coronal and an axial slice through the liver of ``--num_train`` cases (seeds seed*1000+i, as
+in a dataset), titled with the seed, contrast phase and field of view: what a network trained on them is taught.
 
 The phantom is drawn by :mod:`scripts.phantom`; this module is the command line.
 """
@@ -13,8 +17,10 @@ import argparse
 import sys
 import time
 
+import numpy as np
+
 from scripts.commands import PROG
-from scripts.phantom import _case_summary, make_case, save_nifti, write_dataset
+from scripts.phantom import PROFILES, _case_summary, case_info, make_case, save_nifti, write_dataset
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
         help="write an MSD-layout dataset (dataset.json, imagesTr, labelsTr, imagesTs, labelsTs) into this folder",
     )
     mode.add_argument("--single", metavar="OUT.nii.gz", help="write one image volume to this file")
+    mode.add_argument(
+        "--grid", metavar="OUT.png", help="draw --num_train cases (coronal and axial slice with the liver outline)"
+    )
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="standard",
+        help="standard: the demo's portal-venous abdomen (default); wide: domain-randomised field of view, anatomy, "
+        "contrast phase and appearance for training on synthetic data",
+    )
     p.add_argument("--num_train", type=int, default=8, help="training cases (default 8)")
     p.add_argument("--num_test", type=int, default=2, help="test cases (default 2)")
     p.add_argument(
@@ -45,6 +61,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def draw_grid(output_png: str, num_cases: int, seed: int, profile: str) -> str:
+    """Draw cases ``seed * 1000 + i`` (i < ``num_cases``) of ``profile`` into ``output_png``."""
+    from scripts.visualize import phantom_grid
+
+    if isinstance(num_cases, bool) or not isinstance(num_cases, int) or not 1 <= num_cases <= 32:
+        raise ValueError(f"--num_train must be in [1, 32] for --grid, got {num_cases!r}")
+    cases = []
+    for i in range(num_cases):
+        case_seed = seed * 1000 + i
+        image, label, affine = make_case(case_seed, profile=profile)
+        info = case_info(case_seed, profile)
+        liver = "liver cut" if _liver_cut(label, affine) else "whole liver"
+        title = (
+            f"seed {case_seed} {info['phase']}, {info['liver_kind']} liver; FOV {_extent(image.shape, affine, 0):.0f} "
+            f"x {_extent(image.shape, affine, 2):.0f} mm (LR x SI), {liver}"
+        )
+        cases.append({"image": image, "label": label, "affine": affine, "title": title})
+    return phantom_grid(cases, output_png)
+
+
+def _extent(shape, affine, world_axis: int) -> float:
+    """Length (mm) of the field of view along a world axis (0 right-left, 2 superior-inferior)."""
+    k = int(np.argmax(np.abs(affine[world_axis, :3])))
+    return float(shape[k] * abs(affine[world_axis, k]))
+
+
+def _liver_cut(label, affine) -> bool:
+    """True when the liver touches the first or last slice along world z (cut by the scan's edge)."""
+    k = int(np.argmax(np.abs(affine[2, :3])))
+    lab = np.moveaxis(label > 0, k, 0)
+    return bool(lab[0].any() or lab[-1].any())
+
+
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = _parser()
@@ -56,11 +105,18 @@ def main(argv=None) -> int:
     parser.error = fail  # one line to stderr and exit 1, also for usage errors
     args = parser.parse_args(argv)
     target = args.output_dir if args.output_dir is not None else args.single
+    if args.grid is not None:
+        target = args.grid
     try:
-        if args.output_dir is not None:
+        if args.grid is not None:
+            if not args.grid.endswith(".png"):
+                raise ValueError("output must end with .png")
+            draw_grid(args.grid, args.num_train, args.seed, args.profile)
+            print(f"wrote {args.grid}", flush=True)
+        elif args.output_dir is not None:
             if args.shape or args.spacing or args.orientation or args.label:
                 raise ValueError("--shape/--spacing/--orientation/--label only apply with --single")
-            path = write_dataset(args.output_dir, args.num_train, args.num_test, args.seed)
+            path = write_dataset(args.output_dir, args.num_train, args.num_test, args.seed, args.profile)
             print(f"wrote {path}", flush=True)
         else:
             for out in (args.single, args.label):
@@ -68,7 +124,7 @@ def main(argv=None) -> int:
                     target = out
                     raise ValueError("output must end with .nii.gz or .nii")
             t0 = time.perf_counter()
-            image, label, affine = make_case(args.seed, args.shape, args.spacing, args.orientation)
+            image, label, affine = make_case(args.seed, args.shape, args.spacing, args.orientation, args.profile)
             descr = f"SYNTHETIC liver CT phantom, seed {args.seed}, not patient data"
             save_nifti(image, affine, args.single, descr)
             if args.label is not None:

@@ -1,0 +1,121 @@
+"""tools/ship_model.py: the shipped model's weights and provenance are written together, from a synthetic-data run
+only, with the training figures read from its log and every evaluation with its source; bad inputs write nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import BUNDLE_ROOT
+
+from scripts.handlers import write_provenance
+from tools import ship_model
+from tools.benchmark import random_weights
+
+LOG = """\
+2026-12-03 01:47:20,100 - INFO - Epoch: 1/3, Iter: 1/16 -- train_loss: 0.9000
+2026-12-03 01:48:20,100 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[1] Complete. Time taken: 00:00:13.2
+2026-12-03 01:49:20,100 - INFO - Key metric: val_mean_dice best value: 0.8123 at epoch: 2
+2026-12-03 01:49:20,100 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[2] Complete. Time taken: 00:00:13.3
+2026-12-03 01:50:20,100 - INFO - Key metric: val_mean_dice best value: 0.8456 at epoch: 3
+2026-12-03 01:50:20,100 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[3] Complete. Time taken: 00:00:13.1
+2026-12-03 01:50:20,200 - ignite.engine.engine.SupervisedTrainer - INFO - Engine run finished. Time taken: 00:01:02.500
+"""
+GENERATOR = {"generator": "scripts/phantom.py", "profile": "wide", "first_seed": 7, "spacing_mm": [6.0, 6.0, 6.0]}
+
+
+def make_run(folder, generator=GENERATOR, log=LOG):
+    """A training run's folder as training leaves it: weights, their provenance (written by the bundle's own
+    write_provenance) and the captured log."""
+    models = folder / "models"
+    models.mkdir(parents=True)
+    random_weights(str(models / "model.pt"))
+    datalist = folder / "dataset.json"
+    datalist.write_text(json.dumps({"name": "LiverPhantom", "description": "SYNTHETIC phantom"}))
+    split = {"training": [{"seed": 1000000}], "validation": [{"image": "a.nii.gz", "label": "b.nii.gz"}]}
+    write_provenance(str(models), str(datalist), split, generator=generator)
+    (folder / "train.log").write_text(log)
+    return folder
+
+
+def args(run, out, *extra):
+    return [
+        "--run_dir",
+        str(run),
+        "--source_dir",
+        str(BUNDLE_ROOT),
+        "--command",
+        "python -m monai.bundle run training ...",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
+
+
+def test_ships_the_weights_with_their_provenance(tmp_path):
+    run = make_run(tmp_path / "run")
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("case,dice\nct_000,0.96\nct_001,0.94\n")
+    weights_sha = ship_model.sha256(str(run / "models" / "model.pt"))
+    real = tmp_path / "real_ct.json"
+    real.write_text(json.dumps({"case": "LiTS crop 117", "weights": {"sha256": weights_sha}, "liver_dice": 0.91}))
+    out = tmp_path / "models"
+    assert ship_model.main(args(run, out, "--evaluation", f"phantom={metrics}", "--real_ct", str(real))) == 0
+
+    assert (out / "model.pt").read_bytes() == (run / "models" / "model.pt").read_bytes()
+    record = json.loads((out / "model_provenance.json").read_text())
+    assert record["trained_on"].startswith("SYNTHETIC DATA ONLY") and "not clinically validated" in record["statement"]
+    assert record["weights_sha256"] == weights_sha and record["generator"] == GENERATOR
+    training = record["training"]
+    assert (training["best_validation_dice"], training["best_epoch"], training["epochs"]) == (0.8456, 3, 3)
+    assert training["trainer_seconds"] == 62.5 and training["command"].startswith("python -m monai.bundle")
+    assert record["evaluations"]["phantom"] | {"source": ""} == {
+        "source": "",
+        "cases": 2,
+        "mean_dice": 0.95,
+        "min_dice": 0.94,
+        "max_dice": 0.96,
+    }
+    assert record["real_ct"][0]["liver_dice"] == 0.91
+    assert record["source_sha256"]["scripts/phantom.py"] == ship_model.sha256(str(BUNDLE_ROOT / "scripts/phantom.py"))
+    assert "seeds [7, 8]" in record["generator_check"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "model_provenance.json"]  # no staging left
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("user data", "not a run on generated synthetic data"),
+        ("unfinished", "not the log of a finished training run"),
+        ("other generator", "draws another case for seed 7 than the generator the weights were trained with"),
+        ("other weights", "measured other weights"),
+    ],
+)
+def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_path, capsys):
+    run = make_run(
+        tmp_path / "run",
+        generator=None if case == "user data" else GENERATOR,
+        log=LOG.split("Key metric")[0] if case == "unfinished" else LOG,
+    )
+    extra, source = [], BUNDLE_ROOT
+    if case == "other generator":
+        source = tmp_path / "src"
+        for name in ship_model.SOURCE_FILES:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(BUNDLE_ROOT / name, source / name)
+        trained = (source / "scripts" / "phantom.py").read_text()
+        edited = trained.replace("noise_hu = rng.uniform(5.0, 40.0)", "noise_hu = rng.uniform(5.0, 41.0)")
+        assert edited != trained
+        (source / "scripts" / "phantom.py").write_text(edited)
+    if case == "other weights":
+        real = tmp_path / "real_ct.json"
+        real.write_text(json.dumps({"weights": {"sha256": "0" * 64}, "liver_dice": 0.5}))
+        extra = ["--real_ct", str(real)]
+    out = tmp_path / "models"
+    argv = args(run, out, *extra)
+    argv[argv.index("--source_dir") + 1] = str(source)
+    assert ship_model.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists() or list(out.iterdir()) == []
