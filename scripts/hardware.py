@@ -62,11 +62,13 @@ def cpu_autocast(device, requested) -> bool:
     return as_bool(requested) and not is_cuda(device) and cpu_has_bf16()
 
 
-def training_loader_workers(device) -> int:
-    """Loader worker processes in training: none on a CPU, 2 with CUDA.
+def training_loader_workers(device, cache: str = "ram") -> int:
+    """Loader worker processes in training: none on a CPU or with the cases cached on the GPU, else 2 with CUDA.
 
     On a CPU the ThreadDataLoader's own thread runs the random transforms: on the 2-core benchmark machine a demo
     epoch took 1.9 s so, against 2.8 s with 2 worker processes (which start anew every epoch and compete with the
-    network for the cores). With CUDA the 2 worker processes of the earlier configs stay (not re-measured here).
+    network for the cores). With ``cache: gpu`` (:func:`scripts.cache.choose`) that thread runs them on the GPU, and
+    CUDA tensors cannot pass through worker processes. With CUDA and cases in RAM or on disk the 2 worker processes
+    of the earlier configs stay (not re-measured here).
     """
-    return 2 if is_cuda(device) else 0
+    return 2 if is_cuda(device) and cache != "gpu" else 0

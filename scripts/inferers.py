@@ -12,9 +12,11 @@ configured sliding-window inferer (MONAI has no coarse-to-fine inferer) and, per
    postprocessing inverts).
 
 Both passes use the same windows (``roi_size``) as the plain path, so ONNX Runtime and TensorRT networks with a fixed
-window shape run unchanged. The result falls back to the plain sliding window over the whole image when the coarse
-pass finds no liver, or when the fine foreground touches a face of the crop that is not the image's own border (the
-liver may reach beyond the box). tests/test_inferers.py checks both fallbacks and compares with the plain path.
+window shape run unchanged. When the fine liver touches a face of the crop that is not the image's own border (the
+liver may go on beyond the box: a thin left lobe can vanish on the 4 mm grid), those faces move out by ``grow``
+voxels and the fine pass runs again on the wider crop, up to ``grow_steps`` times. The result falls back to the plain
+sliding window over the whole image when the coarse pass finds no liver, or when the liver still reaches a face after
+the last widening. tests/test_inferers.py checks the widening, both fallbacks, and compares with the plain path.
 """
 
 from __future__ import annotations
@@ -51,20 +53,37 @@ def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
     return lo, hi
 
 
-def _on_inner_face(fg: torch.Tensor, lo, hi, shape) -> bool:
-    """Whether the crop's foreground ``fg`` lies on a face of the crop that is inside the image."""
+def _inner_faces(fg: torch.Tensor, lo, hi, shape) -> list:
+    """The faces ``(axis, side)`` (side 0: low, 1: high) of the crop that hold foreground ``fg`` and lie inside the
+    image."""
+    faces = []
     for axis, (a, b, n) in enumerate(zip(lo, hi, shape, strict=True)):
-        if (a > 0 and bool(fg.select(axis, 0).any())) or (b < n and bool(fg.select(axis, -1).any())):
-            return True
-    return False
+        if a > 0 and bool(fg.select(axis, 0).any()):
+            faces.append((axis, 0))
+        if b < n and bool(fg.select(axis, -1).any()):
+            faces.append((axis, 1))
+    return faces
 
 
-def liver_reaches_box(logits: torch.Tensor, lo, hi, shape) -> bool:
-    """Whether the largest foreground component of the crop's ``logits`` (C, ...) touches a face of the crop that
-    is inside the image: the liver may go on beyond the box. Islands elsewhere do not count (the largest component
+def faces_reached(logits: torch.Tensor, lo, hi, shape) -> list:
+    """The faces ``(axis, side)`` of the crop inside the image that the largest foreground component of the crop's
+    ``logits`` (C, ...) touches: the liver may go on beyond them. Islands elsewhere do not count (the largest component
     is taken only when some foreground is on such a face)."""
     fg = foreground(logits)
-    return _on_inner_face(fg, lo, hi, shape) and _on_inner_face(get_largest_connected_component_mask(fg), lo, hi, shape)
+    if not _inner_faces(fg, lo, hi, shape):
+        return []
+    return _inner_faces(get_largest_connected_component_mask(fg), lo, hi, shape)
+
+
+def widened(lo, hi, faces, step: int, shape):
+    """``(lo, hi)`` with each of ``faces`` moved out by ``step`` voxels, clipped to the image of ``shape``."""
+    lo, hi = list(lo), list(hi)
+    for axis, side in faces:
+        if side == 0:
+            lo[axis] = max(0, lo[axis] - step)
+        else:
+            hi[axis] = min(shape[axis], hi[axis] + step)
+    return lo, hi
 
 
 class LiverBoxInferer(Inferer):
@@ -75,17 +94,24 @@ class LiverBoxInferer(Inferer):
             passes).
         scale: the coarse grid's voxel size in network-grid voxels (2: 4 mm for a 2 mm network grid).
         margin: network-grid voxels added on each side of the coarse box.
+        grow: network-grid voxels a face of the box moves out by when the fine liver reaches it.
+        grow_steps: how many times the box may widen before the whole image is used (0: at once, as before).
         enabled: False (or "false", as a command-line override arrives) runs ``inferer`` alone over the whole image
             (the plain path).
     """
 
-    def __init__(self, inferer: Inferer, scale: int = 2, margin: int = 8, enabled=True):
+    def __init__(
+        self, inferer: Inferer, scale: int = 2, margin: int = 8, grow: int = 24, grow_steps: int = 2, enabled=True
+    ):
         from scripts import as_bool
 
         super().__init__()
         if scale < 1 or margin < 0:
             raise ValueError(f"LiverBoxInferer needs scale >= 1 and margin >= 0, got {scale} and {margin}")
+        if grow < 1 or grow_steps < 0:
+            raise ValueError(f"LiverBoxInferer needs grow >= 1 and grow_steps >= 0, got {grow} and {grow_steps}")
         self.inferer, self.scale, self.margin = inferer, int(scale), int(margin)
+        self.grow, self.grow_steps = int(grow), int(grow_steps)
         self.enabled = as_bool(enabled)
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
@@ -103,11 +129,17 @@ class LiverBoxInferer(Inferer):
             logger.info("no liver at the coarse pass: sliding window over the whole image")
             return self.inferer(x, network, *args, **kwargs)
         lo, hi = box
-        crop = x[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
-        fine = self.inferer(crop, network, *args, **kwargs)
-        if liver_reaches_box(fine[0], lo, hi, shape):
-            logger.info("the liver reaches the edge of its coarse box: sliding window over the whole image")
-            return self.inferer(x, network, *args, **kwargs)
+        for step in range(self.grow_steps + 1):
+            crop = x[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
+            fine = self.inferer(crop, network, *args, **kwargs)
+            faces = faces_reached(fine[0], lo, hi, shape)
+            if not faces:
+                break
+            if step == self.grow_steps:
+                logger.info("the liver reaches the edge of its box: sliding window over the whole image")
+                return self.inferer(x, network, *args, **kwargs)
+            logger.info("the liver reaches %d face(s) of its box: widening them by %d voxels", len(faces), self.grow)
+            lo, hi = widened(lo, hi, faces, self.grow, shape)
         out = torch.zeros((1, fine.shape[1], *shape), dtype=fine.dtype, device=fine.device)
         out[:, 1:] = -BACKGROUND_LOGIT
         out[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))] = fine

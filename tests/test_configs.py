@@ -329,10 +329,11 @@ def test_boolean_overrides_of_training_mean_what_they_say(spelling, tmp_path, wa
     assert inferer.enabled is False
 
 
-def test_training_loaders_are_threads_with_workers_only_on_cuda():
-    """Both training loaders are ThreadDataLoaders; worker processes only with CUDA (scripts.hardware)."""
-    for device, workers in (("cpu", 0), ("cuda:0", 2)):
-        p = parser("train.yaml", device=f"$torch.device({device!r})")
+def test_training_loaders_are_threads_with_workers_only_on_cuda(phantom_dir):
+    """Both training loaders are ThreadDataLoaders; worker processes only with CUDA and the cases not cached on the
+    GPU (scripts.hardware; asking for cache gpu on a CUDA device needs no GPU to plan)."""
+    for device, cache, workers in (("cpu", "ram", 0), ("cuda:0", "ram", 2), ("cuda:0", "gpu", 0)):
+        p = parser("train.yaml", device=f"$torch.device({device!r})", cache=cache, dataset_dir=str(phantom_dir))
         for loader in ("train#dataloader", "validate#dataloader"):
             assert p[loader]["_target_"] == "scripts.loaders.ThreadDataLoader"
             assert p.get_parsed_content(f"{loader}#num_workers") == workers

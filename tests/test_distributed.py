@@ -408,7 +408,7 @@ def test_a_cache_folder_others_can_open_is_refused(tmp_path):
 
 
 def test_an_unknown_cache_choice_is_an_error():
-    with pytest.raises(ValueError, match="'ssd' is not one of ram, disk"):
+    with pytest.raises(ValueError, match="'ssd' is not one of gpu, ram, disk"):
         cache.dataset([], None, cache="ssd")
 
 

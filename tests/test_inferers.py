@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms.utils import get_largest_connected_component_mask
 
-from scripts.inferers import LiverBoxInferer, coarse_box
+from scripts.inferers import LiverBoxInferer, coarse_box, widened
 
 SHAPE = (80, 72, 64)
 ROI = (16, 16, 16)
@@ -105,16 +105,33 @@ def test_no_liver_at_the_coarse_pass_falls_back_to_the_whole_image(inferers):
     assert torch.equal(out, ref) and n_fast == 27 + n_plain
 
 
-def test_a_liver_beyond_its_coarse_box_falls_back_to_the_whole_image(inferers):
-    plain, fast = inferers
+def test_a_liver_beyond_its_coarse_box_widens_the_box_on_that_side(inferers, caplog):
+    plain, _ = inferers
+    fast = LiverBoxInferer(plain, scale=2, margin=4, grow=12, grow_steps=2)
     x = phantom(rod=True)  # the rod is 1 voxel wide: averaged down, it is no longer liver
     ref, n_plain = run(plain, x)
-    out, n_fast = run(fast, x)
-    assert mask(ref)[50:76, 29, 29].all()  # the plain path sees the rod as part of the liver
-    assert torch.equal(out, ref) and n_fast > n_plain
-    # without the check, the box would have cut the rod
     lo, hi = coarse_box(run(plain, torch.nn.functional.adaptive_avg_pool3d(x, [40, 36, 32]))[0][0], SHAPE, 4)
-    assert hi[0] < 76
+    assert hi[0] < 76  # the coarse box cuts the rod
+    with caplog.at_level("INFO", logger="scripts.inferers"):
+        out, n_fast = run(fast, x)
+    assert mask(ref)[50:76, 29, 29].all()  # the plain path sees the rod as part of the liver
+    assert np.array_equal(mask(out), mask(ref)) and n_fast < n_plain
+    widenings = [r.getMessage() for r in caplog.records if "widening" in r.getMessage()]
+    assert widenings == ["the liver reaches 1 face(s) of its box: widening them by 12 voxels"] * len(widenings)
+    assert 1 <= len(widenings) <= 2 and hi[0] + 12 * len(widenings) >= 76
+
+
+def test_a_liver_still_beyond_its_widest_box_falls_back_to_the_whole_image(inferers):
+    plain, _ = inferers
+    x = phantom(rod=True)
+    ref, n_plain = run(plain, x)
+    for grow, steps in ((1, 2), (30, 0)):  # too little widening, or none (the fallback at once)
+        out, n_fast = run(LiverBoxInferer(plain, scale=2, margin=4, grow=grow, grow_steps=steps), x)
+        assert torch.equal(out, ref) and n_fast > n_plain
+
+
+def test_widening_moves_only_the_faces_reached_and_stops_at_the_image():
+    assert widened([10, 20, 30], [40, 50, 60], [(0, 0), (2, 1)], 15, (80, 72, 64)) == ([0, 20, 30], [40, 50, 64])
 
 
 def test_islands_on_the_box_faces_do_not_trigger_the_fallback(inferers):
@@ -143,3 +160,7 @@ def test_bad_parameters_are_refused():
         LiverBoxInferer(plain, scale=0)
     with pytest.raises(ValueError, match="margin >= 0"):
         LiverBoxInferer(plain, margin=-1)
+    with pytest.raises(ValueError, match="grow >= 1 and grow_steps >= 0"):
+        LiverBoxInferer(plain, grow=0)
+    with pytest.raises(ValueError, match="grow >= 1 and grow_steps >= 0"):
+        LiverBoxInferer(plain, grow_steps=-1)

@@ -32,6 +32,8 @@ def test_cpu_autocast_only_when_asked_on_a_cpu_that_has_bf16(requested):
 def test_training_loader_workers():
     assert training_loader_workers("cpu") == 0
     assert training_loader_workers("cuda:0") == 2
+    assert training_loader_workers("cuda:0", "ram") == training_loader_workers("cuda:0", "disk") == 2
+    assert training_loader_workers("cuda:0", "gpu") == 0  # CUDA tensors cannot pass through worker processes
 
 
 def _unet():

@@ -1,4 +1,5 @@
-"""``python -m scripts cache``: how much RAM (``cache: ram``) or disk (``cache: disk``) a dataset's cases need.
+"""``python -m scripts cache``: how much GPU memory (``cache: gpu``), RAM (``cache: ram``) or disk (``cache: disk``) a
+dataset's cases need (``cache: auto`` makes the same estimate, :func:`scripts.cache.choose`).
 
     python -m scripts cache --dataset_dir DIR [--datalist FILE] [--pixdim 2 2 2] [--processes 1]
 
@@ -22,7 +23,8 @@ from scripts.datalist import load_datalist
 def _parser():
     parser = argparse.ArgumentParser(
         prog=f"{PROG} cache",
-        description="How much RAM (cache: ram) or disk (cache: disk) the preprocessed cases of a dataset need, "
+        description="How much GPU memory (cache: gpu), RAM (cache: ram) or disk (cache: disk) the preprocessed "
+        "cases of a dataset need, "
         "computed from the NIfTI headers (an upper bound: before the crop to the body).",
     )
     parser.add_argument(
@@ -69,6 +71,7 @@ def main(argv=None) -> int:
     median = float(np.median([r["bytes"] for r in rows])) / 1e6
     pixdim = "x".join(f"{p:g}" for p in args.pixdim)
     print(f"{len(rows)} case(s) at {pixdim} mm: median {median:.0f} MB, total {total:.2f} GB")
+    print(f"cache: gpu  -> up to {total:.2f} GB of memory on each training GPU")
     print(
         f"cache: ram  -> up to {total:.2f} GB of RAM in each training process, "
         f"{total * args.processes:.2f} GB per machine"
