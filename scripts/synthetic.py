@@ -86,6 +86,29 @@ def seeds_needed(pool_size: int, replace_rate: float, epochs: int) -> int:
     return int(pool_size) + int(epochs) * math.ceil(int(pool_size) * float(replace_rate))
 
 
+def train_seeds(first_seed: int, pool_size: int, replace_rate: float, epochs: int, resume=False, ckpt_dir=None):
+    """The seed range of this run, ``{"first": f, "count": c}``: :func:`seeds_needed` seeds from ``first_seed``, or,
+    with ``resume`` (true, or "true" as a command-line override arrives), fresh seeds after every seed the first
+    ``done`` epochs drew (the newest ``checkpoint_epoch=done.pt`` in ``ckpt_dir``), enough for a new pool and the
+    remaining ``epochs - done`` epochs. A resumed run thus never draws a case its earlier epochs saw: its pool starts
+    anew, as after a restart MONAI's ``SmartCacheDataset`` would otherwise refill it from the first seed.
+
+    Raises FileNotFoundError when resuming without a checkpoint (the same one-line error as the resume itself).
+    """
+    import re
+
+    from scripts import as_bool
+    from scripts.handlers import latest_checkpoint
+
+    first_seed = _non_negative(first_seed, "first training seed")
+    done = 0
+    if as_bool(resume):
+        name = os.path.basename(latest_checkpoint(os.fspath(ckpt_dir)))
+        done = int(re.fullmatch(r"checkpoint_epoch=(\d+)\.pt", name).group(1))
+    drawn = seeds_needed(pool_size, replace_rate, done) if done else 0
+    return {"first": first_seed + drawn, "count": seeds_needed(pool_size, replace_rate, max(0, int(epochs) - done))}
+
+
 def _non_negative(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")

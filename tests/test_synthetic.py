@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE_ROOT, CONFIGS, FAST, run_bundle
+from conftest import BUNDLE_ROOT, CONFIGS, FAST, run_bundle, run_in_process
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.transforms import Compose, LoadImaged
 
@@ -85,7 +85,7 @@ def test_the_pool_takes_each_seed_once(tmp_path, phantom_dir):
     starts with the first seeds, each epoch swaps in new ones in order, and no seed comes back."""
     geometry = {"pixdim": [3.0, 3.0, 3.0], "patch_size": [32, 32, 32]}
     p = parser(dataset_dir=str(phantom_dir), output_dir=str(tmp_path), epochs=3, num_workers=0, **geometry, **TINY)
-    assert p.get_parsed_content("num_train_seeds") == 4 + 3 * 2
+    assert p.get_parsed_content("train_seeds") == {"first": 1000000, "count": 4 + 3 * 2}
     dataset = p.get_parsed_content("train#dataset")
     first = p["train_seed_start"]
     entered, pools = [], []
@@ -100,6 +100,20 @@ def test_the_pool_takes_each_seed_once(tmp_path, phantom_dir):
         dataset.shutdown()
     assert pools[0] == list(range(first, first + 4))
     assert entered == list(range(first, first + 4 + 2 * 2)), "a seed entered the pool twice or out of order"
+
+
+def test_a_resumed_run_draws_fresh_seeds_only(tmp_path):
+    """After `done` epochs the run has drawn the first pool and `done` replacements; a resume starts a new pool after
+    them, with enough seeds for the epochs left. The epoch comes from the newest checkpoint's name."""
+    start, pool, rate = 1000000, 4, 0.5  # 2 new cases an epoch
+    assert synthetic.train_seeds(start, pool, rate, epochs=10) == {"first": start, "count": 4 + 10 * 2}
+    assert synthetic.train_seeds(start, pool, rate, epochs=10, resume="false", ckpt_dir=tmp_path)["first"] == start
+    with pytest.raises(FileNotFoundError, match="no checkpoint_epoch=N.pt to resume from"):
+        synthetic.train_seeds(start, pool, rate, epochs=10, resume="true", ckpt_dir=tmp_path)
+    for epoch in (3, 7):  # an earlier run's older checkpoint beside the newest
+        (tmp_path / f"checkpoint_epoch={epoch}.pt").write_bytes(b"")
+    resumed = synthetic.train_seeds(start, pool, rate, epochs=10, resume=True, ckpt_dir=tmp_path)
+    assert resumed == {"first": start + 4 + 7 * 2, "count": 4 + 3 * 2}
 
 
 def test_overlapping_training_and_validation_seeds_are_refused(phantom_dir, tmp_path):
@@ -166,3 +180,21 @@ def test_training_on_the_fly_writes_weights_trained_on_synthetic_data_only(tmp_p
     assert (provenance["generator"]["first_seed"], provenance["generator"]["num_seeds"]) == (1000000, 8)
     assert sorted(provenance["validation_cases"]) == expected
     assert provenance["num_validation_cases"] == 6
+    # resumed for one more epoch: a new pool of fresh seeds after the 8 drawn, and the provenance covers both parts
+    run_in_process(
+        "training",
+        FILES,
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=phantom_dir,
+        output_dir=out / "runs",
+        ckpt_dir=out / "models",
+        epochs=3,
+        val_interval=1,
+        resume="true",
+        **FAST,
+        **TINY,
+    )
+    assert json.loads((out / "runs" / "split.json").read_text())["training_seeds"] == {"first": 1000008, "count": 6}
+    provenance = json.loads((out / "models" / "model_provenance.json").read_text())
+    assert (provenance["generator"]["first_seed"], provenance["generator"]["num_seeds"]) == (1000000, 14)
+    assert [p.name for p in (out / "models").glob("checkpoint_epoch=*.pt")] == ["checkpoint_epoch=3.pt"]
