@@ -15,8 +15,11 @@ Both passes use the same windows (``roi_size``) as the plain path, so ONNX Runti
 window shape run unchanged. When the fine liver touches a face of the crop that is not the image's own border (the
 liver may go on beyond the box: a thin left lobe can vanish on the 4 mm grid), those faces move out by ``grow``
 voxels and the fine pass runs again on the wider crop, up to ``grow_steps`` times. The result falls back to the plain
-sliding window over the whole image when the coarse pass finds no liver, or when the liver still reaches a face after
-the last widening. tests/test_inferers.py checks the widening, both fallbacks, and compares with the plain path.
+sliding window over the whole image when the coarse pass finds no liver, when the liver still reaches a face after
+the last widening, or when the box holds less foreground than ``min_liver_ml`` (the coarse pass boxed something
+else: on a small liver-centred crop it once boxed a 4 mL blob in a corner). An image that fits in one window goes
+straight to the plain path, which then costs one window. tests/test_inferers.py checks the widening, the fallbacks,
+and compares with the plain path.
 """
 
 from __future__ import annotations
@@ -96,12 +99,22 @@ class LiverBoxInferer(Inferer):
         margin: network-grid voxels added on each side of the coarse box.
         grow: network-grid voxels a face of the box moves out by when the fine liver reaches it.
         grow_steps: how many times the box may widen before the whole image is used (0: at once, as before).
+        min_liver_ml: the least foreground (mL) the box's result may hold; less: the whole image. Needs ``pixdim``.
+        pixdim: the network grid's voxel size (mm), for ``min_liver_ml``.
         enabled: False (or "false", as a command-line override arrives) runs ``inferer`` alone over the whole image
             (the plain path).
     """
 
     def __init__(
-        self, inferer: Inferer, scale: int = 2, margin: int = 8, grow: int = 24, grow_steps: int = 2, enabled=True
+        self,
+        inferer: Inferer,
+        scale: int = 2,
+        margin: int = 8,
+        grow: int = 24,
+        grow_steps: int = 2,
+        min_liver_ml: float = 0.0,
+        pixdim=None,
+        enabled=True,
     ):
         from scripts import as_bool
 
@@ -112,6 +125,9 @@ class LiverBoxInferer(Inferer):
             raise ValueError(f"LiverBoxInferer needs grow >= 1 and grow_steps >= 0, got {grow} and {grow_steps}")
         self.inferer, self.scale, self.margin = inferer, int(scale), int(margin)
         self.grow, self.grow_steps = int(grow), int(grow_steps)
+        if min_liver_ml < 0 or (min_liver_ml > 0 and pixdim is None):
+            raise ValueError(f"LiverBoxInferer needs min_liver_ml >= 0, and pixdim with it, got {min_liver_ml}")
+        self.min_voxels = float(min_liver_ml) * 1000.0 / math.prod(float(p) for p in pixdim) if min_liver_ml else 0.0
         self.enabled = as_bool(enabled)
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
@@ -123,6 +139,9 @@ class LiverBoxInferer(Inferer):
 
     def _one(self, x: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         shape = tuple(x.shape[2:])
+        roi = getattr(self.inferer, "roi_size", None)
+        if roi is not None and all(n <= r for n, r in zip(shape, roi, strict=True)):
+            return self.inferer(x, network, *args, **kwargs)  # one window: nothing to save
         coarse = F.adaptive_avg_pool3d(x, [math.ceil(n / self.scale) for n in shape]) if self.scale > 1 else x
         box = coarse_box(self.inferer(coarse, network, *args, **kwargs)[0], shape, self.margin)
         if box is None:
@@ -140,6 +159,10 @@ class LiverBoxInferer(Inferer):
                 return self.inferer(x, network, *args, **kwargs)
             logger.info("the liver reaches %d face(s) of its box: widening them by %d voxels", len(faces), self.grow)
             lo, hi = widened(lo, hi, faces, self.grow, shape)
+        found = int(foreground(fine[0]).sum())
+        if found < self.min_voxels:
+            logger.info("the box holds %d liver voxels, too few: sliding window over the whole image", found)
+            return self.inferer(x, network, *args, **kwargs)
         out = torch.zeros((1, fine.shape[1], *shape), dtype=fine.dtype, device=fine.device)
         out[:, 1:] = -BACKGROUND_LOGIT
         out[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))] = fine

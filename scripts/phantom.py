@@ -198,6 +198,22 @@ def _grid_from_coords(coords) -> dict:
     return {"coords": coords, "shape": tuple(len(c) for c in coords)}
 
 
+def _scan_grid(coords, axes, code, d_c, origin, z_table) -> dict:
+    """The grid of a scan (:func:`_grid_from_coords`) with its stored axis order and codes, its spacing and origin
+    along the world axes, and the table height that shifts the world (both profiles' grids end here)."""
+    grid = _grid_from_coords(coords)
+    grid.update(
+        {
+            "axes": axes,
+            "code": code,
+            "spacing_c": tuple(d_c),
+            "origin": tuple(origin),
+            "world_shift": (0.0, 0.0, z_table),
+        }
+    )
+    return grid
+
+
 def _box(grid: dict, lo, hi):
     """Slices of the grid voxels whose centres lie within [lo, hi] (mm, per axis), or None when empty."""
     out = []
@@ -809,17 +825,7 @@ def _make_grid(seed: int, anat: dict, shape, spacing, orientation) -> dict:
         centre = min(max(want[w], lo_c), hi_c)
         origin.append(centre - half)
     coords = [origin[w] + d_c[w] * np.arange(n_c[w], dtype=np.float64) for w in range(3)]
-    grid = _grid_from_coords(coords)
-    grid.update(
-        {
-            "axes": axes,
-            "code": code,
-            "spacing_c": tuple(d_c),
-            "origin": tuple(origin),
-            "world_shift": (0.0, 0.0, z_table),
-        }
-    )
-    return grid
+    return _scan_grid(coords, axes, code, d_c, origin, z_table)
 
 
 def _affine(grid: dict) -> np.ndarray:
@@ -1499,17 +1505,7 @@ def _make_wide_grid(seed: int, anat: dict, shape, spacing, orientation) -> dict:
     centre = (centre_xy[0] * s, centre_xy[1] * s, 0.5 * (top + bottom) * s)  # physical mm
     origin = [centre[w] - (n_c[w] - 1) * d_c[w] / 2.0 for w in range(3)]
     coords = [(origin[w] + d_c[w] * np.arange(n_c[w], dtype=np.float64)) / s for w in range(3)]
-    grid = _grid_from_coords(coords)
-    grid.update(
-        {
-            "axes": axes,
-            "code": code,
-            "spacing_c": tuple(d_c),
-            "origin": tuple(origin),
-            "world_shift": (0.0, 0.0, z_table),
-        }
-    )
-    return grid
+    return _scan_grid(coords, axes, code, d_c, origin, z_table)
 
 
 def _low_freq_fields(rng, shape, n_fields: int, cell_vox) -> list:

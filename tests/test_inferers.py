@@ -130,6 +130,29 @@ def test_a_liver_still_beyond_its_widest_box_falls_back_to_the_whole_image(infer
         assert torch.equal(out, ref) and n_fast > n_plain
 
 
+def test_a_box_with_too_little_liver_falls_back_to_the_whole_image(inferers):
+    """No liver, one small island: the coarse pass boxes the island. Below ``min_liver_ml`` that box is not trusted."""
+    plain, _ = inferers
+    x = phantom(liver=False)  # the island: 27 voxels, 0.2 mL at 2 mm
+    ref, n_plain = run(plain, x)
+    trusting, n_box = run(LiverBoxInferer(plain, scale=2, margin=4), x)
+    assert n_box < n_plain and not torch.equal(trusting, ref)  # the box alone was used
+    careful = LiverBoxInferer(plain, scale=2, margin=4, min_liver_ml=1.0, pixdim=(2.0, 2.0, 2.0))
+    out, n_fast = run(careful, x)
+    assert torch.equal(out, ref) and n_fast == n_box + n_plain
+    # the liver of the other tests (8000 voxels, 64 mL) is kept from its box
+    out, n_fast = run(LiverBoxInferer(plain, scale=2, margin=4, min_liver_ml=50.0, pixdim=(2.0, 2.0, 2.0)), phantom())
+    assert n_fast == 27 + 8 and mask(out).sum() == 20 * 20 * 20
+
+
+def test_an_image_that_fits_in_one_window_takes_the_plain_path(inferers):
+    plain, fast = inferers
+    x = phantom()[..., 30:46, 20:36, 20:36]  # 16^3: one window
+    ref, n_plain = run(plain, x)
+    out, n_fast = run(fast, x)
+    assert n_plain == n_fast == 1 and torch.equal(out, ref)
+
+
 def test_widening_moves_only_the_faces_reached_and_stops_at_the_image():
     assert widened([10, 20, 30], [40, 50, 60], [(0, 0), (2, 1)], 15, (80, 72, 64)) == ([0, 20, 30], [40, 50, 64])
 
@@ -164,3 +187,5 @@ def test_bad_parameters_are_refused():
         LiverBoxInferer(plain, grow=0)
     with pytest.raises(ValueError, match="grow >= 1 and grow_steps >= 0"):
         LiverBoxInferer(plain, grow_steps=-1)
+    with pytest.raises(ValueError, match="min_liver_ml >= 0, and pixdim with it"):
+        LiverBoxInferer(plain, min_liver_ml=50.0)

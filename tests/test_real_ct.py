@@ -79,6 +79,9 @@ def test_errors_are_one_line_naming_the_file(tmp_path, capsys):
     line = _error_line(capsys)
     assert line.startswith(f"error: {wheel}: the wheel has no {real_ct.MEMBERS['image']}"), line
 
+    assert real_ct.main(["--ckpt_path", str(weights), "--spacing", "0", *common]) == 1
+    assert _error_line(capsys) == "error: --spacing 0.0: expected a voxel size in mm, above 0 and below 10"
+
     wheel.write_text("not a zip")
     assert real_ct.main(["--ckpt_path", str(weights), "--wheel", str(wheel), *common]) == 1
     assert _error_line(capsys).startswith(f"error: {wheel}: not a wheel (zip) file")
@@ -146,3 +149,16 @@ def test_the_tool_runs_the_bundle_on_the_real_crop(tmp_path, real_wheel):
 
     title = Image.open(png).text["Title"]
     assert f"liver Dice {record['liver_dice']:.3f}" in title and "assumed" in title
+
+
+def test_another_spacing_is_a_labelled_sensitivity_check(tmp_path, real_wheel):
+    """--spacing converts the same arrays at another voxel size, into a folder of their own, and says so."""
+    other = real_ct.prepare(real_wheel, str(tmp_path), (1.5, 1.5, 1.5))
+    assumed = real_ct.prepare(real_wheel, str(tmp_path))
+    assert os.path.dirname(other["image"]).endswith("nifti_1.5mm") and os.path.dirname(assumed["image"]).endswith(
+        "nifti"
+    )
+    a, b = nib.load(other["image"]), nib.load(assumed["image"])
+    assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert np.allclose(np.abs(np.diag(a.affine)[:3]), 1.5) and np.allclose(np.abs(np.diag(b.affine)[:3]), 1.3)
+    assert "sensitivity check" in real_ct.SENSITIVITY_NOTE.format(mm=1.5)

@@ -51,6 +51,23 @@ def test_the_model_card_and_readme_quote_the_provenance(record):
     assert re.search(rf"best mean Dice {best} at epoch\s+{record['training']['best_epoch']}\b", card)
 
 
+# sha256 (first 16 hex digits, tests/test_phantom.py's _hash) of the first two cases the shipped model trained on,
+# drawn by the generator of the training run (commit 8155b46's tree).
+TRAINED_CASES = {1000000: "13c699072e6835be", 1000001: "b1664eb019567af5"}
+
+
+def test_the_generator_still_draws_the_cases_the_shipped_model_saw(record):
+    """The README's training command reproduces the shipped model only while the generator draws its cases: a change
+    to the wide profile's output needs a new profile name, or a new model trained and shipped with it."""
+    from test_phantom import _hash
+
+    generator = record["generator"]
+    assert sorted(TRAINED_CASES) == [generator["first_seed"], generator["first_seed"] + 1]
+    for seed, digest in TRAINED_CASES.items():
+        case = phantom.make_case(seed, spacing=tuple(generator["spacing_mm"]), profile=generator["profile"])
+        assert _hash(case) == digest, seed
+
+
 @pytest.mark.slow
 def test_inference_out_of_the_box_segments_the_liver(tmp_path):
     """`run inference --input CT` with the defaults: the shipped weights at inference.yaml's geometry, on a

@@ -153,18 +153,9 @@ def test_training_on_the_fly_writes_weights_trained_on_synthetic_data_only(tmp_p
     """A real 2-epoch run: generated training cases, validation on every labelled case of --dataset_dir and nothing
     else, model.pt written, and the provenance names the generator, its profile and seeds and the validation cases."""
     out = tmp_path
-    proc = run_bundle(
-        "training",
-        FILES,
-        bundle_root=BUNDLE_ROOT,
-        dataset_dir=phantom_dir,
-        output_dir=out / "runs",
-        ckpt_dir=out / "models",
-        epochs=2,
-        val_interval=1,
-        **FAST,
-        **TINY,
-    )
+    run = dict(bundle_root=BUNDLE_ROOT, dataset_dir=phantom_dir, output_dir=out / "runs", ckpt_dir=out / "models")
+    run.update(val_interval=1, **FAST, **TINY)
+    proc = run_bundle("training", FILES, epochs=2, **run)
     assert "Epoch: 2/2, Iter: 2/2" in proc.stdout  # an epoch is pool_size / batch_size = 2 steps
     assert proc.stdout.count("val_mean_dice best value") == 2
     assert (out / "models" / "model.pt").stat().st_size > 0
@@ -181,19 +172,7 @@ def test_training_on_the_fly_writes_weights_trained_on_synthetic_data_only(tmp_p
     assert sorted(provenance["validation_cases"]) == expected
     assert provenance["num_validation_cases"] == 6
     # resumed for one more epoch: a new pool of fresh seeds after the 8 drawn, and the provenance covers both parts
-    run_in_process(
-        "training",
-        FILES,
-        bundle_root=BUNDLE_ROOT,
-        dataset_dir=phantom_dir,
-        output_dir=out / "runs",
-        ckpt_dir=out / "models",
-        epochs=3,
-        val_interval=1,
-        resume="true",
-        **FAST,
-        **TINY,
-    )
+    run_in_process("training", FILES, epochs=3, resume="true", **run)
     assert json.loads((out / "runs" / "split.json").read_text())["training_seeds"] == {"first": 1000008, "count": 6}
     provenance = json.loads((out / "models" / "model_provenance.json").read_text())
     assert (provenance["generator"]["first_seed"], provenance["generator"]["num_seeds"]) == (1000000, 14)
