@@ -18,6 +18,15 @@ Randomness
     grid: ``make_case(0)`` and ``make_case(0, shape=(512, 512, 150), spacing=(0.8, 0.8, 2.5))`` show the same
     patient.  ``write_dataset(..., seed=s)`` uses seed ``s * 1000 + i`` for case ``i`` (training cases first).
 
+Profiles (``PROFILES``)
+    ``"standard"``: the demo's portal-venous abdomen (streams 0-2 above).  ``"wide"``: the standard anatomy plus
+    domain randomisation (streams ``[seed, 3]`` to ``[seed, 7]``); the shipped model was trained on it, so its
+    output is pinned by the tests and must not change.  ``"wide2"``: exactly the wide case, then adds what wide
+    lacks, each from its own new stream: adrenal glands (``[seed, 8]``), stomach food and positive oral contrast
+    (``[seed, 9]``), pericardium and pericardial fat (``[seed, 10]``) and cirrhotic livers (``[seed, 11]``: shrunken
+    right lobe, enlarged caudate and left lobe, nodular surface and parenchyma, widened fissures, often ascites and
+    splenomegaly; ``case_info`` reports the liver kind "cirrhotic").  No shipped model has been trained on wide2 yet.
+
 Command line
     ``python -m scripts phantom --output_dir DIR`` or ``--single OUT.nii.gz`` (:mod:`scripts.commands.phantom`).
 """
@@ -75,6 +84,12 @@ TISSUES = {
     "portal_vein": 35,
     "ascites": 36,
     "iliac_artery": 37,
+    # used by the "wide2" profile only
+    "adrenal": 38,
+    "stomach_food": 39,
+    "stomach_contrast": 40,
+    "pericardium": 41,
+    "pericardial_fat": 42,
 }
 _T = TISSUES
 _N_CODES = 48
@@ -88,7 +103,10 @@ _LETTERS = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "
 _WORLD_AXIS = ("x (right-left)", "y (anterior-posterior)", "z (superior-inferior)")
 
 MAX_VOXELS = 150_000_000
-PROFILES = ("standard", "wide")  # "wide": domain-randomised field of view, anatomy, contrast phase and appearance
+# "wide": domain-randomised field of view, anatomy, contrast phase and appearance (the shipped model trained on it);
+# "wide2": the wide case plus adrenals, stomach food and oral contrast, pericardium and cirrhotic livers (no shipped
+# model has been trained on it yet)
+PROFILES = ("standard", "wide", "wide2")
 _COARSE_MM = 3.5  # resolution of the internal liver model used for volume control and placement
 _HU_MIN, _HU_MAX = -1024, 3071
 
@@ -306,8 +324,11 @@ def _liver_mask(grid: dict, anat: dict, liver: dict):
     if sl is None:
         return None
     mask = np.zeros(tuple(s.stop - s.start for s in sl), dtype=bool)
-    for lobe in liver["lobes"]:
-        _apply_blob(mask, sl, grid, lobe, 1.0, "or")
+    if liver.get("nodules") is None:
+        for lobe in liver["lobes"]:
+            _apply_blob(mask, sl, grid, lobe, 1.0, "or")
+    else:  # cirrhotic liver of the wide2 profile
+        mask |= _nodular_lobes(grid, sl, liver)
     xx, yy, _ = _sub(grid, sl)
     x2, y2 = xx[:, :, 0], yy[:, :, 0]
     keep2d = _cavity2d(x2, y2, anat["body"], shrink=3.0) & ~_spine_zone2d(x2, y2, anat)
@@ -316,6 +337,8 @@ def _liver_mask(grid: dict, anat: dict, liver: dict):
     _apply_blob(mask, sl, grid, anat["kidneys"][0]["shadow"], 1.0, "andnot")
     if liver["gallbladder"] is not None:
         _apply_blob(mask, sl, grid, liver["gallbladder"], 1.15, "andnot")
+    for blob in liver.get("keep_out", ()):  # wide2: the adrenals with a fat margin
+        _apply_blob(mask, sl, grid, blob, 1.0, "andnot")
     return sl, mask
 
 
@@ -1034,9 +1057,11 @@ def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
     if st["gas"]:
         level_y = float(st["blob"]["centre"][1] + st["gas_level"] * st["blob"]["axes"][1])
         _paint_blob(tmap, grid, st["blob"], _T["gas"], only=(_T["stomach"],), extra=lambda xx, yy, zz: yy > level_y)
-    wide = anat.get("wide")
+    wide, wide2 = anat.get("wide"), anat.get("wide2")
     if wide is not None:
         _paint_wide_soft(tmap, grid, anat, wide, in_cavity)
+    if wide2 is not None:
+        _paint_wide2_soft(tmap, grid, anat, wide2)
     _paint_psoas(tmap, grid, anat)
     for k in anat["kidneys"]:
         _paint_blob(tmap, grid, k["outer"], _T["kidney_cortex"], extra=in_cavity)
@@ -1044,6 +1069,8 @@ def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
         _paint_blob(tmap, grid, k["sinus"], _T["visceral_fat"], only=(_T["kidney_cortex"], _T["kidney_medulla"]))
     _paint_blob(tmap, grid, anat["spleen"], _T["spleen"], extra=in_cavity)
     _paint_lungs_heart(tmap, grid, anat, cavity2d)
+    if wide2 is not None:
+        _paint_pericardium(tmap, grid, anat, wide2["pericardium"])
     _paint_tube2d(tmap, grid, anat["vessels"]["aorta"], _T["aorta"])
     _paint_tube2d(tmap, grid, anat["vessels"]["ivc"], _T["ivc"], z_max=float(anat["heart"]["centre"][2]))
     _paint_spine(tmap, grid, anat)
@@ -1063,6 +1090,8 @@ def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
         _paint_blob(tmap, grid, tum, TUMOUR_CODES[i], only=LIVER_CODES)
     if wide is not None and wide["large_tumour"] is not None:
         _paint_blob(tmap, grid, wide["large_tumour"], _T["tumour_large"], only=LIVER_CODES)
+    if wide2 is not None and wide2["cirrhosis"] is not None:
+        _paint_fissures(tmap, grid, wide2["cirrhosis"])
     return tmap
 
 
@@ -1530,6 +1559,8 @@ def _wide_image(tmap: np.ndarray, grid: dict, anat: dict, seed: int) -> np.ndarr
     rng = np.random.default_rng([seed, 6])
     spacing = grid["spacing_c"]
     img = anat["hu"][tmap]
+    if "wide2" in anat:
+        _wide2_textures(img, tmap, grid, anat["wide2"])
     # per-organ smooth intensity variation: every tissue mixes two shared fields with its own weights
     fields = _low_freq_fields(rng, tmap.shape, 2, [max(2.0, rng.uniform(20, 60) / d) for d in spacing])
     amp = rng.uniform(0.0, 15.0, _N_CODES).astype(np.float32)
@@ -1576,15 +1607,305 @@ def _wide_image(tmap: np.ndarray, grid: dict, anat: dict, seed: int) -> np.ndarr
     return img.astype(np.int16)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# the "wide2" profile: the wide case plus adrenals, stomach contents, pericardium and cirrhotic livers
+# ----------------------------------------------------------------------------------------------------------------
+
+# HU ranges per contrast phase of the wide2 soft tissues, as in _PHASE_HU (a table of its own, so that
+# _draw_phase_hu's draws, and with them the wide profile, stay unchanged)
+_WIDE2_PHASE_HU = {
+    "adrenal": ((30, 50), (55, 85), (55, 80), (45, 65)),  # enhances like other soft-tissue organs
+    "pericardium": ((25, 45), (35, 60), (40, 65), (40, 60)),
+}
+_CIRRHOSIS_FRACTION = 0.15  # share of wide2 cases with a cirrhotic liver
+_ADRENAL_FAT_MM = 2.0  # fat between an adrenal gland and the liver, which otherwise fills the space behind the IVC
+
+
+def _draw_waves(rng, n: int, wavelength_mm) -> dict:
+    """``n`` plane waves (random directions, wavelengths drawn from the range ``wavelength_mm``, phases): a smooth
+    random field defined in the patient frame, so it does not depend on the sampling grid."""
+    dirs = rng.normal(size=(n, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True) + 1e-12
+    k = dirs * (2.0 * math.pi / rng.uniform(*wavelength_mm, n))[:, None]
+    return {"k": k, "phases": rng.uniform(0.0, 2.0 * math.pi, n)}
+
+
+def _wave_field(waves: dict, xx, yy, zz) -> np.ndarray:
+    """Sum of the plane waves at open-grid points (float32), scaled to unit standard deviation."""
+    acc = np.float32(0.0)
+    for (kx, ky, kz), ph in zip(waves["k"].tolist(), waves["phases"].tolist(), strict=True):
+        acc = acc + np.cos(xx * np.float32(kx) + yy * np.float32(ky) + zz * np.float32(kz) + np.float32(ph))
+    return acc * np.float32(math.sqrt(2.0 / len(waves["phases"])))
+
+
+def _grown(blob: dict, factor: float, offset=(0.0, 0.0, 0.0)) -> dict:
+    """Copy of ``blob`` scaled by ``factor`` about its own centre, then moved by ``offset`` (mm)."""
+    return _moved(blob, (1.0 - factor) * blob["centre"] + np.asarray(offset, dtype=float), factor)
+
+
+def _padded(blob: dict, mm: float) -> dict:
+    """Copy of ``blob`` with ``mm`` added to each semi-axis (a margin of about ``mm`` around it)."""
+    return dict(blob, axes=blob["axes"] + mm)
+
+
+def _draw_adrenal(rng, anat: dict, kidney: dict, front_xy) -> list:
+    """One adrenal gland: a medial and a lateral limb, thin plates (3-6 mm thick, 30-50 mm high, 15-25 mm long)
+    that diverge backwards from a common front edge at ``front_xy`` (an inverted V or Y in axial slices); its lower
+    tips reach down to the upper pole of ``kidney``, its top stays under the diaphragm."""
+    side = 1.0 if kidney["outer"]["centre"][0] > 0 else -1.0
+    pole = _blob_point(kidney["outer"], (0.0, 0.0, 1.0))
+    height = rng.uniform(30, 50)
+    z_c = pole[2] + rng.uniform(0.25, 0.45) * height  # above and medial to the pole, tips level with its top
+    dome = float(_diaphragm2d(np.float32(front_xy[0]), np.float32(front_xy[1]), anat))
+    z_c = min(z_c, dome - anat["diaphragm"]["thick"] - 0.5 * height - 5.0)
+    limbs = []
+    for spread in (-rng.uniform(10, 30), rng.uniform(25, 50)):  # degrees from straight back: medial, lateral limb
+        a = spread * math.pi / 180.0
+        d = np.array([side * math.sin(a), -math.cos(a), 0.0])
+        length, thick = rng.uniform(15, 25), rng.uniform(3, 6)
+        centre = np.array([front_xy[0], front_xy[1], z_c + rng.uniform(-5, 5)]) + 0.45 * length * d
+        rot = _rotation(0.0, 0.0, math.atan2(d[1], d[0]))  # local x along the limb, local y across (thin)
+        limbs.append(_blob(rng, centre, (0.55 * length, 0.5 * thick, 0.5 * height), rot, 2, 0.05))
+    return limbs
+
+
+def _draw_adrenals(seed: int, anat: dict, hu: np.ndarray, phase: int) -> list:
+    """Both adrenal glands (stream [seed, 8]): the right one behind the IVC, medial to the liver's bare area, the
+    left one beside the aorta, in front of and medial to the left kidney; sets their HU in ``hu``."""
+    rng = np.random.default_rng([seed, 8])
+    ivc, ao = anat["vessels"]["ivc"], anat["vessels"]["aorta"]
+    right = (ivc["x"] + rng.uniform(6, 14), ivc["y"] - ivc["ry"] - rng.uniform(2, 6))
+    left = (ao["x"] - ao["rx"] - rng.uniform(6, 14), ao["y"] - rng.uniform(5, 15))
+    limbs = _draw_adrenal(rng, anat, anat["kidneys"][0], right) + _draw_adrenal(rng, anat, anat["kidneys"][1], left)
+    hu[_T["adrenal"]] = rng.uniform(*_WIDE2_PHASE_HU["adrenal"][phase])
+    return limbs
+
+
+def _draw_stomach_contents(seed: int, anat: dict, hu: np.ndarray) -> dict:
+    """Stomach contents (stream [seed, 9]): food in half of the cases, a mottled mass (patches from fat, -100 HU,
+    to soft tissue, +80 HU) in the dependent part of the stomach, and a dependent layer of positive oral contrast
+    (200-400 HU) in most cases with oral contrast in the bowel, rarely otherwise; sets their HU in ``hu``."""
+    rng = np.random.default_rng([seed, 9])
+    st = anat["stomach"]["blob"]
+    food = None
+    if rng.uniform() < 0.5:
+        sink = np.array([0.0, -rng.uniform(0.1, 0.4), -rng.uniform(0.0, 0.3)]) * st["axes"]  # backwards and down
+        food = {
+            "blob": _blob(rng, st["centre"] + sink, st["axes"] * rng.uniform(0.5, 0.85, 3), st["rot"], 3, 0.1),
+            "waves": _draw_waves(rng, 10, (12.0, 35.0)),  # patches about 6-18 mm across
+            "hu": (rng.uniform(-100, -50), rng.uniform(30, 80)),  # the patches' range: fat to soft tissue
+        }
+        hu[_T["stomach_food"]] = 0.5 * sum(food["hu"])
+    contrast_y = None
+    if rng.uniform() < (0.6 if anat["wide"]["contrast"] else 0.05):
+        contrast_y = float(st["centre"][1] - rng.uniform(0.3, 0.7) * st["axes"][1])  # the layer's upper surface
+    hu[_T["stomach_contrast"]] = rng.uniform(200, 400)
+    return {"food": food, "contrast_y": contrast_y}
+
+
+def _draw_pericardium(seed: int, phase: int, hu: np.ndarray) -> dict:
+    """Pericardium (stream [seed, 10]): a 1-3 mm soft-tissue rim around the heart over a fat layer 1-4 mm thick,
+    thickening by 4-15 mm towards the apex (left, anterior, down) and the diaphragmatic surface; sets HU in ``hu``."""
+    rng = np.random.default_rng([seed, 10])
+    apex = np.array([-1.0, 0.8, -0.7]) + rng.normal(0.0, 0.2, 3)
+    peri = {
+        "rim": rng.uniform(1, 3),
+        "fat": rng.uniform(1, 4),
+        "fat_apex": rng.uniform(4, 15),
+        "apex": apex / np.linalg.norm(apex),
+    }
+    hu[_T["pericardium"]] = rng.uniform(*_WIDE2_PHASE_HU["pericardium"][phase])
+    hu[_T["pericardial_fat"]] = rng.uniform(-115, -85)
+    return peri
+
+
+def _fissure(rng, a: dict, b: dict, to_surface) -> dict:
+    """A widened fissure between liver lobes ``a`` and ``b``: a flat ellipsoid (cleft 4-10 mm wide, 50-80 mm
+    across) where the lobes meet on the line between their centres, moved 10-25 mm along ``to_surface`` (per axis
+    -1, 0 or 1) towards the surface where the fissure opens."""
+    t = np.linspace(0.0, 1.0, 41)[:, None]
+    pts = a["centre"][None, :] + t * (b["centre"] - a["centre"])[None, :]
+    f_a = _blob_field(a, pts[:, 0], pts[:, 1], pts[:, 2])
+    f_b = _blob_field(b, pts[:, 0], pts[:, 1], pts[:, 2])
+    meet = pts[int(np.argmin(np.abs(f_a - f_b)))]
+    normal = b["centre"] - a["centre"]
+    centre = meet + np.asarray(to_surface, dtype=float) * rng.uniform(10, 25, 3)
+    axes = (rng.uniform(2, 5), rng.uniform(25, 40), rng.uniform(25, 40))
+    return _blob(rng, centre, axes, _rotation(0.0, 0.0, math.atan2(normal[1], normal[0])), 2, 0.1)
+
+
+def _draw_cirrhosis(seed: int, anat: dict):
+    """A cirrhotic liver in ``_CIRRHOSIS_FRACTION`` of the cases (stream [seed, 11]), or None: the right lobe shrunk
+    to 70-85% towards the lateral wall, the left lobe grown 5-25% and the caudate 25-60%, a nodular surface
+    (bumps up to 1.5-3.75 mm), a regenerative-nodule texture of +-10-20 HU, two widened fissures, ascites in 60% and
+    splenomegaly in 60% of them.  Returns the new liver and spleen and what to paint."""
+    rng = np.random.default_rng([seed, 11])
+    if rng.uniform() >= _CIRRHOSIS_FRACTION:
+        return None
+    liver = anat["liver"]
+    right, left = liver["lobes"][:2]
+    if len(liver["lobes"]) > 2:
+        caudate = liver["lobes"][2]
+    else:  # no caudate part drawn: add one where _place_liver puts it (mid-range size), then placed like the lobes
+        local = _blob(
+            rng, (-rng.uniform(30, 45), -rng.uniform(10, 30), rng.uniform(-20, 0)), (30, 30, 42), None, 3, 0.06
+        )
+        caudate = _moved(local, liver["shift"], liver["stretch"])
+    f = rng.uniform(0.7, 0.85)
+    semi = right["axes"] * right["stretch"]
+    lobes = [  # the right lobe keeps its lateral edge; its top drops a little, staying under the diaphragm
+        _grown(right, f, (1.0 - f) * np.array([0.8 * semi[0], 0.0, 0.3 * semi[2]])),
+        _grown(left, rng.uniform(1.05, 1.25)),
+        _grown(caudate, rng.uniform(1.25, 1.6)),
+    ]
+    nodules = {"mm": rng.uniform(1.0, 2.5), "waves": _draw_waves(rng, 24, (10.0, 25.0))}
+    lo, hi = _lobes_bounds(lobes)
+    pad = 1.5 * nodules["mm"]  # the wave field is clipped to +-1.5
+    new_liver = dict(liver, lobes=lobes, lo=lo - pad, hi=hi + pad, nodules=nodules)
+    spleen = None
+    if rng.uniform() < 0.6:  # splenomegaly, growing mostly forwards and down
+        g = rng.uniform(1.2, 1.5)
+        spleen = _grown(anat["spleen"], g, (g - 1.0) * np.array([10.0, 20.0, -40.0]))
+    return {
+        "liver": new_liver,
+        "spleen": spleen,
+        "ascites": bool(rng.uniform() < 0.6),
+        "lobes_before": liver["lobes"],
+        # the umbilical fissure opens in front and below; that of the ligamentum venosum lies deep
+        "fissures": [_fissure(rng, lobes[0], lobes[1], (0, 1, -1)), _fissure(rng, lobes[2], lobes[1], (0, 0, 0))],
+        "texture": {"hu": rng.uniform(10, 20), "waves": _draw_waves(rng, 16, (5.0, 12.0))},
+    }
+
+
+def _draw_wide2(seed: int, anat: dict) -> dict:
+    """The "wide2" profile's case: the wide case ``anat`` (from :func:`_draw_wide`, unchanged) plus adrenals
+    (stream [seed, 8]), stomach contents ([seed, 9]), pericardium ([seed, 10]) and cirrhotic livers ([seed, 11]);
+    the liver keeps out of the adrenals' fat margin.  Returns a new anatomy dict."""
+    out = dict(anat)
+    phase = PHASES.index(anat["wide"]["phase"])
+    hu = anat["hu"].copy()
+    cirrhosis = _draw_cirrhosis(seed, anat)
+    out["wide2"] = {
+        "adrenals": _draw_adrenals(seed, anat, hu, phase),
+        "stomach": _draw_stomach_contents(seed, anat, hu),
+        "pericardium": _draw_pericardium(seed, phase, hu),
+        "cirrhosis": cirrhosis,
+    }
+    out["hu"] = hu
+    liver = anat["liver"] if cirrhosis is None else cirrhosis["liver"]
+    out["liver"] = dict(liver, keep_out=[_padded(limb, _ADRENAL_FAT_MM) for limb in out["wide2"]["adrenals"]])
+    if cirrhosis is not None:
+        if cirrhosis["spleen"] is not None:
+            out["spleen"] = cirrhosis["spleen"]
+        ascites = anat["wide"]["ascites"] or cirrhosis["ascites"]
+        out["wide"] = dict(anat["wide"], liver_kind="cirrhotic", ascites=ascites)
+    return out
+
+
+def _nodular_lobes(grid: dict, sl, liver: dict) -> np.ndarray:
+    """Union of the liver lobes on grid box ``sl`` with a nodular surface: each lobe's boundary moved out or in by
+    the liver's smooth wave field (``liver["nodules"]``, clipped to +-1.5 standard deviations) times its "mm"."""
+    xx, yy, zz = _sub(grid, sl)
+    nod = liver["nodules"]
+    bump = np.clip(_wave_field(nod["waves"], xx, yy, zz), -1.5, 1.5) * np.float32(nod["mm"])
+    mask = np.zeros(tuple(s.stop - s.start for s in sl), dtype=bool)
+    for lobe in liver["lobes"]:
+        radius = float(np.mean(lobe["axes"] * lobe.get("stretch", np.ones(3))))  # mm per unit of the blob field
+        mask |= _blob_field(lobe, xx, yy, zz) < np.float32(1.0) + bump / np.float32(radius)
+    return mask
+
+
+def _paint_wide2_soft(tmap, grid, anat: dict, wide2: dict):
+    """Soft tissues of wide2, painted after the wide ones: stomach food and contrast over the stomach's fluid,
+    ascites where a shrunken cirrhotic liver left room (when it has ascites), and the adrenals over fat and bowel,
+    in a fat margin that the liver keeps out of."""
+    st, stomach = wide2["stomach"], anat["stomach"]["blob"]
+    if st["food"] is not None:
+        _paint_blob(tmap, grid, st["food"]["blob"], _T["stomach_food"], only=(_T["stomach"],))
+    if st["contrast_y"] is not None:
+        y_top = st["contrast_y"]
+        only = (_T["stomach"], _T["stomach_food"])
+        _paint_blob(tmap, grid, stomach, _T["stomach_contrast"], only=only, extra=lambda xx, yy, zz: yy < y_top)
+    cirrhosis = wide2["cirrhosis"]
+    if cirrhosis is not None and anat["wide"]["ascites"]:
+        for lobe in cirrhosis["lobes_before"]:
+            _paint_blob(tmap, grid, lobe, _T["ascites"], only=(_T["visceral_fat"],))
+    for limb in wide2["adrenals"]:  # in retroperitoneal fat: no ascites around them
+        _paint_blob(tmap, grid, _padded(limb, _ADRENAL_FAT_MM), _T["visceral_fat"], only=(_T["ascites"],))
+        _paint_blob(tmap, grid, limb, _T["adrenal"], only=_soft_codes())
+
+
+def _paint_pericardium(tmap, grid, anat: dict, peri: dict):
+    """Pericardial fat and, outside it, the pericardium around the heart above the diaphragm, over lung and
+    mediastinal fat only (the heart itself stays); the fat is thickest towards the apex and under the heart."""
+    heart = anat["heart"]
+    reach_mm = peri["fat"] + peri["fat_apex"] + peri["rim"]
+    sl = _blob_box(grid, heart, 1.0 + reach_mm / float(np.min(heart["axes"])))
+    if sl is None:
+        return
+    xx, yy, zz = _sub(grid, sl)
+    c = heart["centre"].tolist()
+    dx, dy, dz = xx - np.float32(c[0]), yy - np.float32(c[1]), zz - np.float32(c[2])
+    r = np.sqrt(dx * dx + dy * dy + dz * dz) + np.float32(1e-3)
+    outside = r * (np.float32(1.0) - np.float32(1.0) / _blob_field(heart, xx, yy, zz))  # mm beyond the surface
+    a = peri["apex"].tolist()
+    toward_apex = np.clip((dx * np.float32(a[0]) + dy * np.float32(a[1]) + dz * np.float32(a[2])) / r, 0.0, 1.0)
+    underside = np.clip(-dz / r, 0.0, 1.0)
+    fat = np.float32(peri["fat"]) + np.float32(peri["fat_apex"]) * np.maximum(toward_apex, underside) ** 2
+    above = zz > _diaphragm2d(xx[:, :, 0], yy[:, :, 0], anat)[:, :, None]
+    only = (_T["lung"], _T["visceral_fat"])
+    _paint(tmap, sl, above & (outside < fat + np.float32(peri["rim"])), _T["pericardium"], only)
+    _paint(tmap, sl, above & (outside < fat), _T["pericardial_fat"], (_T["pericardium"],))
+
+
+def _paint_fissures(tmap, grid, cirrhosis: dict):
+    """The widened fissures of a cirrhotic liver, cut out of the liver and its vessels (tumours stay) and filled
+    with fat."""
+    for fissure in cirrhosis["fissures"]:
+        _paint_blob(tmap, grid, fissure, _T["visceral_fat"], only=LIVER_CODES)
+
+
+def _tissue_field(tmap: np.ndarray, grid: dict, code: int, waves: dict):
+    """Bounding box ``sl`` of tissue ``code`` in ``tmap``, its mask there and the wave field on the box; or None."""
+    mask = tmap == code
+    idx = [np.flatnonzero(np.any(mask, axis=tuple(j for j in range(3) if j != a))) for a in range(3)]
+    if len(idx[0]) == 0:
+        return None
+    sl = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
+    return sl, mask[sl], _wave_field(waves, *_sub(grid, sl))
+
+
+def _wide2_textures(img: np.ndarray, tmap: np.ndarray, grid: dict, wide2: dict):
+    """HU patterns of wide2 tissues, set in ``img`` before blur and noise: the mottled stomach food and the
+    regenerative-nodule texture of a cirrhotic liver (smooth fields of the patient frame, no random draws here)."""
+    food = wide2["stomach"]["food"]
+    got = None if food is None else _tissue_field(tmap, grid, _T["stomach_food"], food["waves"])
+    if got is not None:
+        sl, mask, f = got
+        lo, hi = food["hu"]
+        patches = np.float32(lo) + np.float32(hi - lo) / (np.float32(1.0) + np.exp(np.float32(-3.0) * f))
+        img[sl][mask] = patches[mask]
+    cirrhosis = wide2["cirrhosis"]
+    tex = None if cirrhosis is None else cirrhosis["texture"]
+    got = None if tex is None else _tissue_field(tmap, grid, _T["liver"], tex["waves"])
+    if got is not None:
+        sl, mask, f = got
+        img[sl][mask] += np.float32(tex["hu"]) * np.clip(f, -1.5, 1.5)[mask] / np.float32(1.5)
+
+
 def case_info(seed: int, profile: str = "wide") -> dict:
-    """What a case shows: profile, contrast phase, liver kind and the z range (patient mm, liver top at 0)."""
+    """What a case shows: profile, contrast phase, liver kind (normal, fatty, dense; with wide2 also cirrhotic) and
+    the patient's scale."""
     seed = _check_seed(seed)
     anat = _draw_anatomy(seed)
-    if _check_profile(profile) == "standard":
+    profile = _check_profile(profile)
+    if profile == "standard":
         return {"profile": "standard", "phase": "portal_venous", "liver_kind": "normal"}
     anat = _draw_wide(seed, anat)
+    if profile == "wide2":
+        anat = _draw_wide2(seed, anat)
     w = anat["wide"]
-    return {"profile": "wide", "phase": w["phase"], "liver_kind": w["liver_kind"], "scale": w["scale"]}
+    return {"profile": profile, "phase": w["phase"], "liver_kind": w["liver_kind"], "scale": w["scale"]}
 
 
 def _check_profile(profile) -> str:
@@ -1607,8 +1928,10 @@ def make_case_with_tissues(seed: int, shape=None, spacing=None, orientation=None
     seed = _check_seed(seed)
     profile = _check_profile(profile)
     anat = _draw_anatomy(seed)
-    if profile == "wide":
+    if profile in ("wide", "wide2"):
         anat = _draw_wide(seed, anat)
+        if profile == "wide2":
+            anat = _draw_wide2(seed, anat)  # the wide case, with the wide2 additions
         grid = _make_wide_grid(seed, anat, shape, spacing, orientation)
         tmap = _paint_tissues(grid, anat)
         hu = _wide_image(tmap, grid, anat, seed)
@@ -1636,6 +1959,11 @@ def make_case(seed: int, shape=None, spacing=None, orientation=None, profile: st
     (non-contrast, arterial, portal-venous, delayed; fatty and dense livers, large tumours); per-organ smooth
     intensity fields, noise 5-40 HU, a drawn kernel and slice thickness, cupping and rare metal streaks.  Its
     draws come from the streams ``[seed, 3]`` to ``[seed, 7]``, so ``"standard"`` is unchanged.
+    ``profile="wide2"`` draws exactly the wide case and adds what it lacks: adrenal glands, stomach food and
+    positive oral contrast, pericardium and pericardial fat, and cirrhotic livers (15%: shrunken right lobe,
+    enlarged caudate and left lobe, nodular surface and texture, widened fissures, often ascites and splenomegaly),
+    from the streams ``[seed, 8]`` to ``[seed, 11]``, so ``"wide"`` is unchanged.  No shipped model has been
+    trained on wide2 yet.
 
     Args:
         seed: non-negative integer; the same arguments always give bit-identical output.
@@ -1645,7 +1973,7 @@ def make_case(seed: int, shape=None, spacing=None, orientation=None, profile: st
             the spacing that gives the drawn field of view).
         orientation: nibabel axis code of the stored array ("RAS", "LPS", "PLS", ...), or None to draw one of
             ``ORIENTATIONS``.
-        profile: one of ``PROFILES`` ("standard" or "wide").
+        profile: one of ``PROFILES`` ("standard", "wide" or "wide2").
 
     Returns:
         image: int16 Hounsfield units, label: uint8 (0 background, 1 liver incl. vessels, 2 tumour), both in
@@ -1680,8 +2008,8 @@ def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int =
     Layout: ``imagesTr/liver_000.nii.gz`` ... and ``labelsTr/`` for the ``num_train`` training cases,
     ``imagesTs/`` for the ``num_test`` test cases that follow, plus ``labelsTs/`` (phantom only: the held-out
     labels, so a demo can measure held-out Dice).  Case ``i`` (0-based, training first) uses seed
-    ``seed * 1000 + i``; ``profile`` is passed to :func:`make_case`.  Every file is written atomically; one
-    progress line is printed per case.
+    ``seed * 1000 + i``; ``profile`` ("standard", "wide" or "wide2") is passed to :func:`make_case`.  Every file
+    is written atomically; one progress line is printed per case.
     """
     seed = _check_seed(seed)
     profile = _check_profile(profile)

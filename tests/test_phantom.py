@@ -462,6 +462,76 @@ def test_wide_phases_give_different_liver_hu():
     assert 20.0 < median["non_contrast"] < 90.0 and 70.0 < median["portal_venous"] < 160.0, median
 
 
+WIDE2_CODES = tuple(T[k] for k in ("adrenal", "stomach_food", "stomach_contrast", "pericardium", "pericardial_fat"))
+CIRRHOTIC_SEEDS = (1, 35, 42)  # case_info(seed, "wide2") says "cirrhotic" for these (checked below)
+
+
+@functools.lru_cache(maxsize=None)
+def _wide2(seed, spacing=WIDE_SPACING):
+    return phantom.make_case_with_tissues(seed, spacing=spacing, orientation="RAS", profile="wide2")
+
+
+def test_wide2_is_deterministic_and_is_the_wide_case_plus_new_tissues():
+    a = phantom.make_case(4, spacing=WIDE_SPACING, profile="wide2")
+    b = phantom.make_case(4, spacing=WIDE_SPACING, profile="wide2")
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+    n_new = 0
+    for seed in range(6):
+        _, label, affine, tissues = _wide(seed)
+        _, label2, affine2, tissues2 = _wide2(seed)
+        assert np.array_equal(affine, affine2)  # same grid: none of the wide draws changed
+        assert not np.any(np.isin(tissues, WIDE2_CODES))
+        new = np.isin(tissues2, WIDE2_CODES)
+        n_new += bool(np.any(new))
+        if seed not in CIRRHOTIC_SEEDS:
+            # besides the new tissues only the adrenals' fat margin differs (cut out of the liver and ascites)
+            assert np.mean((tissues != tissues2) & ~new) < 1e-3, seed
+            assert np.mean((label > 0) != (label2 > 0)) < 1e-3, seed
+    assert n_new >= 4
+
+
+def test_wide2_features_appear_and_labels_follow_the_tissues():
+    seen = {"adrenal": 0, "stomach_food": 0, "stomach_contrast": 0}
+    n_heart = 0
+    for seed in sorted(set(range(12)) | set(CIRRHOTIC_SEEDS)):
+        _, label, affine, tissues = _wide2(seed)
+        assert set(np.unique(label).tolist()) <= {0, 1, 2}
+        assert np.array_equal(label, phantom.labels_from_tissues(tissues))
+        for name in seen:
+            seen[name] += bool(np.any(tissues == T[name]))
+        if np.count_nonzero(tissues == T["heart"]) > 100:  # the heart is in the field of view
+            n_heart += 1
+            assert np.any(tissues == T["pericardium"]) and np.any(tissues == T["pericardial_fat"]), seed
+    assert seen["adrenal"] >= 6 and seen["stomach_food"] >= 3 and seen["stomach_contrast"] >= 2, seen
+    assert n_heart >= 6
+
+
+def test_wide2_cirrhotic_livers_change_shape_and_case_info_says_so():
+    kinds = {seed: phantom.case_info(seed, "wide2")["liver_kind"] for seed in range(60)}
+    cirrhotic = sorted(s for s, k in kinds.items() if k == "cirrhotic")
+    assert set(CIRRHOTIC_SEEDS) <= set(cirrhotic) and 3 <= len(cirrhotic) <= 18, cirrhotic  # about 15%
+    assert all(phantom.case_info(s, "wide")["liver_kind"] != "cirrhotic" for s in cirrhotic)
+    for seed in sorted(set(range(6)) | set(CIRRHOTIC_SEEDS)):
+        _, label, _, _ = _wide(seed)
+        _, label2, _, tissues2 = _wide2(seed)
+        assert np.array_equal(label2, phantom.labels_from_tissues(tissues2))
+        changed = np.count_nonzero((label > 0) != (label2 > 0)) / max(1, np.count_nonzero(label))
+        # a cirrhotic liver has another shape (shrunken right lobe, nodular surface, fissures); others keep theirs
+        assert (changed > 0.1) == (kinds[seed] == "cirrhotic"), (seed, changed)
+        if kinds[seed] == "cirrhotic" and seed != 1:  # seed 1: the liver is almost out of the field of view
+            assert np.count_nonzero(label2) < 0.9 * np.count_nonzero(label)
+
+
+@pytest.mark.parametrize("profile,seed,mm", [("wide", 3, 4), ("wide2", 35, 6)])
+def test_cli_writes_the_case_of_each_profile(tmp_path, profile, seed, mm):
+    out = tmp_path / f"{profile}.nii.gz"
+    proc = _cli("--single", out, "--profile", profile, "--seed", seed, "--spacing", mm, mm, mm)
+    assert proc.returncode == 0, proc.stderr
+    image, _, _ = phantom.make_case(seed, spacing=(mm, mm, mm), profile=profile)
+    assert np.array_equal(np.asanyarray(nib.load(str(out)).dataobj), image)
+
+
 def test_unknown_profile_raises(tmp_path):
     with pytest.raises(ValueError, match="profile"):
         phantom.make_case(0, profile="ultra")
@@ -470,12 +540,7 @@ def test_unknown_profile_raises(tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
-def test_cli_profile_wide_and_grid_png(tmp_path):
-    out = tmp_path / "wide.nii.gz"
-    proc = _cli("--single", out, "--profile", "wide", "--seed", 3, "--spacing", 4, 4, 4)
-    assert proc.returncode == 0, proc.stderr
-    image, _, affine = phantom.make_case(3, spacing=(4, 4, 4), profile="wide")
-    assert np.array_equal(np.asanyarray(nib.load(str(out)).dataobj), image)
+def test_cli_grid_png_and_an_unknown_profile(tmp_path):
     png = tmp_path / "grid.png"
     proc = _cli("--grid", png, "--profile", "wide", "--num_train", 2, "--seed", 0)
     assert proc.returncode == 0, proc.stderr

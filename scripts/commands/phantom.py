@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=PROFILES,
         default="standard",
         help="standard: the demo's portal-venous abdomen (default); wide: domain-randomised field of view, anatomy, "
-        "contrast phase and appearance for training on synthetic data",
+        "contrast phase and appearance for training on synthetic data (the shipped model's); wide2: wide plus "
+        "adrenals, stomach food and contrast, pericardium and cirrhotic livers (no model trained on it yet)",
     )
     p.add_argument("--num_train", type=int, default=8, help="training cases (default 8)")
     p.add_argument("--num_test", type=int, default=2, help="test cases (default 2)")
