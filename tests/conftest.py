@@ -90,6 +90,22 @@ def run_in_process(run_id: str, config_files: list[str], **overrides) -> None:
         torch.set_num_threads(threads)
 
 
+def workflow(files, workflow_type, **overrides):
+    """MONAI's ConfigWorkflow over the bundle's config ``files`` (names in configs/), initialized: what
+    `monai.bundle run` builds, with ``bundle_root`` set to this bundle unless given."""
+    from monai.bundle import ConfigWorkflow
+
+    w = ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        **{"bundle_root": str(BUNDLE_ROOT), **overrides},
+    )
+    w.initialize()
+    return w
+
+
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """Six training and two test phantom cases in the MSD layout (plus labelsTs/)."""

@@ -11,8 +11,8 @@ import logging
 
 import pytest
 import torch
-from conftest import BUNDLE_ROOT, CONFIGS, FAST, run_in_process
-from monai.bundle import ConfigParser, ConfigWorkflow
+from conftest import BUNDLE_ROOT, CONFIGS, FAST, run_in_process, workflow
+from monai.bundle import ConfigParser
 
 from scripts import cache
 from scripts.datalist import load_datalist
@@ -124,19 +124,15 @@ def test_a_gpu_cache_on_a_cpu_run_stops_with_one_line(phantom_dir, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the lent device machine)")
 def test_on_a_gpu_the_cases_are_cached_and_augmented_there(phantom_dir, tmp_path):
-    w = ConfigWorkflow(
-        config_file=str(CONFIGS / "train.yaml"),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type="train",
-        bundle_root=str(BUNDLE_ROOT),
+    w = workflow(
+        ["train.yaml"],
+        "train",
         dataset_dir=str(phantom_dir),
         output_dir=str(tmp_path / "runs"),
         ckpt_dir=str(tmp_path / "models"),
         epochs=1,
         **FAST,
     )
-    w.initialize()
     assert w.parser.get_parsed_content("cache_choice") == "gpu" and w.parser.get_parsed_content("loader_workers") == 0
     patches = w.parser.get_parsed_content("train#dataset")[0]
     assert all(p["image"].device.type == "cuda" and p["label"].device.type == "cuda" for p in patches)

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE_ROOT, CONFIGS
-from monai.bundle import ConfigParser, ConfigWorkflow
+from conftest import BUNDLE_ROOT, CONFIGS, workflow
+from monai.bundle import ConfigParser
 
 from scripts.hardware import cpu_has_bf16
 
@@ -36,18 +36,6 @@ def parser(*files, **overrides) -> ConfigParser:
     p.read_meta(str(CONFIGS / "metadata.json"))
     p.update({"bundle_root": str(BUNDLE_ROOT), **overrides})
     return p
-
-
-def workflow(files, workflow_type, **overrides) -> ConfigWorkflow:
-    w = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **{"bundle_root": str(BUNDLE_ROOT), **overrides},
-    )
-    w.initialize()
-    return w
 
 
 def test_inference_copies_agree_with_train():

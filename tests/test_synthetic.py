@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE_ROOT, CONFIGS, FAST, run_bundle, run_in_process
-from monai.bundle import ConfigParser, ConfigWorkflow
+from conftest import BUNDLE_ROOT, CONFIGS, FAST, run_bundle, run_in_process, workflow
+from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImaged
 
 from scripts import phantom, synthetic
@@ -132,18 +132,14 @@ def test_overlapping_training_and_validation_seeds_are_refused(phantom_dir, tmp_
 
 
 def test_the_synthetic_training_workflow_checks_clean(phantom_dir, tmp_path):
-    w = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in FILES],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type="train",
-        bundle_root=str(BUNDLE_ROOT),
+    w = workflow(
+        FILES,
+        "train",
         dataset_dir=str(phantom_dir),
         output_dir=str(tmp_path / "runs"),
         ckpt_dir=str(tmp_path / "models"),
         **TINY,
     )
-    w.initialize()
     assert w.check_properties() == []
     split = w.parser.get_parsed_content("split")
     assert len(split["validation"]) == 6 and all("seed" in item and len(item) == 1 for item in split["training"])

@@ -37,6 +37,7 @@ import zipfile
 
 import numpy as np
 
+from scripts.commands import fail
 from scripts.fileio import save_nifti, write_text
 from scripts.visualize import dice, overlay
 
@@ -370,10 +371,7 @@ def main(argv=None) -> int:
     try:
         r = run(args)
     except (ValueError, OSError, RuntimeError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}".splitlines()[0], file=sys.stderr, flush=True)
-        return 1
+        return fail(e, args.debug)
     v = r["volume_ml"]
     print(
         f"{CASE} (assumed {AXCODES} {r['geometry']['spacing_mm'][0]:g} mm), weights {r['weights']['path']}: liver Dice "

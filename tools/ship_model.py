@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 
+from scripts.commands import fail
 from tools.real_ct import sha256  # one helper for the digests of both tools
 
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -224,10 +225,7 @@ def main(argv=None) -> int:
     try:
         path = ship(args)
     except (ValueError, OSError, KeyError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}".splitlines()[0], file=sys.stderr, flush=True)
-        return 1
+        return fail(e, args.debug)
     print(f"wrote {path} and its provenance", flush=True)
     return 0
 
