@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 PROVENANCE_FILE = "model_provenance.json"
 
 
-def latest_checkpoint(ckpt_dir: str) -> str:
-    """Return the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
+def latest_checkpoint_epoch(ckpt_dir: str) -> tuple[int, str]:
+    """``(N, path)`` of the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
     from scripts.checkpoint import RESUMABLE_GLOB
 
     found = []
@@ -48,7 +48,12 @@ def latest_checkpoint(ckpt_dir: str) -> str:
             found.append((int(match.group(1)), path))
     if not found:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from (train without --resume first)")
-    return max(found)[1]
+    return max(found)
+
+
+def latest_checkpoint(ckpt_dir: str) -> str:
+    """Return the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
+    return latest_checkpoint_epoch(ckpt_dir)[1]
 
 
 class ValidateEveryAndLast(ValidationHandler):

@@ -68,11 +68,10 @@ def _inner_faces(fg: torch.Tensor, lo, hi, shape) -> list:
     return faces
 
 
-def faces_reached(logits: torch.Tensor, lo, hi, shape) -> list:
-    """The faces ``(axis, side)`` of the crop inside the image that the largest foreground component of the crop's
-    ``logits`` (C, ...) touches: the liver may go on beyond them. Islands elsewhere do not count (the largest component
-    is taken only when some foreground is on such a face)."""
-    fg = foreground(logits)
+def faces_reached(fg: torch.Tensor, lo, hi, shape) -> list:
+    """The faces ``(axis, side)`` of the crop inside the image that the largest component of the crop's foreground
+    ``fg`` touches: the liver may go on beyond them. Islands elsewhere do not count (the largest component is taken
+    only when some foreground is on such a face)."""
     if not _inner_faces(fg, lo, hi, shape):
         return []
     return _inner_faces(get_largest_connected_component_mask(fg), lo, hi, shape)
@@ -151,7 +150,8 @@ class LiverBoxInferer(Inferer):
         for step in range(self.grow_steps + 1):
             crop = x[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
             fine = self.inferer(crop, network, *args, **kwargs)
-            faces = faces_reached(fine[0], lo, hi, shape)
+            fg = foreground(fine[0])
+            faces = faces_reached(fg, lo, hi, shape)
             if not faces:
                 break
             if step == self.grow_steps:
@@ -159,7 +159,7 @@ class LiverBoxInferer(Inferer):
                 return self.inferer(x, network, *args, **kwargs)
             logger.info("the liver reaches %d face(s) of its box: widening them by %d voxels", len(faces), self.grow)
             lo, hi = widened(lo, hi, faces, self.grow, shape)
-        found = int(foreground(fine[0]).sum())
+        found = int(fg.sum())
         if found < self.min_voxels:
             logger.info("the box holds %d liver voxels, too few: sliding window over the whole image", found)
             return self.inferer(x, network, *args, **kwargs)

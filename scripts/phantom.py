@@ -777,9 +777,10 @@ def _check_triplet(value, name, kind):
     return tuple(out)
 
 
-def _check_seed(seed):
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int; ValueError ``<name> must be a non-negative integer`` for anything else (bools too)."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 
@@ -1896,7 +1897,7 @@ def _wide2_textures(img: np.ndarray, tmap: np.ndarray, grid: dict, wide2: dict):
 def case_info(seed: int, profile: str = "wide") -> dict:
     """What a case shows: profile, contrast phase, liver kind (normal, fatty, dense; with wide2 also cirrhotic) and
     the patient's scale."""
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     anat = _draw_anatomy(seed)
     profile = _check_profile(profile)
     if profile == "standard":
@@ -1925,7 +1926,7 @@ def make_case_with_tissues(seed: int, shape=None, spacing=None, orientation=None
     The tissue map is stored like the image and is what the image and label were made from; it lets tests and
     demos find the spleen, bone, air and so on.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     profile = _check_profile(profile)
     anat = _draw_anatomy(seed)
     if profile in ("wide", "wide2"):
@@ -2011,7 +2012,7 @@ def write_dataset(output_dir, num_train: int = 8, num_test: int = 2, seed: int =
     ``seed * 1000 + i``; ``profile`` ("standard", "wide" or "wide2") is passed to :func:`make_case`.  Every file
     is written atomically; one progress line is printed per case.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     profile = _check_profile(profile)
     for name, v in (("num_train", num_train), ("num_test", num_test)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:

@@ -76,7 +76,8 @@ class SyntheticCased(MapTransform):
 
 def seed_items(start: int, count: int) -> list[dict]:
     """The data list of seeds ``start .. start + count - 1``: ``[{"seed": start}, ...]``."""
-    start, count = _non_negative(start, "first training seed"), _non_negative(count, "number of training seeds")
+    start = phantom.check_seed(start, "first training seed")
+    count = phantom.check_seed(count, "number of training seeds")
     return [{"seed": s} for s in range(start, start + count)]
 
 
@@ -95,24 +96,13 @@ def train_seeds(first_seed: int, pool_size: int, replace_rate: float, epochs: in
 
     Raises FileNotFoundError when resuming without a checkpoint (the same one-line error as the resume itself).
     """
-    import re
-
     from scripts import as_bool
-    from scripts.handlers import latest_checkpoint
+    from scripts.handlers import latest_checkpoint_epoch
 
-    first_seed = _non_negative(first_seed, "first training seed")
-    done = 0
-    if as_bool(resume):
-        name = os.path.basename(latest_checkpoint(os.fspath(ckpt_dir)))
-        done = int(re.fullmatch(r"checkpoint_epoch=(\d+)\.pt", name).group(1))
+    first_seed = phantom.check_seed(first_seed, "first training seed")
+    done = latest_checkpoint_epoch(os.fspath(ckpt_dir))[0] if as_bool(resume) else 0
     drawn = seeds_needed(pool_size, replace_rate, done) if done else 0
     return {"first": first_seed + drawn, "count": seeds_needed(pool_size, replace_rate, max(0, int(epochs) - done))}
-
-
-def _non_negative(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
 
 
 def validation_seeds(datalist_file) -> list[int] | None:

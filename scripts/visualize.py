@@ -891,7 +891,6 @@ def phantom_grid(cases, output_png, *, window=DEFAULT_WINDOW, dpi=100) -> str:
     ``cases``: dicts with ``image``, ``label`` (stored voxel order) and ``affine`` (voxel -> RAS+ mm), and ``title``.
     """
     import nibabel as nib
-    from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
 
     cases = list(cases)
     if not cases:
@@ -899,16 +898,13 @@ def phantom_grid(cases, output_png, *, window=DEFAULT_WINDOW, dpi=100) -> str:
     fig = _new_figure((7.0, 3.4 * len(cases)), dpi)
     for row, case in enumerate(cases):
         affine = np.asarray(case["affine"], dtype=float)
-        ornt = ornt_transform(axcodes2ornt(nib.aff2axcodes(affine)), axcodes2ornt(("R", "A", "S")))
-        image = apply_orientation(np.asarray(case["image"]), ornt)
-        label = apply_orientation(np.asarray(case["label"]), ornt)
-        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[[list(ornt[:, 0].astype(int)).index(w) for w in range(3)]]
+        image, canonical, _ = load_canonical(nib.Nifti1Image(np.asarray(case["image"]), affine))
+        label, _, _ = load_canonical(nib.Nifti1Image(np.asarray(case["label"]), affine), "label")
+        spacing = np.sqrt((canonical[:3, :3] ** 2).sum(axis=0))
         for col, plane in enumerate(("coronal", "axial")):
             ax = fig.add_subplot(len(cases), 2, 2 * row + col + 1)
             row_mm, col_mm = plane_spacing(spacing, plane)
-            rgb = render_slice(image, pred=label, plane=plane, index=None, window=window)
-            if not np.any(label):
-                rgb = render_slice(image, plane=plane, window=window)
+            rgb = render_slice(image, pred=label, plane=plane, index=None, window=window)  # no liver: the centre
             _show_slice(ax, rgb, row_mm, col_mm)
             ax.set_title(f"{case['title']} ({plane})", fontsize=5.5)
     fig.tight_layout()

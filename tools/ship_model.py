@@ -152,6 +152,7 @@ def provenance(args) -> dict:
     if "generator" not in trained or "SYNTHETIC" not in trained.get("trained_on", ""):
         raise ValueError(f"{record_file}: not a run on generated synthetic data; the bundle ships no other model")
     check_weights(weights)
+    weights_sha256 = sha256(weights)
     sources = source_digests(os.path.abspath(args.source_dir))
     same = check_same_cases(os.path.abspath(args.source_dir), trained["generator"])
     evaluations = {}
@@ -164,7 +165,7 @@ def provenance(args) -> dict:
     for path in args.real_ct:
         with open(path) as f:
             result = json.load(f)
-        if result.get("weights", {}).get("sha256") != sha256(weights):
+        if result.get("weights", {}).get("sha256") != weights_sha256:
             raise ValueError(f"{path}: measured other weights than {weights}")
         keep = ("case", "date", "data", "geometry", "liver", "liver_dice", "volume_ml", "volumes_note")
         real_ct.append({k: result[k] for k in keep if k in result} | {"source": "python -m tools.real_ct"})
@@ -175,7 +176,7 @@ def provenance(args) -> dict:
         "model": "3D U-Net (configs/inference.yaml network_def), background/liver, 2 mm isotropic, 96^3 windows",
         "statement": STATEMENT,
         "trained_on": trained["trained_on"],
-        "weights_sha256": sha256(weights),
+        "weights_sha256": weights_sha256,
         "generator": trained["generator"],
         "validation_cases": trained.get("validation_cases", []),
         "training": {
