@@ -161,4 +161,7 @@ def test_another_spacing_is_a_labelled_sensitivity_check(tmp_path, real_wheel):
     a, b = nib.load(other["image"]), nib.load(assumed["image"])
     assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
     assert np.allclose(np.abs(np.diag(a.affine)[:3]), 1.5) and np.allclose(np.abs(np.diag(b.affine)[:3]), 1.3)
-    assert "sensitivity check" in real_ct.SENSITIVITY_NOTE.format(mm=1.5)
+    record = real_ct.geometry_record(other["image"], (1.5, 1.5, 1.5))
+    assert record["spacing_mm"] == [1.5] * 3 and np.allclose(np.abs(np.diag(record["affine"])[:3]), 1.5)
+    assert record["note"].startswith("a sensitivity check") and "1.5 mm" in record["note"]
+    assert real_ct.geometry_record(assumed["image"], real_ct.SPACING_MM)["note"] == real_ct.GEOMETRY_NOTE

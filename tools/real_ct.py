@@ -269,6 +269,20 @@ def score(label_path: str, pred_path: str) -> dict:
     }
 
 
+def geometry_record(image_path: str, spacing) -> dict:
+    """What the result says of the crop's geometry: the axes, the spacing and affine the NIfTI image was written with,
+    and whether that is the assumed geometry or a sensitivity check at another spacing."""
+    import nibabel as nib
+
+    spacing = tuple(float(s) for s in spacing)
+    return {
+        "axcodes": AXCODES,
+        "spacing_mm": list(spacing),
+        "affine": np.round(nib.load(image_path).affine, 6).tolist(),
+        "note": GEOMETRY_NOTE if spacing == SPACING_MM else SENSITIVITY_NOTE.format(mm=spacing[0]),
+    }
+
+
 def _shown(path: str) -> str:
     """A path as written in the result: relative to the bundle root when inside it."""
     path = os.path.abspath(path)
@@ -277,8 +291,6 @@ def _shown(path: str) -> str:
 
 
 def run(args) -> dict:
-    import nibabel as nib
-
     ckpt = os.path.abspath(args.ckpt_path)
     if not os.path.isfile(ckpt):
         raise FileNotFoundError(f"{args.ckpt_path}: weights file not found")
@@ -314,12 +326,7 @@ def run(args) -> dict:
         "config_files": config_names,
         "inference_command": shlex.join(inference_cmd(configs, ckpt, nifti["image"], os.path.join(out, "inference"))),
         "data": {"package": f"{PACKAGE}=={VERSION}", "wheel": wheel, "wheel_sha256": wheel_sha, **MEMBERS},
-        "geometry": {
-            "axcodes": AXCODES,
-            "spacing_mm": list(spacing),
-            "affine": np.round(nib.load(nifti["image"]).affine, 6).tolist(),
-            "note": GEOMETRY_NOTE if spacing == SPACING_MM else SENSITIVITY_NOTE.format(mm=spacing[0]),
-        },
+        "geometry": geometry_record(nifti["image"], spacing),
         "liver": "label > 0 (liver and tumour) against prediction > 0",
         "liver_dice": result["liver_dice"],
         "volume_ml": result["volume_ml"],
