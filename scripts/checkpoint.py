@@ -22,8 +22,9 @@ Reading. :func:`load_weights` is ``torch.load(path, map_location="cpu", weights_
 unpickler rebuilds tensors and plain containers only, and refuses any other Python object instead of running its
 code; there is no fallback to a full unpickle. Errors name the file and say what is wrong (truncated, not a
 PyTorch file, foreign objects). :func:`check_fits` compares the weights with the network they are meant for,
-:func:`load_into` does both and loads the weights (the ONNX export, the benchmark), and :func:`resumable` checks
-the checkpoint that ``--resume true`` continues from.
+:func:`load_into` does both and loads the weights (the ONNX export, the benchmark), :func:`resumable` checks
+the checkpoint that ``--resume true`` continues from, and :func:`start_from` loads the weights that ``--init_weights``
+gives a new training run (fine-tuning).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "check_fits",
     "load_into",
     "resumable",
+    "start_from",
     "stretch_schedule",
 ]
 
@@ -265,6 +267,47 @@ def load_into(network, path, key: str = "model"):
     check_fits(path, state, network, key=key)
     _unwrap(network).load_state_dict(state[key] if isinstance(state.get(key), Mapping) else state)
     return network
+
+
+def start_from(network, path, resume=False) -> dict | None:
+    """``--init_weights FILE`` (fine-tuning): load the weights file ``path`` into ``network`` before training starts,
+    and return what the provenance records of it. None when ``path`` is None or empty (random initial weights).
+
+    The file is checked as inference checks its weights (:func:`load_into`: weights only, every name and shape of the
+    network, no NaN/Inf); errors name it. The record holds its absolute path and sha256 and, where the
+    ``model_provenance.json`` beside it describes this file (its ``weights_sha256`` matches, or the file is the
+    ``model.pt`` of a training run's folder), the data that trained it. ``resume`` true: the run continues from its
+    checkpoint, whose network already started from ``path``, so the file is recorded but not loaded again.
+    """
+    import json
+
+    from scripts import as_bool
+    from scripts.fileio import sha256
+    from scripts.handlers import PROVENANCE_FILE
+
+    if path is None or not str(path).strip():
+        return None
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such weights file (--init_weights)")
+    record = {"path": path, "sha256": sha256(path)}
+    beside = os.path.join(os.path.dirname(path), PROVENANCE_FILE)
+    try:
+        with open(beside, encoding="utf-8") as f:
+            origin = json.load(f)
+    except (OSError, ValueError):
+        origin = {}
+    describes = origin.get("weights_sha256", record["sha256"]) == record["sha256"] and (
+        "weights_sha256" in origin or os.path.basename(path) == "model.pt"
+    )
+    if describes and origin.get("trained_on"):
+        record["trained_on"] = origin["trained_on"]
+    if as_bool(resume):
+        logger.info("--resume true: the network continues from its checkpoint (the run started from %s)", path)
+        return record
+    load_into(network, path)
+    logger.info("training starts from the weights in %s (sha256 %s...)", path, record["sha256"][:12])
+    return record
 
 
 def stretch_schedule(lr_scheduler, epochs: int) -> None:

@@ -1,4 +1,5 @@
-"""Case names and atomic file output: the one way every module of the bundle names a case and writes a file.
+"""Case names, atomic file output and file digests: the one way every module of the bundle names a case, writes a
+file and identifies one (:func:`sha256`).
 
 A case is named by its file name without the NIfTI extension, or by its DICOM folder's name (:func:`case_name`).
 
@@ -12,10 +13,21 @@ temporary file is removed on failure. :func:`atomic_path` is the one implementat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 
-__all__ = ["NIFTI_SUFFIXES", "case_name", "atomic_path", "write_text", "save_nifti", "file_mode", "igzip", "has_isal"]
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "case_name",
+    "atomic_path",
+    "write_text",
+    "save_nifti",
+    "file_mode",
+    "sha256",
+    "igzip",
+    "has_isal",
+]
 
 try:  # ISA-L's gzip: inflates and deflates NIfTI files 2-10x faster than zlib (docs/benchmark.md)
     from isal import igzip
@@ -76,6 +88,15 @@ def atomic_path(path, suffix: str = ".tmp"):
             os.remove(tmp)
         raise
     _fsync(folder)
+
+
+def sha256(path) -> str:
+    """The hex sha256 of the file ``path``, read in 1 MiB blocks: how provenance records name weights and data."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path, text: str) -> str:

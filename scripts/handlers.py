@@ -129,12 +129,16 @@ def attach(handlers, engine) -> None:
             handler.attach(engine)
 
 
-def write_provenance(ckpt_dir: str, datalist_file: str, split: dict, generator: dict | None = None) -> str:
+def write_provenance(
+    ckpt_dir: str, datalist_file: str, split: dict, generator: dict | None = None, initial_weights: dict | None = None
+) -> str:
     """Record next to the weights which data trains them, so phantom-trained weights never pass for real ones.
 
     ``generator``: set when the training cases are generated on the fly (configs/synthetic.yaml), the generator's
     settings (module, profile, seed range, ...); the record then says the weights saw synthetic data only, and lists
-    the validation cases, which are the only files the run reads.
+    the validation cases, which are the only files the run reads. ``initial_weights``: the record of the weights
+    the run started from (``--init_weights``, :func:`scripts.checkpoint.start_from`), kept as ``initial_weights``:
+    the weights then also carry what trained those.
     """
     description = ""
     try:
@@ -156,6 +160,8 @@ def write_provenance(ckpt_dir: str, datalist_file: str, split: dict, generator: 
         "num_validation_cases": len(split.get("validation", [])),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    if initial_weights is not None:
+        record["initial_weights"] = dict(initial_weights)
     if generator is not None:
         record["generator"] = dict(generator)
         record["validation_cases"] = [case["image"] for case in split.get("validation", [])]

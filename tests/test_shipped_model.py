@@ -14,8 +14,8 @@ import pytest
 from conftest import BUNDLE_ROOT, run_bundle
 
 from scripts import phantom
+from scripts.fileio import sha256
 from scripts.visualize import dice
-from tools.real_ct import sha256
 
 WEIGHTS = BUNDLE_ROOT / "models" / "model.pt"
 RECORD = BUNDLE_ROOT / "models" / "model_provenance.json"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import shlex
@@ -38,7 +37,7 @@ import zipfile
 import numpy as np
 
 from scripts.commands import fail
-from scripts.fileio import save_nifti, write_text
+from scripts.fileio import save_nifti, sha256, write_text
 from scripts.visualize import dice, overlay
 
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,14 +112,6 @@ def assumed_affine(shape, axcodes: str = AXCODES, spacing=SPACING_MM) -> np.ndar
 
 
 # ---- the wheel -----------------------------------------------------------------------------------------------------
-
-
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_wheel(cache_dir: str) -> str:

@@ -34,7 +34,7 @@ import sys
 import tempfile
 
 from scripts.commands import fail
-from tools.real_ct import sha256  # one helper for the digests of both tools
+from scripts.fileio import sha256
 
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_BYTES = 25 * 1024 * 1024  # the Model Zoo's limit for weights kept in the repository

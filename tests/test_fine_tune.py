@@ -1,0 +1,76 @@
+"""Fine-tuning: `--init_weights FILE` starts training from a weights file (the shipped synthetic model, say) instead of
+random weights, and the provenance of the new weights names that file.
+
+The runs train in this process (conftest.run_in_process) on the phantom, from the `trained` fixture's weights. With a
+learning rate of 0 no step changes a weight, so the weights a run saves are the weights it started from: the file
+given, or the seeded random initialisation without it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import BUNDLE_ROOT, FAST, run_in_process
+
+from scripts.checkpoint import start_from
+from scripts.fileio import sha256
+
+
+def _train(trained, out, **overrides):
+    run_in_process(
+        "training",
+        ["train.yaml"],
+        bundle_root=BUNDLE_ROOT,
+        dataset_dir=trained["data"],
+        output_dir=out / "runs",
+        ckpt_dir=out / "models",
+        epochs=1,
+        val_interval=1,
+        **{**FAST, **overrides},
+    )
+    return out / "models"
+
+
+def _same(a, b) -> bool:
+    a, b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_starts_from_the_init_weights_and_records_them(trained, tmp_path):
+    start = trained["models"] / "model.pt"
+    models = _train(trained, tmp_path / "tuned", init_weights=start, learning_rate=0.0)
+    assert _same(models / "model.pt", start)
+
+    record = json.loads((models / "model_provenance.json").read_text())["initial_weights"]
+    assert record["path"] == str(start) and record["sha256"] == sha256(start)
+    # the `trained` run's own provenance lies beside its model.pt: what trained those weights travels on
+    assert record["trained_on"].startswith("SYNTHETIC PHANTOM")
+
+    # the control: the same run without --init_weights saves its random initialisation, not the file
+    control = _train(trained, tmp_path / "scratch", learning_rate=0.0)
+    assert not _same(control / "model.pt", start)
+    assert "initial_weights" not in json.loads((control / "model_provenance.json").read_text())
+
+
+@pytest.mark.parametrize("kind", ["missing", "checkpoint"])
+def test_init_weights_that_cannot_start_training_stop_it_with_one_line(trained, tmp_path, kind):
+    given = {
+        "missing": tmp_path / "nowhere.pt",
+        "checkpoint": trained["models"] / "checkpoint_epoch=3.pt",  # a resumable state, not a weights file
+    }[kind]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        _train(trained, out, init_weights=given)
+    assert isinstance(stop.value.code, str) and str(given) in stop.value.code  # one line that names the file
+    assert not (out / "models").exists() or not any((out / "models").iterdir())  # no provenance, no weights
+
+
+def test_a_resumed_run_records_its_init_weights_without_loading_them(trained):
+    network = torch.nn.Conv3d(1, 2, 3)  # would not fit the file: loading it would raise
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    record = start_from(network, trained["models"] / "model.pt", resume="true")
+    assert record["sha256"] == sha256(trained["models"] / "model.pt")
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
+    assert start_from(network, None) is None and start_from(network, "") is None
