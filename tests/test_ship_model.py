@@ -25,7 +25,7 @@ LOG = """\
 GENERATOR = {"generator": "scripts/phantom.py", "profile": "wide", "first_seed": 7, "spacing_mm": [6.0, 6.0, 6.0]}
 
 
-def make_run(folder, generator=GENERATOR, log=LOG):
+def make_run(folder, generator=GENERATOR, log=LOG, initial_weights=None):
     """A training run's folder as training leaves it: weights, their provenance (written by the bundle's own
     write_provenance) and the captured log."""
     models = folder / "models"
@@ -34,7 +34,7 @@ def make_run(folder, generator=GENERATOR, log=LOG):
     datalist = folder / "dataset.json"
     datalist.write_text(json.dumps({"name": "LiverPhantom", "description": "SYNTHETIC phantom"}))
     split = {"training": [{"seed": 1000000}], "validation": [{"image": "a.nii.gz", "label": "b.nii.gz"}]}
-    write_provenance(str(models), str(datalist), split, generator=generator)
+    write_provenance(str(models), str(datalist), split, generator=generator, initial_weights=initial_weights)
     (folder / "train.log").write_text(log)
     return folder
 
@@ -90,6 +90,7 @@ def test_ships_the_weights_with_their_provenance(tmp_path):
         ("unfinished", "not the log of a finished training run"),
         ("other generator", "draws another case for seed 7 than the generator the weights were trained with"),
         ("other weights", "measured other weights"),
+        ("fine-tuned", "started from other weights"),
     ],
 )
 def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_path, capsys):
@@ -97,6 +98,7 @@ def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_
         tmp_path / "run",
         generator=None if case == "user data" else GENERATOR,
         log=LOG.split("Key metric")[0] if case == "unfinished" else LOG,
+        initial_weights={"path": "/x/model.pt", "sha256": "0" * 64} if case == "fine-tuned" else None,
     )
     extra, source = [], BUNDLE_ROOT
     if case == "other generator":

@@ -15,9 +15,9 @@ file in ``models/`` may pass for a model trained on real CT. This tool writes th
 
 ``RUN`` holds ``models/model.pt``, ``models/model_provenance.json`` (written by training) and ``train.log`` (the
 training command's output). ``SRC`` is the bundle tree the training ran from: the tool refuses weights when this
-bundle's generator draws other cases for the run's seeds, since the provenance would then name cases it no longer draws. Refuses
-weights from a run that did not train on synthetic data. Errors: one line ``error: <file>: <problem>``, exit 1, and
-nothing written.
+bundle's generator draws other cases for the run's seeds, since the provenance would then name cases it no longer
+draws. Refuses weights from a run that did not train on synthetic data, or that started from other weights
+(``--init_weights``). Errors: one line ``error: <file>: <problem>``, exit 1, and nothing written.
 """
 
 from __future__ import annotations
@@ -151,6 +151,11 @@ def provenance(args) -> dict:
         trained = json.load(f)
     if "generator" not in trained or "SYNTHETIC" not in trained.get("trained_on", ""):
         raise ValueError(f"{record_file}: not a run on generated synthetic data; the bundle ships no other model")
+    if "initial_weights" in trained:  # --init_weights: what trained those weights is beyond this record's word
+        raise ValueError(
+            f"{record_file}: the run started from other weights ({trained['initial_weights'].get('path')}); the "
+            "shipped model is trained from random weights by one command"
+        )
     check_weights(weights)
     weights_sha256 = sha256(weights)
     sources = source_digests(os.path.abspath(args.source_dir))
