@@ -297,9 +297,10 @@ def start_from(network, path, resume=False) -> dict | None:
             origin = json.load(f)
     except (OSError, ValueError):
         origin = {}
-    describes = origin.get("weights_sha256", record["sha256"]) == record["sha256"] and (
-        "weights_sha256" in origin or os.path.basename(path) == "model.pt"
-    )
+    if "weights_sha256" in origin:  # a shipped model's record names its weights
+        describes = origin["weights_sha256"] == record["sha256"]
+    else:  # a training run's record describes the model.pt beside it
+        describes = os.path.basename(path) == "model.pt"
     if describes and origin.get("trained_on"):
         record["trained_on"] = origin["trained_on"]
     if as_bool(resume):

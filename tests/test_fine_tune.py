@@ -9,6 +9,7 @@ given, or the seeded random initialisation without it.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -74,3 +75,15 @@ def test_a_resumed_run_records_its_init_weights_without_loading_them(trained):
     assert record["sha256"] == sha256(trained["models"] / "model.pt")
     assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
     assert start_from(network, None) is None and start_from(network, "") is None
+
+
+def test_the_provenance_beside_the_file_counts_only_when_it_describes_that_file(tmp_path):
+    """A shipped model's record names its weights by sha256: a copy of models/ keeps what trained them, and other
+    weights put beside that record do not borrow it."""
+    shipped = tmp_path / "shipped"
+    shutil.copytree(BUNDLE_ROOT / "models", shipped, ignore=shutil.ignore_patterns("*.ts", "*.onnx"))
+    network = torch.nn.Conv3d(1, 2, 3)
+    record = start_from(network, shipped / "model.pt", resume=True)
+    assert record["trained_on"].startswith("SYNTHETIC DATA ONLY")
+    torch.save(network.state_dict(), shipped / "model.pt")  # other weights under the same name
+    assert "trained_on" not in start_from(network, shipped / "model.pt", resume=True)
