@@ -5,8 +5,11 @@ liver fills a third of that box, and windows over the rest only confirm backgrou
 configured sliding-window inferer (MONAI has no coarse-to-fine inferer) and, per image:
 
 1. averages the image down by ``scale`` (2: a 4 mm grid) and runs the same inferer on it: usually one window;
-2. boxes the largest connected foreground component there, maps the box back to the network grid and adds
-   ``margin`` voxels on each side;
+2. boxes the largest connected foreground component there, maps the box back to the network grid, adds
+   ``margin`` voxels on each side and grows each side to the longest crop that the same number of windows covers
+   (``filled``): the windows cost the same and see image, where MONAI would pad a crop shorter than a window with
+   zeros (on a held-out synthetic case the shipped weights kept 290 of 1348 mL of liver from a 90x55x92 crop, padded,
+   and 1261 mL from the same box filled);
 3. runs the inferer on that crop only (6 windows for the first benchmark CT) and pastes the logits into a
    background-filled output of the input's shape, with the input's metadata (the preprocessing trace that the
    postprocessing inverts).
@@ -16,10 +19,11 @@ window shape run unchanged. When the fine liver touches a face of the crop that 
 liver may go on beyond the box: a thin left lobe can vanish on the 4 mm grid), those faces move out by ``grow``
 voxels and the fine pass runs again on the wider crop, up to ``grow_steps`` times. The result falls back to the plain
 sliding window over the whole image when the coarse pass finds no liver, when the liver still reaches a face after
-the last widening, or when the box holds less foreground than ``min_liver_ml`` (the coarse pass boxed something
-else: on a small liver-centred crop it once boxed a 4 mL blob in a corner). An image that fits in one window goes
-straight to the plain path, which then costs one window. tests/test_inferers.py checks the widening, the fallbacks,
-and compares with the plain path.
+the last widening, or when the fine pass does not confirm the coarse liver: the box's largest fine component holds less
+than ``min_liver_ml`` (on a small liver-centred crop the coarse pass once boxed a 4 mL blob in a corner), or less than
+``min_confirmed`` of the coarse component's volume (a network that sees liver at 4 mm where there is none at 2 mm).
+Either way the coarse pass boxed something else. An image that fits in one window goes straight to the plain path, which then costs
+one window. tests/test_inferers.py checks the widening, the fallbacks, and compares with the plain path.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer, SimpleInferer
 from monai.transforms.utils import get_largest_connected_component_mask
-from monai.utils import convert_to_dst_type
+from monai.utils import convert_to_dst_type, ensure_tuple_rep, fall_back_tuple
 
 from scripts.postprocess import foreground
 
@@ -42,7 +46,8 @@ BACKGROUND_LOGIT = 20.0  # outside the box: softmax gives background 1 - 2e-9 (f
 
 def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
     """The box ``(lo, hi)`` on the fine grid of ``fine_shape`` around the largest foreground component of coarse
-    ``logits`` (C, ...), widened by ``margin`` voxels and clipped to the grid; None when there is no foreground."""
+    ``logits`` (C, ...), widened by ``margin`` voxels and clipped to the grid, and that component's volume in fine
+    voxels: ``(lo, hi, volume)``; None when there is no foreground."""
     fg = foreground(logits)
     if not bool(fg.any()):
         return None
@@ -53,7 +58,7 @@ def coarse_box(logits: torch.Tensor, fine_shape, margin: int):
         step = n_fine / n_coarse  # coarse voxel i covers fine voxels [i * step, (i + 1) * step)
         lo.append(max(0, math.floor(a * step) - margin))
         hi.append(min(n_fine, math.ceil(b * step) + margin))
-    return lo, hi
+    return lo, hi, len(idx) * math.prod(n / c for n, c in zip(fine_shape, fg.shape, strict=True))
 
 
 def _inner_faces(fg: torch.Tensor, lo, hi, shape) -> list:
@@ -77,6 +82,23 @@ def faces_reached(fg: torch.Tensor, lo, hi, shape) -> list:
     return _inner_faces(get_largest_connected_component_mask(fg), lo, hi, shape)
 
 
+def filled(lo, hi, shape, roi, overlap):
+    """``(lo, hi)`` grown on each axis, about its centre and within the image of ``shape``, to the longest crop that
+    the same number of sliding windows of ``roi`` with ``overlap`` (MONAI's scan: ``int(roi * (1 - overlap))`` apart)
+    covers. The windows cost the same, and they see the image instead of the zero padding that MONAI adds around a
+    crop shorter than a window."""
+    overlap = ensure_tuple_rep(overlap, len(shape))
+    lo, hi = list(lo), list(hi)
+    for axis, (n, r, o) in enumerate(zip(shape, roi, overlap, strict=True)):
+        length, step = hi[axis] - lo[axis], max(1, int(r * (1 - o)))
+        windows = 1 if length <= r else math.ceil((length - r) / step) + 1
+        target = min(n, r + (windows - 1) * step)
+        if target > length:
+            a = min(max(0, lo[axis] - (target - length) // 2), n - target)
+            lo[axis], hi[axis] = a, a + target
+    return lo, hi
+
+
 def widened(lo, hi, faces, step: int, shape):
     """``(lo, hi)`` with each of ``faces`` moved out by ``step`` voxels, clipped to the image of ``shape``."""
     lo, hi = list(lo), list(hi)
@@ -98,7 +120,10 @@ class LiverBoxInferer(Inferer):
         margin: network-grid voxels added on each side of the coarse box.
         grow: network-grid voxels a face of the box moves out by when the fine liver reaches it.
         grow_steps: how many times the box may widen before the whole image is used (0: at once, as before).
-        min_liver_ml: the least foreground (mL) the box's result may hold; less: the whole image. Needs ``pixdim``.
+        min_liver_ml: the least volume (mL) of the box's largest fine component; less: the whole image. Needs
+            ``pixdim``.
+        min_confirmed: the least share of the coarse component's volume that the box's largest fine component must
+            hold; less: the whole image (0: no check).
         pixdim: the network grid's voxel size (mm), for ``min_liver_ml``.
         enabled: False (or "false", as a command-line override arrives) runs ``inferer`` alone over the whole image
             (the plain path).
@@ -112,6 +137,7 @@ class LiverBoxInferer(Inferer):
         grow: int = 24,
         grow_steps: int = 2,
         min_liver_ml: float = 0.0,
+        min_confirmed: float = 0.0,
         pixdim=None,
         enabled=True,
     ):
@@ -127,6 +153,9 @@ class LiverBoxInferer(Inferer):
         if min_liver_ml < 0 or (min_liver_ml > 0 and pixdim is None):
             raise ValueError(f"LiverBoxInferer needs min_liver_ml >= 0, and pixdim with it, got {min_liver_ml}")
         self.min_voxels = float(min_liver_ml) * 1000.0 / math.prod(float(p) for p in pixdim) if min_liver_ml else 0.0
+        if not 0.0 <= min_confirmed <= 1.0:
+            raise ValueError(f"LiverBoxInferer needs 0 <= min_confirmed <= 1, got {min_confirmed}")
+        self.min_confirmed = float(min_confirmed)
         self.enabled = as_bool(enabled)
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
@@ -139,6 +168,7 @@ class LiverBoxInferer(Inferer):
     def _one(self, x: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         shape = tuple(x.shape[2:])
         roi = getattr(self.inferer, "roi_size", None)
+        roi = None if roi is None else fall_back_tuple(roi, shape)  # an int, or a size < 1 (the image's) per axis
         if roi is not None and all(n <= r for n, r in zip(shape, roi, strict=True)):
             return self.inferer(x, network, *args, **kwargs)  # one window: nothing to save
         coarse = F.adaptive_avg_pool3d(x, [math.ceil(n / self.scale) for n in shape]) if self.scale > 1 else x
@@ -146,8 +176,12 @@ class LiverBoxInferer(Inferer):
         if box is None:
             logger.info("no liver at the coarse pass: sliding window over the whole image")
             return self.inferer(x, network, *args, **kwargs)
-        lo, hi = box
+        lo, hi, coarse_voxels = box
+        overlap = getattr(self.inferer, "overlap", None)
         for step in range(self.grow_steps + 1):
+            if roi is not None and overlap is not None:
+                lo, hi = filled(lo, hi, shape, roi, overlap)
+            logger.debug("the fine pass's box: %s to %s", lo, hi)
             crop = x[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
             fine = self.inferer(crop, network, *args, **kwargs)
             fg = foreground(fine[0])
@@ -159,9 +193,15 @@ class LiverBoxInferer(Inferer):
                 return self.inferer(x, network, *args, **kwargs)
             logger.info("the liver reaches %d face(s) of its box: widening them by %d voxels", len(faces), self.grow)
             lo, hi = widened(lo, hi, faces, self.grow, shape)
-        found = int(fg.sum())
-        if found < self.min_voxels:
-            logger.info("the box holds %d liver voxels, too few: sliding window over the whole image", found)
+        found = int(get_largest_connected_component_mask(fg).sum()) if bool(fg.any()) else 0
+        logger.debug("the box's liver: %d voxels at the fine pass, %.0f at the coarse pass", found, coarse_voxels)
+        if found < self.min_voxels or found < self.min_confirmed * coarse_voxels:
+            logger.info(
+                "the fine pass confirms %d of the coarse pass's %.0f liver voxels, too few: sliding window over the "
+                "whole image",
+                found,
+                coarse_voxels,
+            )
             return self.inferer(x, network, *args, **kwargs)
         out = torch.zeros((1, fine.shape[1], *shape), dtype=fine.dtype, device=fine.device)
         out[:, 1:] = -BACKGROUND_LOGIT

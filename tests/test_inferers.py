@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms.utils import get_largest_connected_component_mask
 
-from scripts.inferers import LiverBoxInferer, coarse_box, widened
+from scripts.inferers import LiverBoxInferer, coarse_box, filled, widened
 
 SHAPE = (80, 72, 64)
 ROI = (16, 16, 16)
@@ -110,7 +110,7 @@ def test_a_liver_beyond_its_coarse_box_widens_the_box_on_that_side(inferers, cap
     fast = LiverBoxInferer(plain, scale=2, margin=4, grow=12, grow_steps=2)
     x = phantom(rod=True)  # the rod is 1 voxel wide: averaged down, it is no longer liver
     ref, n_plain = run(plain, x)
-    lo, hi = coarse_box(run(plain, torch.nn.functional.adaptive_avg_pool3d(x, [40, 36, 32]))[0][0], SHAPE, 4)
+    lo, hi, _ = coarse_box(run(plain, torch.nn.functional.adaptive_avg_pool3d(x, [40, 36, 32]))[0][0], SHAPE, 4)
     assert hi[0] < 76  # the coarse box cuts the rod
     with caplog.at_level("INFO", logger="scripts.inferers"):
         out, n_fast = run(fast, x)
@@ -145,6 +145,47 @@ def test_a_box_with_too_little_liver_falls_back_to_the_whole_image(inferers):
     assert n_fast == 27 + 8 and mask(out).sum() == 20 * 20 * 20
 
 
+def grating() -> torch.Tensor:
+    """The liver block beside a grating: 12 planes of 0.9, one voxel thick and one voxel apart, across the first axis.
+    Averaged down to 4 mm the grating is one block of 'liver' (0.55) larger than the liver; at 2 mm it is 12 separate
+    planes of 64x20 voxels."""
+    x = phantom(island=False)
+    x[..., 54:78:2, 4:68, 44:64] = 0.9
+    return x
+
+
+def test_the_coarse_box_reports_its_components_volume_on_the_fine_grid(inferers):
+    plain, _ = inferers
+    coarse = torch.nn.functional.adaptive_avg_pool3d(phantom(), [40, 36, 32])
+    lo, hi, volume = coarse_box(run(plain, coarse)[0][0], SHAPE, 4)
+    assert (lo, hi, volume) == ([26, 16, 16], [54, 44, 44], 20 * 20 * 20)
+    lo, hi, volume = coarse_box(
+        run(plain, torch.nn.functional.adaptive_avg_pool3d(grating(), [40, 36, 32]))[0][0], SHAPE, 4
+    )
+    assert (lo, hi, volume) == ([50, 0, 40], [80, 72, 64], 24 * 64 * 20)  # the grating, not the liver
+
+
+@pytest.mark.parametrize(
+    "guard",
+    [
+        {"min_confirmed": 0.5},  # the planes hold 1280 of the coarse block's 30720 voxels
+        {"min_liver_ml": 50.0, "pixdim": (2.0, 2.0, 2.0)},  # one plane: 10.2 mL, all of them: 123 mL
+    ],
+)
+def test_a_box_that_the_fine_pass_does_not_confirm_falls_back_to_the_whole_image(inferers, guard, caplog):
+    """The coarse pass boxes the grating, and the fine pass finds there only 1-voxel planes: the liver is elsewhere."""
+    plain, _ = inferers
+    x = grating()
+    ref, n_plain = run(plain, x)
+    assert mask(ref).sum() == 20 * 20 * 20  # the plain path keeps the liver block
+    trusting, n_box = run(LiverBoxInferer(plain, scale=2, margin=4), x)
+    assert n_box < n_plain and mask(trusting).sum() == 64 * 20  # the box alone: one plane of the grating
+    with caplog.at_level("INFO", logger="scripts.inferers"):
+        out, n_fast = run(LiverBoxInferer(plain, scale=2, margin=4, **guard), x)
+    assert torch.equal(out, ref) and n_fast == n_box + n_plain
+    assert "the fine pass confirms 1280 of the coarse pass's 30720 liver voxels" in caplog.text
+
+
 def test_an_image_that_fits_in_one_window_takes_the_plain_path(inferers):
     plain, fast = inferers
     x = phantom()[..., 30:46, 20:36, 20:36]  # 16^3: one window
@@ -155,6 +196,40 @@ def test_an_image_that_fits_in_one_window_takes_the_plain_path(inferers):
 
 def test_widening_moves_only_the_faces_reached_and_stops_at_the_image():
     assert widened([10, 20, 30], [40, 50, 60], [(0, 0), (2, 1)], 15, (80, 72, 64)) == ([0, 20, 30], [40, 50, 64])
+
+
+def test_a_box_is_filled_to_what_its_windows_cover_and_stays_in_the_image():
+    # 16^3 windows 12 apart: 10 voxels -> one window (16); 20 -> two (28); 41 -> four (52); the last axis stops at the
+    # image's border (64), and a box longer than the image's side keeps the image's side
+    assert filled([30, 0, 50], [40, 20, 61], (80, 72, 64), (16, 16, 16), 0.25) == ([27, 0, 48], [43, 28, 64])
+    assert filled([10], [51], (80,), (16,), 0.25) == ([5], [57])
+    assert filled([0], [10], (12,), (16,), 0.25) == ([0], [12])
+    # overlap per axis, as MONAI takes it
+    assert filled([30, 30], [40, 40], (80, 80), (16, 16), (0.25, 0.5)) == ([27, 27], [43, 43])
+
+
+def test_the_windows_see_the_image_around_a_thin_liver_not_padding(inferers):
+    """A liver thinner than a window: its box is filled to a whole window of image. Unfilled, MONAI pads the 14-voxel
+    crop with zeros to a window, and a network with context would see a wall of zeros beside the liver."""
+    plain, fast = inferers
+    x = torch.full((1, 1, *SHAPE), 0.2)  # the image is >= 0.2 everywhere: a 0 in a window is padding
+    x[..., 30:36, 20:40, 20:40] = 0.8  # 6 voxels thick: a 14-voxel box on the first axis (margin 4)
+    seen = []
+
+    class Recorded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = threshold_network()
+
+        def forward(self, w):
+            seen.extend(float(v) for v in w.amin(dim=(1, 2, 3, 4)))
+            return self.net(w)
+
+    with torch.no_grad():
+        out = fast(x, Recorded())
+    ref, _ = run(plain, x)
+    assert np.array_equal(mask(out), mask(ref)) and mask(out).sum() == 6 * 20 * 20
+    assert len(seen) == 27 + 4 and min(seen) == pytest.approx(0.2)  # 3x3x3 coarse, 1x2x2 in the box
 
 
 def test_islands_on_the_box_faces_do_not_trigger_the_fallback(inferers):
@@ -189,3 +264,5 @@ def test_bad_parameters_are_refused():
         LiverBoxInferer(plain, grow_steps=-1)
     with pytest.raises(ValueError, match="min_liver_ml >= 0, and pixdim with it"):
         LiverBoxInferer(plain, min_liver_ml=50.0)
+    with pytest.raises(ValueError, match="0 <= min_confirmed <= 1"):
+        LiverBoxInferer(plain, min_confirmed=1.5)
