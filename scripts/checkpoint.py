@@ -260,6 +260,26 @@ def check_fits(path, state, network, key: str = "model") -> None:
         )
 
 
+def class_layers(weights: Mapping, network, num_classes: int) -> tuple[list, int | None]:
+    """The tensors of ``network`` that differ from ``weights`` only where the network has ``num_classes`` channels:
+    its output layers, when the file was trained for another number of classes. Returns their names and the file's
+    class count, or ``([], None)`` when no tensor differs that way or the differences name more than one count.
+
+    Fine-tuning keeps these at the network's own initialisation and loads every other tensor, as nnU-Net's
+    pretrained-weights loading skips its segmentation layers. For this bundle's U-Net they are the 4 tensors of the
+    last up-sampling block."""
+    names, counts = [], set()
+    for k, v in _unwrap(network).state_dict().items():
+        w = weights.get(k)
+        if not torch.is_tensor(w) or w.ndim != v.ndim or tuple(w.shape) == tuple(v.shape):
+            continue
+        diff = [(a, b) for a, b in zip(w.shape, v.shape, strict=True) if a != b]
+        if all(b == num_classes for _, b in diff):
+            names.append(k)
+            counts.update(a for a, _ in diff)
+    return (names, counts.pop()) if len(counts) == 1 else ([], None)
+
+
 def load_into(network, path, key: str = "model"):
     """Load the weights file ``path`` into ``network`` and return it: :func:`load_weights`, :func:`check_fits`, then
     a strict ``load_state_dict``. ``key``: where a nested checkpoint holds the weights (see :func:`check_fits`)."""
@@ -269,15 +289,18 @@ def load_into(network, path, key: str = "model"):
     return network
 
 
-def start_from(network, path, resume=False) -> dict | None:
+def start_from(network, path, resume=False, num_classes=None) -> dict | None:
     """``--init_weights FILE`` (fine-tuning): load the weights file ``path`` into ``network`` before training starts,
     and return what the provenance records of it. None when ``path`` is None or empty (random initial weights).
 
     The file is checked as inference checks its weights (:func:`load_into`: weights only, every name and shape of the
-    network, no NaN/Inf); errors name it. The record holds its absolute path and sha256 and, where the
-    ``model_provenance.json`` beside it describes this file (its ``weights_sha256`` matches, or the file is the
-    ``model.pt`` of a training run's folder), the data that trained it. ``resume`` true: the run continues from its
-    checkpoint, whose network already started from ``path``, so the file is recorded but not loaded again.
+    network, no NaN/Inf); errors name it. Where the file was trained for another number of classes than the
+    network's ``num_classes`` (the 2-class shipped model for a liver and tumour run), the output layers start from
+    random weights and everything else from the file (:func:`class_layers`); the record says which. The record holds
+    the file's absolute path and sha256 and, where the ``model_provenance.json`` beside it describes this file (its
+    ``weights_sha256`` matches, or the file is the ``model.pt`` of a training run's folder), the data that trained
+    it. ``resume`` true: the run continues from its checkpoint, whose network already started from ``path``, so the
+    file is read for the record but not loaded into the network again.
     """
     import json
 
@@ -303,10 +326,34 @@ def start_from(network, path, resume=False) -> dict | None:
         describes = os.path.basename(path) == "model.pt"
     if describes and origin.get("trained_on"):
         record["trained_on"] = origin["trained_on"]
+    state = load_weights(path)
+    weights = state["model"] if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping) else state
+    keep, file_classes = [], None
+    if num_classes is not None and isinstance(weights, Mapping):
+        keep, file_classes = class_layers(weights, network, int(num_classes))
+    if keep:
+        record["output_layers_reinitialised"] = {
+            "file_classes": file_classes,
+            "classes": int(num_classes),
+            "tensors": keep,
+        }
     if as_bool(resume):
         logger.info("--resume true: the network continues from its checkpoint (the run started from %s)", path)
         return record
-    load_into(network, path)
+    if keep:
+        own = _unwrap(network).state_dict()
+        weights = {**weights, **{k: own[k] for k in keep}}
+        logger.info(
+            "%s holds weights for %d classes and the network has %d: its %d output tensors (%s) keep their random "
+            "initialisation",
+            path,
+            file_classes,
+            int(num_classes),
+            len(keep),
+            ", ".join(keep),
+        )
+    check_fits(path, weights, network)
+    _unwrap(network).load_state_dict(weights)
     logger.info("training starts from the weights in %s (sha256 %s...)", path, record["sha256"][:12])
     return record
 

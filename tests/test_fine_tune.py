@@ -87,3 +87,47 @@ def test_the_provenance_beside_the_file_counts_only_when_it_describes_that_file(
     assert record["trained_on"].startswith("SYNTHETIC DATA ONLY")
     torch.save(network.state_dict(), shipped / "model.pt")  # other weights under the same name
     assert "trained_on" not in start_from(network, shipped / "model.pt", resume=True)
+
+
+OUTPUT_LAYERS = [
+    "model.2.0.conv.weight",
+    "model.2.0.conv.bias",
+    "model.2.1.conv.unit0.conv.weight",
+    "model.2.1.conv.unit0.conv.bias",
+]
+
+
+def test_weights_for_another_class_count_start_all_but_the_output_layers(trained, tmp_path):
+    """The 2-class weights start a 3-class (liver and tumour) run: every tensor comes from the file except the last
+    up-sampling block's, which keeps its random initialisation, and the provenance names those."""
+    start = trained["models"] / "model.pt"
+    models = _train(trained, tmp_path / "tumour", init_weights=start, learning_rate=0.0, num_classes=3)
+    file, saved = torch.load(start, weights_only=True), torch.load(models / "model.pt", weights_only=True)
+    bias = "model.2.1.conv.unit0.conv.bias"  # the network's last tensor: one value per class
+    assert saved[bias].shape == (3,) and file[bias].shape == (2,)
+    assert [k for k in saved if saved[k].shape == file[k].shape and not torch.equal(saved[k], file[k])] == []
+    assert [k for k in saved if saved[k].shape != file[k].shape] == OUTPUT_LAYERS
+
+    record = json.loads((models / "model_provenance.json").read_text())["initial_weights"]
+    assert record["output_layers_reinitialised"] == {"file_classes": 2, "classes": 3, "tensors": OUTPUT_LAYERS}
+
+
+def _unet(in_channels=1, classes=2, channels=(16, 32, 64, 128, 256)):
+    """The bundle's network (inference.yaml network_def) with other inputs, classes or channels."""
+    from monai.networks.nets import UNet
+
+    return UNet(3, in_channels, classes, channels=channels, strides=(2, 2, 2, 2), num_res_units=2, norm="instance")
+
+
+def test_only_the_class_count_may_differ(trained, tmp_path):
+    """Weights of another network (other channels, or another number of input channels) are refused whatever the
+    class count, and a file with the network's own class count reinitialises nothing."""
+    start = trained["models"] / "model.pt"
+    with pytest.raises(ValueError, match="do not fit the bundle's network"):
+        start_from(_unet(classes=3, channels=(8, 16, 32, 64, 128)), start, num_classes=3)
+    torch.save(_unet(in_channels=2).state_dict(), tmp_path / "two_inputs.pt")  # the first layers differ: 2 vs 1
+    with pytest.raises(ValueError, match="do not fit the bundle's network"):
+        start_from(_unet(), tmp_path / "two_inputs.pt", num_classes=2)
+    same = _unet()
+    assert "output_layers_reinitialised" not in start_from(same, start, num_classes=2)
+    assert all(torch.equal(v, torch.load(start, weights_only=True)[k]) for k, v in same.state_dict().items())
