@@ -165,6 +165,21 @@ def test_the_coarse_box_reports_its_components_volume_on_the_fine_grid(inferers)
     assert (lo, hi, volume) == ([50, 0, 40], [80, 72, 64], 24 * 64 * 20)  # the grating, not the liver
 
 
+def test_the_coarse_box_holds_every_component_of_a_tenth_of_the_largest(inferers):
+    """The grating is the largest 'liver' at 4 mm, the liver block a third of it: boxing the largest alone loses the
+    liver, boxing both keeps it (the fine pass sees planes in the grating, and the block as the largest)."""
+    plain, _ = inferers
+    x = grating()
+    coarse = run(plain, torch.nn.functional.adaptive_avg_pool3d(x, [40, 36, 32]))[0][0]
+    assert coarse_box(coarse, SHAPE, 4, min_share=0.1) == ([26, 0, 16], [80, 72, 64], 24 * 64 * 20 + 20 * 20 * 20)
+    assert coarse_box(coarse, SHAPE, 4, min_share=0.5) == coarse_box(coarse, SHAPE, 4)  # the block is under half
+    ref, n_plain = run(plain, x)
+    largest, _ = run(LiverBoxInferer(plain, scale=2, margin=4), x)
+    assert mask(largest).sum() == 64 * 20  # one plane of the grating
+    both, n_fast = run(LiverBoxInferer(plain, scale=2, margin=4, min_share=0.1), x)
+    assert np.array_equal(mask(both), mask(ref)) and mask(both).sum() == 20 * 20 * 20 and n_fast < n_plain
+
+
 @pytest.mark.parametrize(
     "guard",
     [
@@ -264,5 +279,7 @@ def test_bad_parameters_are_refused():
         LiverBoxInferer(plain, grow_steps=-1)
     with pytest.raises(ValueError, match="min_liver_ml >= 0, and pixdim with it"):
         LiverBoxInferer(plain, min_liver_ml=50.0)
+    with pytest.raises(ValueError, match="0 < min_share <= 1"):
+        LiverBoxInferer(plain, min_share=0.0)
     with pytest.raises(ValueError, match="0 <= min_confirmed <= 1"):
         LiverBoxInferer(plain, min_confirmed=1.5)
