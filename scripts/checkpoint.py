@@ -50,7 +50,9 @@ __all__ = [
     "AtomicCheckpointSaver",
     "ResumeLoader",
     "load_weights",
+    "weights_of",
     "check_fits",
+    "class_layers",
     "load_into",
     "resumable",
     "start_from",
@@ -217,6 +219,12 @@ def _unwrap(network):
     )
 
 
+def weights_of(state, key: str = "model"):
+    """The state dict in ``state``: ``state[key]`` where a checkpoint nests it there (as MONAI's
+    ``CheckpointLoader`` accepts it), else ``state`` itself."""
+    return state[key] if isinstance(state, Mapping) and isinstance(state.get(key), Mapping) else state
+
+
 def check_fits(path, state, network, key: str = "model") -> None:
     """Raise ValueError (naming ``path``) unless ``state`` holds weights for every parameter/buffer of ``network``.
 
@@ -226,7 +234,7 @@ def check_fits(path, state, network, key: str = "model") -> None:
     path = os.fspath(path)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a dictionary of weights")
-    weights = state[key] if isinstance(state.get(key), Mapping) else state
+    weights = weights_of(state, key)
     expected = _unwrap(network).state_dict()
     if key not in state and not set(expected) & set(weights) and {"network", "optimizer"} <= set(state):
         raise ValueError(
@@ -285,7 +293,7 @@ def load_into(network, path, key: str = "model"):
     a strict ``load_state_dict``. ``key``: where a nested checkpoint holds the weights (see :func:`check_fits`)."""
     state = load_weights(path)
     check_fits(path, state, network, key=key)
-    _unwrap(network).load_state_dict(state[key] if isinstance(state.get(key), Mapping) else state)
+    _unwrap(network).load_state_dict(weights_of(state, key))
     return network
 
 
@@ -326,8 +334,7 @@ def start_from(network, path, resume=False, num_classes=None) -> dict | None:
         describes = os.path.basename(path) == "model.pt"
     if describes and origin.get("trained_on"):
         record["trained_on"] = origin["trained_on"]
-    state = load_weights(path)
-    weights = state["model"] if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping) else state
+    weights = weights_of(load_weights(path))
     keep, file_classes = [], None
     if num_classes is not None and isinstance(weights, Mapping):
         keep, file_classes = class_layers(weights, network, int(num_classes))
