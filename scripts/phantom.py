@@ -104,9 +104,9 @@ _WORLD_AXIS = ("x (right-left)", "y (anterior-posterior)", "z (superior-inferior
 
 MAX_VOXELS = 150_000_000
 # "wide": domain-randomised field of view, anatomy, contrast phase and appearance (the shipped model trained on it);
-# "wide2": the wide case plus adrenals, stomach food and oral contrast, pericardium and cirrhotic livers (no shipped
-# model has been trained on it yet)
-PROFILES = ("standard", "wide", "wide2")
+# "wide2": the wide case plus adrenals, stomach food and oral contrast, pericardium and cirrhotic livers;
+# "wide3": the wide2 case in a body that widens at the hips and divides into thighs below the perineum
+PROFILES = ("standard", "wide", "wide2", "wide3")
 _COARSE_MM = 3.5  # resolution of the internal liver model used for volume control and placement
 _HU_MIN, _HU_MAX = -1024, 3071
 
@@ -1078,6 +1078,8 @@ def _paint_tissues(grid: dict, anat: dict) -> np.ndarray:
     _paint_ribs(tmap, grid, anat)
     if wide is not None:
         _paint_wide_bones(tmap, grid, wide)
+    if "wide3" in anat:
+        _paint_hips(tmap, grid, anat, anat["wide3"]["hips"])
 
     liver = anat["liver"]
     got = _liver_mask(grid, anat, liver)
@@ -1876,6 +1878,99 @@ def _tissue_field(tmap: np.ndarray, grid: dict, code: int, waves: dict):
     return sl, mask[sl], _wave_field(waves, *_sub(grid, sl))
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# the "wide3" profile: the wide2 case in a body that widens at the hips and splits into thighs
+# ----------------------------------------------------------------------------------------------------------------
+
+# tissue codes the hips and thighs may repaint: the body wall and what fills the cavity (organs and bones stay)
+_HIP_REPAINT = ("air", "skin", "subcutaneous_fat", "muscle", "visceral_fat") + (
+    "bowel_a",
+    "bowel_b",
+    "bowel_c",
+    "gas",
+    "bowel_wall",
+    "bowel_fluid",
+    "bowel_contrast",
+    "stool",
+    "ascites",
+)
+
+
+def _draw_hips(seed: int, anat: dict) -> dict:
+    """Body outline below the iliac crest (stream [seed, 12]): the sides and the buttocks widen down to the hip
+    joints, and below the perineum the body divides into two thighs around the femoral shafts."""
+    rng = np.random.default_rng([seed, 12])
+    body, pv, arm = anat["body"], anat["wide"]["pelvis"], anat["wide"]["arm"]
+    x_troch = pv["x_fh"] + 50.0 * math.cos(pv["neck_angle"])  # centre of the greater trochanter (_paint_wide_bones)
+    cover = rng.uniform(20.0, 50.0)  # soft tissue lateral of the trochanter
+    hip_mm = max(0.0, x_troch + 16.0 + cover - body["a"])  # lateral widening per side at the hip joints
+    if arm is not None:  # arms down: the hips stay clear of the forearms
+        hip_mm = min(hip_mm, max(0.0, arm["x"] - arm["r"] - body["a"] - 5.0))
+    return {
+        "z_top": pv["z_crest"],
+        "z_full": pv["z_fh"] + rng.uniform(-10.0, 30.0),  # widening complete here
+        "hip_mm": hip_mm,
+        "buttock_mm": rng.uniform(0.0, 30.0),  # posterior widening (gluteal fat and muscle)
+        "z_split": pv["z_fh"] - rng.uniform(60.0, 90.0),  # perineum: the thighs part below here
+        "part_mm": rng.uniform(20.0, 50.0),  # height over which they part
+        "x_thigh": x_troch - rng.uniform(5.0, 20.0),  # thigh centre, about the femoral shaft
+        "gap_mm": rng.uniform(5.0, 30.0),  # half the gap between the thighs once parted
+        "fat_mm": body["fat_x"] + 0.5 * hip_mm,  # subcutaneous fat of the hips and thighs
+    }
+
+
+def _draw_wide3(seed: int, anat: dict) -> dict:
+    """The "wide3" profile's case: the wide2 case ``anat`` (unchanged above the iliac crest) plus hips, buttocks
+    and thighs (:func:`_draw_hips`).  Returns a new anatomy dict."""
+    return dict(anat, wide3={"hips": _draw_hips(seed, anat)})
+
+
+def _hip_outline(x2, y2, body: dict, a: float, b_post: float, shrink: float = 0.0):
+    """Inside of a body outline as :func:`_superellipse` draws it, with half-width ``a`` and posterior depth
+    ``b_post`` (the anterior depth is the body's), shrunk by ``shrink`` mm."""
+    b = np.where(y2 < 0, np.float32(b_post - shrink), np.float32(body["b"] - shrink))
+    p = np.where(y2 < 0, np.float32(body["p_post"]), np.float32(2.0))
+    return (np.abs(x2 / np.float32(a - shrink)) ** p + np.abs(y2 / b) ** p) < 1.0
+
+
+def _paint_hips(tmap, grid, anat: dict, hips: dict):
+    """Widen the body below the iliac crest and divide it into thighs below the perineum, slice by slice: skin
+    (2 mm), subcutaneous fat and muscle by depth below the new surface, over :data:`_HIP_REPAINT` only, so the
+    bones, bladder, pelvic organs and vessels stay; what leaves the body becomes air."""
+    body = anat["body"]
+    x, y, z = grid["coords"]
+    z_idx = np.flatnonzero(z < np.float32(hips["z_top"]))
+    if len(z_idx) == 0:
+        return
+    x2, y2 = x[:, None], y[None, :]
+    step = (float(x[1] - x[0]) if len(x) > 1 else 1.0, float(y[1] - y[0]) if len(y) > 1 else 1.0)
+    repaint = np.isin(np.arange(_N_CODES), [_T[k] for k in _HIP_REPAINT])
+    was_body = _hip_outline(x2, y2, body, body["a"], body["b"])
+    xt, span = hips["x_thigh"], max(1.0, hips["z_top"] - hips["z_full"])
+    for k in z_idx:
+        u = float(np.clip((hips["z_top"] - z[k]) / span, 0.0, 1.0))
+        t = u * u * (3.0 - 2.0 * u)  # smooth start at the crest
+        a, b_post = body["a"] + hips["hip_mm"] * t, body["b"] + hips["buttock_mm"] * t
+        inside = _hip_outline(x2, y2, body, a, b_post)
+        part = float(np.clip((hips["z_split"] - z[k]) / hips["part_mm"], 0.0, 1.0))
+        if z[k] < hips["z_split"]:
+            inner = xt - part * hips["gap_mm"]  # medial reach of each thigh from its centre
+            lateral = np.where(np.abs(x2) > xt, np.float32(a - xt), np.float32(max(inner, 1.0)))
+            b_thigh = np.float32(0.75 * body["b"])
+            thighs = ((np.abs(x2) - xt) / lateral) ** 2 + (y2 / b_thigh) ** 2 < 1.0
+            bridge = (x2 / np.float32(max((1.0 - part) * xt, 1.0))) ** 2 + (y2 / b_thigh) ** 2 < 1.0  # perineum
+            inside = inside & (thighs | (bridge if part < 1.0 else False))
+        sl = tmap[:, :, k]
+        free = repaint[sl] & (inside | was_body)
+        depth = ndimage.distance_transform_edt(inside, sampling=step)
+        layer = np.where(depth < body["skin"], _T["skin"], _T["subcutaneous_fat"])
+        layer = np.where(depth >= hips["fat_mm"] + body["skin"], _T["muscle"], layer)
+        if z[k] >= hips["z_split"]:  # above the perineum only the wall grows: the cavity keeps its contents
+            free &= ~_hip_outline(x2, y2, body, body["am"], body["bm"])
+        layer = np.where(inside, layer, _T["air"]).astype(np.uint8)
+        sl[free] = layer[free]
+
+
 def _wide2_textures(img: np.ndarray, tmap: np.ndarray, grid: dict, wide2: dict):
     """HU patterns of wide2 tissues, set in ``img`` before blur and noise: the mottled stomach food and the
     regenerative-nodule texture of a cirrhotic liver (smooth fields of the patient frame, no random draws here)."""
@@ -1903,8 +1998,8 @@ def case_info(seed: int, profile: str = "wide") -> dict:
     if profile == "standard":
         return {"profile": "standard", "phase": "portal_venous", "liver_kind": "normal"}
     anat = _draw_wide(seed, anat)
-    if profile == "wide2":
-        anat = _draw_wide2(seed, anat)
+    if profile in ("wide2", "wide3"):
+        anat = _draw_wide2(seed, anat)  # wide3 differs from wide2 only below the iliac crest
     w = anat["wide"]
     return {"profile": profile, "phase": w["phase"], "liver_kind": w["liver_kind"], "scale": w["scale"]}
 
@@ -1929,10 +2024,12 @@ def make_case_with_tissues(seed: int, shape=None, spacing=None, orientation=None
     seed = check_seed(seed)
     profile = _check_profile(profile)
     anat = _draw_anatomy(seed)
-    if profile in ("wide", "wide2"):
+    if profile in ("wide", "wide2", "wide3"):
         anat = _draw_wide(seed, anat)
-        if profile == "wide2":
+        if profile in ("wide2", "wide3"):
             anat = _draw_wide2(seed, anat)  # the wide case, with the wide2 additions
+        if profile == "wide3":
+            anat = _draw_wide3(seed, anat)  # the wide2 case, with hips and thighs
         grid = _make_wide_grid(seed, anat, shape, spacing, orientation)
         tmap = _paint_tissues(grid, anat)
         hu = _wide_image(tmap, grid, anat, seed)
