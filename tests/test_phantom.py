@@ -523,7 +523,51 @@ def test_wide2_cirrhotic_livers_change_shape_and_case_info_says_so():
             assert np.count_nonzero(label2) < 0.9 * np.count_nonzero(label)
 
 
-@pytest.mark.parametrize("profile,seed,mm", [("wide", 3, 4), ("wide2", 35, 6)])
+@functools.lru_cache(maxsize=None)
+def _wide3(seed, spacing=WIDE_SPACING):
+    return phantom.make_case_with_tissues(seed, spacing=spacing, orientation="RAS", profile="wide3")
+
+
+KEPT_BY_HIPS = tuple(code for name, code in T.items() if name not in phantom._HIP_REPAINT)
+
+
+@pytest.mark.parametrize("seed", [1, 17, 25, 29])
+def test_wide3_is_the_wide2_case_except_the_body_below_the_iliac_crest(seed):
+    _, label2, affine2, tissues2 = _wide2(seed)
+    _, label3, affine3, tissues3 = _wide3(seed)
+    assert np.array_equal(affine2, affine3) and np.array_equal(label2, label3)  # same grid, same liver
+    changed = np.flatnonzero(np.any(tissues2 != tissues3, axis=(0, 1)))
+    # RAS storage: slice 0 is the lowest, so only a run of slices from the bottom of the scan changes
+    assert 0 < len(changed) < tissues3.shape[2] and np.array_equal(changed, np.arange(len(changed)))
+    for code in KEPT_BY_HIPS:  # bones, organs and vessels stay where they were
+        assert np.array_equal(tissues2 == code, tissues3 == code), code
+
+
+def test_wide3_hips_widen_the_body_thighs_part_and_arms_stay_apart():
+    def x_extent(slice2d):
+        cols = np.flatnonzero(np.any(slice2d != T["air"], axis=1))
+        return int(cols[0]), int(cols[-1])
+
+    # seed 1: the scan ends between the iliac crest and the perineum, 26 mm of widening per side at the hips
+    tissues2, tissues3 = _wide2(1)[3], _wide3(1)[3]
+    assert np.all(np.count_nonzero(tissues3, axis=(0, 1)) >= np.count_nonzero(tissues2, axis=(0, 1)))
+    (lo2, hi2), (lo3, hi3) = x_extent(tissues2[:, :, 0]), x_extent(tissues3[:, :, 0])
+    assert lo3 <= lo2 - 2 and hi3 >= hi2 + 2, (lo2, hi2, lo3, hi3)
+    # above the perineum only the body wall grows: what the cavity holds (fat, bowel, ascites) stays
+    wall = np.isin(tissues2, [T[k] for k in ("air", "skin", "subcutaneous_fat", "muscle")])
+    assert np.any(tissues2 != tissues3) and np.all((tissues2 == tissues3) | wall)
+    # seed 17: the scan ends below the perineum, where the body is two thighs with air between them
+    tissues2, tissues3 = _wide2(17)[3], _wide3(17)[3]
+    assert ndimage.label(tissues2[:, :, 0] != T["air"])[1] == 1
+    assert ndimage.label(tissues3[:, :, 0] != T["air"])[1] == 2
+    centre = tuple(n // 2 for n in tissues3.shape[:2])
+    assert tissues2[centre + (0,)] != T["air"] and tissues3[centre + (0,)] == T["air"]
+    # seed 25: arms down beside the body, 16 mm from it; the hips (29 mm wider as drawn) do not grow into them, so
+    # the body and the two arms stay three pieces
+    assert ndimage.label(_wide3(25)[3][:, :, 0] != T["air"])[1] == 3
+
+
+@pytest.mark.parametrize("profile,seed,mm", [("wide", 3, 4), ("wide2", 35, 6), ("wide3", 17, 6)])
 def test_cli_writes_the_case_of_each_profile(tmp_path, profile, seed, mm):
     out = tmp_path / f"{profile}.nii.gz"
     proc = _cli("--single", out, "--profile", profile, "--seed", seed, "--spacing", mm, mm, mm)
