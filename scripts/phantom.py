@@ -25,7 +25,11 @@ Profiles (``PROFILES``)
     lacks, each from its own new stream: adrenal glands (``[seed, 8]``), stomach food and positive oral contrast
     (``[seed, 9]``), pericardium and pericardial fat (``[seed, 10]``) and cirrhotic livers (``[seed, 11]``: shrunken
     right lobe, enlarged caudate and left lobe, nodular surface and parenchyma, widened fissures, often ascites and
-    splenomegaly; ``case_info`` reports the liver kind "cirrhotic").  No shipped model has been trained on wide2 yet.
+    splenomegaly; ``case_info`` reports the liver kind "cirrhotic").  ``"wide3"``: exactly the wide2 case, in a body
+    that is no longer a cylinder below the iliac crest (``[seed, 12]``): the sides widen to cover the greater
+    trochanters, the buttocks deepen, and below the perineum the body divides into two thighs around the femoral
+    shafts.  Only air, skin, fat, muscle and the cavity's fat, bowel and fluid are repainted, so bones, organs,
+    vessels and the liver are the wide2 case's.
 
 Command line
     ``python -m scripts phantom --output_dir DIR`` or ``--single OUT.nii.gz`` (:mod:`scripts.commands.phantom`).
@@ -2060,8 +2064,8 @@ def make_case(seed: int, shape=None, spacing=None, orientation=None, profile: st
     ``profile="wide2"`` draws exactly the wide case and adds what it lacks: adrenal glands, stomach food and
     positive oral contrast, pericardium and pericardial fat, and cirrhotic livers (15%: shrunken right lobe,
     enlarged caudate and left lobe, nodular surface and texture, widened fissures, often ascites and splenomegaly),
-    from the streams ``[seed, 8]`` to ``[seed, 11]``, so ``"wide"`` is unchanged.  No shipped model has been
-    trained on wide2 yet.
+    from the streams ``[seed, 8]`` to ``[seed, 11]``, so ``"wide"`` is unchanged.  ``profile="wide3"`` draws the
+    wide2 case with hips, buttocks and thighs below the iliac crest (stream ``[seed, 12]``).
 
     Args:
         seed: non-negative integer; the same arguments always give bit-identical output.
@@ -2071,7 +2075,7 @@ def make_case(seed: int, shape=None, spacing=None, orientation=None, profile: st
             the spacing that gives the drawn field of view).
         orientation: nibabel axis code of the stored array ("RAS", "LPS", "PLS", ...), or None to draw one of
             ``ORIENTATIONS``.
-        profile: one of ``PROFILES`` ("standard", "wide" or "wide2").
+        profile: one of ``PROFILES`` ("standard", "wide", "wide2" or "wide3").
 
     Returns:
         image: int16 Hounsfield units, label: uint8 (0 background, 1 liver incl. vessels, 2 tumour), both in
