@@ -20,8 +20,8 @@ Randomness
 
 Profiles (``PROFILES``)
     ``"standard"``: the demo's portal-venous abdomen (streams 0-2 above).  ``"wide"``: the standard anatomy plus
-    domain randomisation (streams ``[seed, 3]`` to ``[seed, 7]``); the shipped model was trained on it, so its
-    output is pinned by the tests and must not change.  ``"wide2"``: exactly the wide case, then adds what wide
+    domain randomisation (streams ``[seed, 3]`` to ``[seed, 7]``); the shipped model's profile, wide3, is built on
+    it, so its output is pinned by the tests and must not change.  ``"wide2"``: exactly the wide case, then adds what wide
     lacks, each from its own new stream: adrenal glands (``[seed, 8]``), stomach food and positive oral contrast
     (``[seed, 9]``), pericardium and pericardial fat (``[seed, 10]``) and cirrhotic livers (``[seed, 11]``: shrunken
     right lobe, enlarged caudate and left lobe, nodular surface and parenchyma, widened fissures, often ascites and
@@ -107,9 +107,10 @@ _LETTERS = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "
 _WORLD_AXIS = ("x (right-left)", "y (anterior-posterior)", "z (superior-inferior)")
 
 MAX_VOXELS = 150_000_000
-# "wide": domain-randomised field of view, anatomy, contrast phase and appearance (the shipped model trained on it);
+# "wide": domain-randomised field of view, anatomy, contrast phase and appearance;
 # "wide2": the wide case plus adrenals, stomach food and oral contrast, pericardium and cirrhotic livers;
-# "wide3": the wide2 case in a body that widens at the hips and divides into thighs below the perineum
+# "wide3": the wide2 case in a body that widens at the hips and divides into thighs below the perineum (the shipped
+# model trained on it)
 PROFILES = ("standard", "wide", "wide2", "wide3")
 _COARSE_MM = 3.5  # resolution of the internal liver model used for volume control and placement
 _HU_MIN, _HU_MAX = -1024, 3071

@@ -16,7 +16,7 @@ from monai.transforms import Compose, LoadImaged
 from scripts import phantom, synthetic
 
 FILES = ["train.yaml", "synthetic.yaml"]
-PROFILE = "wide"  # synthetic.yaml's default profile
+PROFILE = "wide3"  # synthetic.yaml's default profile
 # small settings for the tests: a 4-case pool, half of it replaced every epoch
 TINY = {"synthetic_profile": PROFILE, "pool_size": 4, "replace_rate": 0.5}
 

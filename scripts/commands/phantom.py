@@ -1,9 +1,9 @@
 """``python -m scripts phantom``: write the synthetic abdominal CT liver phantom (not patient data).
 
-    python -m scripts phantom --output_dir DIR [--num_train 8] [--num_test 2] [--seed 0] [--profile wide]
-    python -m scripts phantom --grid OUT.png [--num_train 4] [--seed 0] [--profile wide]
+    python -m scripts phantom --output_dir DIR [--num_train 8] [--num_test 2] [--seed 0] [--profile wide3]
+    python -m scripts phantom --grid OUT.png [--num_train 4] [--seed 0] [--profile wide3]
     python -m scripts phantom --single OUT.nii.gz [--shape 512 512 150] [--spacing 0.8 0.8 2.5]
-                              [--orientation LPS] [--seed 0] [--label OUT_LABEL.nii.gz] [--profile wide]
+                              [--orientation LPS] [--seed 0] [--label OUT_LABEL.nii.gz] [--profile wide3]
 
 ``--grid`` draws a coronal and an axial slice through the liver of ``--num_train`` cases (seeds seed*1000+i, as
 in a dataset), titled with the seed, contrast phase and field of view: what a network trained on them is taught.
@@ -43,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=PROFILES,
         default="standard",
         help="standard: the demo's portal-venous abdomen (default); wide: domain-randomised field of view, anatomy, "
-        "contrast phase and appearance for training on synthetic data (the shipped model's); wide2: wide plus "
-        "adrenals, stomach food and contrast, pericardium and cirrhotic livers (no model trained on it yet)",
+        "contrast phase and appearance for training on synthetic data; wide2: wide plus adrenals, stomach food and "
+        "contrast, pericardium and cirrhotic livers; wide3: wide2 with hips and thighs (the shipped model's)",
     )
     p.add_argument("--num_train", type=int, default=8, help="training cases (default 8)")
     p.add_argument("--num_test", type=int, default=2, help="test cases (default 2)")
