@@ -20,15 +20,15 @@ Randomness
 
 Profiles (``PROFILES``)
     ``"standard"``: the demo's portal-venous abdomen (streams 0-2 above).  ``"wide"``: the standard anatomy plus
-    domain randomisation (streams ``[seed, 3]`` to ``[seed, 7]``); the shipped model's profile, wide3, is built on
-    it, so its output is pinned by the tests and must not change.  ``"wide2"``: exactly the wide case, then adds what wide
-    lacks, each from its own new stream: adrenal glands (``[seed, 8]``), stomach food and positive oral contrast
-    (``[seed, 9]``), pericardium and pericardial fat (``[seed, 10]``) and cirrhotic livers (``[seed, 11]``: shrunken
-    right lobe, enlarged caudate and left lobe, nodular surface and parenchyma, widened fissures, often ascites and
-    splenomegaly; ``case_info`` reports the liver kind "cirrhotic").  ``"wide3"``: exactly the wide2 case, in a body
-    that is no longer a cylinder below the iliac crest (``[seed, 12]``): the sides widen to cover the greater
-    trochanters, the buttocks deepen, and below the perineum the body divides into two thighs around the femoral
-    shafts.  Only air, skin, fat, muscle and the cavity's fat, bowel and fluid are repainted, so bones, organs,
+    domain randomisation (streams ``[seed, 3]`` to ``[seed, 7]``); the shipped model's profile, wide3, is built
+    on it, so its output is pinned by the tests and must not change.  ``"wide2"``: exactly the wide case, then adds
+    what wide lacks, each from its own new stream: adrenal glands (``[seed, 8]``), stomach food and positive oral
+    contrast (``[seed, 9]``), pericardium and pericardial fat (``[seed, 10]``) and cirrhotic livers (``[seed, 11]``:
+    shrunken right lobe, enlarged caudate and left lobe, nodular surface and parenchyma, widened fissures, often
+    ascites and splenomegaly; ``case_info`` reports the liver kind "cirrhotic").  ``"wide3"``: exactly the wide2
+    case, in a body that is no longer a cylinder below the iliac crest (``[seed, 12]``): the sides widen to cover the
+    greater trochanters, the buttocks deepen, and below the perineum the body divides into two thighs around the
+    femoral shafts.  Only air, skin, fat, muscle and the cavity's fat, bowel and fluid are repainted, so bones, organs,
     vessels and the liver are the wide2 case's.
 
 Command line
@@ -1930,12 +1930,12 @@ def _draw_wide3(seed: int, anat: dict) -> dict:
     return dict(anat, wide3={"hips": _draw_hips(seed, anat)})
 
 
-def _hip_outline(x2, y2, body: dict, a: float, b_post: float, shrink: float = 0.0):
+def _hip_outline(x2, y2, body: dict, a: float, b_post: float):
     """Inside of a body outline as :func:`_superellipse` draws it, with half-width ``a`` and posterior depth
-    ``b_post`` (the anterior depth is the body's), shrunk by ``shrink`` mm."""
-    b = np.where(y2 < 0, np.float32(b_post - shrink), np.float32(body["b"] - shrink))
+    ``b_post`` (the anterior depth is the body's)."""
+    b = np.where(y2 < 0, np.float32(b_post), np.float32(body["b"]))
     p = np.where(y2 < 0, np.float32(body["p_post"]), np.float32(2.0))
-    return (np.abs(x2 / np.float32(a - shrink)) ** p + np.abs(y2 / b) ** p) < 1.0
+    return (np.abs(x2 / np.float32(a)) ** p + np.abs(y2 / b) ** p) < 1.0
 
 
 def _paint_hips(tmap, grid, anat: dict, hips: dict):
