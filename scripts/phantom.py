@@ -1887,18 +1887,9 @@ def _tissue_field(tmap: np.ndarray, grid: dict, code: int, waves: dict):
 # the "wide3" profile: the wide2 case in a body that widens at the hips and splits into thighs
 # ----------------------------------------------------------------------------------------------------------------
 
-# tissue codes the hips and thighs may repaint: the body wall and what fills the cavity (organs and bones stay)
-_HIP_REPAINT = ("air", "skin", "subcutaneous_fat", "muscle", "visceral_fat") + (
-    "bowel_a",
-    "bowel_b",
-    "bowel_c",
-    "gas",
-    "bowel_wall",
-    "bowel_fluid",
-    "bowel_contrast",
-    "stool",
-    "ascites",
-)
+# tissue codes the hips and thighs may repaint: the body wall and what fills the cavity (the soft codes, stool and
+# ascites); organs and bones stay
+_HIP_REPAINT = tuple(_T[k] for k in ("air", "skin", "subcutaneous_fat", "muscle", "stool", "ascites")) + _soft_codes()
 
 
 def _draw_hips(seed: int, anat: dict) -> dict:
@@ -1949,7 +1940,7 @@ def _paint_hips(tmap, grid, anat: dict, hips: dict):
         return
     x2, y2 = x[:, None], y[None, :]
     step = (float(x[1] - x[0]) if len(x) > 1 else 1.0, float(y[1] - y[0]) if len(y) > 1 else 1.0)
-    repaint = np.isin(np.arange(_N_CODES), [_T[k] for k in _HIP_REPAINT])
+    repaint = np.isin(np.arange(_N_CODES), _HIP_REPAINT)
     was_body = _hip_outline(x2, y2, body, body["a"], body["b"])
     xt, span = hips["x_thigh"], max(1.0, hips["z_top"] - hips["z_full"])
     for k in z_idx:
