@@ -12,7 +12,7 @@ configured sliding-window inferer (MONAI has no coarse-to-fine inferer) and, per
    number of windows covers (``filled``): the windows cost the same and see image, where MONAI would pad a crop
    shorter than a window with zeros (on a held-out synthetic case the shipped weights kept 290 of 1348 mL of liver
    from a 90x55x92 crop, padded, and 1261 mL from the same box filled);
-3. runs the inferer on that crop only (with the shipped weights, on the first benchmark CT: 1 window, then 2 after
+3. runs the inferer on that crop only (with the shipped weights, on the first benchmark CT: 1 window, then 4 after
    one widening; 18 over the whole image) and pastes the logits into a background-filled output of the input's
    shape, with the input's metadata (the preprocessing trace that the postprocessing inverts).
 
