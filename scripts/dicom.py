@@ -64,6 +64,10 @@ __all__ = [
     "itk_series",
     "read_series",
     "convert",
+    "skip_reason",
+    "series_name",
+    "output_names",
+    "save_dataset_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,7 +129,7 @@ def _label(s: dict) -> str:
     return ", ".join([" ".join(parts) or "no number/description", files]) + first
 
 
-def _series_name(s: dict) -> str:
+def series_name(s: dict) -> str:
     """How messages name a series (a :func:`find_series` dict): its folder and SeriesInstanceUID, or without one,
     its number, description and size."""
     if s["uid"]:
@@ -285,7 +289,7 @@ def _slice_dataset(
     return ds
 
 
-def _save_dataset_atomic(ds: Dataset, path: str) -> None:
+def save_dataset_atomic(ds: Dataset, path: str) -> None:
     """Write one DICOM file atomically (``scripts.fileio``)."""
     from scripts.fileio import atomic_path
 
@@ -367,7 +371,7 @@ def write_series(
                     ds.compress(ts_uid, stored, generate_instance_uid=False)
                 except Exception as exc:  # no encoder plugin, or the plugin refused this slice
                     raise ValueError(f"{path}: cannot encode as {ts_uid.name}: {_one_line(exc)}") from exc
-            _save_dataset_atomic(ds, path)
+            save_dataset_atomic(ds, path)
             paths.append(path)
     except BaseException:
         for path in paths:  # no partial series
@@ -531,7 +535,7 @@ def find_series(root) -> list[dict]:
 
 def _describe(s: dict) -> str:
     """A series in a listing: ``UID 1.2.3 (#3 'arterial', 20 files)``, the reason when it is no CT image series."""
-    reason = _skip_reason(s)
+    reason = skip_reason(s)
     label = _label(s) + (f", {reason}" if reason else "")
     return f"UID {s['uid']} ({label})" if s["uid"] else f"no SeriesInstanceUID ({label})"
 
@@ -643,7 +647,7 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
     (key, _), group = next(iter(groups.items()))
     summary = _summary(key, group)
     uid = summary["uid"]
-    name = _series_name({**summary, "folder": folder})
+    name = series_name({**summary, "folder": folder})
     if summary["missing_uids"]:
         logger.warning(
             "%s: %s%s",
@@ -891,7 +895,7 @@ def read_series(folder, *, allow_irregular=False):
 # conversion
 
 
-def _skip_reason(s: dict) -> str | None:
+def skip_reason(s: dict) -> str | None:
     """Why a found series is not converted, or None when it is a CT image series."""
     if "LOCALIZER" in (v.upper() for v in s["image_type"]):
         return "localizer/scout (ImageType " + "\\".join(s["image_type"]) + ")"
@@ -908,7 +912,7 @@ def _sanitise(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]+", "_", text).strip("_")
 
 
-def _output_names(series: list[dict]) -> list[str]:
+def output_names(series: list[dict]) -> list[str]:
     """``<PatientID>_<SeriesNumber or last 8 digits of the UID>.nii.gz``, made unique."""
 
     def uid_tail(s):
@@ -950,15 +954,15 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
         raise ValueError(f"{input_root}: no DICOM series found")
     todo = []
     for s in found:
-        reason = _skip_reason(s)
+        reason = skip_reason(s)
         if reason:
-            print(f"skip: {_series_name(s)}: {reason}", flush=True)
+            print(f"skip: {series_name(s)}: {reason}", flush=True)
         else:
             todo.append(s)
     if not todo:
         raise ValueError(f"{input_root}: no CT image series to convert ({len(found)} series skipped)")
     checked = [check_series(s["files"], allow_irregular=allow_irregular) for s in todo]
-    names = _output_names(checked)
+    names = output_names(checked)
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for number, (info, name) in enumerate(zip(checked, names, strict=True), start=1):

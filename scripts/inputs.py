@@ -349,9 +349,9 @@ def _dicom_series_folders(folder: str) -> list[str]:
         by_folder.setdefault(s["folder"], []).append(s)
     cases, skipped = [], []
     for path, group in sorted(by_folder.items()):
-        reasons = [dicom._skip_reason(s) for s in group]
+        reasons = [dicom.skip_reason(s) for s in group]
         if all(reasons):
-            skipped += [f"{dicom._series_name(s)}: {reason}" for s, reason in zip(group, reasons, strict=True)]
+            skipped += [f"{dicom.series_name(s)}: {reason}" for s, reason in zip(group, reasons, strict=True)]
         else:
             cases.append(path)
     if skipped and not cases:

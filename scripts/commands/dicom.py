@@ -13,7 +13,7 @@ import logging
 import warnings
 
 from scripts.commands import PROG, fail
-from scripts.dicom import _series_name, _skip_reason, check_series, convert, find_series
+from scripts.dicom import series_name, skip_reason, check_series, convert, find_series
 from scripts.errors import one_line
 
 
@@ -30,7 +30,7 @@ def _check_command(root: str, allow_irregular: bool) -> int:
     failures = []
     for s in found:
         shape = spacing = "-"
-        reason = _skip_reason(s)
+        reason = skip_reason(s)
         if reason:
             status = "skipped"
             detail = reason
@@ -44,7 +44,7 @@ def _check_command(root: str, allow_irregular: bool) -> int:
                 status = "irregular" if info["irregular"] else "ok"
                 detail = "; ".join(info["problems"])
             except ValueError as exc:
-                status, detail = "error", str(exc).replace(_series_name(s) + ": ", "")
+                status, detail = "error", str(exc).replace(series_name(s) + ": ", "")
                 failures.append(one_line(exc))
         number = "" if s["series_number"] is None else s["series_number"]
         line = (

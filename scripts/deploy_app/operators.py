@@ -62,8 +62,8 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
         raise ValueError(f"{folder}: no DICOM series found")
     usable, skipped = [], []
     for s in found:
-        name = dicom._series_name(s)
-        reason = dicom._skip_reason(s)
+        name = dicom.series_name(s)
+        reason = dicom.skip_reason(s)
         if reason is None and s["n_files"] < MIN_SLICES:
             reason = f"{s['n_files']} slice(s), fewer than {MIN_SLICES}: not a volume that can hold a liver"
         if reason is None and s["missing_uids"]:
@@ -217,7 +217,7 @@ def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir
         raise ValueError(f"{series['name']}: the mask holds label(s) {unknown} that the model's metadata does not name")
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    stem = case_name(dicom._output_names([series])[0]) + "_seg"
+    stem = case_name(dicom.output_names([series])[0]) + "_seg"
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in series["files"]]
     source_number = series.get("series_number")
     seg = hd.seg.Segmentation(
@@ -238,7 +238,7 @@ def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir
         omit_empty_frames=False,
     )
     seg_path = os.path.join(output_dir, stem + ".dcm")
-    dicom._save_dataset_atomic(seg, seg_path)
+    dicom.save_dataset_atomic(seg, seg_path)
     nifti_path = os.path.join(output_dir, stem + ".nii.gz")
     save_nifti(np.ascontiguousarray(mask.transpose(2, 1, 0)), series["affine"], nifti_path)
     labels, counts = np.unique(mask, return_counts=True)
