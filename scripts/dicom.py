@@ -15,12 +15,11 @@ Conventions used throughout:
 Encoders and decoders for the compressed transfer syntaxes come from pydicom plugins: ``pylibjpeg`` +
 ``pylibjpeg-openjpeg`` (JPEG 2000 lossless) and ``pyjpegls`` (JPEG-LS lossless).
 
-MONAI: ``LoadImage(image_only=True, ensure_channel_first=True)`` on a series folder picks ITKReader, which orders
-slices along the normal like this module and gives the same voxels and RAS affine as the NIfTI from :func:`convert`
-(tests/test_dicom.py). PydicomReader stacks by InstanceNumber instead: equal only when InstanceNumber increases along
-the normal. Neither checks for missing slices or mixed series, so run :func:`check_series` on the folder first, and
-:func:`check_itk_read` before ITK reads it: ITK splits a series by more tags than its UID (e.g. SliceThickness) and
-reads the first part only.
+MONAI: the bundle's inference reads a series folder with :class:`scripts.inputs.DicomSeriesReader`, which calls
+:func:`read_series`, so inference, ``python -m scripts dicom convert`` and the MONAI Deploy app find, check and
+decode a series the same way (:func:`ct_series` picks the CT series of a study for all three). MONAI's own readers
+are not used for DICOM: PydicomReader stacks slices by InstanceNumber, and ITKReader splits a series by more tags
+than its UID (e.g. SliceThickness) and reads the first part only; neither checks for missing slices.
 
 Series without UIDs (anonymised archives blank or delete SeriesInstanceUID and StudyInstanceUID): their image files
 are grouped by what the files of one series share (:func:`_series_key`), their folder included (without a UID,
@@ -28,6 +27,11 @@ identical headers in two folders are more likely two copies than one series), an
 warning naming the missing tags. The grouping leaves out AcquisitionNumber on purpose: some scanners number each acquisition
 (or slice) of one series apart, so splitting by it would cut a real series into pieces; two acquisitions that share
 everything else meet as duplicate slice positions instead, a clear error that names the acquisition numbers.
+Anonymisers also blank SOPClassUID and SOPInstanceUID: a blank SOPClassUID is taken from the file meta's
+MediaStorageSOPClassUID, else from Modality (:func:`skip_reason` logs which tag decided); blank or repeated SOP
+Instance UIDs are named in the same warning (slices are ordered by position, never by UID, file name or
+InstanceNumber). Bare data sets without preamble and file meta, as some old archives store them, are read with the
+encoding pydicom guesses (:func:`read_dataset`). docs/dicom.md lists each header state and what happens to it.
 
 Command line: ``python -m scripts dicom convert|check`` (:mod:`scripts.commands.dicom`).
 """
@@ -45,12 +49,14 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGExtended12Bit,
     JPEGLSLossless,
     generate_uid,
 )
@@ -60,14 +66,17 @@ __all__ = [
     "write_series",
     "find_series",
     "check_series",
-    "check_itk_read",
-    "itk_series",
     "read_series",
     "convert",
     "skip_reason",
     "series_name",
     "output_names",
     "save_dataset_atomic",
+    "ct_series",
+    "ct_decided_by",
+    "read_dataset",
+    "case_names",
+    "volume_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,19 +102,17 @@ SERIES_KEY_TAGS = (
     "Columns",
 )
 GROUPED_BY = "folder, frame of reference, orientation, pixel spacing, rows/columns, series number and description"
-#: What MONAI's ITKReader splits the DICOM files of a folder by: GDCM's "series details" (the SeriesInstanceUID refined
-#: by SeriesNumber, SequenceName, SliceThickness, Rows, Columns) and the SeriesDate restriction the reader adds.
-ITK_SERIES_TAGS = (
-    "SeriesInstanceUID",
-    "SeriesNumber",
-    "SequenceName",
-    "SliceThickness",
-    "Rows",
-    "Columns",
-    "SeriesDate",
-)
 MAX_PROBLEMS_SHOWN = 3  # an error line lists the first few irregular gaps; check_series returns them all
 IRREGULAR_HINT = "to convert it anyway: python -m scripts dicom convert --allow_irregular"
+#: pydicom plugins that are available for a transfer syntax but decode only samples of at most 8 bits there:
+#: GDCM and Pillow refuse JPEG Extended with 12-bit precision (a 12-bit CT needs pylibjpeg-libjpeg).
+EIGHT_BIT_ONLY_PLUGINS = {JPEGExtended12Bit: ("gdcm", "pillow")}
+#: Transfer syntaxes newer than pydicom 3.0's UID dictionary (JPEG XL: DICOM Supplement 232), named in messages.
+TRANSFER_SYNTAX_NAMES = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -385,17 +392,50 @@ def write_series(
 # finding and checking
 
 
-def _read_header(path: str):
-    """Header of a DICOM file (no pixels), or None when the file is not DICOM (no 'DICM' preamble)."""
+def read_dataset(path: str, *, stop_before_pixels: bool = False):
+    """A DICOM file's data set, or None when the file is not DICOM.
+
+    A file with the 'DICM' preamble is read as usual; one that cannot be read raises ValueError. A file without it
+    may be a bare data set (no preamble, no file meta), as some old archives store images: it is read with pydicom's
+    ``force=True``, which guesses the encoding (implicit or explicit VR, little endian), and accepted only when it
+    starts like one (first tag in group 0002 or 0008, little endian) and yields an image data set (first element in
+    group 0008, and Rows/Columns or a SOPClassUID); the guessed encoding becomes its file meta's TransferSyntaxUID so
+    that its pixels decode. Anything else (text, PNG, NIfTI, an empty file) is None, never a misread data set.
+    """
     try:
-        if not pydicom.misc.is_dicom(path):
-            return None
+        if pydicom.misc.is_dicom(path):
+            try:
+                return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+            except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+                raise ValueError(f"{path}: unreadable DICOM header: {_one_line(exc)}") from exc
+        with open(path, "rb") as f:
+            head = f.read(8)
     except OSError:
         return None
+    if len(head) < 8 or int.from_bytes(head[:2], "little") not in (0x0002, 0x0008):
+        return None
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise ValueError(f"{path}: unreadable DICOM header: {_one_line(exc)}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about its guesses on non-DICOM bytes
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+            first = next(iter(ds.keys()), None)
+            image = bool(_as_int(ds.get("Rows", None)) and _as_int(ds.get("Columns", None)))
+            plausible = first is not None and first.group == 0x0008 and (image or bool(_text(ds, "SOPClassUID")))
+    except Exception as exc:  # a forced read of a non-DICOM file fails in many ways; such a file is no DICOM file
+        logger.debug("%s: not a DICOM file (forced read: %s)", path, _one_line(exc))
+        return None
+    if not plausible:
+        return None
+    if not ds.file_meta.get("TransferSyntaxUID", None):
+        implicit, little = ds.original_encoding
+        syntax = pydicom.uid.ImplicitVRLittleEndian if implicit else pydicom.uid.ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = syntax if little else pydicom.uid.ExplicitVRBigEndian
+    return ds
+
+
+def _read_header(path: str):
+    """Header of a DICOM file (no pixels), or None when the file is not DICOM (see :func:`read_dataset`)."""
+    return read_dataset(path, stop_before_pixels=True)
 
 
 def _sorted_items(items: list) -> list:
@@ -476,14 +516,26 @@ def _missing_uids(items: list) -> list[str]:
 
 
 def _summary(key: str, items: list) -> dict:
+    """A found series: see :func:`find_series` for the keys."""
     items = _sorted_items(items)
     files = [p for p, _ in items]
     first = items[0][1]
     folder = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files])
+    missing = _missing_uids(items)
+    sop_uids = [_text(ds, "SOPInstanceUID") for _, ds in items]
+    sop_uids = [u for u in sop_uids if u]
+    if len(set(sop_uids)) < len(sop_uids):  # anonymisers that write one constant; a SEG could not tell them apart
+        distinct = len(set(sop_uids))
+        missing.append(f"SOPInstanceUID not unique ({distinct} value{'s' * (distinct > 1)} in {len(sop_uids)} files)")
+    # which tag says what the files are: SOPClassUID, else (blank or absent) the file meta's copy, else Modality
+    sop_class, sop_class_from = _text(first, "SOPClassUID"), "SOPClassUID"
+    if not sop_class:
+        sop_class = _text(getattr(first, "file_meta", Dataset()), "MediaStorageSOPClassUID")
+        sop_class_from = "MediaStorageSOPClassUID" if sop_class else "Modality"
     return {
         "uid": _text(first, "SeriesInstanceUID"),
         "key": key,
-        "missing_uids": _missing_uids(items),
+        "missing_uids": missing,
         "files": files,
         "folder": folder,
         "n_files": len(files),
@@ -494,6 +546,8 @@ def _summary(key: str, items: list) -> dict:
         "series_description": str(first.get("SeriesDescription", "") or ""),
         "image_type": _image_type(first),
         "sop_class_uid": str(first.get("SOPClassUID", "") or ""),
+        "sop_class": sop_class,
+        "sop_class_from": sop_class_from,
     }
 
 
@@ -501,12 +555,17 @@ def find_series(root) -> list[dict]:
     """All DICOM series under ``root`` (recursive), grouped by SeriesInstanceUID, reading headers only.
 
     Image files without a SeriesInstanceUID (blank or absent, as some anonymisers leave them) are grouped by what a
-    series' files share (:func:`_series_key`); such a series has ``uid`` ``""``. Files without the DICOM preamble, and
-    DICOM files with neither a SeriesInstanceUID nor an image (Rows/Columns; e.g. DICOMDIR), are skipped. Each dict
-    has ``uid``, ``key`` (the grouping key: the UID or ``no-uid-<digits>``), ``missing_uids`` (e.g.
-    ``["SeriesInstanceUID blank", "StudyInstanceUID blank"]``, see :data:`UID_TAGS`), ``files`` (sorted along the
-    slice normal), ``folder``, ``n_files``, ``modality``, ``patient_id``, ``study_uid``, ``series_number`` (int or
-    None), ``series_description``, ``image_type`` (tuple) and ``sop_class_uid``. Series are ordered by patient,
+    series' files share (:func:`_series_key`); such a series has ``uid`` ``""``. Bare data sets (no preamble, no file
+    meta) are read too (:func:`read_dataset`); other files without the DICOM preamble, and DICOM files with neither a
+    SeriesInstanceUID nor an image (Rows/Columns; e.g. DICOMDIR), are skipped. Each dict has ``uid``, ``key`` (the
+    grouping key: the UID or ``no-uid-<digits>``), ``missing_uids`` (e.g. ``["SeriesInstanceUID blank",
+    "StudyInstanceUID blank"]``, see :data:`UID_TAGS`; SOP Instance UIDs that repeat are listed as ``"SOPInstanceUID
+    not unique (1 value in 20 files)"``), ``files`` (sorted along the slice normal), ``folder``, ``n_files``,
+    ``modality``, ``patient_id``, ``study_uid``, ``series_number`` (int or None), ``series_description``,
+    ``image_type`` (tuple), ``sop_class_uid`` (the SOPClassUID, ``""`` when blank or absent), ``sop_class`` (what
+    :func:`skip_reason` judges: the SOPClassUID, or where it is blank or absent the file meta's
+    MediaStorageSOPClassUID, else ``""``) and ``sop_class_from`` (the tag it came from: ``"SOPClassUID"``,
+    ``"MediaStorageSOPClassUID"``, or ``"Modality"`` when both are blank or absent). Series are ordered by patient,
     study, series number and key.
     """
     root = os.fspath(root)
@@ -676,6 +735,9 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
             )
         instance = _as_int(ds.get("InstanceNumber", None))
         instances.append(instance if instance is not None else "?")
+        problem = transfer_syntax_problem(ds)  # refuse before any voxel is read, and before inference
+        if problem:
+            raise ValueError(f"{name}: {path}: " + problem)
 
     for a in range(1, len(items)):
         if not np.allclose(iops[a], iops[0], atol=ORIENTATION_TOL):
@@ -785,61 +847,54 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
     return info
 
 
-def itk_series(folder) -> list[list[str]]:
-    """The series ITK finds directly in ``folder`` (not in subfolders) as MONAI's ITKReader groups them, each as its
-    files (absolute paths) in ITK's slice order, in ITK's order: ITKReader reads the first one of a folder.
-
-    Same GDCM settings as ``monai.data.ITKReader.read``: series details (:data:`ITK_SERIES_TAGS`) and the SeriesDate
-    restriction. Files without a SeriesInstanceUID are one series to ITK when those tags agree."""
-    import itk
-
-    names = itk.GDCMSeriesFileNames.New()
-    names.SetUseSeriesDetails(True)
-    names.AddSeriesRestriction("0008|0021")  # Series Date, as ITKReader adds it
-    names.SetDirectory(os.fspath(folder))
-    return [[os.path.abspath(f) for f in names.GetFileNames(uid)] for uid in names.GetSeriesUIDs()]
-
-
-def check_itk_read(folder, info: dict) -> None:
-    """Raise ValueError unless ITK (MONAI's ITKReader, which reads a DICOM folder in the inference pipeline) reads
-    exactly the files of ``info``, the :func:`check_series` result for ``folder``.
-
-    ITK splits a series whose files differ in any of :data:`ITK_SERIES_TAGS` (e.g. SliceThickness changing halfway
-    down an evenly spaced series) and reads only the first part; it does not search subfolders. The message names the
-    folder, how many of the series' files ITK would read, the tags that vary, and the remedy (convert to NIfTI, which
-    reads the whole series).
-    """
-    folder = os.fspath(folder)
-    ours = sorted(os.path.abspath(f) for f in info["files"])
-    groups = itk_series(folder)
-    if len(groups) == 1 and sorted(groups[0]) == ours:
-        return
-    read = groups[0] if groups else []
-    headers = [_read_header(f) for f in ours]
-    varying = []
-    for keyword in ITK_SERIES_TAGS:
-        values = [v or "blank" for v in dict.fromkeys(_text(ds, keyword) for ds in headers)]
-        if len(values) > 1:
-            varying.append(f"{keyword} ({', '.join(values[:4] + ['...'] * (len(values) > 4))})")
-    in_subfolders = sum(os.path.dirname(f) != os.path.abspath(folder) for f in ours)
-    if varying:
-        why = "it splits the series by " + ", ".join(varying)
-    elif in_subfolders:
-        why = f"{in_subfolders} of the series' files lie in subfolders, which ITK does not search"
-    else:
-        why = f"it groups the folder's DICOM files into {len(groups)} series"
-    if set(read) <= set(ours):
-        amount = f"{len(read)} of the series' {len(ours)} files"
-    else:
-        amount = f"{len(read)} files, not the series' {len(ours)}"
-    raise ValueError(
-        f"{folder}: ITK, which reads a DICOM folder for inference, would read {amount}: {why}; convert "
-        f"the series with python -m scripts dicom convert and segment the NIfTI"
-    )
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # reading
+
+
+def transfer_syntax_problem(ds_or_uid) -> str | None:
+    """None when an installed pydicom plugin decodes pixel data in this transfer syntax, else one line naming the
+    transfer syntax (name and UID) and the package(s) that would decode it (pydicom's decoder lists what each of its
+    plugins needs).
+
+    ``ds_or_uid`` is a data set (its header is enough: the file meta's TransferSyntaxUID, and BitsStored for JPEG
+    Extended, where pydicom's gdcm and pillow plugins decode 8-bit samples only: :data:`EIGHT_BIT_ONLY_PLUGINS`) or a
+    transfer syntax UID. A data set without a TransferSyntaxUID gives None: nothing names a codec to check, and
+    decoding reports it.
+    """
+    bits_stored = None
+    if isinstance(ds_or_uid, Dataset):
+        uid = getattr(ds_or_uid, "file_meta", Dataset()).get("TransferSyntaxUID", None)
+        if not uid:
+            return None
+        bits_stored = _as_int(ds_or_uid.get("BitsStored", None))
+    else:
+        uid = ds_or_uid
+    uid = UID(str(uid).strip())
+    known = uid.name if uid.name != uid else TRANSFER_SYNTAX_NAMES.get(uid)
+    label = f"transfer syntax {known} ({uid})" if known else f"unknown transfer syntax {uid}"
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return (
+            f"{label} cannot be decoded here: pydicom {pydicom.__version__} has no decoder for it with any plugin; "
+            "export the series uncompressed or in a transfer syntax listed in docs/dicom.md"
+        )
+    if decoder.is_native:
+        return None
+    plugins = set(decoder.available_plugins)
+    limited = set(EIGHT_BIT_ONLY_PLUGINS.get(uid, ())) & plugins
+    if bits_stored is not None and bits_stored > 8:
+        plugins -= limited
+    if plugins:
+        return None
+    # pydicom words each as "<plugin> - requires <package> and <package>"
+    would = "; ".join(d.replace(" - requires ", " plugin with ") for d in decoder.missing_dependencies)
+    if bits_stored is not None and bits_stored > 8 and limited:
+        label += f" with {bits_stored} bits stored"
+        would += f"; the installed {' and '.join(sorted(limited))} plugins decode 8-bit samples only"
+    return (
+        f"{label} cannot be decoded here: no installed pydicom plugin reads it (would read it: {would or 'none known'})"
+    )
 
 
 def _read_pixels(info: dict) -> np.ndarray:
@@ -849,11 +904,14 @@ def _read_pixels(info: dict) -> np.ndarray:
     raw = []
     rescale = []
     for path in info["files"]:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(path)
         ts = ds.file_meta.get("TransferSyntaxUID", UID(""))
         try:
             arr = ds.pixel_array
         except Exception as exc:  # pydicom raises several types for missing plugins and broken data
+            problem = transfer_syntax_problem(ds)
+            if problem:  # no plugin for this syntax (check_series refuses it first; a file may change since)
+                raise ValueError(f"{name}: {path}: {problem}") from exc
             raise ValueError(f"{name}: {path}: cannot decode pixel data ({UID(ts).name}): {_one_line(exc)}") from exc
         if arr.shape != (rows, columns):
             raise ValueError(f"{name}: {path}: pixel data shape {arr.shape} != Rows x Columns {(rows, columns)}")
@@ -896,16 +954,41 @@ def read_series(folder, *, allow_irregular=False):
 
 
 def skip_reason(s: dict) -> str | None:
-    """Why a found series is not converted, or None when it is a CT image series."""
+    """Why a found series is not converted, or None when it is a CT image series.
+
+    A CT image series is CT Image Storage by its SOPClassUID; where that is blank or absent (as anonymisers leave it)
+    by the file meta's MediaStorageSOPClassUID; where both are, by Modality CT (``sop_class`` and ``sop_class_from``
+    of :func:`find_series`). When a tag other than the SOPClassUID decided, :func:`ct_series` logs which
+    (:func:`ct_decided_by`). Any other SOP class (e.g. Enhanced CT, Secondary Capture, RT Dose, SR), a localizer and another
+    modality are reasons to skip.
+    """
     if "LOCALIZER" in (v.upper() for v in s["image_type"]):
         return "localizer/scout (ImageType " + "\\".join(s["image_type"]) + ")"
-    if s["sop_class_uid"] != CTImageStorage:
-        sop = UID(s["sop_class_uid"])
-        label = sop.name if sop.name != s["sop_class_uid"] else s["sop_class_uid"] or "none"
-        return f"SOP class {label} is not CT Image Storage"
+    sop_class, source = s.get("sop_class", s["sop_class_uid"]), s.get("sop_class_from", "SOPClassUID")
+    if source != "Modality" and sop_class != CTImageStorage:
+        sop = UID(sop_class)
+        label = sop.name if sop.name != sop_class else sop_class or "none"
+        where = "" if source == "SOPClassUID" else f" (by {source}; SOPClassUID blank or absent)"
+        return f"SOP class {label} is not CT Image Storage{where}"
     if s["modality"].upper() != "CT":
+        if source == "Modality":
+            return (
+                f"SOP class none is not CT Image Storage and modality {s['modality'] or '(blank)'} is not CT "
+                "(SOPClassUID and MediaStorageSOPClassUID blank or absent)"
+            )
         return f"modality {s['modality'] or '(blank)'} is not CT"
     return None
+
+
+def ct_decided_by(s: dict) -> str | None:
+    """For a CT image series (:func:`skip_reason` None) that its SOPClassUID does not call CT: which tag did, as a
+    sentence for the log; None when the SOPClassUID did."""
+    source = s.get("sop_class_from", "SOPClassUID")
+    if source == "SOPClassUID":
+        return None
+    if source == "MediaStorageSOPClassUID":
+        return "SOPClassUID blank or absent; CT Image Storage by the file meta's MediaStorageSOPClassUID"
+    return "SOPClassUID and MediaStorageSOPClassUID blank or absent; CT by Modality CT"
 
 
 def _sanitise(text: str) -> str:
@@ -949,18 +1032,11 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
     from scripts.fileio import save_nifti
 
     input_root, output_dir = os.fspath(input_root), os.fspath(output_dir)
-    found = find_series(input_root)
-    if not found:
-        raise ValueError(f"{input_root}: no DICOM series found")
-    todo = []
-    for s in found:
-        reason = skip_reason(s)
-        if reason:
-            print(f"skip: {series_name(s)}: {reason}", flush=True)
-        else:
-            todo.append(s)
+    todo, skipped = ct_series(input_root)
+    for s, reason in skipped:
+        print(f"skip: {series_name(s)}: {reason}", flush=True)
     if not todo:
-        raise ValueError(f"{input_root}: no CT image series to convert ({len(found)} series skipped)")
+        raise ValueError(f"{input_root}: no CT image series to convert ({len(skipped)} series skipped)")
     checked = [check_series(s["files"], allow_irregular=allow_irregular) for s in todo]
     names = output_names(checked)
     os.makedirs(output_dir, exist_ok=True)
@@ -974,3 +1050,72 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
         print(f"[{number}/{len(checked)}] {info['name']} -> {path} ({shape} voxels, {spacing} mm)", flush=True)
         written.append(path)
     return written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the series to segment: one implementation for inference, the convert command and the Deploy app
+
+
+def ct_series(root) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """The CT image series under ``root`` (:func:`find_series`, recursive), and every other series with the reason
+    it is not segmented (:func:`skip_reason`: localizers, other modalities and SOP classes such as dose reports,
+    structured reports and secondary captures). Raises ValueError when ``root`` holds no DICOM series at all."""
+    found = find_series(root)
+    if not found:
+        raise ValueError(f"{os.fspath(root)}: no DICOM series found")
+    cts, skipped = [], []
+    for s in found:
+        reason = skip_reason(s)
+        if reason:
+            skipped.append((s, reason))
+        else:
+            cts.append(s)
+            if ct_decided_by(s):
+                logger.info("%s: %s", series_name(s), ct_decided_by(s))
+    return cts, skipped
+
+
+def case_names(series: list[dict], root) -> list[str]:
+    """A file-name-safe case name for each series (:func:`find_series` dicts) found under ``root``: its
+    ``<SeriesNumber>_<SeriesDescription>`` (``3_Abdomen_arterial``), or its folder's name where both are blank.
+
+    Names never collide: series that would share one are prefixed with their folder's path below ``root``
+    (``patient1_study_3_Abdomen``), and a counter settles what is left. Only letters, digits and ``-`` survive, joined
+    by ``_``: no dot, so MONAI's writer strips no part of the name as an extension.
+    """
+    root = os.path.abspath(os.fspath(root))
+
+    def own(s):
+        number = "" if s["series_number"] is None else str(s["series_number"])
+        return _sanitise(f"{number}_{s['series_description']}") or _sanitise(os.path.basename(s["folder"])) or "series"
+
+    def where(s):
+        relative = os.path.relpath(os.path.abspath(s["folder"]), root)
+        return _sanitise(relative if relative != "." else os.path.basename(root)) or "series"
+
+    names = [own(s) for s in series]
+    names = [f"{where(s)}_{n}" if names.count(n) > 1 else n for s, n in zip(series, names, strict=True)]
+    unique, used = [], set()
+    for name in names:
+        candidate, counter = name, 2
+        while candidate in used:
+            candidate, counter = f"{name}_{counter}", counter + 1
+        used.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def volume_metadata(series: dict) -> dict:
+    """The image metadata MONAI's readers give (RAS affine, spacing, no channel) for a checked series
+    (:func:`check_series`), as the bundle's transforms read it: the inference reader and the Deploy app both use it."""
+    affine = np.asarray(series["affine"], dtype=np.float64)
+    return {
+        "affine": affine.copy(),
+        "original_affine": affine.copy(),
+        "spacing": np.asarray(series["spacing"], dtype=np.float64),
+        "space": "RAS",
+        "original_channel_dim": "no_channel",
+        "spatial_shape": np.asarray(series["shape"]),
+        "filename_or_obj": series["folder"],
+        "series_instance_uid": series["uid"],
+    }

@@ -20,6 +20,8 @@ import tempfile
 __all__ = [
     "NIFTI_SUFFIXES",
     "case_name",
+    "CASE_NAME_KEY",
+    "case_label",
     "atomic_path",
     "write_text",
     "save_nifti",
@@ -48,6 +50,18 @@ def case_name(path) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+#: The key under which a case's own name travels (a datalist item's and the image's metadata): DICOM series are
+#: named after the series (``scripts.dicom.case_names``), not after their folders.
+CASE_NAME_KEY = "case_name"
+
+
+def case_label(meta: dict) -> str:
+    """The name of the case an image's metadata describes: its :data:`CASE_NAME_KEY` when inference gave it one (a
+    DICOM series), else :func:`case_name` of the file or folder it was read from."""
+    meta = meta or {}
+    return str(meta.get(CASE_NAME_KEY) or case_name(str(meta.get("filename_or_obj", "case")).rstrip("/")))
 
 
 def file_mode() -> int:

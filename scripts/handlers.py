@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from monai.handlers import ValidationHandler
 
-from scripts.fileio import case_name, write_text
+from scripts.fileio import case_label, write_text
 from scripts.postprocess import foreground
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,10 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict
     spacing = _spacing(pred)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     liver_p = np.asarray(foreground(pred).cpu())  # a bool mask, cheaper than a label map (0.1 s, not seconds)
-    row = {"case": case_name(_case_source(pred)), "liver_volume_ml": float(np.count_nonzero(liver_p)) * voxel_ml}
+    row = {
+        "case": case_label(getattr(pred, "meta", None)),
+        "liver_volume_ml": float(np.count_nonzero(liver_p)) * voxel_ml,
+    }
     if image_hu is not None:
         hu = np.asarray(torch.as_tensor(image_hu)[0].cpu())
         mask = liver_p

@@ -38,11 +38,11 @@ import os
 import zlib
 
 import numpy as np
-from monai.data import NibabelReader
+from monai.data import ImageReader, NibabelReader
 
 from scripts.ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, MIN_HU_BELOW, hu_doubts, values_text
 from scripts.errors import one_line
-from scripts.fileio import NIFTI_SUFFIXES, case_name, has_isal, igzip  # case_name: inputs.case_name too
+from scripts.fileio import CASE_NAME_KEY, NIFTI_SUFFIXES, case_name, has_isal, igzip  # case_name: inputs.case_name too
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,30 @@ class NiftiReader(NibabelReader):
         with igzip.open(filename, "rb") as f:
             spec = (proxy.shape, proxy.dtype, proxy.offset, proxy.slope, proxy.inter)
             return np.asanyarray(ArrayProxy(f, spec, mmap=False, order=proxy.order))
+
+
+class DicomSeriesReader(ImageReader):
+    """MONAI ``ImageReader`` for a DICOM series folder, read by :func:`scripts.dicom.read_series` (pydicom): the same
+    checks, slice order (along the slice normal) and decoders as ``python -m scripts dicom convert`` and the MONAI
+    Deploy app, so every entry point reads a series into the same voxels and RAS affine. Only for folders, so that
+    ``LoadImaged`` passes NIfTI files on to :class:`NiftiReader`."""
+
+    def verify_suffix(self, filename) -> bool:
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        return len(names) == 1 and os.path.isdir(names[0])
+
+    def read(self, data, **kwargs):
+        from scripts import dicom
+
+        (folder,) = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        volume, _, info = dicom.read_series(folder)
+        return volume, info
+
+    def get_data(self, img):
+        from scripts import dicom
+
+        volume, info = img
+        return volume, dicom.volume_metadata(info)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -307,9 +331,8 @@ def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
 
     :func:`scripts.dicom.check_series`: exactly one series (files without a SeriesInstanceUID are grouped by what a
     series shares and pass with a warning naming the missing tags), consistent geometry, no missing slice, no gantry
-    tilt. Then the size and affine checks, and :func:`scripts.dicom.check_itk_read`: ITK, which reads the folder in
-    the pipeline, must read exactly that series (it splits one whose SliceThickness, say, changes halfway, and would
-    read the first part only). Raises ValueError naming the folder and the problem.
+    tilt, a transfer syntax the installed decoders read. Then the size and affine checks. Raises ValueError naming the
+    folder and the problem.
     """
     from scripts import dicom
 
@@ -321,7 +344,6 @@ def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
         )
     check_size(folder, shape, max_voxels, itemsize=2)
     check_affine(folder, info["affine"])
-    dicom.check_itk_read(folder, info)
     return shape
 
 
@@ -334,35 +356,33 @@ def check_case(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
 # inference inputs
 
 
-def _dicom_series_folders(folder: str) -> list[str]:
-    """Folders under ``folder`` that hold a CT image series: one case each (checked later: one series per folder).
+def _dicom_cases(folder: str) -> list[tuple[str, str]]:
+    """``(series folder, case name)`` for each CT image series under ``folder`` (searched recursively, as a PACS
+    export or DICOMDIR lays out a study), named by :func:`scripts.dicom.case_names` (series number and description).
 
-    A folder whose series are all of the kinds ``python -m scripts dicom convert`` skips (localizers, other
-    modalities, non-image objects) is left out with a warning naming each series and why; when every folder is,
-    ValueError lists them. A localizer in the CT's own folder stays, and :func:`check_dicom` refuses that folder
-    naming both series: ITK reads one series per folder and cannot be told which.
+    Series that are not CT images (localizers, dose reports, structured reports, secondary captures, other
+    modalities: :func:`scripts.dicom.ct_series`) are skipped with a warning each; when nothing is left, ValueError
+    lists them. A case is a folder, and :func:`check_dicom` refuses one that mixes series (a localizer beside the CT,
+    two series in one flat folder), naming them: give each series a folder of its own.
     """
     from scripts import dicom
 
-    by_folder: dict[str, list] = {}
-    for s in dicom.find_series(folder):
-        by_folder.setdefault(s["folder"], []).append(s)
-    cases, skipped = [], []
-    for path, group in sorted(by_folder.items()):
-        reasons = [dicom.skip_reason(s) for s in group]
-        if all(reasons):
-            skipped += [f"{dicom.series_name(s)}: {reason}" for s, reason in zip(group, reasons, strict=True)]
-        else:
-            cases.append(path)
-    if skipped and not cases:
-        raise ValueError(f"{folder}: no CT image series to segment: " + "; ".join(skipped))
-    for line in skipped:
+    cts, skipped = dicom.ct_series(folder)
+    reasons = [f"{dicom.series_name(s)}: {reason}" for s, reason in skipped]
+    if not cts:
+        raise ValueError(f"{folder}: no CT image series to segment: " + "; ".join(reasons))
+    for line in reasons:
         logger.warning("skipped: %s", line)
-    return cases
+    by_folder = {}
+    for s in cts:
+        by_folder.setdefault(s["folder"], s)  # one case per folder; check_dicom names any second series in it
+    folders = sorted(by_folder)
+    return list(zip(folders, dicom.case_names([by_folder[f] for f in folders], folder), strict=True))
 
 
-def _find_cases(input_path) -> list[str]:
-    """The cases behind ``--input``: a NIfTI file, the NIfTI files of a folder, or its DICOM series folders."""
+def _find_cases(input_path) -> list[tuple[str, str | None]]:
+    """The cases behind ``--input`` as ``(path, name)``: a NIfTI file, the NIfTI files of a folder (name None: the
+    file's), or the DICOM series under a folder (named after the series)."""
     text = "" if input_path is None else str(input_path)
     if not text.strip():
         raise ValueError("--input is empty: give a NIfTI file, a folder of NIfTI files or a DICOM series folder")
@@ -371,12 +391,16 @@ def _find_cases(input_path) -> list[str]:
         raise FileNotFoundError(f"{path}: no such file or folder")
     if os.path.isfile(path):
         if not path.endswith(NIFTI_SUFFIXES):
-            raise ValueError(f"{path}: not a NIfTI file (.nii or .nii.gz); for DICOM give the series folder")
-        return [path]
+            raise ValueError(f"{path}: not a NIfTI file (.nii or .nii.gz); for DICOM give the series or study folder")
+        return [(path, None)]
     entries = sorted(os.listdir(path))
-    cases = [os.path.join(path, f) for f in entries if f.endswith(NIFTI_SUFFIXES) and not f.startswith(".")]
+    cases = [(os.path.join(path, f), None) for f in entries if f.endswith(NIFTI_SUFFIXES) and not f.startswith(".")]
     if not cases:
-        cases = _dicom_series_folders(path)
+        try:
+            cases = _dicom_cases(path)
+        except ValueError as exc:
+            if "no DICOM series found" not in str(exc):
+                raise
     if not cases:
         raise ValueError(f"{path}: the folder holds no NIfTI files (.nii, .nii.gz) and no DICOM series")
     return cases
@@ -395,15 +419,16 @@ def list_inputs(
     """
     cases = _find_cases(input_path)
     good, bad = [], []
-    for number, case in enumerate(cases, start=1):
+    for number, (case, name) in enumerate(cases, start=1):
         try:
             shape = check_case(case, max_voxels)
         except (ValueError, OSError) as exc:
             bad.append({"image": case, "problem": one_line(exc), "stage": "check"})
             logger.warning("[%d/%d] skipped: %s", number, len(cases), one_line(exc))
             continue
-        good.append(case)
-        logger.info("[%d/%d] %s: %s", number, len(cases), case_name(case), describe_size(shape))
+        good.append({"image": case, CASE_NAME_KEY: name} if name else {"image": case})
+        shown = f"{name} ({case})" if name else case_name(case)
+        logger.info("[%d/%d] %s: %s", number, len(cases), shown, describe_size(shape))
     if bad and (failures is None or not good):
         listing = "; ".join(b["problem"] for b in bad)
         raise ValueError(
@@ -417,17 +442,21 @@ def list_inputs(
             "%d of %d input case(s) will be skipped; the run exits non-zero at the end", len(bad), len(cases)
         )
     logger.info("%d input case(s) under %s", len(good), input_path)
-    return [{"image": c} for c in good]
+    return good
 
 
-def plan_outputs(cases: list[str], output_dir: str, postfix: str) -> dict:
-    """Map each input to ``<output_dir>/<name>_<postfix>.nii.gz``; refuse collisions and overwriting an input."""
+def plan_outputs(cases: list[dict], output_dir: str, postfix: str) -> dict:
+    """Map each case (a :func:`list_inputs` item) to ``<output_dir>/<name>_<postfix>.nii.gz``; refuse collisions and
+    overwriting an input. (With ``--output_format seg`` a DICOM case's SEG takes the same stem, ``.dcm``.)"""
     if not postfix:
         raise ValueError("output_postfix must not be empty: outputs would take their input's name")
     planned: dict[str, str] = {}
-    inputs = {os.path.abspath(c) for c in cases}
-    for case in cases:
-        out = os.path.abspath(os.path.join(output_dir, f"{case_name(case)}_{postfix}.nii.gz"))
+    inputs = {os.path.abspath(c["image"]) for c in cases}
+    for item in cases:
+        case = item["image"]
+        out = os.path.abspath(
+            os.path.join(output_dir, f"{item.get(CASE_NAME_KEY) or case_name(case)}_{postfix}.nii.gz")
+        )
         if out in planned:
             raise ValueError(f"{case} and {planned[out]} would both be written to {out}: rename one of them")
         if out in inputs:
@@ -615,6 +644,8 @@ def describe_failure(item, exc: BaseException) -> str:
 def _apply_or_report(transform, item):
     try:
         out = transform(item)
+        if isinstance(item, dict) and item.get(CASE_NAME_KEY) and hasattr(out.get("image"), "meta"):
+            out["image"].meta[CASE_NAME_KEY] = item[CASE_NAME_KEY]  # outputs and report rows take the series' name
         # The voxel checks run here rather than inside the config's preprocessing, which stays pure MONAI for
         # MONAI Deploy. They read the HU copy (ct_hu) and the label, which preprocessing leaves as loaded.
         source = str(item.get("image", "image")) if isinstance(item, dict) else "image"

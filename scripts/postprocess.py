@@ -24,14 +24,20 @@ then copies it back into x-fastest order: 0.45 s for a 512x512x150 mask here, ag
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
+import logging
+import os
 
 import numpy as np
 import torch
 from monai.data import ImageWriter, NibabelWriter
 from monai.data.utils import to_affine_nd
 
-from scripts.fileio import save_nifti
+from scripts.fileio import CASE_NAME_KEY, case_label, save_nifti
+
+logger = logging.getLogger(__name__)
 
 MARGIN_VOXELS = 2  # network-grid voxels added around the low-resolution box: trilinear interpolation reaches 1 voxel
 
@@ -149,6 +155,91 @@ class NiftiWriter(NibabelWriter):
             array = array.astype(self.output_dtype, copy=False)  # keeps the memory order
         affine = np.eye(4) if self.affine is None else np.asarray(torch.as_tensor(self.affine).cpu(), np.float64)
         save_nifti(array, to_affine_nd(3, affine), filename)
+
+
+OUTPUT_FORMATS = ("nifti", "seg")
+
+
+def check_output_format(output_format: str) -> None:
+    """Before any case is read: ``output_format`` is ``nifti`` or ``seg``, and for ``seg`` highdicom is installed
+    (it writes the SEG; ``requirements-deploy.txt``). Raises ValueError saying which."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"--output_format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
+    if output_format == "seg":
+        from scripts.seg import require_highdicom
+
+        require_highdicom()
+
+
+def output_name(meta: dict, saver=None) -> dict:
+    """``SaveImaged``'s ``output_name_formatter``: a DICOM series' output is named after the series (the case name
+    that inference gave it, :data:`scripts.fileio.CASE_NAME_KEY`), a NIfTI file's after the file, as MONAI names it."""
+    meta = meta or {}
+    return {"subject": str(meta.get(CASE_NAME_KEY) or meta.get("filename_or_obj", "case")), "idx": None}
+
+
+def mask_writer(output_format: str = "nifti", metadata_file: str | None = None):
+    """``SaveImaged``'s writer: :class:`MaskWriter` writing ``output_format`` (the bundle's metadata file names the
+    SEG's segments and version)."""
+    return functools.partial(MaskWriter, output_format=output_format, metadata_file=metadata_file)
+
+
+class MaskWriter(NiftiWriter):
+    """:class:`NiftiWriter`, or with ``output_format="seg"`` a DICOM SEG for a mask read from a DICOM series.
+
+    The SEG (:func:`scripts.seg.write_seg`, the Deploy app's writer too) takes the NIfTI's name with ``.dcm`` and
+    references the source series, found again from the folder the case was read from
+    (:func:`scripts.dicom.check_series`, headers only). A case that cannot have one (NIfTI input, or a series without
+    the UIDs a SEG references) is written as NIfTI, and one log line says why.
+    """
+
+    def __init__(self, output_format: str = "nifti", metadata_file: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        check_output_format(output_format)
+        self.output_format, self.metadata_file = output_format, metadata_file
+        self.source_meta: dict = {}
+
+    def set_metadata(self, meta_dict, resample: bool = True, **options):
+        self.source_meta = dict(meta_dict or {})
+        return super().set_metadata(meta_dict, resample=resample, **options)
+
+    def write(self, filename, verbose: bool = False, **obj_kwargs):
+        if self.output_format == "seg":
+            series, why = self._seg_source()
+            if series is not None:
+                return self._write_seg(series, filename, verbose)
+            logger.warning("%s: written as NIfTI, not DICOM SEG: %s", case_label(self.source_meta), why)
+        return super().write(filename, verbose=verbose, **obj_kwargs)
+
+    def _seg_source(self):
+        """The checked source series of this case, or ``(None, why there is none)``."""
+        from scripts import dicom
+        from scripts.seg import seg_problem
+
+        source = str(self.source_meta.get("filename_or_obj", ""))
+        if not os.path.isdir(source):
+            return None, "the input is not a DICOM series"
+        series = dicom.check_series(source)
+        problem = seg_problem(series)
+        return (None, problem) if problem else (series, None)
+
+    def _write_seg(self, series: dict, filename, verbose: bool) -> None:
+        from scripts.seg import write_seg
+
+        name = str(filename)
+        path = (name[: -len(".nii.gz")] if name.endswith(".nii.gz") else os.path.splitext(name)[0]) + ".dcm"
+        data = self.data_obj
+        mask = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        affine = np.asarray(torch.as_tensor(self.affine).cpu(), np.float64)
+        if mask.shape != tuple(series["shape"]) or not np.allclose(affine, series["affine"], atol=1e-3):
+            raise ValueError(f"{series['name']}: the mask is not on the series' grid, so no SEG can be written")
+        if not self.metadata_file:
+            raise ValueError("MaskWriter: a SEG needs the bundle's metadata file (metadata_file)")
+        with open(self.metadata_file) as f:
+            metadata = json.load(f)
+        if verbose:
+            logger.info("writing: %s", path)
+        write_seg(np.ascontiguousarray(mask.transpose(2, 1, 0)), series, metadata, path)
 
 
 def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS, x_fastest: bool = True):

@@ -187,9 +187,8 @@ def test_jpeg2000_and_uncompressed_studies_give_the_same_mask(j2k_run, explicit_
     np.testing.assert_allclose(j2k.affine, explicit.affine)
 
 
-@pytest.mark.slow
-def test_deploy_mask_equals_the_bundle_inference(explicit_run, model, tmp_path):
-    """Same weights, same configs: the bundle's own inference on the DICOM folder gives the Deploy app's mask."""
+def _bundle_inference(input_dir, output_dir, model, **overrides):
+    """The bundle's own inference (inference and demo configs, as exported into model.ts) with the same weights."""
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(
@@ -197,14 +196,21 @@ def test_deploy_mask_equals_the_bundle_inference(explicit_run, model, tmp_path):
         meta_file=str(CONFIGS / "metadata.json"),
         workflow_type="infer",
         bundle_root=str(BUNDLE_ROOT),
-        input=str(explicit_run["study"] / "ct"),
-        output_dir=str(tmp_path),
+        input=str(input_dir),
+        output_dir=str(output_dir),
         ckpt_path=str(model["pt"]),
         num_workers=0,
+        **overrides,
     )
     workflow.initialize()
     workflow.run()
     workflow.finalize()
+
+
+@pytest.mark.slow
+def test_deploy_mask_equals_the_bundle_inference(explicit_run, model, tmp_path):
+    """Same weights, same configs: the bundle's own inference on the DICOM folder gives the Deploy app's mask."""
+    _bundle_inference(explicit_run["study"] / "ct", tmp_path, model)
     bundle = nib.load(tmp_path / "ct_seg.nii.gz")
     deploy = nib.load(_outputs(explicit_run["out"])[1])
     np.testing.assert_allclose(bundle.affine, deploy.affine, atol=1e-4)
@@ -214,6 +220,27 @@ def test_deploy_mask_equals_the_bundle_inference(explicit_run, model, tmp_path):
     # that of 0.5 could flip. None did when this was written; allow 1 in 10^4.
     assert np.mean(b != d) <= 1e-4, f"{int(np.sum(b != d))} of {b.size} voxels differ"
     assert explicit_run["result"]["voxels"] == {1: int(d.sum())}
+
+
+@pytest.mark.slow
+def test_the_runners_seg_and_the_deploy_apps_carry_the_same_pixels(explicit_run, model, tmp_path):
+    """One SEG writer (scripts.seg) behind both: ``run inference --output_format seg`` on the series gives a SEG with
+    the Deploy app's segment and, frame by frame, its pixels (within the TorchScript round-off allowed above)."""
+    import highdicom as hd
+
+    _bundle_inference(explicit_run["study"] / "ct", tmp_path, model, output_format="seg")
+    assert sorted(os.listdir(tmp_path)) == ["ct_seg.dcm", "report.csv", "report_summary.csv"]
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in explicit_run["series"]["files"]]
+    runner = hd.seg.segread(tmp_path / "ct_seg.dcm")
+    deploy = hd.seg.segread(_outputs(explicit_run["out"])[0])
+    for attribute in ("SegmentLabel", "SegmentAlgorithmName", "SegmentAlgorithmType"):
+        assert [getattr(s, attribute) for s in runner.SegmentSequence] == [
+            getattr(s, attribute) for s in deploy.SegmentSequence
+        ]
+    a = runner.get_pixels_by_source_instance(uids, combine_segments=True)
+    b = deploy.get_pixels_by_source_instance(uids, combine_segments=True)
+    assert a.shape == b.shape and 0 < int(b.sum()) < b.size
+    assert np.mean(a != b) <= 1e-4, f"{int(np.sum(a != b))} of {b.size} voxels differ"
 
 
 # ----------------------------------------------------------------------------------------------------------------------

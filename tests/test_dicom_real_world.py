@@ -3,8 +3,8 @@
 Each case is written with pydicom (``scripts.dicom.write_series``, then headers edited): blank or absent UIDs, a
 folder holding a blank-UID series beside a normal one, duplicated instance numbers, a localizer in its own folder and
 in the CT's folder, gantry tilt, varying slice thickness and varying slice spacing. Every case ends either in a
-volume (and, end to end, a mask) on exactly the grid of :func:`scripts.dicom.read_series`, which is also what ITK
-reads through the inference config, or in one error line naming the folder and the reason.
+volume (and, end to end, a mask) on exactly the grid of :func:`scripts.dicom.read_series`, which is also what the
+inference config's reader gives, or in one error line naming the folder and the reason.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def _move_in(files, folder, prefix):
     return [shutil.move(f, os.path.join(folder, prefix + os.path.basename(f))) for f in files]
 
 
-def _assert_itk_reads_the_series(folder):
-    """The inference config's loader (ITK for a folder) gives the voxels and affine of read_series."""
+def _assert_inference_reads_the_series(folder):
+    """The inference config's loader (DicomSeriesReader for a folder) gives the voxels and affine of read_series."""
     volume, affine, _ = dicom.read_series(folder)
     img = _config_loader()({"image": str(folder)})["image"]
     np.testing.assert_array_equal(img.numpy(), volume)
@@ -136,12 +136,13 @@ def test_convert_and_check_commands_take_a_series_without_uids(tmp_path, ct):
     assert " ok " in check.stdout and "40x36x20" in check.stdout
 
 
-def test_inference_takes_a_series_without_uids_and_itk_reads_its_grid(tmp_path, ct):
+def test_inference_takes_a_series_without_uids_and_reads_its_grid(tmp_path, ct):
     folder = tmp_path / "series"
     _blank_series(ct, folder)
-    assert inputs.list_inputs(tmp_path) == [{"image": str(folder)}]
-    assert inputs.list_inputs(folder) == [{"image": str(folder)}]
-    _assert_itk_reads_the_series(folder)
+    named = [{"image": str(folder), "case_name": "series"}]  # no number or description: the folder's name
+    assert inputs.list_inputs(tmp_path) == named
+    assert inputs.list_inputs(folder) == named
+    _assert_inference_reads_the_series(folder)
 
 
 def test_two_series_one_without_uids_are_refused_and_listed(tmp_path, ct):
@@ -197,8 +198,8 @@ def test_duplicated_instance_numbers_are_sorted_by_position(tmp_path, ct):
     files = _edit(dicom.write_series(*ct, folder), lambda k, ds: setattr(ds, "InstanceNumber", k % 10 + 1))
     for n, f in enumerate(files):
         os.rename(f, folder / f"x{(n * 7) % len(files):02d}.dcm")
-    assert inputs.list_inputs(folder) == [{"image": str(folder)}]
-    volume, _ = _assert_itk_reads_the_series(folder)
+    assert inputs.list_inputs(folder) == [{"image": str(folder), "case_name": "series"}]
+    volume, _ = _assert_inference_reads_the_series(folder)
     np.testing.assert_array_equal(volume, ct[0])
 
 
@@ -214,7 +215,7 @@ def test_a_localizer_in_a_folder_of_its_own_is_skipped_with_a_warning(tmp_path, 
     )
     failures = []
     with caplog.at_level(logging.WARNING, logger="scripts.inputs"):
-        assert inputs.list_inputs(tmp_path, failures=failures) == [{"image": str(tmp_path / "ct")}]
+        assert inputs.list_inputs(tmp_path, failures=failures) == [{"image": str(tmp_path / "ct"), "case_name": "2"}]
     assert failures == []
     skipped = [r.getMessage() for r in caplog.records if "scout" in r.getMessage()]
     assert len(skipped) == 1 and "localizer" in skipped[0] and str(tmp_path / "scout") in skipped[0]
@@ -225,7 +226,7 @@ def test_a_localizer_in_a_folder_of_its_own_is_skipped_with_a_warning(tmp_path, 
 
 
 def test_a_localizer_in_the_cts_folder_is_refused_naming_it(tmp_path, ct):
-    """ITK reads one series of a folder, whichever GDCM lists first: a localizer beside the CT cannot be left out."""
+    """A case is a folder: a localizer beside the CT is refused, naming both, rather than guessed away."""
     image, affine = ct
     folder = tmp_path / "study"
     dicom.write_series(image, affine, folder, series_number=2)
@@ -248,7 +249,7 @@ def test_a_localizer_in_the_cts_folder_is_refused_naming_it(tmp_path, ct):
 
 def test_gantry_tilt_is_refused_with_a_remedy_that_exists(tmp_path, ct):
     """Slices tilted 12 degrees about the patient's left-right axis, stacked along the table (z), as a tilted gantry
-    acquires them: a sheared grid that ITK would read as orthogonal."""
+    acquires them: a sheared grid that an orthogonal volume would misplace."""
     image, affine = ct
     t = np.deg2rad(12)
     tilted = affine.copy()
@@ -267,22 +268,14 @@ def test_gantry_tilt_is_refused_with_a_remedy_that_exists(tmp_path, ct):
     np.testing.assert_allclose(sheared, tilted, atol=1e-4)  # the sheared grid, exactly
 
 
-def test_varying_slice_thickness_that_itk_splits_is_refused(tmp_path, ct):
-    """Evenly spaced slices whose SliceThickness changes halfway: the header check saw one good series, but ITK
-    (GDCM's series details) splits it by SliceThickness and the inference read only the first half, silently."""
+def test_varying_slice_thickness_on_evenly_spaced_slices_is_read_whole(tmp_path, ct):
+    """Evenly spaced slices whose SliceThickness changes halfway: one series. ITK (GDCM's series details) split it by
+    SliceThickness and read the first half, silently; the bundle's reader reads all of it."""
     folder = tmp_path / "series"
     _edit(dicom.write_series(*ct, folder), lambda k, ds: setattr(ds, "SliceThickness", 10 if k < 10 else 5))
-    volume, _, _ = dicom.read_series(folder)
-    assert volume.shape == SHAPE
-    assert _config_loader()({"image": str(folder)})["image"].shape[-1] == 10  # what ITK reads
-    _one_line_error(
-        lambda: inputs.check_dicom(str(folder)),
-        f"{folder}: ITK",
-        "SliceThickness (10.0, 5.0)",
-        f"10 of the series' {SHAPE[2]} files",
-        "python -m scripts dicom convert",
-    )
-    assert dicom.convert(folder, tmp_path / "nii")  # converted whole
+    assert inputs.check_dicom(str(folder)) == SHAPE
+    volume, _ = _assert_inference_reads_the_series(folder)
+    np.testing.assert_array_equal(volume, ct[0])
 
 
 def test_varying_slice_spacing_is_refused_with_a_remedy_that_exists(tmp_path, ct):
@@ -338,19 +331,18 @@ def test_inference_on_real_world_dicom_folders(tmp_path, ct):
     )
     line = assert_one_line_error(
         proc,
-        "error: 2 of 5 input case(s) failed and were skipped (3 written)",
+        "error: 1 of 5 input case(s) failed and were skipped (4 written)",
         f"{root / 'e_mixed'}: folder holds 2 DICOM series",
-        f"{root / 'f_thickness'}: ITK",
     )
     assert "d_scout" not in line
     assert any("d_scout" in s and "localizer" in s for s in proc.stdout.splitlines()), proc.stdout[-3000:]
     for name in ("a_blank", "b_absent"):
         assert any(str(root / name) in s and "StudyInstanceUID" in s for s in proc.stdout.splitlines())
-    for name in ("a_blank", "b_absent", "c_instances"):
+    for name in ("a_blank", "b_absent", "c_instances", "f_thickness"):
         volume, dicom_affine, _ = dicom.read_series(root / name)
         seg = nib.load(str(out / f"{name}_seg.nii.gz"))
         assert seg.shape == volume.shape == SHAPE
         np.testing.assert_allclose(seg.affine, dicom_affine, atol=1e-4)
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [
-        f"{n}_seg.nii.gz" for n in ("a_blank", "b_absent", "c_instances")
+        f"{n}_seg.nii.gz" for n in ("a_blank", "b_absent", "c_instances", "f_thickness")
     ]

@@ -1,5 +1,5 @@
 """The config's image reader (scripts.inputs.NiftiReader): the same arrays and metadata as MONAI's default reader for
-NIfTI, in C order, and DICOM series folders still go to ITK."""
+NIfTI, in C order, and DICOM series folders go to the DICOM series reader (scripts.dicom)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_the_reader_applies_the_headers_scaling_as_nibabel_does(tmp_path, name, 
     np.testing.assert_array_equal(ours.numpy(), stored * 0.5 - 1024.0)
 
 
-def test_the_configs_loader_reads_a_dicom_series_with_itk(tmp_path):
+def test_the_configs_loader_reads_a_dicom_series_as_read_series_does(tmp_path):
     image, _, affine = phantom.make_case(2, shape=(40, 36, 20), spacing=(9.0, 9.0, 10.0), orientation="LPS")
     dicom.write_series(image, affine, str(tmp_path / "series"))
     volume, dicom_affine, _ = dicom.read_series(str(tmp_path / "series"))

@@ -13,7 +13,7 @@ import logging
 import warnings
 
 from scripts.commands import PROG, fail
-from scripts.dicom import series_name, skip_reason, check_series, convert, find_series
+from scripts.dicom import check_series, convert, find_series, series_name, skip_reason
 from scripts.errors import one_line
 
 

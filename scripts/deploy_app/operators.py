@@ -17,22 +17,11 @@ from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
 
 from scripts import dicom
 from scripts.fileio import case_name, save_nifti
+from scripts.seg import seg_problem, write_seg
 
 logger = logging.getLogger(__name__)
 
 MIN_SLICES = 10  # fewer slices cannot cover a liver (15-20 cm craniocaudal) even at 10 mm: not an abdominal CT
-SEG_SERIES_NUMBER_OFFSET = 1000  # the SEG's SeriesNumber: the source's plus this, clear of the scanner's numbering
-ALGORITHM_NAME = "liver_ct_segmentation"
-# Segment codes (SNOMED CT, DICOM CID 7150/7151) for the class names of the bundle's metadata (pred channel_def).
-SEGMENT_CODES = {
-    "liver": ("Liver", ("SCT", "91772007", "Organ"), ("SCT", "10200004", "Liver")),
-    "tumour": (
-        "Liver tumour",
-        ("SCT", "49755003", "Morphologically Abnormal Structure"),
-        ("SCT", "108369006", "Neoplasm"),
-    ),
-}
-SEGMENT_CODES["tumor"] = SEGMENT_CODES["tumour"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -57,19 +46,17 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
     naming every series when none is usable, and FileNotFoundError when the folder does not exist.
     """
     folder = os.fspath(folder)
-    found = dicom.find_series(folder)
-    if not found:
-        raise ValueError(f"{folder}: no DICOM series found")
-    usable, skipped = [], []
-    for s in found:
+    cts, others = dicom.ct_series(folder)
+    found = cts + [s for s, _ in others]
+    usable, skipped = [], [(dicom.series_name(s), reason) for s, reason in others]
+    for s in cts:
         name = dicom.series_name(s)
-        reason = dicom.skip_reason(s)
-        if reason is None and s["n_files"] < MIN_SLICES:
+        reason = None
+        if s["n_files"] < MIN_SLICES:
             reason = f"{s['n_files']} slice(s), fewer than {MIN_SLICES}: not a volume that can hold a liver"
-        if reason is None and s["missing_uids"]:
+        if reason is None and seg_problem(s):
             reason = (
-                f"{', '.join(s['missing_uids'])}: a DICOM SEG must reference its source study, series and images "
-                "by these UIDs, and new ones would reference images that do not exist; segment the series with "
+                f"{seg_problem(s)}, and new ones would reference images that do not exist; segment the series with "
                 f"the bundle's inference instead (--input {s['folder']}), which writes a NIfTI mask"
             )
         if reason is None:
@@ -158,39 +145,6 @@ def read_embedded_bundle(model_path) -> tuple[dict, list[str]]:
 # writing
 
 
-def segment_descriptions(metadata: dict):
-    """highdicom segment descriptions for the classes of the bundle's ``pred`` output, background excluded."""
-    import highdicom as hd
-    from pydicom.sr.coding import Code
-
-    channel_def = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
-    version = str(metadata.get("version", ""))
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=ALGORITHM_NAME, version=version, family=Code("123110", "DCM", "Artificial Intelligence")
-    )
-    descriptions = []
-    for number in sorted(int(k) for k in channel_def if int(k) > 0):
-        cls = str(channel_def[str(number)]).strip().lower()
-        if cls not in SEGMENT_CODES:
-            raise ValueError(
-                f"class {number} ({channel_def[str(number)]!r}) of the model's metadata has no segment "
-                f"code; known classes: {sorted(SEGMENT_CODES)}"
-            )
-        label, category, prop = SEGMENT_CODES[cls]
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=label,
-                segmented_property_category=Code(category[1], category[0], category[2]),
-                segmented_property_type=Code(prop[1], prop[0], prop[2]),
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-                anatomic_regions=[Code("10200004", "SCT", "Liver")] if cls != "liver" else None,
-            )
-        )
-    return descriptions
-
-
 def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir) -> dict:
     """Write the mask as DICOM SEG and gzip NIfTI; return ``{"seg": path, "nifti": path, "voxels": {label: n}}``.
 
@@ -200,68 +154,14 @@ def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir
     ``python -m scripts dicom convert`` gives the same series. Outputs are named after the series
     (``<PatientID>_<SeriesNumber or UID tail>_seg.dcm`` / ``.nii.gz``).
     """
-    import highdicom as hd
-    import pydicom
-
-    columns, rows, n = series["shape"]
-    mask = np.asarray(mask_kji)
-    if mask.shape != (n, rows, columns):
-        raise ValueError(
-            f"{series['name']}: the mask's shape {mask.shape} is not the series' (slices, rows, columns) "
-            f"{(n, rows, columns)}"
-        )
-    mask = np.rint(mask).astype(np.uint8)
-    descriptions = segment_descriptions(metadata)
-    unknown = sorted(set(np.unique(mask).tolist()) - {0} - {d.segment_number for d in descriptions})
-    if unknown:
-        raise ValueError(f"{series['name']}: the mask holds label(s) {unknown} that the model's metadata does not name")
     output_dir = os.fspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
     stem = case_name(dicom.output_names([series])[0]) + "_seg"
-    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in series["files"]]
-    source_number = series.get("series_number")
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=mask,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=(source_number or 0) + SEG_SERIES_NUMBER_OFFSET,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="liver_ct_segmentation developers",
-        manufacturer_model_name="Liver CT segmentation (MONAI bundle)",
-        software_versions=str(metadata.get("version", "")),
-        device_serial_number="none",
-        series_description="Liver segmentation (research use only)",
-        content_label="LIVER",
-        omit_empty_frames=False,
-    )
     seg_path = os.path.join(output_dir, stem + ".dcm")
-    dicom.save_dataset_atomic(seg, seg_path)
+    voxels = write_seg(mask_kji, series, metadata, seg_path)
     nifti_path = os.path.join(output_dir, stem + ".nii.gz")
+    mask = np.rint(np.asarray(mask_kji)).astype(np.uint8)
     save_nifti(np.ascontiguousarray(mask.transpose(2, 1, 0)), series["affine"], nifti_path)
-    labels, counts = np.unique(mask, return_counts=True)
-    return {
-        "seg": seg_path,
-        "nifti": nifti_path,
-        "voxels": {int(k): int(c) for k, c in zip(labels, counts, strict=True) if k},
-    }
-
-
-def volume_metadata(series: dict) -> dict:
-    """The metadata that the bundle's transforms read from an image MONAI loaded itself (RAS affine, spacing)."""
-    affine = np.asarray(series["affine"], dtype=np.float64)
-    return {
-        "affine": affine.copy(),
-        "original_affine": affine.copy(),
-        "spacing": np.asarray(series["spacing"], dtype=np.float64),
-        "space": "RAS",
-        "original_channel_dim": "no_channel",
-        "spatial_shape": np.asarray(series["shape"]),
-        "filename_or_obj": series["folder"],
-        "series_instance_uid": series["uid"],
-    }
+    return {"seg": seg_path, "nifti": nifti_path, "voxels": voxels}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -302,7 +202,7 @@ class SeriesToVolumeOperator(Operator):
         series = op_input.receive("series")
         volume, _, _ = dicom.read_series(series["files"])
         logger.info("read %s: %s voxels", series["name"], "x".join(str(v) for v in volume.shape))
-        op_output.emit(Image(volume.astype(np.float32), metadata=volume_metadata(series)), "image")
+        op_output.emit(Image(volume.astype(np.float32), metadata=dicom.volume_metadata(series)), "image")
 
 
 class SegmentationWriterOperator(Operator):
