@@ -12,8 +12,10 @@ Conventions used throughout:
 - HU values are stored as unsigned 16 bit with ``RescaleIntercept = -1024`` when the volume fits in
   ``[-1024, 64511]`` (the usual scanner layout), otherwise as signed 16 bit with intercept 0.
 
-Encoders and decoders for the compressed transfer syntaxes come from pydicom plugins: ``pylibjpeg`` +
-``pylibjpeg-openjpeg`` (JPEG 2000 lossless) and ``pyjpegls`` (JPEG-LS lossless).
+Encoders and decoders for the compressed transfer syntaxes come from pydicom plugins: ``python-gdcm`` (JPEG lossless,
+JPEG baseline, JPEG-LS, JPEG 2000), ``pylibjpeg`` + ``pylibjpeg-openjpeg`` (JPEG 2000) and ``pyjpegls`` (JPEG-LS);
+RLE and deflate are pydicom's own. :func:`transfer_syntax_problem` refuses a syntax none of them decodes, naming it
+(docs/dicom.md lists each syntax).
 
 MONAI: the bundle's inference reads a series folder with :class:`scripts.inputs.DicomSeriesReader`, which calls
 :func:`read_series`, so inference, ``python -m scripts dicom convert`` and the MONAI Deploy app find, check and

@@ -1,7 +1,8 @@
 """Inference and evaluation inputs: find the cases, check them before any work starts, and cope with bad ones.
 
-``--input`` may be a NIfTI file (``.nii``/``.nii.gz``), a folder of NIfTI files, a DICOM series folder, or a folder
-whose subfolders are DICOM series.
+``--input`` may be a NIfTI file (``.nii``/``.nii.gz``), a folder of NIfTI files, a DICOM series folder, or a DICOM
+study or export whose (nested) subfolders are series: each CT series is a case, named after the series
+(:func:`scripts.dicom.case_names`; docs/dicom.md).
 
 Checks happen in two places, so that good files cost no more than their headers before inference starts:
 
@@ -83,7 +84,7 @@ class NiftiReader(NibabelReader):
     """MONAI's ``NibabelReader``, returning the voxels in C order (:func:`c_order`) and inflating ``.nii.gz`` with
     ISA-L (the ``isal`` package: 0.26 s instead of 0.56 s for the 44 MB file of a 512x512x150 CT here, where zlib's
     inflate was the largest part of reading; docs/benchmark.md). Only for NIfTI files, so that ``LoadImaged`` passes
-    DICOM series folders on to MONAI's other readers (ITK).
+    DICOM series folders on to :class:`DicomSeriesReader`.
 
     Args:
         fast_gzip: inflate with ISA-L when ``isal`` is installed (False: nibabel's gzip, as MONAI's reader does;

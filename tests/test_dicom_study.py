@@ -23,7 +23,8 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, XR
 from real_dicom import N_SLICES, write_real_series
 from test_robustness import assert_one_line_error
 
-from scripts import dicom
+from scripts import dicom, phantom
+from scripts.visualize import dice
 
 #: case name of each CT series -> its folder below the study root
 CT_CASES = {
@@ -218,3 +219,26 @@ def test_seg_without_highdicom_stops_naming_the_deploy_requirements(tmp_path, st
     )
     assert_one_line_error(proc, "--output_format seg needs highdicom", "requirements-deploy.txt")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_the_anonymised_example_gives_a_mask_aligned_with_the_series_in_world_coordinates(tmp_path):
+    """The issue's anonymised series, rebuilt on a phantom whose liver is known: JPEG 2000 lossless, Modality CT,
+    SOP Class, SOP Instance, Series and Study Instance UIDs blank, the file meta saying CT Image Storage, slices stored
+    in the scanner's LPS order. The shipped model's mask, compared with the reference label in world coordinates (both
+    reoriented to RAS by their own affines), finds the liver as it does from the NIfTI (test_shipped_model.py)."""
+    image, label, affine = phantom.make_case(5, spacing=(1.6, 1.6, 3.0), orientation="LPS")
+    files = dicom.write_series(image, affine, tmp_path / "series", transfer_syntax="jpeg2000")
+
+    def anonymise(ds):
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            setattr(ds, keyword, "")
+
+    _edit(files, anonymise)
+    assert pydicom.dcmread(files[0]).file_meta.MediaStorageSOPClassUID == pydicom.uid.CTImageStorage
+    proc = run_bundle("inference", ["inference.yaml"], input=tmp_path / "series", output_dir=tmp_path / "out")
+    assert "CT Image Storage by the file meta's MediaStorageSOPClassUID" in proc.stdout
+    mask = nib.as_closest_canonical(nib.load(tmp_path / "out" / "series_seg.nii.gz"))
+    reference = nib.as_closest_canonical(nib.Nifti1Image(label.astype(np.uint8), affine))
+    np.testing.assert_allclose(mask.affine, reference.affine, atol=1e-3)
+    assert dice(np.asarray(mask.dataobj) > 0, np.asarray(reference.dataobj) > 0) > 0.9

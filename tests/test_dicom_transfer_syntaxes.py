@@ -13,8 +13,6 @@ except for RLE (pydicom both ways) and where pydicom's order picks the same code
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import imagecodecs
 import nibabel as nib
@@ -40,10 +38,10 @@ from pydicom.uid import (
     RLELossless,
 )
 from real_dicom import expected_volume, write_real_series
+from test_dicom import _cli
 
 from scripts import dicom
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JPEG_XL_LOSSLESS = UID("1.2.840.10008.1.2.4.110")  # not in pydicom 3.0's UID dictionary
 
 # Lossy settings and what they allow. Errors are in the stored values of the transcoded file; HU = stored * slope.
@@ -210,16 +208,6 @@ def test_each_transfer_syntax_reads_exactly_within_tolerance_or_is_refused(tmp_p
     # against the original: the codec's error plus, for the 8-bit process, half a level of requantisation
     bound = np.abs(error).max() + (0.5 if case == "jpeg-baseline-8bit" else 0.0)
     assert np.all(np.abs(volume - expected) <= bound * level + 1e-3)
-
-
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "scripts", "dicom", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_convert_command_writes_the_same_voxels_from_a_compressed_series(tmp_path):

@@ -250,7 +250,7 @@ def test_dicom_missing_slice_and_mixed_series_are_refused(tmp_path, ct):
 
     # a folder of series folders: the good one is kept, the others recorded; without a failures list, all are listed
     failures = []
-    assert inputs.list_inputs(tmp_path, failures=failures) == [{"image": str(good)}]
+    assert inputs.list_inputs(tmp_path, failures=failures) == [{"image": str(good), "case_name": "good"}]
     assert [os.path.basename(f["image"]) for f in failures] == ["gap", "mixed"]
     with pytest.raises(ValueError, match="2 of 3 input case") as info:
         inputs.list_inputs(tmp_path)

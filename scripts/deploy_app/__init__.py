@@ -19,12 +19,13 @@ The pipeline, built with the MONAI Deploy App SDK 4.x (Holoscan operators):
    UIDs are blank or absent is not used either: the SEG must reference its source by them, and made-up UIDs would
    reference images that do not exist (the bundle's own inference segments such a series into NIfTI). Every series
    it does not use is reported by name with the reason.
-2. :class:`~scripts.deploy_app.operators.SeriesToVolumeOperator` reads the series (uncompressed, JPEG 2000 or
-   JPEG-LS) into a volume in Hounsfield units with its RAS affine.
+2. :class:`~scripts.deploy_app.operators.SeriesToVolumeOperator` reads the series (every transfer syntax
+   docs/dicom.md lists) into a volume in Hounsfield units with its RAS affine.
 3. The SDK's ``MonaiBundleInferenceOperator`` runs the bundle inside ``model.ts``: the inference config embedded at
    export time (preprocessing, sliding-window inferer, postprocessing; LoadImage and SaveImage dropped) and the
    TorchScript network, on the GPU when CUDA is available, else on the CPU.
-4. :class:`~scripts.deploy_app.operators.SegmentationWriterOperator` writes a DICOM Segmentation (one frame per
+4. :class:`~scripts.deploy_app.operators.SegmentationWriterOperator` writes a DICOM Segmentation (``scripts.seg``, the
+   writer of inference's ``--output_format seg`` too) (one frame per
    source slice, segment "Liver", the source's Frame of Reference, referencing every source instance) and the same
    mask as gzip NIfTI on the series' grid.
 
