@@ -30,7 +30,7 @@ warning naming the missing tags. The grouping leaves out AcquisitionNumber on pu
 (or slice) of one series apart, so splitting by it would cut a real series into pieces; two acquisitions that share
 everything else meet as duplicate slice positions instead, a clear error that names the acquisition numbers.
 Anonymisers also blank SOPClassUID and SOPInstanceUID: a blank SOPClassUID is taken from the file meta's
-MediaStorageSOPClassUID, else from Modality (:func:`skip_reason` logs which tag decided); blank or repeated SOP
+MediaStorageSOPClassUID, else from Modality (:func:`ct_series` logs which tag decided); blank or repeated SOP
 Instance UIDs are named in the same warning (slices are ordered by position, never by UID, file name or
 InstanceNumber). Bare data sets without preamble and file meta, as some old archives store them, are read with the
 encoding pydicom guesses (:func:`read_dataset`). docs/dicom.md lists each header state and what happens to it.
@@ -961,8 +961,8 @@ def skip_reason(s: dict) -> str | None:
     A CT image series is CT Image Storage by its SOPClassUID; where that is blank or absent (as anonymisers leave it)
     by the file meta's MediaStorageSOPClassUID; where both are, by Modality CT (``sop_class`` and ``sop_class_from``
     of :func:`find_series`). When a tag other than the SOPClassUID decided, :func:`ct_series` logs which
-    (:func:`ct_decided_by`). Any other SOP class (e.g. Enhanced CT, Secondary Capture, RT Dose, SR), a localizer and another
-    modality are reasons to skip.
+    (:func:`ct_decided_by`). Any other SOP class (e.g. Enhanced CT, Secondary Capture, RT Dose, SR), a localizer and
+    another modality are reasons to skip.
     """
     if "LOCALIZER" in (v.upper() for v in s["image_type"]):
         return "localizer/scout (ImageType " + "\\".join(s["image_type"]) + ")"
