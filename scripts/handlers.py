@@ -195,8 +195,9 @@ def _as_labels(x: torch.Tensor) -> torch.Tensor:
     return x[0].long() if not x.is_floating_point() else x[0].round().long()
 
 
-def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict:
-    """The per-case numbers: volumes, mean HU and, with a reference label, Dice/HD95/ASD/volume difference.
+def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dict | None = None) -> dict:
+    """The per-case numbers: volumes, mean HU and, with a reference label, Dice/HD95/ASD/volume difference; with
+    ``qc`` (``scripts.qc.verdict``'s ``volume_ml`` and ``max_uncertain_share``) the verdict, column ``qc``, last.
 
     ``pred``/``label``: channel-first MetaTensors (one-hot or label maps) on the same grid, in physical space.
     """
@@ -215,8 +216,15 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict
         if mask.flags.f_contiguous and not mask.flags.c_contiguous:  # an x-fastest mask (scripts/postprocess.py):
             hu, mask = hu.T, mask.T  # indexed in its own order, 0.05 s instead of 0.6 s for 512x512x150
         row["liver_mean_hu"] = float(hu[mask].mean(dtype=np.float64)) if mask.any() else float("nan")
+    if qc is not None:
+        from scripts.qc import UNCERTAIN_KEY, verdict
+
+        affine = np.asarray(torch.as_tensor(pred.affine).cpu(), dtype=np.float64)
+        meta = getattr(pred, "meta", None) or {}
+        verdict_text = verdict(liver_p, affine, meta, qc["volume_ml"], qc["max_uncertain_share"])
+        row["uncertain_share"] = float(meta.get(UNCERTAIN_KEY, float("nan")))
     if label is None:
-        return row
+        return row if qc is None else {**row, "qc": verdict_text}
     liver_p = torch.from_numpy(liver_p)
     y = _as_labels(label).cpu()
     if y.shape != liver_p.shape:
@@ -246,7 +254,7 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2) -> dict
         p = _as_labels(pred).cpu()
         for c in range(1, num_classes):
             row[f"dice_class{c}"] = dice(p == c, y == c)
-    return row
+    return row if qc is None else {**row, "qc": verdict_text}
 
 
 SUMMARY_OPS = {"mean": np.nanmean, "median": np.nanmedian, "std": np.nanstd, "min": np.nanmin, "max": np.nanmax}
@@ -314,12 +322,27 @@ class CaseTable:
         pred_key: the prediction key.
         prefix: file name stem.
         num_classes: adds a Dice column per class when > 2.
+        qc_volume_ml, qc_max_uncertain_share: with both, a ``qc`` column holds each case's verdict
+            (``scripts.qc.verdict``: ``ok`` or the reasons), which the log line of the case shows too.
     """
 
-    def __init__(self, output_dir, label_key=None, image_key=None, pred_key="pred", prefix="metrics", num_classes=2):
+    def __init__(
+        self,
+        output_dir,
+        label_key=None,
+        image_key=None,
+        pred_key="pred",
+        prefix="metrics",
+        num_classes=2,
+        qc_volume_ml=None,
+        qc_max_uncertain_share=None,
+    ):
         self.output_dir = output_dir
         self.label_key, self.image_key, self.pred_key = label_key, image_key, pred_key
         self.prefix, self.num_classes = prefix, int(num_classes)
+        self.qc = None
+        if qc_volume_ml is not None and qc_max_uncertain_share is not None:
+            self.qc = {"volume_ml": qc_volume_ml, "max_uncertain_share": float(qc_max_uncertain_share)}
         self.rows: list[dict] = []
         self.sources: list[str] = []  # the source file of each row: the identity of a case across ranks
 
@@ -341,11 +364,12 @@ class CaseTable:
                 return None if key is None else item.get(key, source.get(key))
 
             row = case_measures(
-                item[self.pred_key], get(self.label_key), get(self.image_key), num_classes=self.num_classes
+                item[self.pred_key], get(self.label_key), get(self.image_key), num_classes=self.num_classes, qc=self.qc
             )
             self.rows.append(row)
             self.sources.append(_case_source(item[self.pred_key]))
             shown = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float))
+            shown += f", qc {row['qc']}" if "qc" in row else ""
             logger.info("case %d: %s: %s", len(self.rows), row["case"], shown)
 
     def _write(self, engine) -> None:

@@ -106,15 +106,19 @@ def test_revert_overrides_target_the_optimised_transforms():
             assert names == [
                 "Activationsd",
                 "Lambdad",
+                "Lambdad",
                 "Invertd",
                 "AsDiscreted",
                 "KeepLargestConnectedComponentd",
+                "Lambdad",
                 "SaveImaged",
             ]
-            assert bool(post[3].argmax[0]) is expect_argmax
+            assert bool(post[4].argmax[0]) is expect_argmax
         else:  # the box resampling of scripts.postprocess replaces those three
-            assert names == ["Activationsd", "Lambdad", "Lambdad", "SaveImaged"]
-            assert post[2].func[0].__name__ == "to_input_grid"
+            assert names == ["Activationsd", "Lambdad", "Lambdad", "Lambdad", "Lambdad", "SaveImaged"]
+            assert post[3].func[0].__name__ == "to_input_grid"
+        # the verdict's steps (scripts.qc) stay in every variant: confidence before the grid, the small-find filter after
+        assert [type(post[i].func[0]).__name__ for i in (2, -2)] == ["RecordConfidence", "SmallLiverFilter"]
         assert spacing.dtype[0] == expect_dtype
         saver = next(t for t in post if type(t).__name__ == "SaveImaged").saver
         writer = getattr(saver.writers[0], "func", saver.writers[0])  # mask_writer binds the output format

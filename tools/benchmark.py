@@ -170,8 +170,8 @@ REVERT_TARGETS = {
     "preprocessing#transforms#0": "LoadImaged",
     "preprocessing#transforms#6": "Spacingd",
     "postprocessing#transforms#1": "liver_channel",
-    "postprocessing#transforms#2": "to_input_grid",
-    "postprocessing#transforms#3": "SaveImaged",
+    "postprocessing#transforms#3": "to_input_grid",
+    "postprocessing#transforms#5": "SaveImaged",
 }
 #: The reverts that make up ``plain``, in the order they are applied (``liver_box_resampling`` replaces the transform
 #: whose function ``nifti_writer`` patches, so it comes after it), then ``plain.yaml``.

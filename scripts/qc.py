@@ -1,0 +1,125 @@
+"""A verdict on each mask: ``ok``, or the reasons it is not to be trusted, for ``report.csv`` and ``metrics.csv``.
+
+Reasons (joined by ``;`` in the ``qc`` column, in this order):
+
+- ``no_liver``: nothing liver-like was found. A liver smaller than ``min_liver_ml`` (the largest component, which is
+  all the mask keeps) is no liver but a false find, as in a scan of the pelvis alone; :class:`SmallLiverFilter`
+  empties it, so the mask is empty, and one log line says so.
+- ``cut_by_scan``: the liver touches the first or last slice along the body axis (the grid axis closest to the
+  patient's head-foot direction), so the scan cut it and its volume is a lower bound.
+- ``implausible_volume``: a whole liver (not cut) outside ``volume_ml``, the range adult livers have (the defaults in
+  configs/inference.yaml say where theirs come from).
+- ``uncertain``: the network's own probabilities say the outline is not reliable: of the voxels it gives a liver
+  probability of at least 0.2, the share below 0.8 (:func:`uncertain_share`, recorded by :class:`RecordConfidence` on
+  the network's grid) is over ``max_uncertain_share``. A confident mask has such voxels only in the one-voxel rim at
+  its boundary; a doubtful one has a thick band of them.
+
+The thresholds are config values, chosen on synthetic data (docs/qc.md: how often each reason fires).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from scripts.fileio import case_label
+
+__all__ = ["RecordConfidence", "SmallLiverFilter", "uncertain_share", "body_axis", "verdict", "OK"]
+
+logger = logging.getLogger(__name__)
+
+OK = "ok"
+UNCERTAIN_BAND = (0.2, 0.8)  # liver probabilities that are neither background nor liver with confidence
+UNCERTAIN_KEY = "qc_uncertain_share"  # the image metadata key RecordConfidence writes and verdict reads
+
+
+def _liver_probability(prob: torch.Tensor) -> torch.Tensor:
+    """The probability of any foreground class: the one channel as it is, or 1 - background for several."""
+    prob = torch.as_tensor(prob)
+    return prob[0] if prob.shape[0] == 1 else 1.0 - prob[0]
+
+
+def uncertain_share(prob) -> float:
+    """Of the voxels whose liver probability is at least 0.2, the share below 0.8 (0 where there are none)."""
+    p = _liver_probability(prob)
+    low, high = UNCERTAIN_BAND
+    candidate = int(torch.count_nonzero(p >= low))
+    return float(torch.count_nonzero((p >= low) & (p < high))) / candidate if candidate else 0.0
+
+
+class RecordConfidence:
+    """A postprocessing step on the class probabilities (``Lambdad``'s ``func``): records :func:`uncertain_share` in
+    the prediction's metadata, which the mask on the input grid keeps, and returns the prediction unchanged."""
+
+    def __call__(self, pred):
+        if hasattr(pred, "meta"):
+            pred.meta[UNCERTAIN_KEY] = uncertain_share(pred)
+        return pred
+
+
+def _voxel_ml(img) -> float:
+    affine = np.asarray(torch.as_tensor(img.affine).cpu(), dtype=np.float64)
+    return float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+
+
+class SmallLiverFilter:
+    """A postprocessing step on the mask on the input grid (``Lambdad``'s ``func``): a foreground smaller than
+    ``min_liver_ml`` is emptied (a false find where there is no liver) with one log line; others pass unchanged.
+
+    Args:
+        min_liver_ml: the smallest liver kept, in mL.
+    """
+
+    def __init__(self, min_liver_ml: float):
+        self.min_liver_ml = float(min_liver_ml)
+
+    def __call__(self, mask):
+        found = int(torch.count_nonzero(torch.as_tensor(mask)))
+        volume = found * _voxel_ml(mask)
+        if 0 < volume < self.min_liver_ml:
+            logger.warning(
+                "%s: no liver found: the network's largest find, %.1f mL, is under %g mL (qc_min_liver_ml); the mask "
+                "is left empty",
+                case_label(getattr(mask, "meta", None)),
+                volume,
+                self.min_liver_ml,
+            )
+            mask.zero_()
+        return mask
+
+
+def body_axis(affine) -> int:
+    """The grid axis closest to the patient's head-foot (world z) direction."""
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return int(np.argmax(np.abs(axes[2]) / np.linalg.norm(axes, axis=0)))
+
+
+def verdict(fg: np.ndarray, affine, meta: dict | None, volume_ml, max_uncertain_share: float) -> str:
+    """``ok`` or the reasons (module docstring) for a boolean foreground mask ``fg`` on the grid of ``affine``.
+
+    Args:
+        fg: the mask's foreground, a 3D boolean array.
+        affine: its voxel-to-world matrix.
+        meta: its metadata (:data:`UNCERTAIN_KEY` from :class:`RecordConfidence`; absent: no ``uncertain`` check).
+        volume_ml: (low, high), the plausible volume of a whole liver in mL.
+        max_uncertain_share: the largest :func:`uncertain_share` of a trusted mask.
+    """
+    fg = np.asarray(fg, dtype=bool)
+    if not fg.any():
+        return "no_liver"
+    reasons = []
+    axis = body_axis(affine)
+    ends = (np.take(fg, 0, axis=axis).any(), np.take(fg, fg.shape[axis] - 1, axis=axis).any())
+    if any(ends):
+        reasons.append("cut_by_scan")
+    else:
+        volume = float(np.count_nonzero(fg)) * abs(float(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0
+        low, high = (float(v) for v in volume_ml)
+        if not low <= volume <= high:
+            reasons.append("implausible_volume")
+    share = (meta or {}).get(UNCERTAIN_KEY)
+    if share is not None and float(share) > float(max_uncertain_share):
+        reasons.append("uncertain")
+    return ";".join(reasons) or OK
