@@ -74,6 +74,7 @@ __all__ = [
     "series_name",
     "output_names",
     "save_dataset_atomic",
+    "NoDicomSeries",
     "ct_series",
     "ct_decided_by",
     "read_dataset",
@@ -1058,13 +1059,17 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
 # the series to segment: one implementation for inference, the convert command and the Deploy app
 
 
+class NoDicomSeries(ValueError):
+    """A folder holds no DICOM series at all (:func:`ct_series`): callers that accept other inputs there catch it."""
+
+
 def ct_series(root) -> tuple[list[dict], list[tuple[dict, str]]]:
     """The CT image series under ``root`` (:func:`find_series`, recursive), and every other series with the reason
     it is not segmented (:func:`skip_reason`: localizers, other modalities and SOP classes such as dose reports,
-    structured reports and secondary captures). Raises ValueError when ``root`` holds no DICOM series at all."""
+    structured reports and secondary captures). Raises :class:`NoDicomSeries` when ``root`` holds no DICOM series."""
     found = find_series(root)
     if not found:
-        raise ValueError(f"{os.fspath(root)}: no DICOM series found")
+        raise NoDicomSeries(f"{os.fspath(root)}: no DICOM series found")
     cts, skipped = [], []
     for s in found:
         reason = skip_reason(s)

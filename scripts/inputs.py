@@ -125,14 +125,19 @@ class DicomSeriesReader(ImageReader):
     Deploy app, so every entry point reads a series into the same voxels and RAS affine. Only for folders, so that
     ``LoadImaged`` passes NIfTI files on to :class:`NiftiReader`."""
 
+    @staticmethod
+    def _paths(data) -> list:
+        """LoadImage passes one path or a sequence of them."""
+        return [data] if isinstance(data, (str, os.PathLike)) else list(data)
+
     def verify_suffix(self, filename) -> bool:
-        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        names = self._paths(filename)
         return len(names) == 1 and os.path.isdir(names[0])
 
     def read(self, data, **kwargs):
         from scripts import dicom
 
-        (folder,) = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        (folder,) = self._paths(data)
         volume, _, info = dicom.read_series(folder)
         return volume, info
 
@@ -397,11 +402,12 @@ def _find_cases(input_path) -> list[tuple[str, str | None]]:
     entries = sorted(os.listdir(path))
     cases = [(os.path.join(path, f), None) for f in entries if f.endswith(NIFTI_SUFFIXES) and not f.startswith(".")]
     if not cases:
+        from scripts.dicom import NoDicomSeries
+
         try:
             cases = _dicom_cases(path)
-        except ValueError as exc:
-            if "no DICOM series found" not in str(exc):
-                raise
+        except NoDicomSeries:
+            pass  # neither NIfTI nor DICOM: the error below says both
     if not cases:
         raise ValueError(f"{path}: the folder holds no NIfTI files (.nii, .nii.gz) and no DICOM series")
     return cases

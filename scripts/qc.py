@@ -59,8 +59,9 @@ class RecordConfidence:
         return pred
 
 
-def _voxel_ml(img) -> float:
-    affine = np.asarray(torch.as_tensor(img.affine).cpu(), dtype=np.float64)
+def _voxel_ml(affine) -> float:
+    """The volume of one voxel of the grid of ``affine``, in mL."""
+    affine = np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64)
     return float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
 
 
@@ -77,7 +78,7 @@ class SmallLiverFilter:
 
     def __call__(self, mask):
         found = int(torch.count_nonzero(torch.as_tensor(mask)))
-        volume = found * _voxel_ml(mask)
+        volume = found * _voxel_ml(mask.affine)
         if 0 < volume < self.min_liver_ml:
             logger.warning(
                 "%s: no liver found: the network's largest find, %.1f mL, is under %g mL (qc_min_liver_ml); the mask "
@@ -115,7 +116,7 @@ def verdict(fg: np.ndarray, affine, meta: dict | None, volume_ml, max_uncertain_
     if any(ends):
         reasons.append("cut_by_scan")
     else:
-        volume = float(np.count_nonzero(fg)) * abs(float(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0
+        volume = float(np.count_nonzero(fg)) * _voxel_ml(affine)
         low, high = (float(v) for v in volume_ml)
         if not low <= volume <= high:
             reasons.append("implausible_volume")

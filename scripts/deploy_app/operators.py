@@ -47,16 +47,15 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
     """
     folder = os.fspath(folder)
     cts, others = dicom.ct_series(folder)
-    found = cts + [s for s, _ in others]
     usable, skipped = [], [(dicom.series_name(s), reason) for s, reason in others]
     for s in cts:
         name = dicom.series_name(s)
-        reason = None
+        reason, problem = None, seg_problem(s)
         if s["n_files"] < MIN_SLICES:
             reason = f"{s['n_files']} slice(s), fewer than {MIN_SLICES}: not a volume that can hold a liver"
-        if reason is None and seg_problem(s):
+        if reason is None and problem:
             reason = (
-                f"{seg_problem(s)}, and new ones would reference images that do not exist; segment the series with "
+                f"{problem}, and new ones would reference images that do not exist; segment the series with "
                 f"the bundle's inference instead (--input {s['folder']}), which writes a NIfTI mask"
             )
         if reason is None:
@@ -82,7 +81,7 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
         chosen = sorted(usable, key=lambda i: (-i["n_files"], _slice_spacing(i), i["uid"]))
     if not chosen:
         listing = "; ".join(f"{n}: {r}" for n, r in skipped)
-        raise ValueError(f"{folder}: no usable CT series among {len(found)} series: {listing}")
+        raise ValueError(f"{folder}: no usable CT series among {len(cts) + len(others)} series: {listing}")
     selected = chosen[0]
     for other in usable:
         if other is not selected:
