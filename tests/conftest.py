@@ -109,7 +109,7 @@ def workflow(files, workflow_type, **overrides):
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """Six training and two test phantom cases in the MSD layout (plus labelsTs/)."""
-    from scripts import phantom
+    from scripts.lib import phantom
 
     root = tmp_path_factory.mktemp("phantom")
     phantom.write_dataset(str(root), num_train=6, num_test=2, seed=1)
@@ -229,7 +229,7 @@ def inferred(tmp_path_factory, trained):
     tests/test_anywhere.py (inference runs from another folder)."""
     import nibabel as nib
 
-    from scripts import phantom
+    from scripts.lib import phantom
 
     root = tmp_path_factory.mktemp("inferred")
     inputs = root / "in"

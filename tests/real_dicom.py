@@ -53,7 +53,7 @@ def write_real_series(folder, n_slices: int = N_SLICES, *, series_number=1, seri
 
 
 def expected_volume(n_slices: int = N_SLICES) -> tuple[np.ndarray, np.ndarray]:
-    """The HU volume indexed (i, j, k) and its RAS affine, as :func:`scripts.dicom.read_series` must read the series
+    """The HU volume indexed (i, j, k) and its RAS affine, as :func:`scripts.lib.dicom.read_series` must read the series
     of :func:`write_real_series` (computed here from the real slice, independently of the bundle's reader)."""
     ds = source_dataset()
     slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)

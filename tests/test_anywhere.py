@@ -147,7 +147,7 @@ def test_an_unknown_command_is_one_error_line(elsewhere):
 
 
 def test_commands_do_real_work_from_another_folder(elsewhere, phantom_dir, tmp_path):
-    from scripts import dicom
+    from scripts.lib import dicom
 
     volume = np.full((24, 20, 6), -1000, np.int16)
     volume[6:18, 5:15, 1:5] = 60

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts import phantom, postprocess
+from scripts.components import postprocess
+from scripts.lib import phantom
 from tools import benchmark
 
 TINY = {"shape": (64, 64, 40), "spacing": (7.0, 7.0, 8.0)}
@@ -114,10 +115,10 @@ def test_revert_overrides_target_the_optimised_transforms():
                 "SaveImaged",
             ]
             assert bool(post[4].argmax[0]) is expect_argmax
-        else:  # the box resampling of scripts.postprocess replaces those three
+        else:  # the box resampling of scripts.components.postprocess replaces those three
             assert names == ["Activationsd", "Lambdad", "Lambdad", "Lambdad", "Lambdad", "SaveImaged"]
             assert post[3].func[0].__name__ == "to_input_grid"
-        # the verdict's steps (scripts.qc) stay in every variant: confidence before the grid, the small-find filter after
+        # the verdict's steps (scripts.components.qc) stay in every variant: confidence before the grid, the small-find filter after
         assert [type(post[i].func[0]).__name__ for i in (2, -2)] == ["RecordConfidence", "SmallLiverFilter"]
         assert spacing.dtype[0] == expect_dtype
         saver = next(t for t in post if type(t).__name__ == "SaveImaged").saver
@@ -456,7 +457,7 @@ def test_reference_train_overrides_train_the_reference_on_our_split_and_grid(tmp
 
     root = tmp_path / "data"
     phantom.write_dataset(str(root), num_train=3, num_test=0, seed=5)
-    from scripts.datalist import split
+    from scripts.lib.datalist import split
 
     our_split = split(str(root / "dataset.json"), fold=0, num_folds=3, seed=0, base_dir=str(root))
     overrides = benchmark.reference_train_overrides(

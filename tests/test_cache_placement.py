@@ -14,8 +14,8 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS, FAST, run_in_process, workflow
 from monai.bundle import ConfigParser
 
-from scripts import cache
-from scripts.datalist import load_datalist
+from scripts.components import cache
+from scripts.lib.datalist import load_datalist
 
 GB = 1e9
 
@@ -46,7 +46,7 @@ def test_auto_takes_the_first_place_the_cases_fit_and_says_why(items, caplog):
     ]
     for (device, gpu_free, ram_free), where in cases:
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="scripts.cache"):
+        with caplog.at_level(logging.INFO, logger="scripts.components.cache"):
             got = cache.choose("auto", device, items, (2.0, 2.0, 2.0), 1.0, gpu_free=gpu_free, ram_free=ram_free)
         assert got == where, (device, gpu_free, ram_free)
         line = caplog.records[-1].getMessage()

@@ -1,4 +1,4 @@
-"""Tests of scripts.check_dataset: a clean dataset passes, each planted problem is flagged, the CLI exit codes."""
+"""Tests of scripts.lib.check_dataset: a clean dataset passes, each planted problem is flagged, the CLI exit codes."""
 
 import csv
 import functools
@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts import check_dataset as cd
-from scripts import phantom
+from scripts.lib import check_dataset as cd
+from scripts.lib import phantom
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE, SPACING = (48, 48, 24), (8.0, 8.0, 8.0)

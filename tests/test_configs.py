@@ -12,7 +12,7 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS, workflow
 from monai.bundle import ConfigParser
 
-from scripts.hardware import cpu_has_bf16
+from scripts.components.hardware import cpu_has_bf16
 
 # Values that inference.yaml repeats from train.yaml because it must stand alone inside model.ts.
 SHARED_KEYS = [
@@ -58,8 +58,8 @@ def test_evaluation_measures_what_validation_measures():
 
 
 def test_max_voxels_is_the_library_default():
-    """inference.yaml must stand alone (model.ts), so it repeats scripts.inputs.MAX_VOXELS."""
-    from scripts import inputs
+    """inference.yaml must stand alone (model.ts), so it repeats scripts.components.inputs.MAX_VOXELS."""
+    from scripts.components import inputs
 
     assert parser("inference.yaml")["max_voxels"] == inputs.MAX_VOXELS
 
@@ -208,7 +208,7 @@ def test_geometry_overrides_reach_the_transforms():
 
 def test_default_dataset_dir_is_where_monai_downloads_task03(tmp_path):
     """`DecathlonDataset(root_dir='data', task='Task03_Liver')` unpacks to data/Task03_Liver: the configs' default."""
-    from scripts import phantom
+    from scripts.lib import phantom
 
     bundle = tmp_path / "bundle"
     phantom.write_dataset(str(bundle / "data" / "Task03_Liver"), num_train=3, num_test=1, seed=3)
@@ -224,7 +224,7 @@ def test_default_dataset_dir_is_where_monai_downloads_task03(tmp_path):
 
 
 def test_training_config_trains_fold_k_of_a_built_datalist(phantom_dir, tmp_path):
-    from scripts import datalist
+    from scripts.lib import datalist
 
     items = datalist.assign_folds(datalist.from_msd(str(phantom_dir)), num_folds=3, seed=0)
     datalist.write_datalist(items, str(tmp_path / "datalist.json"))
@@ -319,11 +319,11 @@ def test_boolean_overrides_of_training_mean_what_they_say(spelling, tmp_path, wa
 
 def test_training_loaders_are_threads_with_workers_only_on_cuda(phantom_dir):
     """Both training loaders are ThreadDataLoaders; worker processes only with CUDA and the cases not cached on the
-    GPU (scripts.hardware; asking for cache gpu on a CUDA device needs no GPU to plan)."""
+    GPU (scripts.components.hardware; asking for cache gpu on a CUDA device needs no GPU to plan)."""
     for device, cache, workers in (("cpu", "ram", 0), ("cuda:0", "ram", 2), ("cuda:0", "gpu", 0)):
         p = parser("train.yaml", device=f"$torch.device({device!r})", cache=cache, dataset_dir=str(phantom_dir))
         for loader in ("train#dataloader", "validate#dataloader"):
-            assert p[loader]["_target_"] == "scripts.loaders.ThreadDataLoader"
+            assert p[loader]["_target_"] == "scripts.components.loaders.ThreadDataLoader"
             assert p.get_parsed_content(f"{loader}#num_workers") == workers
 
 

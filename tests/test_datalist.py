@@ -1,4 +1,4 @@
-"""Tests of scripts.datalist: builders, fold assignment, datalist writing, split() and the CLI."""
+"""Tests of scripts.lib.datalist: builders, fold assignment, datalist writing, split() and the CLI."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts import datalist, phantom
+from scripts.lib import datalist, phantom
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -21,7 +21,7 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
-from scripts import dicom, phantom
+from scripts.lib import dicom, phantom
 
 # The Deploy app's packages come from requirements-deploy.txt (requirements-dev.txt and CI install them).
 pytest.importorskip("monai.deploy", reason="MONAI Deploy App SDK not installed: pip install -r requirements-deploy.txt")
@@ -224,7 +224,7 @@ def test_deploy_mask_equals_the_bundle_inference(explicit_run, model, tmp_path):
 
 @pytest.mark.slow
 def test_the_runners_seg_and_the_deploy_apps_carry_the_same_pixels(explicit_run, model, tmp_path):
-    """One SEG writer (scripts.seg) behind both: ``run inference --output_format seg`` on the series gives a SEG with
+    """One SEG writer (scripts.lib.seg) behind both: ``run inference --output_format seg`` on the series gives a SEG with
     the Deploy app's segment and, frame by frame, its pixels (within the TorchScript round-off allowed above)."""
     import highdicom as hd
 

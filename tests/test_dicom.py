@@ -1,4 +1,4 @@
-"""Tests of scripts.dicom: writing, finding, checking, reading and converting DICOM CT series, the CLI, and which
+"""Tests of scripts.lib.dicom: writing, finding, checking, reading and converting DICOM CT series, the CLI, and which
 MONAI readers load our series with the same voxels and affine as the NIfTI that ``convert`` writes."""
 
 import os
@@ -20,7 +20,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from scripts import dicom, phantom
+from scripts.lib import dicom, phantom
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODECS = {"explicit": ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "jpegls": JPEGLSLossless}

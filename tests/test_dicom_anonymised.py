@@ -2,8 +2,8 @@
 
 Each row transforms a real CT series (:mod:`real_dicom`: pydicom's real CT slice, one file per slice) with pydicom:
 tags blanked or deleted, files saved as bare data sets (no preamble, no file meta), renamed, renumbered, or
-transcoded to JPEG 2000 lossless. Then either :func:`scripts.dicom.read_series` gives exactly
-:func:`real_dicom.expected_volume` (voxels and RAS affine), or :func:`scripts.dicom.check_series` raises a one-line
+transcoded to JPEG 2000 lossless. Then either :func:`scripts.lib.dicom.read_series` gives exactly
+:func:`real_dicom.expected_volume` (voxels and RAS affine), or :func:`scripts.lib.dicom.check_series` raises a one-line
 ValueError naming the tag. The headline case is the anonymised series that used to be refused with ``SOP class none
 is not CT Image Storage``: JPEG 2000 lossless, SOP Class, SOP Instance, Series and Study Instance UIDs all blank,
 while each file's meta header says CT Image Storage.
@@ -30,7 +30,7 @@ from pydicom.uid import (
 from real_dicom import N_SLICES, expected_volume, write_real_series
 from test_dicom import _cli
 
-from scripts import dicom
+from scripts.lib import dicom
 
 HEADLINE_SLICES = 20  # as many files as the anonymised example series
 SHUFFLED = [7, 2, 11, 0, 5, 9, 1, 10, 3, 8, 6, 4]  # a permutation of the 12 slice indices
@@ -160,10 +160,10 @@ def test_headline_series_is_ct_by_its_file_meta_and_reads_exactly(tmp_path, capl
     assert ds.file_meta.MediaStorageSOPClassUID == CTImageStorage
     assert ds.file_meta.TransferSyntaxUID == JPEG2000Lossless
 
-    with caplog.at_level(logging.INFO, logger="scripts.dicom"):
+    with caplog.at_level(logging.INFO, logger="scripts.lib.dicom"):
         (found,), skipped = dicom.ct_series(tmp_path)
     assert skipped == [] and dicom.skip_reason(found) is None
-    decided = [r.getMessage() for r in caplog.records if r.name == "scripts.dicom" and r.levelno == logging.INFO]
+    decided = [r.getMessage() for r in caplog.records if r.name == "scripts.lib.dicom" and r.levelno == logging.INFO]
     assert len(decided) == 1 and str(folder) in decided[0] and "MediaStorageSOPClassUID" in decided[0]
     assert found["sop_class_uid"] == "" and found["sop_class"] == CTImageStorage
     assert found["sop_class_from"] == "MediaStorageSOPClassUID"
@@ -278,9 +278,11 @@ def test_header_state_reads_exactly_in_position_order(tmp_path, caplog, transfor
     (found,) = dicom.find_series(tmp_path)
     assert found["n_files"] == N_SLICES
     assert dicom.skip_reason(found) is None and found["sop_class_from"] == sop_class_from
-    with caplog.at_level(logging.WARNING, logger="scripts.dicom"):
+    with caplog.at_level(logging.WARNING, logger="scripts.lib.dicom"):
         _assert_reads_exactly(folder)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "scripts.dicom" and r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name == "scripts.lib.dicom" and r.levelno == logging.WARNING
+    ]
     if warned is None:
         assert warnings == []
     else:

@@ -1,9 +1,9 @@
 """Real-world DICOM series as archives and anonymisers leave them (issue 16, "nothing silent").
 
-Each case is written with pydicom (``scripts.dicom.write_series``, then headers edited): blank or absent UIDs, a
+Each case is written with pydicom (``scripts.lib.dicom.write_series``, then headers edited): blank or absent UIDs, a
 folder holding a blank-UID series beside a normal one, duplicated instance numbers, a localizer in its own folder and
 in the CT's folder, gantry tilt, varying slice thickness and varying slice spacing. Every case ends either in a
-volume (and, end to end, a mask) on exactly the grid of :func:`scripts.dicom.read_series`, which is also what the
+volume (and, end to end, a mask) on exactly the grid of :func:`scripts.lib.dicom.read_series`, which is also what the
 inference config's reader gives, or in one error line naming the folder and the reason.
 """
 
@@ -22,7 +22,8 @@ from test_dicom import _cli
 from test_reader import _config_loader
 from test_robustness import assert_one_line_error
 
-from scripts import dicom, inputs, phantom
+from scripts.components import inputs
+from scripts.lib import dicom, phantom
 
 SHAPE = (40, 36, 20)  # at least 32x32 pixels: JPEG 2000, as in the anonymised example series TotalSegmentator ships
 SPACING = (9.0, 9.0, 10.0)
@@ -101,7 +102,7 @@ def test_a_series_without_uids_is_found_read_and_warned_about(tmp_path, ct, capl
     (found,) = dicom.find_series(tmp_path)
     assert found["uid"] == "" and found["n_files"] == SHAPE[2]
     assert found["missing_uids"] == [f"SeriesInstanceUID {how}", f"StudyInstanceUID {how}"]
-    with caplog.at_level(logging.WARNING, logger="scripts.dicom"):
+    with caplog.at_level(logging.WARNING, logger="scripts.lib.dicom"):
         volume, affine, info = dicom.read_series(folder)
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warning) == 1 and str(folder) in warning[0]
@@ -214,7 +215,7 @@ def test_a_localizer_in_a_folder_of_its_own_is_skipped_with_a_warning(tmp_path, 
         image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
     )
     failures = []
-    with caplog.at_level(logging.WARNING, logger="scripts.inputs"):
+    with caplog.at_level(logging.WARNING, logger="scripts.components.inputs"):
         assert inputs.list_inputs(tmp_path, failures=failures) == [{"image": str(tmp_path / "ct"), "case_name": "2"}]
     assert failures == []
     skipped = [r.getMessage() for r in caplog.records if "scout" in r.getMessage()]

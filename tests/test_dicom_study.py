@@ -23,8 +23,8 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, XR
 from real_dicom import N_SLICES, write_real_series
 from test_robustness import assert_one_line_error
 
-from scripts import dicom, phantom
-from scripts.visualize import dice
+from scripts.lib import dicom, phantom
+from scripts.lib.metrics import dice
 
 #: case name of each CT series -> its folder below the study root
 CT_CASES = {

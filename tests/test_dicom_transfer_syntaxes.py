@@ -1,7 +1,7 @@
 """Transfer syntaxes: the real series of ``tests/real_dicom.py`` transcoded file by file into each transfer syntax that
-PACS exports use, then read with :func:`scripts.dicom.read_series` and compared with the uncompressed original
+PACS exports use, then read with :func:`scripts.lib.dicom.read_series` and compared with the uncompressed original
 (:func:`real_dicom.expected_volume`): voxel-exact where the syntax is lossless, within a stated tolerance where it is
-lossy, or refused by :func:`scripts.dicom.check_series` with one line naming the syntax and the package that would
+lossy, or refused by :func:`scripts.lib.dicom.check_series` with one line naming the syntax and the package that would
 read it. docs/dicom.md (Transfer syntaxes) tabulates the outcome.
 
 Encoders: pydicom itself (RLE), its pyjpegls (JPEG-LS) and pylibjpeg-openjpeg (JPEG 2000) plugins, and imagecodecs
@@ -40,7 +40,7 @@ from pydicom.uid import (
 from real_dicom import expected_volume, write_real_series
 from test_dicom import _cli
 
-from scripts import dicom
+from scripts.lib import dicom
 
 JPEG_XL_LOSSLESS = UID("1.2.840.10008.1.2.4.110")  # not in pydicom 3.0's UID dictionary
 

@@ -27,8 +27,8 @@ import pytest
 import torch
 from conftest import BUNDLE_ROOT, CONFIGS, FAST, bundle_cmd
 
-from scripts import cache, distributed
 from scripts.commands import cache as cache_cli
+from scripts.components import cache, distributed
 
 TRAIN = ["train.yaml", "multi_gpu_train.yaml"]
 EVALUATE = ["inference.yaml", "evaluate.yaml"]
@@ -249,7 +249,7 @@ def gather_rank(rank: int, store: str, send, gather_cases) -> None:
     warnings: list[str] = []
     catch = logging.Handler(logging.WARNING)
     catch.emit = lambda record: warnings.append(record.getMessage())
-    logging.getLogger("scripts.handlers").addHandler(catch)
+    logging.getLogger("scripts.components.handlers").addHandler(catch)
     dist.init_process_group(
         "gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
     )
@@ -264,7 +264,7 @@ def gather_rank(rank: int, store: str, send, gather_cases) -> None:
 def test_case_rows_are_gathered_in_dataset_order_each_case_once(tmp_path):
     """Two real gloo processes, forked from this one: no fresh interpreters importing torch (the bundle's runs under
     torchrun above show the gather inside an evaluation)."""
-    from scripts.handlers import gather_cases  # imported here, before the fork: the ranks inherit it
+    from scripts.components.handlers import gather_cases  # imported here, before the fork: the ranks inherit it
 
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in range(2)]
@@ -295,7 +295,7 @@ def test_case_rows_are_gathered_in_dataset_order_each_case_once(tmp_path):
 
 
 def test_gather_cases_leaves_a_single_process_run_alone():
-    from scripts.handlers import gather_cases
+    from scripts.components.handlers import gather_cases
 
     rows, sources = [{"case": "b"}, {"case": "a"}], ["/x/b", "/x/a"]
     assert not torch.distributed.is_initialized()

@@ -1,4 +1,4 @@
-"""Sharing the bundle: TorchScript (MONAI's ckpt_export), ONNX (scripts.export), the ONNX Runtime and TensorRT inference
+"""Sharing the bundle: TorchScript (MONAI's ckpt_export), ONNX (scripts.components.export), the ONNX Runtime and TensorRT inference
 configs, and the distributable zip that ``monai.bundle.download``/``load`` accept from a local path.
 
 The weights are a freshly initialised network (seeded) saved as a plain state dict, as training saves model.pt; nothing
@@ -22,11 +22,14 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS
 from monai.bundle import ConfigParser
 
-from scripts import export, phantom
 from scripts.commands import export as export_cli
+from scripts.components import export
+from scripts.lib import phantom
 
 TS_ATOL = 1e-5  # TorchScript runs the same kernels as eager PyTorch
-ONNX_ATOL = 1e-4  # ONNX Runtime sums in another order; see scripts/export.py for why norms are exported axis-wise
+ONNX_ATOL = (
+    1e-4  # ONNX Runtime sums in another order; see scripts/components/export.py for why norms are exported axis-wise
+)
 
 
 def _parser(*files, **overrides) -> ConfigParser:
@@ -134,7 +137,9 @@ def test_onnx_runtime_agrees_with_pytorch_on_ct_and_on_other_shapes(onnx_file, w
 def test_onnx_export_refuses_weights_of_another_network(tmp_path, capsys):
     other = _parser("inference.yaml", num_classes=3).get_parsed_content("network_def")
     torch.save(other.state_dict(), tmp_path / "three.pt")
-    with pytest.raises(ValueError, match="these weights do not fit the bundle's network"):  # scripts.checkpoint
+    with pytest.raises(
+        ValueError, match="these weights do not fit the bundle's network"
+    ):  # scripts.components.checkpoint
         export.export_onnx(
             tmp_path / "three.pt",
             tmp_path / "x.onnx",

@@ -15,8 +15,8 @@ import pytest
 import torch
 from conftest import BUNDLE_ROOT, FAST, run_in_process
 
-from scripts.checkpoint import start_from
-from scripts.fileio import sha256
+from scripts.components.checkpoint import start_from
+from scripts.lib.fileio import sha256
 
 
 def _train(trained, out, **overrides):

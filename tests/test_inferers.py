@@ -1,4 +1,4 @@
-"""The coarse-to-fine inferer (scripts/inferers.py) against MONAI's plain sliding window over the whole image.
+"""The coarse-to-fine inferer (scripts/components/inferers.py) against MONAI's plain sliding window over the whole image.
 
 The network here is a real 1x1x1 convolution whose liver logit is 10 * (intensity - 0.5): every voxel's logits depend
 on that voxel only, so inside the box the coarse-to-fine path must give exactly the plain path's mask, and the tests
@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms.utils import get_largest_connected_component_mask
 
-from scripts.inferers import LiverBoxInferer, coarse_box, filled, widened
+from scripts.components.inferers import LiverBoxInferer, coarse_box, filled, widened
 
 SHAPE = (80, 72, 64)
 ROI = (16, 16, 16)
@@ -112,7 +112,7 @@ def test_a_liver_beyond_its_coarse_box_widens_the_box_on_that_side(inferers, cap
     ref, n_plain = run(plain, x)
     lo, hi, _ = coarse_box(run(plain, torch.nn.functional.adaptive_avg_pool3d(x, [40, 36, 32]))[0][0], SHAPE, 4)
     assert hi[0] < 76  # the coarse box cuts the rod
-    with caplog.at_level("INFO", logger="scripts.inferers"):
+    with caplog.at_level("INFO", logger="scripts.components.inferers"):
         out, n_fast = run(fast, x)
     assert mask(ref)[50:76, 29, 29].all()  # the plain path sees the rod as part of the liver
     assert np.array_equal(mask(out), mask(ref)) and n_fast < n_plain
@@ -195,7 +195,7 @@ def test_a_box_that_the_fine_pass_does_not_confirm_falls_back_to_the_whole_image
     assert mask(ref).sum() == 20 * 20 * 20  # the plain path keeps the liver block
     trusting, n_box = run(LiverBoxInferer(plain, scale=2, margin=4), x)
     assert n_box < n_plain and mask(trusting).sum() == 64 * 20  # the box alone: one plane of the grating
-    with caplog.at_level("INFO", logger="scripts.inferers"):
+    with caplog.at_level("INFO", logger="scripts.components.inferers"):
         out, n_fast = run(LiverBoxInferer(plain, scale=2, margin=4, **guard), x)
     assert torch.equal(out, ref) and n_fast == n_box + n_plain
     assert "the fine pass confirms 1280 of the coarse pass's 30720 liver voxels" in caplog.text

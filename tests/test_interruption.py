@@ -2,7 +2,7 @@
 write that dies (SIGKILL, a full disk, an exception inside torch.save) never leaves models/model.pt or the resumable
 checkpoint missing or truncated.
 
-The checkpoint faults run MONAI's own CheckpointSaver next to ours (scripts.checkpoint.AtomicCheckpointSaver) on the
+The checkpoint faults run MONAI's own CheckpointSaver next to ours (scripts.components.checkpoint.AtomicCheckpointSaver) on the
 same fault: the stock saver loses the file, which shows that the fault really strikes mid-write. Each fault strikes a
 child process forked from the test's own (torch, ignite and MONAI already imported), so that a SIGKILL or a file-size
 limit ends or limits that child alone.
@@ -25,7 +25,7 @@ import pytest
 import torch
 from conftest import BUNDLE_ROOT, FAST, bundle_cmd, run_bundle
 
-from scripts import checkpoint
+from scripts.components import checkpoint
 
 
 class Fault:
@@ -340,7 +340,7 @@ def validated_epochs(interval: int, max_epochs: int) -> list[int]:
     from ignite.engine import Engine, Events
     from monai.engines import SupervisedEvaluator
 
-    from scripts.handlers import ValidateEveryAndLast
+    from scripts.components.handlers import ValidateEveryAndLast
 
     batch = {"image": torch.zeros(1, 1, 4), "label": torch.zeros(1, 1, 4)}
     evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[batch], network=torch.nn.Identity())

@@ -1,4 +1,4 @@
-"""Tests of the synthetic abdominal CT phantom (scripts/phantom.py), the bundle's embedded default dataset."""
+"""Tests of the synthetic abdominal CT phantom (scripts/lib/phantom.py), the bundle's embedded default dataset."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
 from scipy import ndimage
 
-from scripts import phantom
+from scripts.lib import phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 T = phantom.TISSUES

@@ -1,4 +1,4 @@
-"""The liver-box resampling (scripts/postprocess.py) against the plain path it replaces: Invertd over the whole input
+"""The liver-box resampling (scripts/components/postprocess.py) against the plain path it replaces: Invertd over the whole input
 grid, then AsDiscreted and KeepLargestConnectedComponentd. Both run from configs/inference.yaml on a phantom CT
 stored LPS at anisotropic spacing, with a soft liver probability made from the phantom's own label."""
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts import phantom, postprocess
+from scripts.components import postprocess
+from scripts.lib import phantom
 from tests.conftest import BUNDLE_ROOT, CONFIGS
 
 SHAPE, SPACING = (150, 140, 40), (2.4, 2.4, 5.0)
@@ -146,7 +147,7 @@ def test_box_masks_are_x_fastest_and_the_writer_saves_them_as_monais_writer_does
     from monai.data import MetaTensor
     from monai.transforms import SaveImage
 
-    from scripts import handlers
+    from scripts.components import handlers
 
     paths, _, affine = case
     box = _masks(paths, classes=2)["box"]
@@ -185,7 +186,7 @@ def test_box_masks_are_x_fastest_and_the_writer_saves_them_as_monais_writer_does
 
 
 def test_nifti_files_read_back_the_same_with_isal_or_zlib(tmp_path):
-    from scripts import fileio
+    from scripts.lib import fileio
 
     rng = np.random.default_rng(1)
     array = np.asfortranarray(rng.integers(-1024, 2000, (30, 20, 10)).astype(np.int16))

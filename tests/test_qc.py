@@ -1,4 +1,4 @@
-"""The verdict per case (scripts/qc.py): each reason on masks and probability maps built for it, then end to end with
+"""The verdict per case (scripts/components/qc.py): each reason on masks and probability maps built for it, then end to end with
 the shipped model on a phantom and on crops of it (tools/qc_cases.py): the whole scan, the pelvis alone, a scan that
 cuts the liver."""
 
@@ -14,8 +14,9 @@ import torch
 from conftest import BUNDLE_ROOT, run_bundle
 from monai.data import MetaTensor
 
-from scripts import phantom, qc
-from scripts.visualize import dice
+from scripts.components import qc
+from scripts.lib import phantom
+from scripts.lib.visualize import dice
 from tools import qc_cases
 
 VOLUME_ML = (500, 3500)
@@ -71,7 +72,7 @@ def test_a_find_too_small_to_be_a_liver_is_emptied_with_one_line(caplog):
     small = MetaTensor(torch.as_tensor(_ball(radius=5.0))[None].to(torch.uint8), affine=torch.as_tensor(AXIAL))
     small.meta["case_name"] = "pelvis_only"
     kept = MetaTensor(torch.as_tensor(_ball())[None].to(torch.uint8), affine=torch.as_tensor(AXIAL))
-    with caplog.at_level(logging.WARNING, logger="scripts.qc"):
+    with caplog.at_level(logging.WARNING, logger="scripts.components.qc"):
         assert int(qc.SmallLiverFilter(20)(small).sum()) == 0  # ~4 mL: gone
         assert int(qc.SmallLiverFilter(20)(kept).sum()) == int(_ball().sum())
     (line,) = [r.getMessage() for r in caplog.records]

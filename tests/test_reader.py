@@ -1,5 +1,5 @@
-"""The config's image reader (scripts.inputs.NiftiReader): the same arrays and metadata as MONAI's default reader for
-NIfTI, in C order, and DICOM series folders go to the DICOM series reader (scripts.dicom)."""
+"""The config's image reader (scripts.components.inputs.NiftiReader): the same arrays and metadata as MONAI's default reader for
+NIfTI, in C order, and DICOM series folders go to the DICOM series reader (scripts.lib.dicom)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from conftest import CONFIGS
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImaged
 
-from scripts import dicom, inputs, phantom
+from scripts.components import inputs
+from scripts.lib import dicom, phantom
 
 
 @pytest.mark.parametrize("shape", [(7, 5, 3), (9, 4, 17), (6, 5, 4, 3)])

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.visualize import dice
+from scripts.lib.metrics import dice
 from tools import real_ct
 from tools.benchmark import random_weights
 

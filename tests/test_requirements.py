@@ -1,7 +1,7 @@
 """The bundle installs what a user needs: requirements.txt for training, evaluation, inference and export, and the
 MONAI Deploy app's packages apart in requirements-deploy.txt (the SDK brings Holoscan, which `import monai` would then
 load in every command). Nothing outside scripts/deploy_app may import them, except highdicom inside the functions of
-scripts/seg.py: the DICOM SEG writer that inference's `--output_format seg` shares with the Deploy app, which stops
+scripts/lib/seg.py: the DICOM SEG writer that inference's `--output_format seg` shares with the Deploy app, which stops
 with one line naming requirements-deploy.txt where highdicom is missing (tests/test_dicom_study.py)."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _module_level_imports(path) -> set[str]:
 
 def test_nothing_outside_the_deploy_app_imports_deploy_packages():
     deploy_app = BUNDLE_ROOT / "scripts" / "deploy_app"
-    seg_writer = BUNDLE_ROOT / "scripts" / "seg.py"
+    seg_writer = BUNDLE_ROOT / "scripts" / "lib" / "seg.py"
     found = {}
     for path in sorted((BUNDLE_ROOT / "scripts").rglob("*.py")):
         if deploy_app not in path.parents:

@@ -26,7 +26,8 @@ import pytest
 import torch
 from conftest import BUNDLE_ROOT, FAST, run_bundle, run_in_process
 
-from scripts import dicom, errors, inputs, phantom
+from scripts.components import inputs
+from scripts.lib import dicom, errors, phantom
 
 SHAPE = (40, 36, 24)
 SPACING = (9.0, 9.0, 10.0)
@@ -193,7 +194,7 @@ def test_header_checks_accept_good_files_without_reading_voxels(tmp_path, ct):
 def test_identity_affine_is_a_warning_naming_the_file(tmp_path, ct, caplog):
     image, _, _ = ct
     path = save(tmp_path / "identity.nii.gz", image, np.eye(4))
-    with caplog.at_level("WARNING", logger="scripts.inputs"):
+    with caplog.at_level("WARNING", logger="scripts.components.inputs"):
         assert inputs.check_nifti(path) == SHAPE
     assert any(path in r.getMessage() and "the affine is the identity" in r.getMessage() for r in caplog.records)
 
@@ -661,12 +662,12 @@ def test_batch_inference_goes_on_past_bad_cases_and_keeps_tiny_volumes(tmp_path,
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# the disk cache (scripts/cache.py; its privacy and invalidation are tested in tests/test_distributed.py): untrusted
+# the disk cache (scripts/components/cache.py; its privacy and invalidation are tested in tests/test_distributed.py): untrusted
 # files in it are refused
 
 
 def test_a_disk_cache_folder_open_to_others_is_refused(tmp_path):
-    from scripts import cache
+    from scripts.components import cache
 
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
@@ -680,7 +681,7 @@ def test_a_planted_pickle_in_the_disk_cache_never_runs(tmp_path, ct):
     (MONAI deletes it and preprocesses the case again), and its payload never runs."""
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-    from scripts import cache
+    from scripts.components import cache
 
     image, _, affine = ct
     item = {"image": save(tmp_path / "ct.nii.gz", image, affine)}

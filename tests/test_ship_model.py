@@ -9,7 +9,7 @@ import shutil
 import pytest
 from conftest import BUNDLE_ROOT
 
-from scripts.handlers import write_provenance
+from scripts.components.handlers import write_provenance
 from tools import ship_model
 from tools.benchmark import random_weights
 
@@ -22,7 +22,7 @@ LOG = """\
 2026-12-03 01:50:20,100 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[3] Complete. Time taken: 00:00:13.1
 2026-12-03 01:50:20,200 - ignite.engine.engine.SupervisedTrainer - INFO - Engine run finished. Time taken: 00:01:02.500
 """
-GENERATOR = {"generator": "scripts/phantom.py", "profile": "wide", "first_seed": 7, "spacing_mm": [6.0, 6.0, 6.0]}
+GENERATOR = {"generator": "scripts/lib/phantom.py", "profile": "wide", "first_seed": 7, "spacing_mm": [6.0, 6.0, 6.0]}
 
 
 def make_run(folder, generator=GENERATOR, log=LOG, initial_weights=None):
@@ -78,7 +78,9 @@ def test_ships_the_weights_with_their_provenance(tmp_path):
         "max_dice": 0.96,
     }
     assert record["real_ct"][0]["liver_dice"] == 0.91
-    assert record["source_sha256"]["scripts/phantom.py"] == ship_model.sha256(str(BUNDLE_ROOT / "scripts/phantom.py"))
+    assert record["source_sha256"]["scripts/lib/phantom.py"] == ship_model.sha256(
+        str(BUNDLE_ROOT / "scripts/lib/phantom.py")
+    )
     assert "seeds [7, 8]" in record["generator_check"]
     assert sorted(p.name for p in out.iterdir()) == ["model.pt", "model_provenance.json"]  # no staging left
 

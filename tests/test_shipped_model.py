@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from conftest import BUNDLE_ROOT, run_bundle
 
-from scripts import phantom
-from scripts.fileio import sha256
-from scripts.visualize import dice
+from scripts.lib import phantom
+from scripts.lib.fileio import sha256
+from scripts.lib.metrics import dice
 
 WEIGHTS = BUNDLE_ROOT / "models" / "model.pt"
 RECORD = BUNDLE_ROOT / "models" / "model_provenance.json"

@@ -1,4 +1,4 @@
-"""Training on the fly (scripts/synthetic.py, configs/synthetic.yaml): a generated case is exactly what LoadImaged
+"""Training on the fly (scripts/components/synthetic.py, configs/synthetic.yaml): a generated case is exactly what LoadImaged
 reads from the same case on disk, seeds name cases for ever, the pool never takes a case twice, training and
 validation seeds never meet, and a real run trains on generated cases and validates on the folder's cases only."""
 
@@ -13,7 +13,8 @@ from conftest import BUNDLE_ROOT, CONFIGS, FAST, run_bundle, run_in_process, wor
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImaged
 
-from scripts import phantom, synthetic
+from scripts.components import synthetic
+from scripts.lib import phantom
 
 FILES = ["train.yaml", "synthetic.yaml"]
 PROFILE = "wide3"  # synthetic.yaml's default profile
@@ -162,7 +163,7 @@ def test_training_on_the_fly_writes_weights_trained_on_synthetic_data_only(tmp_p
     assert split["training_seeds"] == {"first": 1000000, "count": 4 + 2 * 2}
     provenance = json.loads((out / "models" / "model_provenance.json").read_text())
     assert provenance["trained_on"].startswith("SYNTHETIC DATA ONLY")
-    assert provenance["generator"]["generator"] == "scripts/phantom.py"
+    assert provenance["generator"]["generator"] == "scripts/lib/phantom.py"
     assert provenance["generator"]["profile"] == PROFILE
     assert (provenance["generator"]["first_seed"], provenance["generator"]["num_seeds"]) == (1000000, 8)
     assert sorted(provenance["validation_cases"]) == expected

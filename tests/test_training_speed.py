@@ -11,9 +11,9 @@ from ignite.engine import Engine
 from monai.inferers import SimpleInferer
 from monai.networks.nets import UNet
 
-from scripts.handlers import TimeLeft, _duration
-from scripts.hardware import cpu_autocast, cpu_has_bf16, training_loader_workers
-from scripts.inferers import CpuAutocastInferer
+from scripts.components.handlers import TimeLeft, _duration
+from scripts.components.hardware import cpu_autocast, cpu_has_bf16, training_loader_workers
+from scripts.components.inferers import CpuAutocastInferer
 
 
 def test_cpu_has_bf16_reads_the_cpu_flags():
@@ -86,7 +86,7 @@ def test_thread_loader_raises_what_a_transform_raised():
     from monai.data import Dataset
     from monai.transforms import Lambda
 
-    from scripts.loaders import ThreadDataLoader
+    from scripts.components.loaders import ThreadDataLoader
 
     def fails_on_3(x):
         if x == 3:

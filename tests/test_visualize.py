@@ -1,4 +1,4 @@
-"""Tests of scripts/visualize.py: overlay, grid and curves pictures, with real NIfTI, PNG and TensorBoard files."""
+"""Tests of scripts/lib/visualize.py: overlay, grid and curves pictures, with real NIfTI, PNG and TensorBoard files."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import phantom
-from scripts import visualize as viz
 from scripts.commands import visualize as viz_cli
+from scripts.lib import phantom
+from scripts.lib import visualize as viz
+from scripts.lib.metrics import dice
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,12 +128,12 @@ def test_dice_by_hand():
     a[0, 0, :4] = True  # 4 voxels
     b[0, 0, 2:4] = True
     b[1, 1, :2] = True  # 4 voxels, 2 shared
-    assert viz.dice(a, b) == pytest.approx(2 * 2 / 8)
-    assert viz.dice(a, a) == 1.0
-    assert viz.dice(a, np.zeros_like(a)) == 0.0
-    assert viz.dice(np.zeros_like(a), np.zeros_like(a)) == 1.0
+    assert dice(a, b) == pytest.approx(2 * 2 / 8)
+    assert dice(a, a) == 1.0
+    assert dice(a, np.zeros_like(a)) == 0.0
+    assert dice(np.zeros_like(a), np.zeros_like(a)) == 1.0
     with pytest.raises(ValueError):
-        viz.dice(a, b[:2])
+        dice(a, b[:2])
 
 
 def test_display_slice_is_radiological():
@@ -354,7 +355,7 @@ def test_grid_orders_worst_first_and_writes_png(tmp_path):
 
 
 def test_read_metrics_formats(tmp_path):
-    bundle_csv = tmp_path / "metrics.csv"  # scripts.handlers.CaseTable: case, ..., dice
+    bundle_csv = tmp_path / "metrics.csv"  # scripts.components.handlers.CaseTable: case, ..., dice
     bundle_csv.write_text("case,liver_volume_ml,dice,hd95_mm\nliver_1,1500.0,0.9512,3.1\nliver_2,1400.0,,nan\n")
     m = viz.read_metrics(str(bundle_csv))
     assert m["liver_1"] == 0.9512 and np.isnan(m["liver_2"])

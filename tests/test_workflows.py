@@ -20,7 +20,7 @@ import torch
 from conftest import BUNDLE_ROOT, FAST, ROUND_TRIP_CASES, run_bundle, run_in_process
 from scipy import ndimage
 
-from scripts import phantom
+from scripts.lib import phantom
 
 
 def epoch_losses(log: str) -> dict[int, float]:
@@ -155,7 +155,7 @@ def test_missing_weights_stop_inference_unless_untrained_run_is_asked(phantom_di
     warned: list[str] = []  # the bundle's warnings, which the runner's console handler prints
     catch = logging.Handler(logging.WARNING)
     catch.emit = lambda record: warned.append(record.getMessage())
-    logging.getLogger("scripts.inputs").addHandler(catch)
+    logging.getLogger("scripts.components.inputs").addHandler(catch)
     try:
         run_in_process(
             "inference",
@@ -168,7 +168,7 @@ def test_missing_weights_stop_inference_unless_untrained_run_is_asked(phantom_di
             **FAST,
         )
     finally:
-        logging.getLogger("scripts.inputs").removeHandler(catch)
+        logging.getLogger("scripts.components.inputs").removeHandler(catch)
     assert any("UNTRAINED" in message for message in warned), warned
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["liver_006_seg.nii.gz", "liver_007_seg.nii.gz"]
 
@@ -179,7 +179,7 @@ def test_inference_on_a_dicom_series_folder(trained, tmp_path, transfer_syntax):
 
     The explicit-VR series runs on the command line (run_bundle); the JPEG 2000 one, whose difference is only how the
     slices are decoded, in this process (run_in_process)."""
-    from scripts import dicom
+    from scripts.lib import dicom
 
     image, _, affine = phantom.make_case(7, shape=(48, 40, 24), spacing=(8.0, 8.0, 9.0), orientation="LPS")
     series = tmp_path / "CT_series"
@@ -204,7 +204,7 @@ def test_inference_on_a_dicom_series_folder(trained, tmp_path, transfer_syntax):
 def test_training_curves_from_a_real_training_log(trained, tmp_path):
     from PIL import Image
 
-    from scripts import visualize
+    from scripts.lib import visualize
 
     png = visualize.curves(str(trained["runs"]), str(tmp_path / "curves.png"))
     info = json.loads(Image.open(png).text["Description"])

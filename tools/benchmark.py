@@ -55,8 +55,8 @@ import time
 
 import numpy as np
 
-from scripts.fileio import case_name
-from scripts.visualize import dice  # the bundle's Dice of two masks (benchmark.dice for the tests)
+from scripts.lib.fileio import case_name
+from scripts.lib.metrics import dice  # the bundle's Dice of two masks (benchmark.dice for the tests)
 
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDARD_SHAPE = (512, 512, 150)
@@ -65,7 +65,7 @@ STEPS = ("e2e", "stages", "train", "race", "rss600", "dice", "gpu")
 # Measured but not adopted (see docs/benchmark.md): windows without overlap (sw_overlap is training geometry, shared
 # with train.yaml; over the whole body it cost accuracy, inside the liver's box the phantom cases show no loss). bf16
 # autocast in inference: on a CPU without AVX-512 BF16 one volume ran for minutes instead of 3 s (training uses it
-# only where the CPU has it: scripts.hardware.cpu_autocast).
+# only where the CPU has it: scripts.components.hardware.cpu_autocast).
 GPU_PARTS = ("stages", "e2e", "train")
 # optimisations that only a whole run shows (the stage profile runs one case in process)
 E2E_ONLY = {"thread_loader", "gpu_loader_threads"}
@@ -89,7 +89,7 @@ def make_cases(folder: str, seeds, shape=STANDARD_SHAPE, spacing=STANDARD_SPACIN
     paths. ``folder`` is then a valid ``--dataset_dir`` for the reference bundle and ``folder/imagesTs`` an
     ``--input`` for ours.
     """
-    from scripts import fileio, phantom
+    from scripts.lib import fileio, phantom
 
     params = {
         "seeds": [int(s) for s in seeds],
@@ -123,7 +123,7 @@ def make_cases(folder: str, seeds, shape=STANDARD_SHAPE, spacing=STANDARD_SPACIN
 def make_thin_slice_case(path: str, seed: int = 0, shape=(512, 512, 600), spacing=(0.8, 0.8, 0.625)) -> str:
     """A thin-slice int16 CT of ``shape`` at ``spacing`` (default 512x512x600 at 0.8x0.8x0.625 mm): a phantom drawn
     with half the slices, each twice as thick, then every slice repeated (the phantom draws at most 150 M voxels)."""
-    from scripts import phantom
+    from scripts.lib import phantom
 
     if os.path.isfile(path):
         return path
@@ -611,7 +611,7 @@ def profile_case(
     import torch
     from monai.bundle import ConfigParser
 
-    from scripts import handlers
+    from scripts.components import handlers
 
     cfg = ConfigParser()
     cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
@@ -626,7 +626,7 @@ def profile_case(
     post = cfg.get_parsed_content("postprocessing")
     inferer = cfg.get_parsed_content("inferer")
     net = cfg.get_parsed_content("network")
-    from scripts.checkpoint import load_into
+    from scripts.components.checkpoint import load_into
 
     load_into(net, ckpt)
     net.eval()
@@ -939,7 +939,7 @@ def render_markdown(res: dict) -> str:
     shape = "x".join(str(v) for v in res.get("shape", STANDARD_SHAPE))
     mm = "x".join(f"{v:g}" for v in res.get("spacing", STANDARD_SPACING))
     lines += [
-        f"Inputs: synthetic phantom CTs, {shape} voxels at {mm} mm, LPS, int16 gzip NIfTI (`scripts.phantom`, "
+        f"Inputs: synthetic phantom CTs, {shape} voxels at {mm} mm, LPS, int16 gzip NIfTI (`scripts.lib.phantom`, "
         f"seeds {res.get('seeds')}). Our timed runs use the weights `{res.get('timed_ckpt', 'random')}`: the "
         "network costs the same whatever its weights, but the post-processing costs what the mask covers, and "
         "random weights find 'liver' all over the body. The reference runs with random weights (`--load_pretrain "
@@ -1283,7 +1283,7 @@ def decisions_markdown(res: dict) -> list[str]:
         "## Changes kept (before -> after, from the stage table)",
         "",
         "1. The prediction goes back to the input's grid by resampling only the liver's box "
-        "(`scripts/postprocess.py`; reverted by `tools/reverts/liver_box_resampling.yaml`). `Invertd` resampled "
+        "(`scripts/components/postprocess.py`; reverted by `tools/reverts/liver_box_resampling.yaml`). `Invertd` resampled "
         "the probability map over the whole input grid (39 M voxels for a 512x512x150 CT), then `AsDiscreted` and "
         "`KeepLargestConnectedComponentd` ran there. Now the largest component is found on the 2 mm network grid, "
         "its box (plus 2 voxels) is mapped to the input grid through the affines, and `SpatialResample` fills only "
@@ -1293,7 +1293,7 @@ def decisions_markdown(res: dict) -> list[str]:
         f" (the box step: {_f(cur.get('stages', {}).get(BOX_STAGE), 2)} s); volume "
         f"{total('no liver_box_resampling')} -> {total('current')} s. Same mask: tests/test_postprocess.py finds 0 "
         "differing voxels on a phantom, and the accuracy section compares whole runs.",
-        "2. The report row (`scripts.handlers.case_measures`) counts the liver and averages its HU with a NumPy "
+        "2. The report row (`scripts.components.handlers.case_measures`) counts the liver and averages its HU with a NumPy "
         "boolean mask instead of an int64 label map (the uint8 mask of change 1 made the old code take seconds).",
         "3. `Spacingd` computes in float32 (`dtype: $torch.float32`; MONAI's default is float64): Spacingd "
         f"{_stage_delta(res, 'no float32_resampling', ['pre: Spacingd'])}; volume "
@@ -1310,7 +1310,7 @@ def decisions_markdown(res: dict) -> list[str]:
         "every optional package it finds, and [all] brings about 100 the bundle never uses (mlflow, transformers, "
         "torchvision, pandas, ...). Start-up is in the end-to-end table (both pipelines ran in that environment); "
         "the notes give the hand-timed import of both environments.",
-        "7. The windows run only in the liver's box (`coarse_to_fine: true`, `scripts/inferers.py`). The image on "
+        "7. The windows run only in the liver's box (`coarse_to_fine: true`, `scripts/components/inferers.py`). The image on "
         "the 2 mm grid is averaged down to 4 mm, where the same network and windows find the liver (one window for "
         "a trunk); the 96^3 windows then cover that box plus 8 voxels only, and the logits are pasted into a "
         "background-filled map of the full grid. The run falls back to windows over the whole body when the coarse "
@@ -1319,7 +1319,7 @@ def decisions_markdown(res: dict) -> list[str]:
         f"instead of {v.get('no liver_box_inference', {}).get('windows', 'n/a')}; volume "
         f"{total('no liver_box_inference')} -> {total('current')} s. The Dice of the accuracy section compares it "
         "with the plain path.",
-        "8. NIfTI files are read by `scripts.inputs.NiftiReader`, MONAI's NibabelReader whose voxels are put in C "
+        "8. NIfTI files are read by `scripts.components.inputs.NiftiReader`, MONAI's NibabelReader whose voxels are put in C "
         "order 8 slices at a time: MONAI makes every loaded array C-contiguous, and its one-pass copy of nibabel's "
         "Fortran-order array strides across the whole volume. LoadImaged "
         f"{_stage_delta(res, 'no slab_reader', ['pre: LoadImaged'], 'no isal_gzip')} (both with zlib's inflate); "
@@ -1335,7 +1335,7 @@ def decisions_markdown(res: dict) -> list[str]:
         "in a batch of 2, 0.22 s in a batch of 4 (activations out of cache) and 0.42 s alone (notes). Network "
         f"{_stage_delta(res, 'no cpu_batch_of_2', [NETWORK_STAGE])}; volume {total('no cpu_batch_of_2')} -> "
         f"{total('current')} s.",
-        "12. The mask is laid out x-fastest, as NIfTI stores voxels, and `scripts.postprocess.NiftiWriter` "
+        "12. The mask is laid out x-fastest, as NIfTI stores voxels, and `scripts.components.postprocess.NiftiWriter` "
         "(SaveImaged's writer) writes it as it is, atomically, deflated by ISA-L. MONAI's NibabelWriter made the "
         "uint8 mask C-ordered and float64 on the way, and nibabel then wrote it transposed slab by slab. SaveImaged "
         f"{_stage_delta(res, 'no nifti_writer', ['post: SaveImaged'])}; volume {total('no nifti_writer')} -> "
@@ -1465,7 +1465,7 @@ def evaluate_targets(res: dict) -> dict:
 
 def write_report(res: dict, report_dir: str) -> tuple[str, str]:
     """Write ``benchmark.json`` and ``benchmark.md`` atomically into ``report_dir``; return both paths."""
-    from scripts.fileio import write_text
+    from scripts.lib.fileio import write_text
 
     res["targets"] = evaluate_targets(res)
     fold, compute = res.get("e2e", {}).get("folder"), res.get("stages", {}).get("compute")
@@ -1491,7 +1491,7 @@ def step_e2e(args, res, work, cases_dir, ckpt):
     res["e2e"] = {}
     onnx_path = None
     if args.onnx:
-        from scripts import export
+        from scripts.components import export
 
         onnx_path = os.path.join(work, "weights", os.path.splitext(os.path.basename(ckpt))[0] + ".onnx")
         export.export_onnx(
@@ -1553,7 +1553,7 @@ def step_stages(args, res, work, cases_dir, ckpt):
     }
     # windows over the whole folder: preprocessing each case, then counting the inferer's windows
     pre = _parsed(["preprocessing", "inferer", "network"])
-    from scripts.checkpoint import load_into
+    from scripts.components.checkpoint import load_into
 
     load_into(pre["network"], ckpt)
     pre["network"].eval()
@@ -1612,7 +1612,7 @@ def profile_reference(image: str, reference_dir: str) -> dict:
 
 
 def step_train(args, res, work):
-    from scripts import phantom
+    from scripts.lib import phantom
 
     data = os.path.join(work, "train_data")
     if not os.path.isfile(os.path.join(data, "dataset.json")):
@@ -1767,9 +1767,9 @@ def summarize_training(run: dict, patches_per_step: int) -> dict:
 def step_race(args, res, work):
     """The training race (module docstring, ``race``): our demo training, optionally ours before issue 17, and the
     reference trainer on the demo's phantom split, alternating ``--repeats`` times."""
-    from scripts import phantom
-    from scripts.datalist import split as make_split
-    from scripts.fileio import write_text
+    from scripts.lib import phantom
+    from scripts.lib.datalist import split as make_split
+    from scripts.lib.fileio import write_text
 
     if not args.reference_dir:
         raise ValueError("the race step trains the reference bundle too: give --reference_dir")
@@ -1981,7 +1981,7 @@ def _gpu_stages(args, out, work, images, ckpt, device):
 def _gpu_train(args, out, work, device):
     data = os.path.join(work, "train_data")
     if not os.path.isfile(os.path.join(data, "dataset.json")):
-        from scripts import phantom
+        from scripts.lib import phantom
 
         phantom.write_dataset(data, num_train=args.train_cases, num_test=0, seed=7)
     log("gpu: training throughput (AMP)")
@@ -2099,7 +2099,7 @@ def main(argv=None) -> int:
         kind, args_path, out_path = args.worker
         with open(args_path) as f:
             wargs = json.load(f)
-        from scripts.fileio import write_text
+        from scripts.lib.fileio import write_text
 
         result = {"stages": _worker_stages, "train": _worker_train, "dice": _worker_dice}[kind](wargs)
         write_text(out_path, json.dumps(result))

@@ -1,4 +1,4 @@
-"""Developer tool: the cases that measure the per-case verdict (scripts/qc.py), and its table.
+"""Developer tool: the cases that measure the per-case verdict (scripts/components/qc.py), and its table.
 
 ``make`` crops labelled phantom cases (an MSD-layout folder from ``python -m scripts phantom --output_dir``) along the
 body axis into the failures a verdict must catch, and writes them with their labels and a ``dataset.json``:
@@ -27,7 +27,7 @@ from collections import Counter
 import nibabel as nib
 import numpy as np
 
-from scripts.qc import body_axis
+from scripts.components.qc import body_axis
 
 KINDS = ("pelvis", "chest", "tip3cm", "cut_top", "cut_bottom")
 REASONS = ("ok", "no_liver", "cut_by_scan", "implausible_volume", "uncertain")

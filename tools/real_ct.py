@@ -14,10 +14,10 @@ the label.
 
 Writes to ``--output_dir``: ``inference/image_seg.nii.gz`` and ``inference/report.csv`` (the bundle's outputs),
 ``inference.log``, ``real_ct.png`` (axial, coronal and sagittal slices through the liver: the reference as a fill,
-the prediction as an outline, the Dice in the title; ``scripts.visualize.overlay``) and ``real_ct.json`` (weights and
+the prediction as an outline, the Dice in the title; ``scripts.lib.visualize.overlay``) and ``real_ct.json`` (weights and
 their sha256, config files, assumed geometry, liver Dice, liver volumes, the wheel's sha256, date); prints one
 summary line. Liver = label > 0 (tumour included) against prediction > 0, by the bundle's Dice
-(``scripts.visualize.dice``). The crop cuts the liver on several sides, so both volumes are of the part inside it.
+(``scripts.lib.metrics.dice``). The crop cuts the liver on several sides, so both volumes are of the part inside it.
 
 Errors end the run with one line ``error: <file>: <problem>`` on stderr and exit status 1 (``--debug``: traceback).
 """
@@ -37,8 +37,9 @@ import zipfile
 import numpy as np
 
 from scripts.commands import fail
-from scripts.fileio import save_nifti, sha256, write_text
-from scripts.visualize import dice, overlay
+from scripts.lib.fileio import save_nifti, sha256, write_text
+from scripts.lib.metrics import dice
+from scripts.lib.visualize import overlay
 
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INFERENCE_CONFIG = os.path.join(BUNDLE_ROOT, "configs", "inference.yaml")

@@ -15,7 +15,7 @@ import os
 import sys
 
 import scripts
-from scripts.errors import one_line
+from scripts.lib.errors import one_line
 
 #: The bundle this code lives in: the folder above the ``scripts`` package.
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(scripts.__file__)))

@@ -1,9 +1,9 @@
 """``python -m scripts cache``: how much GPU memory (``cache: gpu``), RAM (``cache: ram``) or disk (``cache: disk``) a
-dataset's cases need (``cache: auto`` makes the same estimate, :func:`scripts.cache.choose`).
+dataset's cases need (``cache: auto`` makes the same estimate, :func:`scripts.components.cache.choose`).
 
     python -m scripts cache --dataset_dir DIR [--datalist FILE] [--pixdim 2 2 2] [--processes 1]
 
-The estimate is computed by :func:`scripts.cache.estimate` from the NIfTI headers; this module is the command line
+The estimate is computed by :func:`scripts.components.cache.estimate` from the NIfTI headers; this module is the command line
 and its totals.
 """
 
@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 
-from scripts.cache import estimate
 from scripts.commands import PROG
-from scripts.datalist import load_datalist
+from scripts.components.cache import estimate
+from scripts.lib.datalist import load_datalist
 
 
 def _parser():

@@ -2,7 +2,7 @@
 
     python -m scripts check_dataset --dataset_dir DIR [--datalist FILE] [--output_dir DIR] [--allow_warnings]
 
-The work is done by :mod:`scripts.check_dataset`; this module is the command line.
+The work is done by :mod:`scripts.lib.check_dataset`; this module is the command line.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 import os
 import sys
 
-from scripts.check_dataset import assert_dataset_ok
 from scripts.commands import PROG
+from scripts.lib.check_dataset import assert_dataset_ok
 
 
 def _parser():

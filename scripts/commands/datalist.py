@@ -3,7 +3,7 @@
     python -m scripts datalist (--msd DIR | --lits DIR | --images DIR --labels DIR) \\
         --output datalist.json [--num_folds 5] [--seed 0]
 
-The work is done by :mod:`scripts.datalist`; this module is the command line and its summary.
+The work is done by :mod:`scripts.lib.datalist`; this module is the command line and its summary.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import os
 import sys
 
 from scripts.commands import PROG
-from scripts.datalist import assign_folds, from_folders, from_lits, from_msd, load_datalist, write_datalist
-from scripts.fileio import case_name
+from scripts.lib.datalist import assign_folds, from_folders, from_lits, from_msd, load_datalist, write_datalist
+from scripts.lib.fileio import case_name
 
 
 def _parser():

@@ -3,7 +3,7 @@
     python -m scripts dicom convert -i DICOM_ROOT -o OUT_DIR [--allow_irregular] [--debug]
     python -m scripts dicom check -i DICOM_DIR [--allow_irregular] [--debug]
 
-The work is done by :mod:`scripts.dicom`; this module is the command line and the ``check`` table.
+The work is done by :mod:`scripts.lib.dicom`; this module is the command line and the ``check`` table.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import logging
 import warnings
 
 from scripts.commands import PROG, fail
-from scripts.dicom import check_series, convert, find_series, series_name, skip_reason
-from scripts.errors import one_line
+from scripts.lib.dicom import check_series, convert, find_series, series_name, skip_reason
+from scripts.lib.errors import one_line
 
 
 def _check_command(root: str, allow_irregular: bool) -> int:

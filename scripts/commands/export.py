@@ -4,7 +4,7 @@
     python -m scripts export package [--output dist/liver_ct_segmentation.zip] [--without_weights]
 
 Default paths lie in ``--bundle_root`` (default: the bundle this command comes from), so both run from any folder;
-paths given on the command line are relative to the working directory. The work is done by :mod:`scripts.export`
+paths given on the command line are relative to the working directory. The work is done by :mod:`scripts.components.export`
 (TorchScript needs nothing here: MONAI's ``ckpt_export``, see the README); this module is the command line.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from scripts.commands import PROG, add_bundle_root, fail, in_bundle
-from scripts.export import BUNDLE_NAME, export_onnx, package
+from scripts.components.export import BUNDLE_NAME, export_onnx, package
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@
 ``--grid`` draws a coronal and an axial slice through the liver of ``--num_train`` cases (seeds seed*1000+i, as
 in a dataset), titled with the seed, contrast phase and field of view: what a network trained on them is taught.
 
-The phantom is drawn by :mod:`scripts.phantom`; this module is the command line.
+The phantom is drawn by :mod:`scripts.lib.phantom`; this module is the command line.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import time
 import numpy as np
 
 from scripts.commands import PROG
-from scripts.phantom import PROFILES, _case_summary, case_info, make_case, save_nifti, write_dataset
+from scripts.lib.fileio import save_nifti
+from scripts.lib.phantom import PROFILES, case_info, case_summary, make_case, write_dataset
+from scripts.lib.visualize import phantom_grid
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +66,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def draw_grid(output_png: str, num_cases: int, seed: int, profile: str) -> str:
     """Draw cases ``seed * 1000 + i`` (i < ``num_cases``) of ``profile`` into ``output_png``."""
-    from scripts.visualize import phantom_grid
 
     if isinstance(num_cases, bool) or not isinstance(num_cases, int) or not 1 <= num_cases <= 32:
         raise ValueError(f"--num_train must be in [1, 32] for --grid, got {num_cases!r}")
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
                 target = args.label
                 save_nifti(label, affine, args.label, descr)
             print(
-                f"wrote {args.single} seed={args.seed} {_case_summary(label, affine)} "
+                f"wrote {args.single} seed={args.seed} {case_summary(label, affine)} "
                 f"({time.perf_counter() - t0:.1f} s)",
                 flush=True,
             )

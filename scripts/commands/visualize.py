@@ -4,7 +4,7 @@
     python -m scripts visualize grid --images DIR --labels DIR --preds DIR [--metrics CSV] --output O.png
     python -m scripts visualize curves --log_dir DIR --output O.png
 
-The pictures (display convention, colours, PNG metadata) are described and drawn by :mod:`scripts.visualize`; this
+The pictures (display convention, colours, PNG metadata) are described and drawn by :mod:`scripts.lib.visualize`; this
 module is the command line.
 """
 
@@ -15,7 +15,7 @@ import logging
 import sys
 
 from scripts.commands import PROG
-from scripts.visualize import DEFAULT_WINDOW, curves, grid, metrics_for_case, overlay, pair_cases, read_metrics
+from scripts.lib.visualize import DEFAULT_WINDOW, curves, grid, metrics_for_case, overlay, pair_cases, read_metrics
 
 logger = logging.getLogger(__name__)
 

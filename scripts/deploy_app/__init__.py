@@ -24,7 +24,7 @@ The pipeline, built with the MONAI Deploy App SDK 4.x (Holoscan operators):
 3. The SDK's ``MonaiBundleInferenceOperator`` runs the bundle inside ``model.ts``: the inference config embedded at
    export time (preprocessing, sliding-window inferer, postprocessing; LoadImage and SaveImage dropped) and the
    TorchScript network, on the GPU when CUDA is available, else on the CPU.
-4. :class:`~scripts.deploy_app.operators.SegmentationWriterOperator` writes a DICOM Segmentation (``scripts.seg``, the
+4. :class:`~scripts.deploy_app.operators.SegmentationWriterOperator` writes a DICOM Segmentation (``scripts.lib.seg``, the
    writer of inference's ``--output_format seg`` too) (one frame per
    source slice, segment "Liver", the source's Frame of Reference, referencing every source instance) and the same
    mask as gzip NIfTI on the series' grid.

@@ -15,9 +15,9 @@ import zipfile
 import numpy as np
 from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
 
-from scripts import dicom
-from scripts.fileio import case_name, save_nifti
-from scripts.seg import seg_problem, write_seg
+from scripts.lib import dicom
+from scripts.lib.fileio import case_name, save_nifti
+from scripts.lib.seg import seg_problem, write_seg
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def select_ct_series(folder, series_uid: str | None = None) -> tuple[dict, list[
     """Pick the CT series to segment under ``folder``; return ``(series_info, skipped)``.
 
     Every series is judged on what anonymisation keeps: Modality, SOP class, ImageType (LOCALIZER is a scout), the
-    number of slices and the geometry checks of :func:`scripts.dicom.check_series` (one orientation, equal slice
+    number of slices and the geometry checks of :func:`scripts.lib.dicom.check_series` (one orientation, equal slice
     spacing, no missing slice). A series missing any of the UIDs a DICOM SEG references its source by (Study, Series,
     SOP Instance, Frame of Reference; anonymisers sometimes blank them) is not usable either: new UIDs would make a
     SEG that references images which do not exist, so it is skipped with the missing tags as the reason (the

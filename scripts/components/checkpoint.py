@@ -30,6 +30,8 @@ gives a new training run (fine-tuning).
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import logging
 import math
 import os
@@ -37,10 +39,13 @@ import re
 from collections.abc import Mapping
 
 import torch
+from ignite import distributed as idist
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from scripts.errors import one_line
+from scripts import as_bool
+from scripts.lib.errors import InputError, exit_on_error, one_line
+from scripts.lib.fileio import atomic_path, sha256
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +70,34 @@ RESUMABLE_GLOB = "checkpoint_epoch=*.pt"
 OPTIONAL_STATE = ("best_saver",)
 
 
+#: The record of where a checkpoint's weights came from, written beside it (``write_provenance``).
+PROVENANCE_FILE = "model_provenance.json"
+
+
+def latest_checkpoint_epoch(ckpt_dir: str) -> tuple[int, str]:
+    """``(N, path)`` of the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
+    found = []
+    for path in glob.glob(os.path.join(ckpt_dir, RESUMABLE_GLOB)):
+        match = re.search(r"checkpoint_epoch=(\d+)\.pt$", path)
+        if match:
+            found.append((int(match.group(1)), path))
+    if not found:
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from (train without --resume first)")
+    return max(found)
+
+
+def latest_checkpoint(ckpt_dir: str) -> str:
+    """Return the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
+    return latest_checkpoint_epoch(ckpt_dir)[1]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # writing
 
 
 def save_atomic(obj, path, save=torch.save) -> str:
-    """``save(obj, file)`` to ``path`` atomically (``scripts.fileio.atomic_path``: temporary file, fsync, rename);
+    """``save(obj, file)`` to ``path`` atomically (``scripts.lib.fileio.atomic_path``: temporary file, fsync, rename);
     returns ``path``. After a crash or power loss ``path`` is either the previous file or the complete new one."""
-    from scripts.fileio import atomic_path
 
     path = os.fspath(path)
     with atomic_path(path) as tmp:
@@ -101,7 +126,6 @@ class AtomicDiskSaver(DiskSaver):
             filename = self.filename
         super().__call__(checkpoint, filename, metadata)
         # the new file is complete and in place: only now may the files it replaces go
-        from ignite import distributed as idist
 
         if idist.get_rank() == self.save_on_rank:
             stale = [p.name for p in self.dirname.glob(self.stale_glob)] if self.stale_glob else []
@@ -310,11 +334,6 @@ def start_from(network, path, resume=False, num_classes=None) -> dict | None:
     it. ``resume`` true: the run continues from its checkpoint, whose network already started from ``path``, so the
     file is read for the record but not loaded into the network again.
     """
-    import json
-
-    from scripts import as_bool
-    from scripts.fileio import sha256
-    from scripts.handlers import PROVENANCE_FILE
 
     if path is None or not str(path).strip():
         return None
@@ -412,7 +431,6 @@ class ResumeLoader(CheckpointLoader):
     """
 
     def __init__(self, ckpt_dir, load_dict: Mapping, map_location=None):
-        from scripts.errors import exit_on_error
 
         load_path = exit_on_error(resumable, ckpt_dir, load_dict)
         stored = load_weights(load_path)
@@ -431,7 +449,6 @@ class ResumeLoader(CheckpointLoader):
         )
 
     def __call__(self, engine) -> None:
-        from scripts.errors import InputError
 
         epochs = engine.state.max_epochs
         try:
@@ -453,7 +470,6 @@ def resumable(ckpt_dir, training_state: Mapping) -> str:
     ``training_state`` (other than those of ``OPTIONAL_STATE``) or holds weights that do not fit
     ``training_state["network"]``.
     """
-    from scripts.handlers import latest_checkpoint
 
     path = latest_checkpoint(os.fspath(ckpt_dir))
     state = load_weights(path)

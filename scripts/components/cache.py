@@ -32,7 +32,15 @@ import stat
 import threading
 import types
 
+import nibabel as nib
 import numpy as np
+import psutil
+import torch
+from monai import __version__ as monai_version
+from monai.data import CacheDataset, PersistentDataset
+from monai.transforms import Compose, Lambda, RandomizableTrait, ToDeviced, Transform
+
+from scripts.components.hardware import is_cuda
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +82,6 @@ def _describe(obj, seen: frozenset = frozenset()):
         return f"{obj.__module__}.{obj.__qualname__}"
     if isinstance(obj, (np.dtype, np.generic)):
         return repr(obj)
-    import torch
 
     if isinstance(obj, torch.dtype):
         return str(obj)
@@ -112,7 +119,6 @@ def deterministic_transforms(transform) -> list:
     The same rule as MONAI's ``PersistentDataset``: stop at the first random transform or the first callable that
     is not a MONAI ``Transform``.
     """
-    from monai.transforms import Compose, RandomizableTrait, Transform
 
     flat = transform.flatten().transforms if isinstance(transform, Compose) else list(transform or [])
     kept = []
@@ -125,7 +131,6 @@ def deterministic_transforms(transform) -> list:
 
 def transform_hash(transform, length: int = 16) -> str:
     """A hex hash of the settings of ``transform``'s deterministic part (see :func:`deterministic_transforms`)."""
-    from monai import __version__ as monai_version
 
     description = {"monai": monai_version, "transforms": _describe(deterministic_transforms(transform))}
     text = json.dumps(description, sort_keys=True, separators=(",", ":"))
@@ -184,7 +189,6 @@ def cache_folder(transform, cache_dir: str | None = None) -> str:
 def compact(item):
     """``item`` with every tensor that views a larger buffer copied to its own: a cropped volume saved as a view
     would store the whole uncropped buffer on disk (``torch.save`` writes storages, not views)."""
-    import torch
 
     def own(v):
         if isinstance(v, torch.Tensor) and v.untyped_storage().nbytes() > v.numel() * v.element_size():
@@ -197,7 +201,6 @@ def compact(item):
 def insert_after_deterministic(transform, step):
     """``transform`` as a ``Compose`` with ``step`` inserted after its deterministic part (where MONAI's cached
     datasets store a case), keeping the ``Compose`` options."""
-    from monai.transforms import Compose
 
     flat = transform.flatten().transforms if isinstance(transform, Compose) else list(transform)
     n = len(deterministic_transforms(transform))
@@ -211,7 +214,6 @@ def insert_after_deterministic(transform, step):
 
 def with_compact_cache(transform):
     """``transform`` with :func:`compact` inserted after its deterministic part, where ``PersistentDataset`` saves."""
-    from monai.transforms import Lambda
 
     return insert_after_deterministic(transform, Lambda(func=compact))
 
@@ -219,7 +221,6 @@ def with_compact_cache(transform):
 def on_device(transform, device):
     """``transform`` with MONAI's ``ToDeviced`` (the keys its deterministic part handles) inserted after that part,
     where ``CacheDataset`` stores: the cached cases live on ``device`` and the random transforms run there."""
-    from monai.transforms import ToDeviced
 
     keys = [k for t in deterministic_transforms(transform) for k in getattr(t, "keys", ())]
     return insert_after_deterministic(transform, ToDeviced(keys=list(dict.fromkeys(keys)), device=device))
@@ -253,7 +254,6 @@ def dataset(
         num_workers: threads that fill the RAM cache.
         device: the training device; ``gpu`` caches the cases there (:func:`on_device`).
     """
-    from monai.data import CacheDataset, PersistentDataset
 
     if cache in ("gpu", "ram"):
         return CacheDataset(
@@ -282,7 +282,6 @@ def estimate(items, pixdim=(2.0, 2.0, 2.0), progress: bool = True) -> list[dict]
     An upper bound: the foreground crop of the preprocessing removes the air around the body (often a third).
     ``progress``: print one line per case.
     """
-    import nibabel as nib
 
     rows = []
     for n, item in enumerate(items, 1):
@@ -314,14 +313,12 @@ def estimate(items, pixdim=(2.0, 2.0, 2.0), progress: bool = True) -> list[dict]
 
 def free_gpu_bytes(device) -> int:
     """Free memory of the CUDA ``device`` now (``torch.cuda.mem_get_info``)."""
-    import torch
 
     return int(torch.cuda.mem_get_info(torch.device(device))[0])
 
 
 def available_ram_bytes() -> int:
     """RAM the host can give without swapping (``psutil``'s ``available``)."""
-    import psutil
 
     return int(psutil.virtual_memory().available)
 
@@ -341,7 +338,7 @@ def choose(
     ``cache`` ``ram`` and ``disk`` are kept as asked; ``gpu`` needs a CUDA ``device``. ``auto`` takes the GPU when
     ``device`` is CUDA and the cases fit in :data:`GPU_SHARE` of its free memory, else RAM when they fit in
     :data:`RAM_SHARE` of the available RAM, else disk. What the cases need is :func:`estimate`'s upper bound from the
-    NIfTI headers times ``cache_rate``; entries that are not files (generated cases, :mod:`scripts.synthetic`, whose
+    NIfTI headers times ``cache_rate``; entries that are not files (generated cases, :mod:`scripts.components.synthetic`, whose
     pool is ``pool_size`` cases) are not counted. Every training process on a machine caches every case, so RAM is
     shared by ``processes`` copies, each GPU holds one.
 
@@ -357,7 +354,6 @@ def choose(
 
     Raises ValueError for another ``cache`` value, and for ``gpu`` without a CUDA device.
     """
-    from scripts.hardware import is_cuda
 
     cache = str(cache).lower()
     if cache not in CACHE_CHOICES:

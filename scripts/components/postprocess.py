@@ -32,10 +32,15 @@ import os
 
 import numpy as np
 import torch
-from monai.data import ImageWriter, NibabelWriter
+from monai.data import ImageWriter, MetaTensor, NibabelWriter
 from monai.data.utils import to_affine_nd
+from monai.transforms import KeepLargestConnectedComponent, SpatialResample
+from monai.transforms.utils import get_largest_connected_component_mask
+from monai.utils import TraceKeys
 
-from scripts.fileio import CASE_NAME_KEY, case_label, save_nifti
+from scripts.lib import dicom
+from scripts.lib.fileio import CASE_NAME_KEY, case_label, save_nifti
+from scripts.lib.seg import require_highdicom, seg_problem, write_seg
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +73,6 @@ def input_grid(pred) -> tuple[np.ndarray, tuple[int, ...]]:
 def _interpolation(pred) -> dict:
     """The resampling settings (mode, padding mode, align corners) that ``Spacingd`` recorded in the trace, which
     ``Invertd`` would reuse; MONAI's defaults where the preprocessing did not resample."""
-    from monai.utils import TraceKeys
 
     settings = {"mode": "bilinear", "padding_mode": "border", "align_corners": False}
     for op in pred.applied_operations:
@@ -105,7 +109,8 @@ def foreground(x, threshold: float = 0.5) -> torch.Tensor:
     channel (the liver probability, or a label map) ``x[0] >= threshold``; for several, the voxels where a class
     scores above background (argmax > 0 without torch's argmax, which is slow over a short axis on a CPU; ties go
     to background, as argmax's do). The one foreground test: the mask's box here, the report row
-    (``scripts.handlers``) and the coarse pass's box (``scripts.inferers``, on logits: the same test)."""
+    (``scripts.components.handlers``) and the coarse pass's box (``scripts.components.inferers``, on logits: the same test).
+    """
     x = torch.as_tensor(x)
     if x.shape[0] == 1:
         return x[0] >= threshold
@@ -138,7 +143,7 @@ def x_fastest_zeros(shape) -> torch.Tensor:
 class NiftiWriter(NibabelWriter):
     """MONAI's ``NibabelWriter`` for masks that need no resampling: the array is written in its own memory order (an
     x-fastest label map from :func:`to_input_grid` without any copy), atomically, and deflated by ISA-L where
-    ``isal`` is installed (``scripts.fileio.save_nifti``). With ``resample=True`` it resamples as MONAI's does."""
+    ``isal`` is installed (``scripts.lib.fileio.save_nifti``). With ``resample=True`` it resamples as MONAI's does."""
 
     def set_metadata(self, meta_dict, resample: bool = True, **options):
         if resample:
@@ -166,14 +171,14 @@ def check_output_format(output_format: str) -> None:
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"--output_format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
     if output_format == "seg":
-        from scripts.seg import require_highdicom
 
         require_highdicom()
 
 
 def output_name(meta: dict, saver=None) -> dict:
     """``SaveImaged``'s ``output_name_formatter``: a DICOM series' output is named after the series (the case name
-    that inference gave it, :data:`scripts.fileio.CASE_NAME_KEY`), a NIfTI file's after the file, as MONAI names it."""
+    that inference gave it, :data:`scripts.lib.fileio.CASE_NAME_KEY`), a NIfTI file's after the file, as MONAI names it.
+    """
     meta = meta or {}
     return {"subject": str(meta.get(CASE_NAME_KEY) or meta.get("filename_or_obj", "case")), "idx": None}
 
@@ -187,9 +192,9 @@ def mask_writer(output_format: str = "nifti", metadata_file: str | None = None):
 class MaskWriter(NiftiWriter):
     """:class:`NiftiWriter`, or with ``output_format="seg"`` a DICOM SEG for a mask read from a DICOM series.
 
-    The SEG (:func:`scripts.seg.write_seg`, the Deploy app's writer too) takes the NIfTI's name with ``.dcm`` and
+    The SEG (:func:`scripts.lib.seg.write_seg`, the Deploy app's writer too) takes the NIfTI's name with ``.dcm`` and
     references the source series, found again from the folder the case was read from
-    (:func:`scripts.dicom.check_series`, headers only). A case that cannot have one (NIfTI input, or a series without
+    (:func:`scripts.lib.dicom.check_series`, headers only). A case that cannot have one (NIfTI input, or a series without
     the UIDs a SEG references) is written as NIfTI, and one log line says why.
     """
 
@@ -213,8 +218,6 @@ class MaskWriter(NiftiWriter):
 
     def _seg_source(self):
         """The checked source series of this case, or ``(None, why there is none)``."""
-        from scripts import dicom
-        from scripts.seg import seg_problem
 
         source = str(self.source_meta.get("filename_or_obj", ""))
         if not os.path.isdir(source):
@@ -224,7 +227,6 @@ class MaskWriter(NiftiWriter):
         return (None, problem) if problem else (series, None)
 
     def _write_seg(self, series: dict, filename, verbose: bool) -> None:
-        from scripts.seg import write_seg
 
         name = str(filename)
         path = (name[: -len(".nii.gz")] if name.endswith(".nii.gz") else os.path.splitext(name)[0]) + ".dcm"
@@ -252,9 +254,6 @@ def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS, x_f
     in the trace, as ``Invertd`` uses it. ``x_fastest``: the label map's layout (see above; False: C order, MONAI's,
     which the benchmark's ``nifti_writer`` revert times).
     """
-    from monai.data import MetaTensor
-    from monai.transforms import KeepLargestConnectedComponent, SpatialResample
-    from monai.transforms.utils import get_largest_connected_component_mask
 
     in_affine, in_shape = input_grid(pred)
     net_affine = np.asarray(torch.as_tensor(pred.affine).cpu(), dtype=np.float64)

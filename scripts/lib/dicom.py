@@ -17,7 +17,7 @@ JPEG baseline, JPEG-LS, JPEG 2000), ``pylibjpeg`` + ``pylibjpeg-openjpeg`` (JPEG
 RLE and deflate are pydicom's own. :func:`transfer_syntax_problem` refuses a syntax none of them decodes, naming it
 (docs/dicom.md lists each syntax).
 
-MONAI: the bundle's inference reads a series folder with :class:`scripts.inputs.DicomSeriesReader`, which calls
+MONAI: the bundle's inference reads a series folder with :class:`scripts.components.inputs.DicomSeriesReader`, which calls
 :func:`read_series`, so inference, ``python -m scripts dicom convert`` and the MONAI Deploy app find, check and
 decode a series the same way (:func:`ct_series` picks the CT series of a study for all three). MONAI's own readers
 are not used for DICOM: PydicomReader stacks slices by InstanceNumber, and ITKReader splits a series by more tags
@@ -63,6 +63,9 @@ from pydicom.uid import (
     generate_uid,
 )
 from pydicom.valuerep import DSfloat
+
+from scripts.lib.errors import one_line
+from scripts.lib.fileio import atomic_path, save_nifti
 
 __all__ = [
     "write_series",
@@ -165,8 +168,6 @@ def _image_type(ds) -> tuple:
         return tuple(v for v in value.split("\\") if v)
     return tuple(str(v) for v in value)
 
-
-from scripts.errors import one_line as _one_line  # noqa: E402  (one definition for every module)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # writing
@@ -300,8 +301,7 @@ def _slice_dataset(
 
 
 def save_dataset_atomic(ds: Dataset, path: str) -> None:
-    """Write one DICOM file atomically (``scripts.fileio``)."""
-    from scripts.fileio import atomic_path
+    """Write one DICOM file atomically (``scripts.lib.fileio``)."""
 
     with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
@@ -380,7 +380,7 @@ def write_series(
                 try:
                     ds.compress(ts_uid, stored, generate_instance_uid=False)
                 except Exception as exc:  # no encoder plugin, or the plugin refused this slice
-                    raise ValueError(f"{path}: cannot encode as {ts_uid.name}: {_one_line(exc)}") from exc
+                    raise ValueError(f"{path}: cannot encode as {ts_uid.name}: {one_line(exc)}") from exc
             save_dataset_atomic(ds, path)
             paths.append(path)
     except BaseException:
@@ -410,7 +410,7 @@ def read_dataset(path: str, *, stop_before_pixels: bool = False):
             try:
                 return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
             except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-                raise ValueError(f"{path}: unreadable DICOM header: {_one_line(exc)}") from exc
+                raise ValueError(f"{path}: unreadable DICOM header: {one_line(exc)}") from exc
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError:
@@ -425,7 +425,7 @@ def read_dataset(path: str, *, stop_before_pixels: bool = False):
             image = bool(_as_int(ds.get("Rows", None)) and _as_int(ds.get("Columns", None)))
             plausible = first is not None and first.group == 0x0008 and (image or bool(_text(ds, "SOPClassUID")))
     except Exception as exc:  # a forced read of a non-DICOM file fails in many ways; such a file is no DICOM file
-        logger.debug("%s: not a DICOM file (forced read: %s)", path, _one_line(exc))
+        logger.debug("%s: not a DICOM file (forced read: %s)", path, one_line(exc))
         return None
     if not plausible:
         return None
@@ -915,7 +915,7 @@ def _read_pixels(info: dict) -> np.ndarray:
             problem = transfer_syntax_problem(ds)
             if problem:  # no plugin for this syntax (check_series refuses it first; a file may change since)
                 raise ValueError(f"{name}: {path}: {problem}") from exc
-            raise ValueError(f"{name}: {path}: cannot decode pixel data ({UID(ts).name}): {_one_line(exc)}") from exc
+            raise ValueError(f"{name}: {path}: cannot decode pixel data ({UID(ts).name}): {one_line(exc)}") from exc
         if arr.shape != (rows, columns):
             raise ValueError(f"{name}: {path}: pixel data shape {arr.shape} != Rows x Columns {(rows, columns)}")
         try:
@@ -1032,7 +1032,6 @@ def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
     and no output appears; a series that fails while decoding leaves no file of its own (files are written to a
     temporary name and renamed). Prints one progress line per series; returns the written paths.
     """
-    from scripts.fileio import save_nifti
 
     input_root, output_dir = os.fspath(input_root), os.fspath(output_dir)
     todo, skipped = ct_series(input_root)

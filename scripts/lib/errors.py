@@ -6,8 +6,8 @@ then prints the whole chained traceback. The checks that configs call before any
 input listing, weights check) therefore go through :func:`exit_on_error`, which a config names as the component::
 
     split:
-      _target_: scripts.errors.exit_on_error
-      function: $@scripts.datalist.split
+      _target_: scripts.lib.errors.exit_on_error
+      function: $@scripts.lib.datalist.split
       datalist_file: "@datalist_file"
 
 A ``ValueError`` or ``OSError`` (which
@@ -55,7 +55,7 @@ def debug_enabled() -> bool:
 def exit_on_error(function, *args, **kwargs):
     """Return ``function(*args, **kwargs)``; turn the ``ValueError``/``OSError`` it raises into :class:`InputError`.
 
-    ``function`` may be given by keyword, as a config's ``_target_: scripts.errors.exit_on_error`` passes it.
+    ``function`` may be given by keyword, as a config's ``_target_: scripts.lib.errors.exit_on_error`` passes it.
 
     With ``LIVER_CT_DEBUG=1`` the original exception propagates unchanged (with its traceback).
     """

@@ -42,7 +42,8 @@ from monai.transforms.utils import get_largest_connected_component_mask
 from monai.utils import convert_to_dst_type, ensure_tuple_rep, fall_back_tuple
 from scipy import ndimage
 
-from scripts.postprocess import foreground
+from scripts import as_bool
+from scripts.components.postprocess import foreground
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,6 @@ class LiverBoxInferer(Inferer):
         pixdim=None,
         enabled=True,
     ):
-        from scripts import as_bool
 
         super().__init__()
         if scale < 1 or margin < 0:
@@ -238,11 +238,10 @@ class CpuAutocastInferer(SimpleInferer):
     MONAI's trainers autocast only on CUDA (``amp=True`` means ``torch.autocast("cuda")``), so on a CPU with native
     bfloat16 this inferer gives training the same mixed precision: convolutions in bfloat16, the loss in float32 on
     the float32 output. With ``enabled`` false it is ``SimpleInferer``. train.yaml enables it through
-    ``scripts.hardware.cpu_autocast``.
+    ``scripts.components.hardware.cpu_autocast``.
     """
 
     def __init__(self, enabled=True):
-        from scripts import as_bool
 
         super().__init__()
         self.enabled = as_bool(enabled)

@@ -1,7 +1,7 @@
 """Training on the fly: synthetic CT cases generated inside the data pipeline (configs/synthetic.yaml).
 
 MONAI has datasets that cache and replace cases (``SmartCacheDataset``) but no synthetic-CT generator: its readers
-load files. This module is the missing piece, so that a training run draws every case from ``scripts/phantom.py``
+load files. This module is the missing piece, so that a training run draws every case from ``scripts/lib/phantom.py``
 instead of reading a folder, and no case is seen in two epochs of a run:
 
 - :class:`SyntheticCased`: a transform that turns ``{"seed": s}`` into the item ``LoadImaged`` would give for the
@@ -10,7 +10,7 @@ instead of reading a folder, and no case is seen in two epochs of a run:
   seed), so MONAI's caching datasets cache its output.
 - :func:`seed_items`: the data list of a seed range, what the dataset iterates over instead of file paths.
 - :func:`split`: the training seeds and, for validation, every labelled case of a folder, refused when the two share
-  a seed; recorded like ``scripts.datalist.split``'s record.
+  a seed; recorded like ``scripts.lib.datalist.split``'s record.
 """
 
 from __future__ import annotations
@@ -20,10 +20,16 @@ import math
 import os
 
 import numpy as np
-from monai.transforms import MapTransform
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImaged, MapTransform
+from monai.utils import SpaceKeys
 
-from scripts import phantom
-from scripts.fileio import write_text
+from scripts import as_bool
+from scripts.components.checkpoint import latest_checkpoint_epoch
+from scripts.lib import phantom
+from scripts.lib.datalist import labelled, require_files
+from scripts.lib.fileio import write_text
 
 
 class SyntheticCased(MapTransform):
@@ -53,9 +59,6 @@ class SyntheticCased(MapTransform):
         self.profile = str(profile)
 
     def __call__(self, data):
-        import torch
-        from monai.data import MetaTensor
-        from monai.utils import SpaceKeys
 
         item = dict(data)
         seed = item[self.seed_key]
@@ -96,8 +99,6 @@ def train_seeds(first_seed: int, pool_size: int, replace_rate: float, epochs: in
 
     Raises FileNotFoundError when resuming without a checkpoint (the same one-line error as the resume itself).
     """
-    from scripts import as_bool
-    from scripts.handlers import latest_checkpoint_epoch
 
     first_seed = phantom.check_seed(first_seed, "first training seed")
     done = latest_checkpoint_epoch(os.fspath(ckpt_dir))[0] if as_bool(resume) else 0
@@ -133,12 +134,11 @@ def check_disjoint(start: int, count: int, datalist_file) -> list[int] | None:
 def split(datalist_file, train_seed_start: int, num_train_seeds: int, base_dir=None, record_file=None) -> dict:
     """``{"training": seed_items(...), "validation": every labelled case of datalist_file}``.
 
-    Validation uses all the folder's labelled cases (``scripts.datalist.labelled``, files required), training none
+    Validation uses all the folder's labelled cases (``scripts.lib.datalist.labelled``, files required), training none
     of them. Raises ``ValueError`` naming the datalist when the seed ranges overlap (:func:`check_disjoint`), when a
     case file is missing or when there is no labelled case. ``record_file``: the split actually used, as JSON, with
     the training seeds as a range rather than a list.
     """
-    from scripts.datalist import labelled, require_files
 
     datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
     training = seed_items(train_seed_start, num_train_seeds)
@@ -165,7 +165,6 @@ def split(datalist_file, train_seed_start: int, num_train_seeds: int, base_dir=N
 def replace_loader(transforms, generator) -> list:
     """``transforms`` (train.yaml's deterministic list) with its ``LoadImaged`` replaced by ``generator``: the same
     preprocessing for generated cases as for files, without a copy of the list in the config."""
-    from monai.transforms import LoadImaged
 
     transforms = list(transforms)
     loaders = [i for i, t in enumerate(transforms) if isinstance(t, LoadImaged)]

@@ -1,7 +1,7 @@
 """What the voxels of a CT and its label must look like: the Hounsfield-unit ranges and the label convention.
 
 The one copy of the voxel checks' thresholds and judgements, shared by the inputs that inference reads
-(``scripts.inputs``) and the dataset check before training (``scripts.check_dataset``). Plain Python, no MONAI, so
+(``scripts.components.inputs``) and the dataset check before training (``scripts.lib.check_dataset``). Plain Python, no MONAI, so
 the dataset check starts fast.
 """
 
@@ -23,9 +23,9 @@ def hu_doubts(lo, hi):
     """Why intensities ranging ``lo..hi`` may not be Hounsfield units: ``"normalised"`` (within [0, 1]; then alone),
     ``"nothing_negative"`` (nothing below ``MIN_HU_BELOW``: MR, or CT without its rescale intercept), ``"no_air"``
     (nothing below ``AIR_HU``), ``"no_bright"`` (nothing above ``BRIGHT_HU``). The one judgement of an image's
-    range: inference refuses the first two and warns for the others (``scripts.inputs.check_image_intensities``);
+    range: inference refuses the first two and warns for the others (``scripts.components.inputs.check_image_intensities``);
     the dataset check refuses the first and warns for the last two, which cover the second
-    (``scripts.check_dataset.check_case``)."""
+    (``scripts.lib.check_dataset.check_case``)."""
     if lo >= 0.0 and hi <= 1.0:
         return ["normalised"]
     doubts = []
@@ -40,5 +40,5 @@ def hu_doubts(lo, hi):
 
 def values_text(values, counts):
     """Unexpected label values for a message: ``"7 (8 voxels), 9 (1 voxels)"``, the first ten (the label checks
-    of ``scripts.check_dataset`` and ``scripts.inputs.check_label_values``)."""
+    of ``scripts.lib.check_dataset`` and ``scripts.components.inputs.check_label_values``)."""
     return ", ".join(f"{v:g} ({c} voxels)" for v, c in list(zip(values, counts, strict=True))[:10])

@@ -29,7 +29,7 @@ import os
 import random
 import re
 
-from scripts.fileio import NIFTI_SUFFIXES, write_text
+from scripts.lib.fileio import NIFTI_SUFFIXES, write_text
 
 __all__ = [
     "from_msd",
@@ -255,7 +255,7 @@ def labelled(datalist_file, key="training", base_dir=None):
     """The ``key`` list of labelled cases of a datalist, ``[{"image", "label", ...}]`` with absolute paths.
 
     The one reader of labelled lists: training (:func:`load_datalist`, :func:`split`) and evaluation
-    (``scripts.inputs.labelled_cases``, any key, e.g. ``validation`` of a split record). Entries keep their extra
+    (``scripts.components.inputs.labelled_cases``, any key, e.g. ``validation`` of a split record). Entries keep their extra
     keys (such as ``fold``). Raises ``ValueError`` naming the file for a missing file, invalid JSON, no ``key`` list,
     an entry without string ``image``/``label``, a bad ``fold`` or (in ``training``) an image listed twice. Files
     need not exist here.

@@ -1,6 +1,5 @@
 """Small pieces the training, evaluation and inference configs use where MONAI has no component.
 
-- ``latest_checkpoint``: the newest resumable checkpoint, for ``--resume true``.
 - ``ValidateEveryAndLast``: MONAI's ``ValidationHandler`` that also validates after the final epoch.
 - ``TimeLeft``: logs the epochs done and an estimate of the training time left.
 - ``write_provenance``: a JSON next to the weights that says what data trained them (phantom or not).
@@ -10,50 +9,33 @@
   Under torchrun it gathers the rows of every rank and rank 0 writes the files, each case once. MONAI's
   ``MetricsSaver``/``write_metrics_reports`` are not used: they write one file per metric (``<metric>_raw.csv``,
   one column per class) and summaries by class, while ``metrics.csv`` is one row per case with every measure, the
-  table that ``scripts.visualize grid --metrics``, the demo and tests/test_workflows.py read.
+  table that ``python -m scripts visualize grid --metrics``, the demo and tests/test_workflows.py read.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
-import glob
 import io
 import json
 import logging
 import os
-import re
 import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from ignite.engine import Events
 from monai.handlers import ValidationHandler
+from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 
-from scripts.fileio import case_label, write_text
-from scripts.postprocess import foreground
+from scripts.components.checkpoint import PROVENANCE_FILE
+from scripts.components.postprocess import foreground
+from scripts.components.qc import UNCERTAIN_KEY, verdict
+from scripts.lib.fileio import case_label, write_text
+from scripts.lib.metrics import dice
 
 logger = logging.getLogger(__name__)
-
-PROVENANCE_FILE = "model_provenance.json"
-
-
-def latest_checkpoint_epoch(ckpt_dir: str) -> tuple[int, str]:
-    """``(N, path)`` of the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
-    from scripts.checkpoint import RESUMABLE_GLOB
-
-    found = []
-    for path in glob.glob(os.path.join(ckpt_dir, RESUMABLE_GLOB)):
-        match = re.search(r"checkpoint_epoch=(\d+)\.pt$", path)
-        if match:
-            found.append((int(match.group(1)), path))
-    if not found:
-        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from (train without --resume first)")
-    return max(found)
-
-
-def latest_checkpoint(ckpt_dir: str) -> str:
-    """Return the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (the largest N); raise if there is none."""
-    return latest_checkpoint_epoch(ckpt_dir)[1]
 
 
 class ValidateEveryAndLast(ValidationHandler):
@@ -69,7 +51,6 @@ class ValidateEveryAndLast(ValidationHandler):
         super().__init__(interval=interval, validator=validator, epoch_level=True, exec_at_start=exec_at_start)
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
 
         def due(engine, epoch: int) -> bool:
             return epoch % self.interval == 0 or epoch == engine.state.max_epochs
@@ -94,7 +75,6 @@ class TimeLeft:
         self.first_epoch = 0
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -137,7 +117,7 @@ def write_provenance(
     ``generator``: set when the training cases are generated on the fly (configs/synthetic.yaml), the generator's
     settings (module, profile, seed range, ...); the record then says the weights saw synthetic data only, and lists
     the validation cases, which are the only files the run reads. ``initial_weights``: the record of the weights
-    the run started from (``--init_weights``, :func:`scripts.checkpoint.start_from`), kept as ``initial_weights``:
+    the run started from (``--init_weights``, :func:`scripts.components.checkpoint.start_from`), kept as ``initial_weights``:
     the weights then also carry what trained those.
     """
     description = ""
@@ -197,11 +177,10 @@ def _as_labels(x: torch.Tensor) -> torch.Tensor:
 
 def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dict | None = None) -> dict:
     """The per-case numbers: volumes, mean HU and, with a reference label, Dice/HD95/ASD/volume difference; with
-    ``qc`` (``scripts.qc.verdict``'s ``volume_ml`` and ``max_uncertain_share``) the verdict, column ``qc``, last.
+    ``qc`` (``scripts.components.qc.verdict``'s ``volume_ml`` and ``max_uncertain_share``) the verdict, column ``qc``, last.
 
     ``pred``/``label``: channel-first MetaTensors (one-hot or label maps) on the same grid, in physical space.
     """
-    from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 
     spacing = _spacing(pred)
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -213,11 +192,12 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dic
     if image_hu is not None:
         hu = np.asarray(torch.as_tensor(image_hu)[0].cpu())
         mask = liver_p
-        if mask.flags.f_contiguous and not mask.flags.c_contiguous:  # an x-fastest mask (scripts/postprocess.py):
+        if (
+            mask.flags.f_contiguous and not mask.flags.c_contiguous
+        ):  # an x-fastest mask (scripts/components/postprocess.py):
             hu, mask = hu.T, mask.T  # indexed in its own order, 0.05 s instead of 0.6 s for 512x512x150
         row["liver_mean_hu"] = float(hu[mask].mean(dtype=np.float64)) if mask.any() else float("nan")
     if qc is not None:
-        from scripts.qc import UNCERTAIN_KEY, verdict
 
         affine = np.asarray(torch.as_tensor(pred.affine).cpu(), dtype=np.float64)
         meta = getattr(pred, "meta", None) or {}
@@ -249,7 +229,6 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dic
     else:  # a distance to an empty mask is undefined
         row["hd95_mm"] = row["asd_mm"] = float("nan")
     if num_classes > 2:  # per-class labels only where there are classes
-        from scripts.visualize import dice
 
         p = _as_labels(pred).cpu()
         for c in range(1, num_classes):
@@ -281,7 +260,6 @@ def gather_cases(rows: list[dict], sources: list[str]) -> tuple[list[dict], list
     from each rank in turn restores the dataset order. A case that a padding sampler gave to two ranks is kept once,
     with a warning: the padded copy also counts twice in MONAI's mean metrics.
     """
-    import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return rows, sources
@@ -323,7 +301,7 @@ class CaseTable:
         prefix: file name stem.
         num_classes: adds a Dice column per class when > 2.
         qc_volume_ml, qc_max_uncertain_share: with both, a ``qc`` column holds each case's verdict
-            (``scripts.qc.verdict``: ``ok`` or the reasons), which the log line of the case shows too.
+            (``scripts.components.qc.verdict``: ``ok`` or the reasons), which the log line of the case shows too.
     """
 
     def __init__(
@@ -347,7 +325,6 @@ class CaseTable:
         self.sources: list[str] = []  # the source file of each row: the identity of a case across ranks
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
@@ -373,7 +350,6 @@ class CaseTable:
             logger.info("case %d: %s: %s", len(self.rows), row["case"], shown)
 
     def _write(self, engine) -> None:
-        import torch.distributed as dist
 
         rows, _ = gather_cases(self.rows, self.sources)  # every rank takes part; only rank 0 writes
         if not rows or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):

@@ -2,7 +2,7 @@
 
 ``configs/multi_gpu_train.yaml`` and ``configs/multi_gpu_evaluate.yaml`` define::
 
-    process_group: "$@scripts.distributed.init_process_group(@device, @dist_timeout_s)"
+    process_group: "$@scripts.components.distributed.init_process_group(@device, @dist_timeout_s)"
     rank: "$torch.distributed.get_rank(@process_group)"
 
 so the process group exists before anything that asks for the rank (seeding, samplers, DDP, the writers that only
@@ -14,6 +14,10 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+
+import ignite.distributed as idist
+import torch
+import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +32,6 @@ def init_process_group(device, timeout_s: float = 600):
     ``timeout_s`` bounds every collective: a rank that waits longer for the others (one died, or hangs) raises
     instead of waiting forever, so a failure anywhere ends the whole job.
     """
-    import torch
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.group.WORLD
@@ -51,7 +53,6 @@ def init_process_group(device, timeout_s: float = 600):
     # ignite learns the job's layout lazily, with collectives (a new group, an all-reduce), on its first
     # idist.get_rank(); a handler that only rank 0 builds (a checkpoint saver) would then wait for the other ranks
     # forever. Every rank does it here, together.
-    import ignite.distributed as idist
 
     idist.sync()
     logger.info(
@@ -68,7 +69,6 @@ def init_process_group(device, timeout_s: float = 600):
 
 def device_ids(device) -> list | None:
     """``DistributedDataParallel``'s ``device_ids``: this process's GPU, or None on a CPU (gloo)."""
-    import torch
 
     device = torch.device(device)
     return [device] if device.type == "cuda" else None

@@ -2,7 +2,7 @@
 
 ``--input`` may be a NIfTI file (``.nii``/``.nii.gz``), a folder of NIfTI files, a DICOM series folder, or a DICOM
 study or export whose (nested) subfolders are series: each CT series is a case, named after the series
-(:func:`scripts.dicom.case_names`; docs/dicom.md).
+(:func:`scripts.lib.dicom.case_names`; docs/dicom.md).
 
 Checks happen in two places, so that good files cost no more than their headers before inference starts:
 
@@ -12,7 +12,7 @@ Checks happen in two places, so that good files cost no more than their headers 
    assumed); voxel data shorter than the header declares. For ``.nii.gz`` the last check reads the gzip trailer,
    which records the uncompressed size: 4 bytes at the end of the file, so it costs nothing. A truncated file has
    lost its trailer, and only when the trailer disagrees is the whole file decompressed (in 1 MiB chunks, nothing
-   kept) to tell a truncated file from a valid multi-member gzip. DICOM folders get :func:`scripts.dicom.check_series`
+   kept) to tell a truncated file from a valid multi-member gzip. DICOM folders get :func:`scripts.lib.dicom.check_series`
    (one series, no missing slice, consistent geometry).
 2. On the case the pipeline has read anyway (inside :func:`tolerant`, on the HU copy ``ct_hu`` and the label as
    loaded, so the config's preprocessing stays pure MONAI for MONAI Deploy; :func:`check_loaded_case` is the same
@@ -27,7 +27,7 @@ those items before they reach the network and records them. After the run, :func
 failed case and makes the run exit non-zero. The good cases' outputs are complete; failed cases write nothing.
 
 Every message names the file and the problem. The configs call these functions through
-:func:`scripts.errors.exit_on_error`, which prints them as one ``error: ...`` line.
+:func:`scripts.lib.errors.exit_on_error`, which prints them as one ``error: ...`` line.
 """
 
 from __future__ import annotations
@@ -38,12 +38,26 @@ import math
 import os
 import zlib
 
+import nibabel as nib
 import numpy as np
+import torch
 from monai.data import ImageReader, NibabelReader
+from nibabel.arrayproxy import ArrayProxy
 
-from scripts.ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, MIN_HU_BELOW, hu_doubts, values_text
-from scripts.errors import one_line
-from scripts.fileio import CASE_NAME_KEY, NIFTI_SUFFIXES, case_name, has_isal, igzip  # case_name: inputs.case_name too
+from scripts import as_bool
+from scripts.components import checkpoint
+from scripts.lib import dicom
+from scripts.lib.ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, MIN_HU_BELOW, hu_doubts, values_text
+from scripts.lib.datalist import labelled
+from scripts.lib.dicom import NoDicomSeries
+from scripts.lib.errors import one_line
+from scripts.lib.fileio import (  # case_name: inputs.case_name too
+    CASE_NAME_KEY,
+    NIFTI_SUFFIXES,
+    case_name,
+    has_isal,
+    igzip,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +125,6 @@ class NiftiReader(NibabelReader):
         filename = img.get_filename() or filename
         if not (self.fast_gzip and str(filename).endswith(".gz")):
             return super()._get_array_data(img, filename)
-        from nibabel.arrayproxy import ArrayProxy
 
         proxy = img.dataobj  # nibabel's reading of the header: shape, dtype, offset and scaling of the voxels
         with igzip.open(filename, "rb") as f:
@@ -120,7 +133,7 @@ class NiftiReader(NibabelReader):
 
 
 class DicomSeriesReader(ImageReader):
-    """MONAI ``ImageReader`` for a DICOM series folder, read by :func:`scripts.dicom.read_series` (pydicom): the same
+    """MONAI ``ImageReader`` for a DICOM series folder, read by :func:`scripts.lib.dicom.read_series` (pydicom): the same
     checks, slice order (along the slice normal) and decoders as ``python -m scripts dicom convert`` and the MONAI
     Deploy app, so every entry point reads a series into the same voxels and RAS affine. Only for folders, so that
     ``LoadImaged`` passes NIfTI files on to :class:`NiftiReader`."""
@@ -135,14 +148,12 @@ class DicomSeriesReader(ImageReader):
         return len(names) == 1 and os.path.isdir(names[0])
 
     def read(self, data, **kwargs):
-        from scripts import dicom
 
         (folder,) = self._paths(data)
         volume, _, info = dicom.read_series(folder)
         return volume, info
 
     def get_data(self, img):
-        from scripts import dicom
 
         volume, info = img
         return volume, dicom.volume_metadata(info)
@@ -312,7 +323,6 @@ def check_nifti(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
     Raises FileNotFoundError/ValueError naming the file: missing, empty, unreadable header, not 3D, larger than
     ``max_voxels``, singular or non-finite affine, or truncated voxel data. No voxel data is read.
     """
-    import nibabel as nib
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
@@ -335,12 +345,11 @@ def check_nifti(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
 def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
     """Check a DICOM series folder from its headers; return its shape.
 
-    :func:`scripts.dicom.check_series`: exactly one series (files without a SeriesInstanceUID are grouped by what a
+    :func:`scripts.lib.dicom.check_series`: exactly one series (files without a SeriesInstanceUID are grouped by what a
     series shares and pass with a warning naming the missing tags), consistent geometry, no missing slice, no gantry
     tilt, a transfer syntax the installed decoders read. Then the size and affine checks. Raises ValueError naming the
     folder and the problem.
     """
-    from scripts import dicom
 
     info = dicom.check_series(folder)
     shape = tuple(int(s) for s in info["shape"])
@@ -364,14 +373,13 @@ def check_case(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
 
 def _dicom_cases(folder: str) -> list[tuple[str, str]]:
     """``(series folder, case name)`` for each CT image series under ``folder`` (searched recursively, as a PACS
-    export or DICOMDIR lays out a study), named by :func:`scripts.dicom.case_names` (series number and description).
+    export or DICOMDIR lays out a study), named by :func:`scripts.lib.dicom.case_names` (series number and description).
 
     Series that are not CT images (localizers, dose reports, structured reports, secondary captures, other
-    modalities: :func:`scripts.dicom.ct_series`) are skipped with a warning each; when nothing is left, ValueError
+    modalities: :func:`scripts.lib.dicom.ct_series`) are skipped with a warning each; when nothing is left, ValueError
     lists them. A case is a folder, and :func:`check_dicom` refuses one that mixes series (a localizer beside the CT,
     two series in one flat folder), naming them: give each series a folder of its own.
     """
-    from scripts import dicom
 
     cts, skipped = dicom.ct_series(folder)
     reasons = [f"{dicom.series_name(s)}: {reason}" for s, reason in skipped]
@@ -402,7 +410,6 @@ def _find_cases(input_path) -> list[tuple[str, str | None]]:
     entries = sorted(os.listdir(path))
     cases = [(os.path.join(path, f), None) for f in entries if f.endswith(NIFTI_SUFFIXES) and not f.startswith(".")]
     if not cases:
-        from scripts.dicom import NoDicomSeries
 
         try:
             cases = _dicom_cases(path)
@@ -479,12 +486,11 @@ def plan_outputs(cases: list[dict], output_dir: str, postfix: str) -> dict:
 def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
     """Stop unless ``ckpt_path`` holds weights that fit ``network``, or the user asked for an untrained run.
 
-    The file is loaded with ``torch.load(weights_only=True)`` (:func:`scripts.checkpoint.load_weights`): a file that
+    The file is loaded with ``torch.load(weights_only=True)`` (:func:`scripts.components.checkpoint.load_weights`): a file that
     holds other Python objects is refused, never unpickled. With ``network`` the weights are compared with its
     state dict (names and shapes) and checked for NaN/Inf. Raises FileNotFoundError/ValueError naming the file.
     ``load_pretrain`` may be a string, as a command-line override arrives ("false", "0", ...).
     """
-    from scripts import as_bool, checkpoint
 
     if not as_bool(load_pretrain):
         logger.warning("load_pretrain is false: running UNTRAINED weights; the masks are meaningless")
@@ -505,7 +511,6 @@ def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
 
 def _grid_problem(image: str, label: str) -> str | None:
     """Why ``label`` is not on ``image``'s voxel grid, or None (headers only)."""
-    import nibabel as nib
 
     a, b = nib.load(image), nib.load(label)
     sa, sb = _squeeze_trailing(tuple(a.shape)), _squeeze_trailing(tuple(b.shape))
@@ -526,13 +531,12 @@ def _grid_problem(image: str, label: str) -> str | None:
 def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int = MAX_VOXELS) -> list[dict]:
     """The ``key`` list of a datalist JSON as ``[{"image", "label"}, ...]`` with absolute paths, each case checked.
 
-    The list is read by ``scripts.datalist.labelled`` (relative paths are relative to the JSON's folder, the MSD
+    The list is read by ``scripts.lib.datalist.labelled`` (relative paths are relative to the JSON's folder, the MSD
     ``dataset.json`` convention; an entry without a label is an error naming the file). Image and label go through
     :func:`check_case` and must share one voxel grid (shape and affine). Every bad case is reported at once in one
     ValueError (metrics over a silently reduced set would mislead); label values are checked while the evaluation
     reads them (:func:`check_loaded_case`).
     """
-    from scripts.datalist import labelled
 
     datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
     if not os.path.isfile(datalist_file):
@@ -573,8 +577,7 @@ def _source(value, fallback: str) -> str:
 
 def check_image_intensities(image, path: str) -> None:
     """Raise for NaN/Inf voxels or intensities that cannot be Hounsfield units; warn for doubtful ranges
-    (``scripts.ct_values.hu_doubts``: the dataset check's thresholds too)."""
-    import torch
+    (``scripts.lib.ct_values.hu_doubts``: the dataset check's thresholds too)."""
 
     x = torch.as_tensor(image)
     lo, hi = (float(v) for v in torch.aminmax(x.float() if not x.is_floating_point() else x))
@@ -600,7 +603,6 @@ def check_image_intensities(image, path: str) -> None:
 
 def check_label_values(label, path: str, expected=EXPECTED_LABELS) -> None:
     """Raise when ``label`` holds values other than ``expected`` (0 background, 1 liver, 2 tumour)."""
-    import torch
 
     y = torch.as_tensor(label)
     known = torch.zeros(y.shape, dtype=torch.bool)

@@ -1,7 +1,7 @@
 """What a run takes from the machine: its device, its loader workers and how many windows go to the network at once.
 
 Each value the configs derive from the machine is one function here, so the configs stay declarations
-(``device: $@scripts.hardware.local_device()``) and train.yaml and inference.yaml compute it the same way.
+(``device: $@scripts.components.hardware.local_device()``) and train.yaml and inference.yaml compute it the same way.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+from scripts import as_bool
 
 
 def local_device() -> torch.device:
@@ -54,10 +56,9 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_autocast(device, requested) -> bool:
-    """Whether training on ``device`` runs the network under bfloat16 autocast (``scripts.inferers
+    """Whether training on ``device`` runs the network under bfloat16 autocast (``scripts.components.inferers
     .CpuAutocastInferer``): when ``requested`` (true, or "true" as a command-line override arrives), on a CPU device,
     on a CPU that computes bfloat16 natively. On CUDA, MONAI's own ``amp`` (float16 with a gradient scaler) applies."""
-    from scripts import as_bool
 
     return as_bool(requested) and not is_cuda(device) and cpu_has_bf16()
 
@@ -67,7 +68,7 @@ def training_loader_workers(device, cache: str = "ram") -> int:
 
     On a CPU the ThreadDataLoader's own thread runs the random transforms: on the 2-core benchmark machine a demo
     epoch took 1.9 s so, against 2.8 s with 2 worker processes (which start anew every epoch and compete with the
-    network for the cores). With ``cache: gpu`` (:func:`scripts.cache.choose`) that thread runs them on the GPU, and
+    network for the cores). With ``cache: gpu`` (:func:`scripts.components.cache.choose`) that thread runs them on the GPU, and
     CUDA tensors cannot pass through worker processes. With CUDA and cases in RAM or on disk the 2 worker processes
     of the earlier configs stay (not re-measured here).
     """

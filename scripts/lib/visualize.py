@@ -42,10 +42,14 @@ import json
 import logging
 import math
 import os
+import textwrap
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
-from scripts.fileio import NIFTI_SUFFIXES, case_name
+from scripts.lib.fileio import NIFTI_SUFFIXES, atomic_path, case_name
+from scripts.lib.metrics import dice
 
 logger = logging.getLogger(__name__)
 
@@ -77,21 +81,6 @@ _AFFINE_ATOL = 1e-3
 # ----------------------------------------------------------------------------------------------------------- helpers
 
 
-def dice(a, b) -> float:
-    """Dice coefficient of two binary arrays of the same shape (non-zero = inside); both empty gives 1.0.
-
-    The one Dice of two masks in NumPy: the pictures' titles, the per-class columns of ``scripts.handlers`` and the
-    benchmark's accuracy check (the liver column of metrics.csv is MONAI's ``compute_dice``, which agrees)."""
-    a = np.asarray(a).astype(bool, copy=False)
-    b = np.asarray(b).astype(bool, copy=False)
-    if a.shape != b.shape:
-        raise ValueError(f"dice: arrays of different shapes {a.shape} and {b.shape}")
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(a & b)) / total
-
-
 def _describe(src) -> str:
     """A name for an input in messages: its path, or the file an in-memory nibabel image came from."""
     if isinstance(src, (str, os.PathLike)):
@@ -106,7 +95,6 @@ def load_canonical(src, role: str = "image"):
     Returns ``(data, affine, original_affine)``: a 3D array in the file's stored type (scaling applied), the canonical
     affine and the file's own affine. Raises FileNotFoundError/ValueError naming the file.
     """
-    import nibabel as nib
 
     where = _describe(src)
     if isinstance(src, (str, os.PathLike)):
@@ -216,7 +204,6 @@ def _boundary(mask: np.ndarray, width) -> np.ndarray:
 
     The neighbourhood is the ellipse with those half-axes, so a width of 1 means the 4 direct neighbours.
     """
-    from scipy import ndimage
 
     wr, wc = (width, width) if np.isscalar(width) else width
     wr, wc = max(1, int(wr)), max(1, int(wc))
@@ -264,8 +251,7 @@ def render_slice(
 
 
 def _atomic_savefig(fig, output_png, dpi: float, metadata: dict) -> str:
-    """Save a figure as PNG atomically (``scripts.fileio``); never leaves a partial file."""
-    from scripts.fileio import atomic_path
+    """Save a figure as PNG atomically (``scripts.lib.fileio``); never leaves a partial file."""
 
     output_png = os.fspath(output_png)
     with atomic_path(output_png) as tmp:
@@ -372,7 +358,6 @@ def _fitted_title(fig, title: str, fontsize: float):
 
     Returns ``(text, extra inches)``: the text artist and how much taller it is than one line.
     """
-    import textwrap
 
     renderer = fig.canvas.get_renderer()
     text = fig.suptitle(title, fontsize=fontsize)
@@ -416,8 +401,6 @@ def overlay(image, output_png, *, label=None, pred=None, title=None, window=DEFA
         prd, prd_affine, _ = load_canonical(pred, "prediction")
         _check_same_grid(image, img.shape, affine, pred, prd.shape, prd_affine, "prediction")
         prd = _as_labels(prd)
-
-    import nibabel as nib
 
     spacing = nib.affines.voxel_sizes(affine)
     centre = liver_centre(lab, prd, img.shape)
@@ -591,7 +574,6 @@ def _axial_slice(case: dict) -> dict:
     Returns ``{"image", "label", "pred", "spacing", "label_tumour", "pred_tumour"}``: ``label``/``pred`` are None
     when the case has none; the ``*_tumour`` flags tell whether the whole label/prediction holds label 2.
     """
-    import nibabel as nib
 
     img, affine, _ = load_canonical(case["image"], "image")
     out = {"label": None, "pred": None, "label_tumour": False, "pred_tumour": False}
@@ -890,7 +872,6 @@ def phantom_grid(cases, output_png, *, window=DEFAULT_WINDOW, dpi=100) -> str:
 
     ``cases``: dicts with ``image``, ``label`` (stored voxel order) and ``affine`` (voxel -> RAS+ mm), and ``title``.
     """
-    import nibabel as nib
 
     cases = list(cases)
     if not cases:

@@ -18,11 +18,11 @@ import os
 import nibabel as nib
 import numpy as np
 
-from . import as_bool
-from .ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, hu_doubts, values_text
-from .datalist import load_datalist
-from .errors import one_line
-from .fileio import case_name, write_text
+from scripts import as_bool
+from scripts.lib.ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, hu_doubts, values_text
+from scripts.lib.datalist import load_datalist
+from scripts.lib.errors import one_line
+from scripts.lib.fileio import case_name, write_text
 
 __all__ = [
     "check_case",

@@ -30,9 +30,13 @@ import json
 import os
 import zipfile
 
+import numpy as np
 import torch
+from monai.bundle import ConfigParser
+from monai.networks.utils import convert_to_onnx
 
-from scripts.fileio import atomic_path
+from scripts.components.checkpoint import load_into
+from scripts.lib.fileio import atomic_path
 
 __all__ = ["export_onnx", "AxisWiseInstanceNorm", "axis_wise_norms", "OnnxNetwork", "package_files", "package"]
 
@@ -63,9 +67,6 @@ ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # every entry gets this time stamp, so the sam
 
 def _load_network(config_files, meta_file, ckpt_file, net_id="network_def", key_in_ckpt="", overrides=None):
     """The bundle's network on the CPU with the weights of ``ckpt_file``, and the parser it came from."""
-    from monai.bundle import ConfigParser
-
-    from scripts.checkpoint import load_into
 
     ckpt_file = os.fspath(ckpt_file)
     if not os.path.isfile(ckpt_file):
@@ -144,11 +145,9 @@ def export_onnx(
     ``converter_kwargs``: it writes the file in place before any check, its ONNX saver drops the bundle metadata
     (tests/test_export.py reads it), and its ``verify`` compares ONNX Runtime with the very module it exported on the
     one example patch, while this check compares the file with the network as trained (plain instance norms, see
-    the module docstring) on another batch size. The weights go through ``scripts.checkpoint.load_into``.
+    the module docstring) on another batch size. The weights go through ``scripts.components.checkpoint.load_into``.
     """
-    import numpy as np
     import onnx
-    from monai.networks.utils import convert_to_onnx
 
     net, parser = _load_network(config_files, meta_file, ckpt_file, net_id, key_in_ckpt, overrides)
     meta = parser.get("_meta_", {})
@@ -232,7 +231,6 @@ def package_files(bundle_root=".", weights=True) -> list[str]:
     Also parses every config, and checks that the metadata's changelog has an entry for its version, so a broken
     bundle is never packaged.
     """
-    from monai.bundle import ConfigParser
 
     root = os.path.abspath(os.fspath(bundle_root))
     required = list(REQUIRED_FILES) + ([WEIGHTS_FILE] if weights else [])

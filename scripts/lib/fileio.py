@@ -7,7 +7,7 @@ A file is written under a temporary name in its target folder, flushed to disk, 
 would give it (0666 minus the umask), and renamed over the target (``os.replace``, atomic on POSIX and Windows).
 A reader never sees a partial file, and a failed or interrupted write leaves any previous file untouched; the
 temporary file is removed on failure. :func:`atomic_path` is the one implementation; :func:`write_text`,
-:func:`save_nifti`, ``scripts.checkpoint.save_atomic``, the ONNX file, the zip and the PNGs all go through it.
+:func:`save_nifti`, ``scripts.components.checkpoint.save_atomic``, the ONNX file, the zip and the PNGs all go through it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import contextlib
 import hashlib
 import os
 import tempfile
+
+import nibabel as nib
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -53,7 +55,7 @@ def case_name(path) -> str:
 
 
 #: The key under which a case's own name travels (a datalist item's and the image's metadata): DICOM series are
-#: named after the series (``scripts.dicom.case_names``), not after their folders.
+#: named after the series (``scripts.lib.dicom.case_names``), not after their folders.
 CASE_NAME_KEY = "case_name"
 
 
@@ -127,7 +129,6 @@ def save_nifti(array, affine, path, description: str = "", fast_gzip: bool = Tru
     memory order: an x-fastest (Fortran-order) array needs no transposed copy. The target folder must exist.
     ``fast_gzip=False`` deflates with nibabel's zlib instead: tests/test_postprocess.py writes both and reads both
     back, the check that ISA-L's files are plain gzip."""
-    import nibabel as nib
 
     path = os.fspath(path)
     if not path.endswith(NIFTI_SUFFIXES):

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from scripts import dicom
+from scripts.lib import dicom
 
 __all__ = ["DEPLOY_REQUIREMENTS", "require_highdicom", "seg_problem", "segment_descriptions", "write_seg"]
 
@@ -44,7 +44,7 @@ def require_highdicom() -> None:
 
 
 def seg_problem(series: dict) -> str | None:
-    """Why no SEG can reference ``series`` (a :func:`scripts.dicom.find_series` or ``check_series`` dict): the UIDs
+    """Why no SEG can reference ``series`` (a :func:`scripts.lib.dicom.find_series` or ``check_series`` dict): the UIDs
     it lacks; None when it has them all."""
     missing = list(series["missing_uids"])
     if series.get("sop_class_from", "SOPClassUID") != "SOPClassUID":
@@ -91,7 +91,7 @@ def write_seg(mask_kji, series: dict, metadata: dict, path) -> dict:
     """Write ``mask_kji`` as a binary DICOM SEG of ``series`` to ``path`` (atomically); return ``{label: voxels}``.
 
     ``mask_kji`` is a label map indexed (slice, row, column) in the slice order of ``series["files"]`` (as
-    :func:`scripts.dicom.check_series` sorts them: along the slice normal). The SEG has one frame per source slice,
+    :func:`scripts.lib.dicom.check_series` sorts them: along the slice normal). The SEG has one frame per source slice,
     even an empty one, so its frames line up with the source one to one, and it takes the source's frame of
     reference, study and patient. ``metadata`` is the bundle's (``configs/metadata.json``): its ``pred`` classes name
     the segments and its version is the algorithm's. Raises ValueError naming the series for a mask of another shape,

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 import torch
 
-from scripts.fileio import case_label
+from scripts.lib.fileio import case_label
 
 __all__ = ["RecordConfidence", "SmallLiverFilter", "uncertain_share", "body_axis", "verdict", "OK"]
 
