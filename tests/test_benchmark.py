@@ -546,3 +546,100 @@ def test_report_has_the_race_section_and_target(tmp_path):
         and "| ours (demo) | 40.0 (40.0-40.0) | 80.0 (80.0-80.0) |" in md
     )
     assert "| reference trainer | not reached | not reached | 0.8000 (0.8000-0.8000) |" in md
+
+
+# ---- what each component buys (step_shares) -------------------------------------------------------------------------
+
+
+def _share_runs(seconds: dict) -> dict:
+    """``{revert: ([with s by repeat], [without s by repeat])}`` as step_shares records the runs."""
+    return {
+        name: {
+            side: [{"to_last_mask_s": t} for t in times] for side, times in zip(("with", "without"), pair, strict=True)
+        }
+        for name, pair in seconds.items()
+    }
+
+
+def test_shares_table_gives_each_component_its_share_and_flags_the_small_ones(tmp_path):
+    runs = _share_runs(
+        {
+            "liver_box_resampling": ([10.0, 11.0, 12.0], [20.0, 20.0, 24.0]),  # median 11 against 20: 45 %
+            "isal_gzip": ([10.0, 10.0, 10.0], [10.2, 10.4, 10.3]),  # 2.9 %: under 5 %
+            "slab_reader": ([10.0, 10.0, 10.0], [11.0, 11.0, 11.5]),
+        }
+    )
+    rows = benchmark.summarize_shares(runs)
+    by_file = {r["file"]: r for r in rows}
+    box = by_file["tools/reverts/liver_box_resampling.yaml"]
+    assert box["with_s"]["median"] == 11.0 and box["without_s"]["median"] == 20.0
+    assert box["share"] == pytest.approx(45.0) and not box["under_5"]
+    assert box["pair_shares"]["min"] == pytest.approx(45.0) and box["pair_shares"]["max"] == pytest.approx(50.0)
+    assert by_file["tools/reverts/isal_gzip.yaml"]["under_5"]
+    assert box["component"] == benchmark.COMPONENTS["liver_box_resampling"]
+    # the slab copy alone: the slab_reader runs (MONAI's reader) against the isal_gzip runs (NiftiReader with zlib)
+    slab = rows[-1]
+    assert slab["derived"] and slab["component"] == benchmark.SLAB_COPY[0]
+    assert slab["with_s"]["median"] == pytest.approx(10.3) and slab["without_s"]["median"] == 11.0
+    assert slab["share"] == pytest.approx(100 * 0.7 / 11.0)
+    assert not [r for r in benchmark.summarize_shares(_share_runs({"slab_reader": ([1.0], [2.0])})) if "derived" in r]
+
+    res = {
+        "command": "python -m tools.benchmark --steps shares",
+        "seeds": [0, 1],
+        "machine": benchmark.machine_info(),
+        "shares": {"cases": 2, "repeats": 3, "ckpt": "models/model.pt", "rows": rows},
+        "inference_path": {
+            "config": "configs/inference.yaml",
+            "config_lines": 200,
+            "modules": {"scripts": {"path": "scripts/__init__.py", "lines": 50}},
+            "python_lines": 50,
+            "ratio": 0.25,
+        },
+    }
+    md = open(benchmark.write_report(res, str(tmp_path))[0]).read()
+    assert "## What each bespoke component buys (end to end)" in md
+    assert (
+        f"| {box['component']} | tools/reverts/liver_box_resampling.yaml | 11.0 (10.0-12.0) | 20.0 (20.0-24.0) | "
+        "45.0 (45.0 to 50.0) | no |" in md
+    )
+    assert "| tools/reverts/isal_gzip.yaml | 10.0 (10.0-10.0) | 10.3 (10.2-10.4) | 2.9 (2.0 to 3.8) | yes |" in md
+    assert "## Inference path: bespoke Python against config" in md
+    assert "| scripts | scripts/__init__.py | 50 |" in md and "Python / config: **0.2**" in md
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert (
+        sections.index("## What each bespoke component buys (end to end)")
+        < sections.index("## Inference path: bespoke Python against config")
+        < sections.index("## Changes kept (before -> after, from the stage table)")
+    )
+
+
+def test_step_shares_alternates_ours_with_each_revert_and_rotates_them(tmp_path, monkeypatch):
+    import argparse
+
+    cases = tmp_path / "standard" / "imagesTs"
+    cases.mkdir(parents=True)
+    for i in range(3):
+        (cases / f"ct_{i:03d}.nii.gz").write_bytes(b"x")
+    reverts = benchmark.revert_overrides()
+    calls = []
+
+    def fake_run_ours(case_dir, out, ckpt, n_cases, config_files=None, overrides=None):
+        name = next((k for k, v in reverts.items() if v == overrides), "ours")
+        calls.append(name)
+        assert sorted(os.listdir(os.path.join(case_dir, "imagesTs"))) == ["ct_000.nii.gz", "ct_001.nii.gz"]
+        return {"to_last_mask_s": 10.0 if name == "ours" else 12.0, "n": n_cases}
+
+    monkeypatch.setattr(benchmark, "run_ours", fake_run_ours)
+    args = argparse.Namespace(
+        shares=["slab_reader", "isal_gzip"], share_cases=2, repeats=2, shape=[8, 8, 4], spacing=[1, 1, 1]
+    )
+    res = {}
+    benchmark.step_shares(args, res, str(tmp_path / "work"), str(tmp_path / "standard"), "w.pt")
+    assert calls == ["ours", "slab_reader", "ours", "isal_gzip", "ours", "isal_gzip", "ours", "slab_reader"]
+    sh = res["shares"]
+    assert sh["cases"] == 2 and sh["repeats"] == 2 and sh["ckpt"] == "w.pt" and sh["shape"] == [8, 8, 4]
+    assert [r["file"] for r in sh["rows"]][:2] == ["tools/reverts/slab_reader.yaml", "tools/reverts/isal_gzip.yaml"]
+    assert sh["rows"][0]["share"] == pytest.approx(100 * 2 / 12)
+    with pytest.raises(ValueError, match="no revert"):
+        benchmark.step_shares(argparse.Namespace(shares=["nonesuch"], share_cases=0, repeats=1), {}, "", "", "")

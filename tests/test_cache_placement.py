@@ -16,6 +16,7 @@ from monai.bundle import ConfigParser
 
 from scripts.components import cache
 from scripts.lib.datalist import load_datalist
+from scripts.lib.errors import InputError
 
 GB = 1e9
 
@@ -68,9 +69,9 @@ def test_asked_for_places_are_kept_and_a_gpu_cache_needs_cuda(items):
     for where in ("ram", "disk"):
         assert cache.choose(where, "cpu", items, ram_free=0) == where
     assert cache.choose("GPU", "cuda:1", items, gpu_free=0) == "gpu"  # as asked, even where it may not fit
-    with pytest.raises(ValueError, match="cache: gpu needs a CUDA device; this run trains on cpu"):
+    with pytest.raises(InputError, match="^error: cache: gpu needs a CUDA device; this run trains on cpu"):
         cache.choose("gpu", "cpu", items)
-    with pytest.raises(ValueError, match="'ssd' is not one of auto, gpu, ram, disk"):
+    with pytest.raises(InputError, match="'ssd' is not one of auto, gpu, ram, disk"):
         cache.choose("ssd", "cpu", items)
 
 

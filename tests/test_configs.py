@@ -4,6 +4,7 @@ hold agree with train.yaml, and the documented overrides change what they say.""
 from __future__ import annotations
 
 import os
+import re
 
 import nibabel as nib
 import numpy as np
@@ -64,17 +65,28 @@ def test_max_voxels_is_the_library_default():
     assert parser("inference.yaml")["max_voxels"] == inputs.MAX_VOXELS
 
 
-def test_the_multi_gpu_configs_join_the_job_the_same_way():
-    """multi_gpu_train.yaml and multi_gpu_evaluate.yaml each stand on their base config; their job blocks agree."""
+PROCESS_GROUP_KEYS = ("dist_timeout_s", "process_group", "rank", "world_size", "+initialize", "finalize")
+
+
+def test_the_multi_gpu_configs_join_the_job_through_one_mixin():
+    """multi_gpu.yaml holds the process group; multi_gpu_train.yaml and multi_gpu_evaluate.yaml, merged after it,
+    hold only their own parts, and the merged configs get the mixin's block."""
     import yaml
 
-    train, evaluate = (
-        yaml.safe_load((CONFIGS / f).read_text()) for f in ("multi_gpu_train.yaml", "multi_gpu_evaluate.yaml")
+    mixin, train, evaluate = (
+        yaml.safe_load((CONFIGS / f).read_text())
+        for f in ("multi_gpu.yaml", "multi_gpu_train.yaml", "multi_gpu_evaluate.yaml")
     )
-    for key in ("dist_timeout_s", "process_group", "rank", "world_size", "+initialize", "finalize"):
-        assert train[key] == evaluate[key], f"multi_gpu_evaluate.yaml's {key} differs from multi_gpu_train.yaml's"
+    assert sorted(mixin) == sorted(PROCESS_GROUP_KEYS)
+    for name, own in (("multi_gpu_train.yaml", train), ("multi_gpu_evaluate.yaml", evaluate)):
+        assert not set(own) & set(PROCESS_GROUP_KEYS), f"{name} repeats multi_gpu.yaml's process group"
     for sampler in (train["validate#sampler"], evaluate["sampler"]):  # each evaluation case once, on one rank
         assert sampler["shuffle"] is False and sampler["even_divisible"] is False
+    merged_train = parser("train.yaml", "multi_gpu.yaml", "multi_gpu_train.yaml")
+    merged_eval = parser("inference.yaml", "evaluate.yaml", "multi_gpu.yaml", "multi_gpu_evaluate.yaml")
+    for merged in (merged_train, merged_eval):
+        assert merged["rank"] == mixin["rank"] and merged["finalize"] == mixin["finalize"]
+        assert merged["initialize"][-1] == mixin["+initialize"][-1]  # appended to the base config's initialize
 
 
 def test_train_and_inference_preprocessing_give_the_network_the_same_input(phantom_dir):
@@ -355,3 +367,146 @@ def test_config_expressions_are_one_step_each(config):
         assert "\n" not in expr and " if " not in expr and "lambda" not in expr, f"{config}: {where}: {expr}"
         assert expr.count("(") <= 1, f"{config}: {where}: a call inside a call: {expr}"
         assert len(expr) <= 100, f"{config}: {where}: {len(expr)} characters: {expr}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# what the configs name
+
+
+def _targets(node, where=""):
+    """(where, name) of every ``_target_`` in a parsed config, nested ones included."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}#{key}" if where else str(key)
+            if key == "_target_" or str(key).endswith("#_target_"):
+                yield here, value
+            else:
+                yield from _targets(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _targets(value, f"{where}#{i}")
+
+
+YAML_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", YAML_CONFIGS)
+def test_configs_name_what_they_build(config):
+    """Each component names its own `_target_` (no `exit_on_error` wrapper: the components report bad input in one
+    line themselves, scripts.lib.errors.reports_input_errors), and every `_target_` resolves to an importable object
+    as MONAI's runner resolves it (short names through MONAI's component locator)."""
+    import yaml
+    from monai.bundle.config_item import ComponentLocator, ConfigComponent
+
+    text = (CONFIGS / config).read_text()
+    assert "exit_on_error" not in text, f"{config}: names scripts.lib.errors.exit_on_error, which is gone"
+    locator = ComponentLocator()
+    targets = list(_targets(yaml.safe_load(text)))
+    for where, name in targets:
+        assert isinstance(name, str) and not name.startswith(("$", "@", "%")), f"{config}: {where}: {name!r}"
+        resolved = ConfigComponent({"_target_": name}, locator=locator).resolve_module_name()
+        assert isinstance(resolved, str), f"{config}: {where}: {name} names {resolved!r}"
+        assert _locate(resolved) is not None, f"{config}: {where}: {name} ({resolved}) cannot be imported"
+
+
+def _locate(name: str):
+    import pydoc
+
+    return pydoc.locate(name)
+
+
+# (config, key): the checks a config runs before any work starts; a class's __init__ carries the decorator
+CONFIG_CHECKS = [
+    ("train.yaml", "dataset_check"),
+    ("train.yaml", "split"),
+    ("train.yaml", "cache_choice"),
+    ("train.yaml", "initial_weights"),
+    ("train.yaml", "resume_loader"),
+    ("inference.yaml", "datalist"),
+    ("inference.yaml", "output_check"),
+    ("inference.yaml", "weights_check"),
+    ("inference.yaml", "failure_report"),
+    ("inference_onnx.yaml", "network"),
+    ("evaluate.yaml", "datalist"),
+    ("synthetic.yaml", "train_seeds"),
+    ("synthetic.yaml", "split"),
+]
+
+
+@pytest.mark.parametrize("config, key", CONFIG_CHECKS)
+def test_the_config_checks_report_bad_input_in_one_line(config, key):
+    """Each check carries scripts.lib.errors.reports_input_errors (functools.wraps keeps the undecorated function as
+    ``__wrapped__``); the library functions behind train.yaml's dataset checks still raise for Python callers."""
+    import yaml
+
+    from scripts.lib import check_dataset, datalist
+
+    target = _locate(yaml.safe_load((CONFIGS / config).read_text())[key]["_target_"])
+    checked = target.__init__ if isinstance(target, type) else target
+    assert hasattr(checked, "__wrapped__"), f"{config}: {key}: a bad input would end in a traceback"
+    assert not hasattr(datalist.split, "__wrapped__") and not hasattr(check_dataset.assert_dataset_ok, "__wrapped__")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# no measured figure in a config comment: measurements go stale; docs/benchmark.md (generated) holds them
+
+#: A measured figure: a number with a unit of time, share or memory ("0.38 s", "70 %", "6 GB"), a speed-up ("2x"), a
+#: before -> after pair ("31.8 -> 29.2", "18 -> 1 + 4") or a Dice value ("Dice 0.951"). Chosen constants with a
+#: source (a literature range in mL, HU, mm) and arithmetic on settings ("2 x 2 mm = 4 mm") do not match.
+MEASURED = re.compile(
+    r"\d(?:[\d.,]*\d)?\s?(?:s|ms|sec|seconds?|min|minutes?|h|hours?|%|bytes?|[KMGT]i?B)(?!\w)"
+    r"|\d(?:[\d.]*\d)?x(?!\w)"
+    r"|\d(?:[\d.]*\d)?\s*\w*\s*->\s*\d"
+    r"|\bDice\b[^\n\d]{0,30}\d*\.\d"
+)
+
+
+def _comments(text: str):
+    """(line number, comment) of every YAML comment: a ``#`` at the start of a line or after a space, outside a
+    quoted scalar (``train#dataloader#sampler`` and ``"%a#b"`` are keys and references, not comments)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        quote = None
+        for i, char in enumerate(line):
+            if quote:
+                quote = None if char == quote else quote
+            elif char in "'\"" and (i == 0 or line[i - 1] in " :[{,"):
+                quote = char
+            elif char == "#" and (i == 0 or line[i - 1].isspace()):
+                yield number, line[i + 1 :]
+                break
+
+
+def measured_figures(text: str) -> list[str]:
+    """``"<line>: <figure>"`` for every measured figure in the comments of a YAML text."""
+    return [f"{n}: {m.group(0)}" for n, comment in _comments(text) for m in MEASURED.finditer(comment)]
+
+
+def test_the_measured_figure_check_finds_them():
+    """The check below can fail: measurements of the kinds that went stale are found, chosen constants are not."""
+    stale = """\
+coarse_to_fine: true   # 18 -> 1 + 4 windows, Dice within 0.0019 on 5 CTs
+dataloader:            # a folder of 5 CTs: 31.8 -> 29.2 s
+cpu_bf16: true         # 80 epochs took 134 s instead of 175 s, held-out Dice 0.951
+dtype: float32         # MONAI's float64 is 2x slower
+cache_rate: 1.0        # 131 cases at 2 mm: about 6 GB, 70 % of the RAM
+"""
+    found = measured_figures(stale)
+    assert {f.split(":")[0] for f in found} == {"1", "2", "3", "4", "5"}, found
+    assert "3: 134 s" in found and "4: 2x" in found and "5: 6 GB" in found and "1: Dice within 0.0" in found
+    chosen = """\
+# a comment line with no figure
+coarse_scale: 2          # 2 x 2 mm = 4 mm, one window for a trunk; margin 8 network voxels (16 mm)
+qc_volume_ml: [500, 3500]  # smallest of 369 healthy adults' volumes 594 mL (Feng et al. 2017); 1717 +- 419 mL
+train#dataloader#sampler: "@x"
+ref: "%preprocessing#transforms#0#keys"   # 512x512x2048 voxels, a 96^3 patch, 0.25 overlap
+quoted: 'a # 2 s in a string, not a comment'
+"""
+    assert measured_figures(chosen) == []
+
+
+@pytest.mark.parametrize("config", YAML_CONFIGS)
+def test_config_comments_hold_no_measured_figure(config):
+    """Timings, speed-ups, Dice values and memory measured on a run go stale in a comment: say what and why, and point
+    to docs/benchmark.md (the benchmark's generated report) for the figures."""
+    found = measured_figures((CONFIGS / config).read_text())
+    assert not found, f"{config}: measured figures in comments (move them to docs/benchmark.md): {found}"

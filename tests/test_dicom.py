@@ -541,3 +541,19 @@ def test_monai_pydicom_reader_stacks_by_instance_number(tmp_path, monkeypatch):
     a, b = to_ras(itk_img), to_ras(pyd_img)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     np.testing.assert_allclose(a.affine.numpy(), b.affine.numpy(), atol=1e-4)
+
+
+def test_reading_never_imports_the_writer():
+    """Inference reads series through scripts.lib.dicom (the package imports its reader only) and scripts.lib.seg;
+    the writer loads on the first use of one of its names, which the package still gives."""
+    code = (
+        "import sys\n"
+        "from scripts.lib import dicom, seg\n"
+        "from scripts.lib.dicom import read_series\n"
+        "assert 'scripts.lib.dicom.write' not in sys.modules, 'the writer is on the reading path'\n"
+        "from scripts.lib.dicom import convert\n"
+        "assert dicom.write_series.__module__ == 'scripts.lib.dicom.write'\n"
+        "assert dicom.save_dataset_atomic is seg.save_dataset_atomic\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

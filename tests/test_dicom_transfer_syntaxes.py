@@ -41,6 +41,7 @@ from real_dicom import expected_volume, write_real_series
 from test_dicom import _cli
 
 from scripts.lib import dicom
+from scripts.lib.dicom import write as dicom_write
 
 JPEG_XL_LOSSLESS = UID("1.2.840.10008.1.2.4.110")  # not in pydicom 3.0's UID dictionary
 
@@ -77,8 +78,8 @@ def _requantise(ds, bits: int) -> np.ndarray:
     top = 2**bits - 1
     scale = max(1.0, (hi - lo) / top)
     slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
-    ds.RescaleSlope = dicom._ds(slope * scale)
-    ds.RescaleIntercept = dicom._ds(intercept + lo * slope)
+    ds.RescaleSlope = dicom_write._ds(slope * scale)
+    ds.RescaleIntercept = dicom_write._ds(intercept + lo * slope)
     return np.clip(np.rint((arr - lo) / scale), 0, top).astype(np.uint8 if bits <= 8 else np.uint16)
 
 

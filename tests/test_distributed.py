@@ -1,4 +1,5 @@
-"""Training and evaluation spread over processes with torchrun (configs/multi_gpu_*.yaml), and the disk cache.
+"""Training and evaluation spread over processes with torchrun (configs/multi_gpu.yaml and multi_gpu_train.yaml or
+multi_gpu_evaluate.yaml), and the disk cache.
 
 The multi-process runs use 2 CPU processes over gloo, exactly as users start several GPUs:
 `torchrun --standalone --nproc_per_node=2 -m monai.bundle run ...` (`--standalone` picks a free port, so tests and
@@ -30,8 +31,9 @@ from conftest import BUNDLE_ROOT, CONFIGS, FAST, bundle_cmd
 from scripts.commands import cache as cache_cli
 from scripts.components import cache, distributed
 
-TRAIN = ["train.yaml", "multi_gpu_train.yaml"]
+TRAIN = ["train.yaml", "multi_gpu.yaml", "multi_gpu_train.yaml"]
 EVALUATE = ["inference.yaml", "evaluate.yaml"]
+MULTI_GPU_EVALUATE = EVALUATE + ["multi_gpu.yaml", "multi_gpu_evaluate.yaml"]
 
 
 def torchrun(nproc: int, run_id: str, config_files: list[str], timeout: int = 600, env=None, **overrides):
@@ -144,7 +146,7 @@ def test_two_process_evaluation_equals_one_process(trained, evaluated, tmp_path)
     names = [Path(c["image"]).name.replace(".nii.gz", "") for c in cases]
     common = dict(bundle_root=BUNDLE_ROOT, eval_datalist=datalist, ckpt_path=trained["models"] / "model.pt", **FAST)
 
-    two, t2 = torchrun(2, "evaluation", EVALUATE + ["multi_gpu_evaluate.yaml"], output_dir=tmp_path / "two", **common)
+    two, t2 = torchrun(2, "evaluation", MULTI_GPU_EVALUATE, output_dir=tmp_path / "two", **common)
     assert two.returncode == 0, two.stdout[-6000:]
     assert set(rank_pids(two.stdout)) == {0, 1}
 

@@ -263,8 +263,14 @@ def test_package_holds_the_bundle_and_nothing_else(bundle_copy, tmp_path):
     assert litter == []
     configs_text = "".join(p.read_text() for p in (bundle_copy / "configs").glob("*.yaml"))
     package_init = (bundle_copy / "scripts" / "__init__.py").read_text()
-    for name in set(re.findall(r"scripts\.(\w+)", configs_text)):  # what the configs use must ship
-        assert f"scripts/{name}.py" in files or f"def {name}(" in package_init, name
+    for dotted in set(re.findall(r"scripts((?:\.\w+)+)", configs_text)):  # what the configs use must ship
+        parts = dotted.strip(".").split(".")  # a module of the package, then at most one name in it
+        modules = {
+            n
+            for n in range(1, len(parts) + 1)
+            if {f"scripts/{'/'.join(parts[:n])}{end}" for end in (".py", "/__init__.py")} & files
+        }
+        assert any(len(parts) - n <= 1 for n in modules) or f"def {parts[0]}(" in package_init, dotted
     again = export.package(tmp_path / "again.zip", bundle_copy)
     assert again != path and open(again, "rb").read() == open(path, "rb").read()  # same files, same bytes
 
@@ -290,7 +296,8 @@ def test_monai_bundle_download_and_load_accept_the_zip_and_it_runs(bundle_copy, 
     hub = tmp_path / "hub"
     monai.bundle.download(name=export.BUNDLE_NAME, bundle_dir=str(hub), url=url, progress=False)
     unpacked = hub / export.BUNDLE_NAME
-    assert (unpacked / "configs" / "inference.yaml").is_file() and (unpacked / "scripts" / "inputs.py").is_file()
+    assert (unpacked / "configs" / "inference.yaml").is_file()
+    assert (unpacked / "scripts" / "components" / "inputs.py").is_file()
 
     module, meta, extra = monai.bundle.load(
         name=export.BUNDLE_NAME,

@@ -16,6 +16,7 @@ import torch
 from conftest import BUNDLE_ROOT, FAST, run_in_process
 
 from scripts.components.checkpoint import start_from
+from scripts.lib.errors import InputError
 from scripts.lib.fileio import sha256
 
 
@@ -123,10 +124,10 @@ def test_only_the_class_count_may_differ(trained, tmp_path):
     """Weights of another network (other channels, or another number of input channels) are refused whatever the
     class count, and a file with the network's own class count reinitialises nothing."""
     start = trained["models"] / "model.pt"
-    with pytest.raises(ValueError, match="do not fit the bundle's network"):
+    with pytest.raises(InputError, match="do not fit the bundle's network"):
         start_from(_unet(classes=3, channels=(8, 16, 32, 64, 128)), start, num_classes=3)
     torch.save(_unet(in_channels=2).state_dict(), tmp_path / "two_inputs.pt")  # the first layers differ: 2 vs 1
-    with pytest.raises(ValueError, match="do not fit the bundle's network"):
+    with pytest.raises(InputError, match="do not fit the bundle's network"):
         start_from(_unet(), tmp_path / "two_inputs.pt", num_classes=2)
     same = _unet()
     assert "output_layers_reinitialised" not in start_from(same, start, num_classes=2)

@@ -1,7 +1,8 @@
-"""Tests of the synthetic abdominal CT phantom (scripts/lib/phantom.py), the bundle's embedded default dataset."""
+"""Tests of the synthetic abdominal CT phantom (scripts/lib/phantom/), the bundle's embedded default dataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import subprocess
@@ -585,6 +586,19 @@ def test_unknown_profile_raises(tmp_path):
     with pytest.raises(ValueError, match="profile"):
         phantom.write_dataset(tmp_path / "ds", 1, 0, profile="Wide")
     assert not (tmp_path / "ds").exists()
+
+
+def test_profiles_are_data_each_the_one_before_plus_features():
+    """The code asks a profile's spec for its features: each profile keeps those of the one before it and adds its
+    own (from streams of their own), and a feature that builds on the wide case needs it."""
+    specs = [phantom.profile_spec(p) for p in phantom.PROFILES]
+    assert specs[0] is phantom.PROFILE_SPECS[phantom.DEFAULT_PROFILE] and not specs[0].domain_randomised
+    switches = ("domain_randomised", "adrenals", "stomach_contents", "pericardium", "hips")
+    for before, after in zip(specs, specs[1:], strict=False):
+        assert all(getattr(after, f) >= getattr(before, f) for f in switches), after.name
+        assert after.cirrhosis_share >= before.cirrhosis_share and after != before
+    with pytest.raises(ValueError, match="need domain_randomised"):
+        dataclasses.replace(specs[0], hips=True)
 
 
 def test_cli_grid_png_and_an_unknown_profile(tmp_path):

@@ -266,9 +266,9 @@ def test_batch_listing_keeps_the_good_cases_and_records_the_bad(bad_files, tmp_p
     recorded = {f["image"] for f in failures}
     assert recorded == {p for p, _ in bad_files.values()}
     assert all(f["stage"] == "check" and f["problem"].startswith(f["image"]) for f in failures)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(errors.InputError) as info:  # the config's failure_report: one line
         inputs.report_failures(failures, cases)
-    assert str(info.value).startswith(f"{len(failures)} of {len(failures) + 2} input case(s) failed")
+    assert info.value.message.startswith(f"{len(failures)} of {len(failures) + 2} input case(s) failed")
 
 
 def test_one_bad_file_alone_raises_its_own_message(bad_files):
@@ -301,9 +301,9 @@ def test_labelled_cases_list_every_grid_mismatch_at_once(tmp_path, ct):
         {"image": img, "label": str(missing)},
     ]
     datalist.write_text(json.dumps({"validation": cases}))
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(errors.InputError) as info:  # evaluate.yaml's datalist: one line
         inputs.labelled_cases(str(datalist))
-    message = str(info.value)
+    message = info.value.message
     assert message.startswith(f"{datalist}: 3 problem(s)")
     assert f"{short_lab}: label grid differs from its image {img}: shape 40x36x20 vs 40x36x24" in message
     assert (
@@ -385,7 +385,9 @@ def test_a_batch_skips_cases_that_fail_to_load_and_lists_them(voxel_cases, num_w
     assert [f["image"] for f in failures] == [voxel_cases[n][0] for n in ("nan", "corrupt", "unit")]
     for failure, name in zip(failures, ("nan", "corrupt", "unit"), strict=True):
         assert failure["problem"].startswith(voxel_cases[name][0]) and voxel_cases[name][1] in failure["problem"]
-    with pytest.raises(ValueError, match=r"^3 of 5 input case\(s\) failed and were skipped \(2 written\)"):
+    with pytest.raises(
+        errors.InputError, match=r"^error: 3 of 5 input case\(s\) failed and were skipped \(2 written\)"
+    ):
         inputs.report_failures(failures, items)
 
 
@@ -485,20 +487,25 @@ def test_every_torch_load_in_the_bundle_is_weights_only():
 # the one-line error of the runner
 
 
-def test_exit_on_error_turns_check_errors_into_one_line_exits(monkeypatch, tmp_path):
+def test_the_config_components_turn_check_errors_into_one_line_exits(monkeypatch, tmp_path):
+    """inputs.input_cases (inference.yaml's datalist) is inputs.list_inputs with reports_input_errors: the library
+    function raises, the component stops with one line, and LIVER_CT_DEBUG=1 gives the library's exception back."""
     monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
     missing = tmp_path / "x.nii.gz"
+    with pytest.raises(FileNotFoundError):
+        inputs.list_inputs(missing)
     with pytest.raises(errors.InputError) as info:
-        errors.exit_on_error(inputs.list_inputs, missing)
+        inputs.input_cases(missing)
     assert isinstance(info.value, SystemExit) and not isinstance(
         info.value, Exception
     )  # passes MONAI's `except Exception`
     assert info.value.code == f"error: {missing}: no such file or folder"
     assert isinstance(info.value.__cause__, FileNotFoundError)
-    assert errors.exit_on_error(len, [1, 2]) == 2
+    assert inputs.input_cases.__wrapped__ is inputs.list_inputs  # functools.wraps: its signature and documentation
+    assert errors.reports_input_errors(len)([1, 2]) == 2
     monkeypatch.setenv(errors.DEBUG_ENV, "1")
     with pytest.raises(FileNotFoundError):
-        errors.exit_on_error(inputs.list_inputs, missing)
+        inputs.input_cases(missing)
 
 
 def test_a_bad_input_stops_inference_with_one_line_and_no_output(tmp_path, ct, monkeypatch):

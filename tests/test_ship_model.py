@@ -78,9 +78,11 @@ def test_ships_the_weights_with_their_provenance(tmp_path):
         "max_dice": 0.96,
     }
     assert record["real_ct"][0]["liver_dice"] == 0.91
-    assert record["source_sha256"]["scripts/lib/phantom.py"] == ship_model.sha256(
-        str(BUNDLE_ROOT / "scripts/lib/phantom.py")
-    )
+    generator = sorted(p.name for p in (BUNDLE_ROOT / "scripts/lib/phantom").glob("*.py"))
+    hashed = [name for name in record["source_sha256"] if name.startswith("scripts/lib/phantom/")]
+    assert "__init__.py" in generator and hashed == [f"scripts/lib/phantom/{name}" for name in generator]
+    for name in hashed:
+        assert record["source_sha256"][name] == ship_model.sha256(str(BUNDLE_ROOT / name))
     assert "seeds [7, 8]" in record["generator_check"]
     assert sorted(p.name for p in out.iterdir()) == ["model.pt", "model_provenance.json"]  # no staging left
 
@@ -105,13 +107,14 @@ def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_
     extra, source = [], BUNDLE_ROOT
     if case == "other generator":
         source = tmp_path / "src"
-        for name in ship_model.SOURCE_FILES:
+        for name in ship_model.source_files(str(BUNDLE_ROOT)):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(BUNDLE_ROOT / name, source / name)
-        trained = (source / "scripts" / "phantom.py").read_text()
+        appearance = source / "scripts" / "lib" / "phantom" / "appearance.py"
+        trained = appearance.read_text()
         edited = trained.replace("noise_hu = rng.uniform(5.0, 40.0)", "noise_hu = rng.uniform(5.0, 41.0)")
         assert edited != trained
-        (source / "scripts" / "phantom.py").write_text(edited)
+        appearance.write_text(edited)
     if case == "other weights":
         real = tmp_path / "real_ct.json"
         real.write_text(json.dumps({"weights": {"sha256": "0" * 64}, "liver_dice": 0.5}))

@@ -24,10 +24,16 @@ Steps (``--steps``):
   dice     the fast path against the plain path (float64 resampling, both class channels inverted, argmax) with the
            same trained weights on held-out phantom cases: Dice of each against the phantom label.
   gpu      CUDA latency per volume (fp32 / fp16 / bf16 autocast) and training throughput; "not run" without a GPU.
+  shares   what each bespoke Python component buys end to end: the standard folder (its first ``--share_cases``)
+           with the current config and with each revert of ``--shares`` (by default the six that each take out one
+           component of the inference path), one ``monai.bundle run inference`` per run, alternating (ours, revert A,
+           ours, revert B, ...); per component the seconds with and without it and its share, (without - with) /
+           without. Every run also records the lines of Python on the inference path against the config's
+           (``tools/imports.py``).
 
 Weights: the network costs the same whatever its weights, but the post-processing does not: the liver-box
 resampling and the largest-component search cost what the mask covers, and random weights "find" liver in the whole
-body. So the timed steps (e2e, stages, rss600) use ``--trained_ckpt`` when it is given, and a randomly initialised
+body. So the timed steps (e2e, stages, rss600, shares) use ``--trained_ckpt`` when it is given, and a randomly initialised
 state dict written outside the bundle otherwise (then the post-processing is slower than it would be). The reference
 runs with random weights: its post-processing (Invertd, argmax) costs the same for any mask.
 
@@ -57,15 +63,15 @@ import numpy as np
 
 from scripts.lib.fileio import case_name
 from scripts.lib.metrics import dice  # the bundle's Dice of two masks (benchmark.dice for the tests)
+from tools import imports
 
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDARD_SHAPE = (512, 512, 150)
 STANDARD_SPACING = (0.8, 0.8, 2.5)
-STEPS = ("e2e", "stages", "train", "race", "rss600", "dice", "gpu")
-# Measured but not adopted (see docs/benchmark.md): windows without overlap (sw_overlap is training geometry, shared
-# with train.yaml; over the whole body it cost accuracy, inside the liver's box the phantom cases show no loss). bf16
-# autocast in inference: on a CPU without AVX-512 BF16 one volume ran for minutes instead of 3 s (training uses it
-# only where the CPU has it: scripts.components.hardware.cpu_autocast).
+STEPS = ("e2e", "stages", "train", "race", "rss600", "dice", "gpu", "shares")
+# Measured but not adopted (docs/benchmark.md, "Measured and left alone", gives the figures): windows without overlap
+# (sw_overlap is training geometry, shared with train.yaml), and bf16 autocast in inference on a CPU without AVX-512
+# BF16 (training uses it only where the CPU has it: scripts.components.hardware.cpu_autocast).
 GPU_PARTS = ("stages", "e2e", "train")
 # optimisations that only a whole run shows (the stage profile runs one case in process)
 E2E_ONLY = {"thread_loader", "gpu_loader_threads"}
@@ -186,6 +192,35 @@ PLAIN = (
     "cpu_batch_of_2",
     "gpu_preprocessing",
 )
+#: What each revert takes out of the inference path, for the shares table (``step_shares``). The first six are the
+#: bespoke Python components the config names; ``slab_reader`` swaps the whole NiftiReader for MONAI's NibabelReader,
+#: so it takes the ISA-L inflate with it, and ``isal_gzip`` takes that alone (the slab copy alone: ``SLAB_COPY``).
+COMPONENTS = {
+    "slab_reader": "NiftiReader (`scripts.components.inputs`): slab-wise C-order copy and ISA-L inflate",
+    "isal_gzip": "NiftiReader's ISA-L inflate (`isal.igzip` through `scripts.lib.fileio`)",
+    "nifti_writer": "the mask writer (`scripts.components.postprocess.NiftiWriter`, x-fastest mask, ISA-L deflate)",
+    "liver_box_inference": "LiverBoxInferer (`scripts.components.inferers`): the windows in the liver's box",
+    "liver_box_resampling": "to_input_grid (`scripts.components.postprocess`): back to the input grid in the box",
+    "liver_channel_only": "liver_channel (`scripts.components.postprocess`): the liver channel alone",
+    "float32_resampling": "Spacingd in float32 (a config value)",
+    "thread_loader": "ThreadDataLoader (a config value)",
+    "cpu_batch_of_2": "2 windows per network call on a CPU (`scripts.components.hardware.windows_per_call`)",
+    "gpu_preprocessing": "preprocessing on the GPU (`preprocess_device`)",
+    "gpu_loader_threads": "loader threads with GPU preprocessing",
+    "plain": "all the optimisations of `PLAIN` together (the pipeline before issue 6)",
+}
+#: The reverts the shares step runs by default: one bespoke Python component each.
+SHARES = (
+    "slab_reader",
+    "isal_gzip",
+    "nifti_writer",
+    "liver_box_inference",
+    "liver_box_resampling",
+    "liver_channel_only",
+)
+#: The shares table's row for NiftiReader's slab copy alone: (its name, the revert whose runs have it, the one whose
+#: runs do not), both reading with zlib's inflate.
+SLAB_COPY = ("NiftiReader's slab-wise C-order copy alone (zlib in both)", "isal_gzip", "slab_reader")
 
 
 def _target_name(item) -> str:
@@ -592,6 +627,65 @@ def _stage_name(transform) -> str:
     return getattr(transform, "__name__", None) or type(transform).__name__
 
 
+def _inference_parts(image: str, ckpt: str, config_files, overrides, output_dir, device: str) -> tuple:
+    """The inference config's preprocessing, postprocessing, inferer, network (``ckpt`` loaded, in eval mode) and
+    window size, parsed for one ``image`` with ``overrides`` on ``device``."""
+    from monai.bundle import ConfigParser
+
+    from scripts.components.checkpoint import load_into
+
+    cfg = ConfigParser()
+    cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
+    cfg["bundle_root"] = BUNDLE_ROOT
+    cfg["input"] = image
+    cfg["output_dir"] = output_dir or tempfile.mkdtemp(prefix="liver-bench-")
+    cfg["ckpt_path"] = ckpt
+    cfg["device"] = f"$torch.device({str(device)!r})"
+    for key, value in (overrides or {}).items():
+        cfg[key] = value
+    pre, post, inferer, net = (
+        cfg.get_parsed_content(k) for k in ("preprocessing", "postprocessing", "inferer", "network")
+    )
+    load_into(net, ckpt)
+    net.eval()
+    return pre, post, inferer, net, cfg.get_parsed_content("patch_size")
+
+
+class StageClock:
+    """Times calls by stage name (a repeated name gains a ``'``), waiting for the GPU's work on ``device``."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device, self.stages = torch.device(device), {}
+
+    def __call__(self, name: str, fn, arg):
+        import torch
+
+        t0 = time.perf_counter()
+        out = fn(arg)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        while name in self.stages:
+            name += "'"
+        self.stages[name] = time.perf_counter() - t0
+        return out
+
+
+def _network_call(inferer, network, device_type: str, amp_dtype: str | None):
+    """``x -> inferer(x, network)`` without gradients, under autocast to ``amp_dtype`` when it is given."""
+    import torch
+
+    def run(x):
+        with torch.no_grad():
+            if amp_dtype:
+                with torch.autocast(device_type, dtype=getattr(torch, amp_dtype)):
+                    return inferer(x, network)
+            return inferer(x, network)
+
+    return run
+
+
 def profile_case(
     image: str,
     ckpt: str,
@@ -609,71 +703,29 @@ def profile_case(
     on ``device``.
     """
     import torch
-    from monai.bundle import ConfigParser
 
     from scripts.components import handlers
 
-    cfg = ConfigParser()
-    cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
-    cfg["bundle_root"] = BUNDLE_ROOT
-    cfg["input"] = image
-    cfg["output_dir"] = output_dir or tempfile.mkdtemp(prefix="liver-bench-")
-    cfg["ckpt_path"] = ckpt
-    cfg["device"] = f"$torch.device({str(device)!r})"
-    for key, value in (overrides or {}).items():
-        cfg[key] = value
-    pre = cfg.get_parsed_content("preprocessing")
-    post = cfg.get_parsed_content("postprocessing")
-    inferer = cfg.get_parsed_content("inferer")
-    net = cfg.get_parsed_content("network")
-    from scripts.components.checkpoint import load_into
-
-    load_into(net, ckpt)
-    net.eval()
-    dev = torch.device(device)
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    stages: dict[str, float] = {}
-
-    def timed(name, fn, arg):
-        t0 = time.perf_counter()
-        out = fn(arg)
-        sync()
-        while name in stages:
-            name += "'"
-        stages[name] = time.perf_counter() - t0
-        return out
-
+    pre, post, inferer, net, roi = _inference_parts(image, ckpt, config_files, overrides, output_dir, device)
+    clock = StageClock(device)
     data = {"image": image}
     for t in pre.transforms:
-        data = timed("pre: " + _stage_name(t), t, data)
-    x = data["image"].unsqueeze(0).to(dev)
+        data = clock("pre: " + _stage_name(t), t, data)
+    x = data["image"].unsqueeze(0).to(clock.device)
     counted = WindowCounter(net)
-
-    def run_network(inp):
-        with torch.no_grad():
-            if amp_dtype:
-                with torch.autocast(dev.type, dtype=getattr(torch, amp_dtype)):
-                    return inferer(inp, counted)
-            return inferer(inp, counted)
-
-    data["pred"] = timed(NETWORK_STAGE, run_network, x)[0].float()
+    data["pred"] = clock(NETWORK_STAGE, _network_call(inferer, counted, clock.device.type, amp_dtype), x)[0].float()
     for t in post.flatten().transforms:  # a revert's nested Compose, transform by transform
-        data = timed("post: " + _stage_name(t), t, data)
-    timed("report row (CaseTable)", lambda d: handlers.case_measures(d["pred"], None, d.get("ct_hu")), data)
-    roi = cfg.get_parsed_content("patch_size")
+        data = clock("post: " + _stage_name(t), t, data)
+    clock("report row (CaseTable)", lambda d: handlers.case_measures(d["pred"], None, d.get("ct_hu")), data)
     return {
-        "stages": stages,
-        "network_s": stages[NETWORK_STAGE],
-        "total_s": sum(stages.values()),
+        "stages": clock.stages,
+        "network_s": clock.stages[NETWORK_STAGE],
+        "total_s": sum(clock.stages.values()),
         "windows": counted.windows,
         "network_input_shape": list(x.shape[2:]),
         "flops_per_window": flops_per_window(net, roi),
         "mask_voxels": int(torch.as_tensor(data["pred"]).count_nonzero()),
-        "device": str(dev),
+        "device": str(clock.device),
         "amp_dtype": amp_dtype,
     }
 
@@ -912,8 +964,13 @@ def _sp(s, digits=1):
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
-def render_markdown(res: dict) -> str:
-    """The human-readable report (docs/benchmark.md) from the results dict (docs/benchmark.json)."""
+def _shape_text(res: dict) -> str:
+    """The standard cases' voxels, ``512x512x150``."""
+    return "x".join(str(v) for v in res.get("shape", STANDARD_SHAPE))
+
+
+def _header_markdown(res: dict) -> list[str]:
+    """Title, machine, load and inputs."""
     m = res["machine"]
     lines = [
         "# Benchmark: inference and training speed",
@@ -936,261 +993,327 @@ def render_markdown(res: dict) -> str:
         "only.",
         "",
     ]
-    shape = "x".join(str(v) for v in res.get("shape", STANDARD_SHAPE))
     mm = "x".join(f"{v:g}" for v in res.get("spacing", STANDARD_SPACING))
     lines += [
-        f"Inputs: synthetic phantom CTs, {shape} voxels at {mm} mm, LPS, int16 gzip NIfTI (`scripts.lib.phantom`, "
-        f"seeds {res.get('seeds')}). Our timed runs use the weights `{res.get('timed_ckpt', 'random')}`: the "
-        "network costs the same whatever its weights, but the post-processing costs what the mask covers, and "
-        "random weights find 'liver' all over the body. The reference runs with random weights (`--load_pretrain "
-        "False`); its post-processing costs the same for any mask.",
+        f"Inputs: synthetic phantom CTs, {_shape_text(res)} voxels at {mm} mm, LPS, int16 gzip NIfTI "
+        f"(`scripts.lib.phantom`, seeds {res.get('seeds')}). Our timed runs use the weights "
+        f"`{res.get('timed_ckpt', 'random')}`: the network costs the same whatever its weights, but the "
+        "post-processing costs what the mask covers, and random weights find 'liver' all over the body. The "
+        "reference runs with random weights (`--load_pretrain False`); its post-processing costs the same for any "
+        "mask.",
         "",
     ]
+    return lines
+
+
+def _targets_markdown(res: dict) -> list[str]:
     tg = res.get("targets", {})
-    if tg:
-        lines += ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
-        for t in tg.values():
-            lines.append(f"| {t['target']} | {t['measured']} | {t['met']} |")
-        lines.append("")
-    e2e = res.get("e2e")
-    if e2e:
-        lines += [
-            "## End to end (one `monai.bundle run` command per workload)",
-            "",
-            "Wall time from the command's start to the last mask written; per volume = (last mask - engine start) "
-            "/ cases; start-up = engine start - command start; CPU = user+system of the process tree; peak RSS = "
-            "sum over the process tree (workers included; an upper bound).",
-            "",
-            "| workload | pipeline | to last mask s | per volume s | start-up s | CPU s | peak RSS GB |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for wl, r in e2e.items():
-            for who in ("ours", "reference"):
-                s = r[who]
-                lines.append(
-                    f"| {wl} ({r['cases']} cases, {r['repeats']} runs) | {who} | {_sp(s['to_last_mask_s'])} | "
-                    f"{_sp(s['per_volume_s'])} | {_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | "
-                    f"{_sp(s['peak_rss_gb'], 2)} |"
-                )
-            lines.append(
-                f"| {wl} | **ours / reference** | **{_sp(r['ratio_to_last_mask'], 3)}** | "
-                f"{_sp(r.get('ratio_per_volume'), 3)} | | {_sp(r['ratio_cpu'], 3)} | |"
-            )
-            if r.get("ours_onnx"):
-                s = r["ours_onnx"]
-                lines.append(
-                    f"| {wl} | ours, ONNX Runtime | {_sp(s['to_last_mask_s'])} | {_sp(s['per_volume_s'])} | "
-                    f"{_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | {_sp(s['peak_rss_gb'], 2)} |"
-                )
-                lines.append(
-                    f"| {wl} | **ours, ONNX Runtime / reference** | **{_sp(r['ratio_onnx_to_last_mask'], 3)}** "
-                    f"| | | {_sp(r['ratio_onnx_cpu'], 3)} | |"
-                )
-        lines.append("")
+    if not tg:
+        return []
+    lines = ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
+    for t in tg.values():
+        lines.append(f"| {t['target']} | {t['measured']} | {t['met']} |")
+    return lines + [""]
+
+
+def _e2e_rows(wl: str, r: dict) -> list[str]:
+    """The end-to-end table's rows of one workload: ours, the reference, their ratio, and ONNX Runtime's."""
+    lines = []
+    for who in ("ours", "reference"):
+        s = r[who]
         lines.append(
-            "Commands: ours `python -m monai.bundle run inference --config_file configs/inference.yaml "
-            "--meta_file configs/metadata.json --logging_file configs/logging.conf --input DIR/imagesTs "
-            "--output_dir OUT --ckpt_path WEIGHTS.pt`; reference (from its folder) `python -m monai.bundle run "
-            "--config_file configs/inference.json --meta_file configs/metadata.json --logging_file "
-            "configs/logging.conf --dataset_dir DIR --output_dir OUT --load_pretrain False "
-            "--dataloader#num_workers 0`; ours with ONNX Runtime adds configs/inference_onnx.yaml to the "
-            "config files and `--onnx_path WEIGHTS.onnx` (`python -m scripts export onnx` of the same weights)."
+            f"| {wl} ({r['cases']} cases, {r['repeats']} runs) | {who} | {_sp(s['to_last_mask_s'])} | "
+            f"{_sp(s['per_volume_s'])} | {_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | "
+            f"{_sp(s['peak_rss_gb'], 2)} |"
         )
-        lines.append("")
+    lines.append(
+        f"| {wl} | **ours / reference** | **{_sp(r['ratio_to_last_mask'], 3)}** | "
+        f"{_sp(r.get('ratio_per_volume'), 3)} | | {_sp(r['ratio_cpu'], 3)} | |"
+    )
+    if r.get("ours_onnx"):
+        s = r["ours_onnx"]
+        lines.append(
+            f"| {wl} | ours, ONNX Runtime | {_sp(s['to_last_mask_s'])} | {_sp(s['per_volume_s'])} | "
+            f"{_sp(s['startup_s'])} | {_sp(s['cpu_s'])} | {_sp(s['peak_rss_gb'], 2)} |"
+        )
+        lines.append(
+            f"| {wl} | **ours, ONNX Runtime / reference** | **{_sp(r['ratio_onnx_to_last_mask'], 3)}** "
+            f"| | | {_sp(r['ratio_onnx_cpu'], 3)} | |"
+        )
+    return lines
+
+
+def _e2e_markdown(res: dict) -> list[str]:
+    e2e = res.get("e2e")
+    if not e2e:
+        return []
+    lines = [
+        "## End to end (one `monai.bundle run` command per workload)",
+        "",
+        "Wall time from the command's start to the last mask written; per volume = (last mask - engine start) "
+        "/ cases; start-up = engine start - command start; CPU = user+system of the process tree; peak RSS = "
+        "sum over the process tree (workers included; an upper bound).",
+        "",
+        "| workload | pipeline | to last mask s | per volume s | start-up s | CPU s | peak RSS GB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for wl, r in e2e.items():
+        lines += _e2e_rows(wl, r)
+    lines.append("")
+    lines.append(
+        "Commands: ours `python -m monai.bundle run inference --config_file configs/inference.yaml "
+        "--meta_file configs/metadata.json --logging_file configs/logging.conf --input DIR/imagesTs "
+        "--output_dir OUT --ckpt_path WEIGHTS.pt`; reference (from its folder) `python -m monai.bundle run "
+        "--config_file configs/inference.json --meta_file configs/metadata.json --logging_file "
+        "configs/logging.conf --dataset_dir DIR --output_dir OUT --load_pretrain False "
+        "--dataloader#num_workers 0`; ours with ONNX Runtime adds configs/inference_onnx.yaml to the "
+        "config files and `--onnx_path WEIGHTS.onnx` (`python -m scripts export onnx` of the same weights)."
+    )
+    return lines + [""]
+
+
+def _e2e_trained_markdown(res: dict) -> list[str]:
     tr = res.get("e2e_trained")
-    if tr:
-        lines += [
-            "### With trained (phantom) weights",
-            "",
-            f"Config files {tr['config_files']}, weights `{tr['ckpt']}`; the fast path and the plain path "
-            "alternate.",
-            "",
-            "| path | to last mask s | per volume s | peak RSS GB |",
-            "| --- | --- | --- | --- |",
-        ]
-        for who in ("fast", "plain"):
-            s = tr[who]
-            lines.append(
-                f"| {who} | {_sp(s['to_last_mask_s'])} | {_sp(s['per_volume_s'])} | {_sp(s['peak_rss_gb'], 2)} |"
-            )
-        lines.append("")
+    if not tr:
+        return []
+    lines = [
+        "### With trained (phantom) weights",
+        "",
+        f"Config files {tr['config_files']}, weights `{tr['ckpt']}`; the fast path and the plain path alternate.",
+        "",
+        "| path | to last mask s | per volume s | peak RSS GB |",
+        "| --- | --- | --- | --- |",
+    ]
+    for who in ("fast", "plain"):
+        s = tr[who]
+        lines.append(f"| {who} | {_sp(s['to_last_mask_s'])} | {_sp(s['per_volume_s'])} | {_sp(s['peak_rss_gb'], 2)} |")
+    return lines + [""]
+
+
+def _stages_markdown(res: dict) -> list[str]:
     st = res.get("stages")
-    if st:
-        cur = st["variants"]["current"]
+    if not st:
+        return []
+    lines = [
+        f"## Where the time goes (one {_shape_text(res)} volume, one process)",
+        "",
+        f"Median of {st['repeats']} rounds; variants rotate within each round. Each column reverts one "
+        "optimisation (the before figure); `plain` reverts all of them (the pipeline before issue 6).",
+        "",
+    ]
+    names = list(st["variants"])
+    lines.append("| stage | " + " | ".join(names) + " |")
+    lines.append("| --- |" + " --- |" * len(names))
+    all_stages = []
+    for n in names:
+        all_stages += [s for s in st["variants"][n]["stages"] if s not in all_stages]
+    for s in all_stages:
+        lines.append(f"| {s} | " + " | ".join(_f(st["variants"][n]["stages"].get(s), 2) for n in names) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{_sp(st['variants'][n]['total_s'])}**" for n in names) + " |")
+    lines.append("")
+    lines += _compute_floor_markdown(st)
+    if st.get("reference"):
+        rf = st["reference"]
         lines += [
-            f"## Where the time goes (one {shape} volume, one process)",
-            "",
-            f"Median of {st['repeats']} rounds; variants rotate within each round. Each column reverts one "
-            "optimisation (the before figure); `plain` reverts all of them (the pipeline before issue 6).",
+            f"Reference, same volume: network input {rf['network_input_shape']}, {rf['windows']} windows, "
+            f"network {_f(rf['network_s'])} s.",
             "",
         ]
-        names = list(st["variants"])
-        lines.append("| stage | " + " | ".join(names) + " |")
-        lines.append("| --- |" + " --- |" * len(names))
-        all_stages = []
-        for n in names:
-            all_stages += [s for s in st["variants"][n]["stages"] if s not in all_stages]
-        for s in all_stages:
-            lines.append(f"| {s} | " + " | ".join(_f(st["variants"][n]["stages"].get(s), 2) for n in names) + " |")
-        lines.append("| **total** | " + " | ".join(f"**{_sp(st['variants'][n]['total_s'])}**" for n in names) + " |")
-        lines.append("")
-        fl = st["compute"]
+    return lines
+
+
+def _compute_floor_markdown(st: dict) -> list[str]:
+    """The stage section's FLOPs and compute floor."""
+    cur, fl = st["variants"]["current"], st["compute"]
+    lines = [
+        "### Compute floor",
+        "",
+        f"Network input after preprocessing {cur['network_input_shape']} voxels; {cur['windows']} windows of "
+        f"{fl['roi_size']} at {fl['flops_per_window'] / 1e9:.2f} GFLOP each = {fl['total_gflop']:.0f} GFLOP "
+        f"per volume. Measured here: fp32 matmul {fl['matmul_gflops']:.0f} GFLOP/s, conv3d layer "
+        f"{fl['conv_gflops']:.0f} GFLOP/s. Floor = FLOPs / matmul rate = {fl['floor_s']:.1f} s; the network "
+        f"took {_f(cur['network_s']['median'])} s ({fl['network_gflops']:.0f} GFLOP/s, "
+        f"{fl['network_vs_floor']:.1f}x the floor); the whole volume {_f(cur['total_s']['median'])} s "
+        f"({fl['total_vs_floor']:.1f}x the floor). Network share of the volume: "
+        f"{100 * fl['network_share']:.0f}%.",
+        "",
+    ]
+    if fl.get("folder_total_gflop"):
         lines += [
-            "### Compute floor",
-            "",
-            f"Network input after preprocessing {cur['network_input_shape']} voxels; {cur['windows']} windows of "
-            f"{fl['roi_size']} at {fl['flops_per_window'] / 1e9:.2f} GFLOP each = {fl['total_gflop']:.0f} GFLOP "
-            f"per volume. Measured here: fp32 matmul {fl['matmul_gflops']:.0f} GFLOP/s, conv3d layer "
-            f"{fl['conv_gflops']:.0f} GFLOP/s. Floor = FLOPs / matmul rate = {fl['floor_s']:.1f} s; the network "
-            f"took {_f(cur['network_s']['median'])} s ({fl['network_gflops']:.0f} GFLOP/s, "
-            f"{fl['network_vs_floor']:.1f}x the floor); the whole volume {_f(cur['total_s']['median'])} s "
-            f"({fl['total_vs_floor']:.1f}x the floor). Network share of the volume: "
-            f"{100 * fl['network_share']:.0f}%.",
+            f"Standard folder: {fl['folder_windows']} windows, {fl['folder_total_gflop']:.0f} GFLOP, floor "
+            f"{fl['folder_floor_s']:.1f} s"
+            + (
+                f"; end to end (to last mask) is {fl['folder_e2e_vs_floor']:.1f}x " "the floor."
+                if fl.get("folder_e2e_vs_floor")
+                else "."
+            ),
             "",
         ]
-        if fl.get("folder_total_gflop"):
-            lines += [
-                f"Standard folder: {fl['folder_windows']} windows, {fl['folder_total_gflop']:.0f} GFLOP, floor "
-                f"{fl['folder_floor_s']:.1f} s"
-                + (
-                    f"; end to end (to last mask) is {fl['folder_e2e_vs_floor']:.1f}x " "the floor."
-                    if fl.get("folder_e2e_vs_floor")
-                    else "."
-                ),
-                "",
-            ]
-        if st.get("reference"):
-            rf = st["reference"]
-            lines += [
-                f"Reference, same volume: network input {rf['network_input_shape']}, {rf['windows']} windows, "
-                f"network {_f(rf['network_s'])} s.",
-                "",
-            ]
+    return lines
+
+
+def _train_markdown(res: dict) -> list[str]:
     tn = res.get("train")
-    if tn:
-        lines += [
-            "## Training throughput (CPU)",
-            "",
-            f"`{tn['config_files']}` with {tn['overrides']} on {tn['cases']} phantom cases; "
-            "data wait = time between asking the loader for a batch and getting it.",
-            "",
-            "| variant | steps/s | patches/s | median step s | data wait share | epochs x steps |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for name, r in tn["variants"].items():
-            lines.append(
-                f"| {name} | {r['steps_per_s']:.3f} | {r['patches_per_s']:.2f} | {_f(r['step_s_median'], 2)} | "
-                f"{100 * r['data_wait_share']:.0f}% | {r['epochs']} x {r['steps'] // max(r['epochs'], 1)} |"
-            )
-        lines.append("")
-    lines += race_markdown(res.get("race"))
+    if not tn:
+        return []
+    lines = [
+        "## Training throughput (CPU)",
+        "",
+        f"`{tn['config_files']}` with {tn['overrides']} on {tn['cases']} phantom cases; "
+        "data wait = time between asking the loader for a batch and getting it.",
+        "",
+        "| variant | steps/s | patches/s | median step s | data wait share | epochs x steps |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in tn["variants"].items():
+        lines.append(
+            f"| {name} | {r['steps_per_s']:.3f} | {r['patches_per_s']:.2f} | {_f(r['step_s_median'], 2)} | "
+            f"{100 * r['data_wait_share']:.0f}% | {r['epochs']} x {r['steps'] // max(r['epochs'], 1)} |"
+        )
+    return lines + [""]
+
+
+def _race_section(res: dict) -> list[str]:
+    return race_markdown(res.get("race"))
+
+
+def _rss600_markdown(res: dict) -> list[str]:
     r6 = res.get("rss600")
-    if r6:
-        lines += [
-            "## Large volume",
-            "",
-            f"One 512x512x600 volume (0.8x0.8x0.625 mm, 375 mm long): peak RSS {r6['peak_rss_gb']:.2f} GB (process tree), "
-            f"largest process {r6['peak_rss_one_process_gb']:.2f} GB, {r6['to_last_mask_s']:.1f} s to the mask.",
-            "",
-        ]
+    if not r6:
+        return []
+    return [
+        "## Large volume",
+        "",
+        f"One 512x512x600 volume (0.8x0.8x0.625 mm, 375 mm long): peak RSS {r6['peak_rss_gb']:.2f} GB (process tree), "
+        f"largest process {r6['peak_rss_one_process_gb']:.2f} GB, {r6['to_last_mask_s']:.1f} s to the mask.",
+        "",
+    ]
+
+
+def _dice_markdown(res: dict) -> list[str]:
     dc = res.get("dice")
-    if dc:
-        lines += [
-            "## Accuracy: fast path vs plain path, same trained weights",
-            "",
-            f"Weights `{dc['ckpt']}` ({dc['weights_note']}); config files {dc['config_files']}; held-out phantom "
-            "cases (seeds not used in training), liver = label > 0.",
-            "",
-            "| case | Dice fast | Dice plain | difference | Dice fast vs plain | voxels differing |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in dc["cases"]:
-            lines.append(
-                f"| {r['case']} | {r['dice_fast']:.4f} | {r['dice_plain']:.4f} | "
-                f"{r['dice_fast'] - r['dice_plain']:+.5f} | {r['dice_fast_vs_plain']:.5f} | "
-                f"{r['voxels_differing']} |"
-            )
-        lines.append("")
-    if dc and dc.get("options"):
-        opts = dc["options"]
-        names = list(opts)
-        lines += [
-            "Options, run in one process with the same weights (mean over the cases; windows and network seconds "
-            "are per case, with the geometry of the config files above):",
-            "",
-            "| variant | mean Dice | mean difference to current | windows | network s | volume s |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        base = [r["dice"] for r in opts["current"]]
-        for n in names:
-            d = [r["dice"] for r in opts[n]]
-            lines.append(
-                f"| {n} | {np.mean(d):.4f} | {np.mean(np.subtract(d, base)):+.5f} | "
-                f"{np.mean([r['windows'] for r in opts[n]]):.1f} | "
-                f"{np.median([r['network_s'] for r in opts[n]]):.2f} | "
-                f"{np.median([r['total_s'] for r in opts[n]]):.2f} |"
-            )
-        lines.append("")
+    if not dc:
+        return []
+    lines = [
+        "## Accuracy: fast path vs plain path, same trained weights",
+        "",
+        f"Weights `{dc['ckpt']}` ({dc['weights_note']}); config files {dc['config_files']}; held-out phantom "
+        "cases (seeds not used in training), liver = label > 0.",
+        "",
+        "| case | Dice fast | Dice plain | difference | Dice fast vs plain | voxels differing |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in dc["cases"]:
+        lines.append(
+            f"| {r['case']} | {r['dice_fast']:.4f} | {r['dice_plain']:.4f} | "
+            f"{r['dice_fast'] - r['dice_plain']:+.5f} | {r['dice_fast_vs_plain']:.5f} | "
+            f"{r['voxels_differing']} |"
+        )
+    lines.append("")
+    if dc.get("options"):
+        lines += _dice_options_markdown(dc["options"])
+    return lines
+
+
+def _dice_options_markdown(opts: dict) -> list[str]:
+    """The accuracy section's options table (mean Dice, windows and seconds of each option)."""
+    lines = [
+        "Options, run in one process with the same weights (mean over the cases; windows and network seconds "
+        "are per case, with the geometry of the config files above):",
+        "",
+        "| variant | mean Dice | mean difference to current | windows | network s | volume s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    base = [r["dice"] for r in opts["current"]]
+    for n in opts:
+        d = [r["dice"] for r in opts[n]]
+        lines.append(
+            f"| {n} | {np.mean(d):.4f} | {np.mean(np.subtract(d, base)):+.5f} | "
+            f"{np.mean([r['windows'] for r in opts[n]]):.1f} | "
+            f"{np.median([r['network_s'] for r in opts[n]]):.2f} | "
+            f"{np.median([r['total_s'] for r in opts[n]]):.2f} |"
+        )
+    return lines + [""]
+
+
+def _gpu_markdown(res: dict) -> list[str]:
     gp = res.get("gpu")
-    lines += ["## GPU", ""]
+    lines = ["## GPU", ""]
     if not gp or gp.get("not_run"):
-        lines += [
+        return lines + [
             f"Not run: {gp.get('not_run') if gp else 'step not selected'}. The step measures, on CUDA, the "
             "per-volume latency of the stage profile in fp32 and under fp16/bf16 autocast, and training "
             "throughput with AMP; run `python -m tools.benchmark --steps gpu` on a GPU machine.",
             "",
         ]
-    else:
-        lines += [
-            f"GPU: {gp['gpu']} ({gp.get('cpu_cores')} CPU cores), weights `{gp.get('ckpt')}`.",
-            "",
-            "Stage profile of one standard volume in one process (median after a warm-up round):",
-            "",
-            "| variant | network s | volume s (in process) |",
-            "| --- | --- | --- |",
-        ]
-        for name, v in gp["stages"].items():
-            lines.append(f"| {name} | {_sp(v['network_s'], 3)} | {_sp(v['total_s'], 2)} |")
-        fp32 = gp["stages"].get("fp32", {}).get("stages", {})
-        if fp32:
-            top = sorted(fp32.items(), key=lambda kv: -kv[1])[:6]
-            lines += ["", "Largest fp32 stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in top) + "."]
-        if gp.get("e2e"):
-            lines += [
-                "",
-                "The standard folder end to end on the GPU machine (one `monai.bundle run` command each):",
-                "",
-                "| pipeline | to last mask s | per volume s | first mask s | steady s/volume | start-up s | "
-                "peak RSS GB |",
-                "| --- | --- | --- | --- | --- | --- | --- |",
-            ]
-            for who, v in gp["e2e"].items():
-                if isinstance(v, dict) and "to_last_mask_s" in v:
-                    lines.append(
-                        f"| {who} | {_sp(v['to_last_mask_s'])} | {_sp(v['per_volume_s'], 2)} | "
-                        f"{_sp(v.get('first_mask_s'), 2)} | {_sp(v.get('steady_per_volume_s'), 2)} | "
-                        f"{_sp(v['startup_s'])} | {_sp(v['peak_rss_gb'], 2)} |"
-                    )
-            lines += [
-                "",
-                "Per volume: engine start to the last mask, over the cases (the target's figure). First mask: "
-                "engine start to the first mask (reading and preparing the first case, the first windows, its "
-                "post-processing). Steady: first to last mask, over the cases after the first (the loaders prepare "
-                "the next cases meanwhile). `ours_no_X` reverts optimisation X (see the changes kept).",
-            ]
-        if gp.get("train"):
-            t = gp["train"]
-            lines.append("")
-            lines.append(
-                f"Training (AMP): {t['steps_per_s']:.2f} steps/s, {t['patches_per_s']:.1f} patches/s, data wait "
-                f"{100 * t['data_wait_share']:.0f}%."
-            )
+    lines += [
+        f"GPU: {gp['gpu']} ({gp.get('cpu_cores')} CPU cores), weights `{gp.get('ckpt')}`.",
+        "",
+        "Stage profile of one standard volume in one process (median after a warm-up round):",
+        "",
+        "| variant | network s | volume s (in process) |",
+        "| --- | --- | --- |",
+    ]
+    for name, v in gp["stages"].items():
+        lines.append(f"| {name} | {_sp(v['network_s'], 3)} | {_sp(v['total_s'], 2)} |")
+    fp32 = gp["stages"].get("fp32", {}).get("stages", {})
+    if fp32:
+        top = sorted(fp32.items(), key=lambda kv: -kv[1])[:6]
+        lines += ["", "Largest fp32 stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in top) + "."]
+    if gp.get("e2e"):
+        lines += _gpu_e2e_markdown(gp["e2e"])
+    if gp.get("train"):
+        t = gp["train"]
         lines.append("")
-    lines += decisions_markdown(res)
-    if res.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
-    lines += ["## Appendix: Commands", "", "The runs that wrote this report, in order (`; then` separates them):", ""]
-    lines += [f"- `{c}`" for c in str(res["command"]).split("; then ")] + [""]
+        lines.append(
+            f"Training (AMP): {t['steps_per_s']:.2f} steps/s, {t['patches_per_s']:.1f} patches/s, data wait "
+            f"{100 * t['data_wait_share']:.0f}%."
+        )
+    return lines + [""]
+
+
+def _gpu_e2e_markdown(e2e: dict) -> list[str]:
+    """The GPU section's end-to-end table of the standard folder."""
+    lines = [
+        "",
+        "The standard folder end to end on the GPU machine (one `monai.bundle run` command each):",
+        "",
+        "| pipeline | to last mask s | per volume s | first mask s | steady s/volume | start-up s | peak RSS GB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for who, v in e2e.items():
+        if isinstance(v, dict) and "to_last_mask_s" in v:
+            lines.append(
+                f"| {who} | {_sp(v['to_last_mask_s'])} | {_sp(v['per_volume_s'], 2)} | "
+                f"{_sp(v.get('first_mask_s'), 2)} | {_sp(v.get('steady_per_volume_s'), 2)} | "
+                f"{_sp(v['startup_s'])} | {_sp(v['peak_rss_gb'], 2)} |"
+            )
+    return lines + [
+        "",
+        "Per volume: engine start to the last mask, over the cases (the target's figure). First mask: "
+        "engine start to the first mask (reading and preparing the first case, the first windows, its "
+        "post-processing). Steady: first to last mask, over the cases after the first (the loaders prepare "
+        "the next cases meanwhile). `ours_no_X` reverts optimisation X (see the changes kept).",
+    ]
+
+
+def _notes_markdown(res: dict) -> list[str]:
+    if not res.get("notes"):
+        return []
+    return ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
+
+
+def _appendix_markdown(res: dict) -> list[str]:
+    lines = ["## Appendix: Commands", "", "The runs that wrote this report, in order (`; then` separates them):", ""]
+    return lines + [f"- `{c}`" for c in str(res["command"]).split("; then ")] + [""]
+
+
+def render_markdown(res: dict) -> str:
+    """The human-readable report (docs/benchmark.md) from the results dict (docs/benchmark.json): the sections of
+    ``REPORT_SECTIONS`` in order, each empty when its step has not run (but the GPU's, which says so)."""
+    lines = []
+    for section in REPORT_SECTIONS:
+        lines += section(res)
     return "\n".join(lines)
 
 
@@ -1270,18 +1393,18 @@ def _onnx_verdict(res: dict) -> str:
     return "end to end " + "; ".join(parts) if parts else "not measured in this run"
 
 
-def decisions_markdown(res: dict) -> list[str]:
-    """What the benchmark led to change in configs/inference.yaml, and what was measured and left alone."""
+def _stage_total(res: dict, variant: str) -> str:
+    """The stage profile's volume total of ``variant`` ('median (min-max)'), or 'n/a'."""
     v = res.get("stages", {}).get("variants", {})
-    cur = v.get("current", {})
+    return _sp(v[variant]["total_s"]) if variant in v else "n/a"
 
-    def total(n):
-        return _sp(v[n]["total_s"]) if n in v else "n/a"
 
+def _changes_in_postprocessing(res: dict) -> list[str]:
+    """Changes kept 1-5: the way back to the input grid, the report row, float32 resampling, the liver channel."""
+    cur = res.get("stages", {}).get("variants", {}).get("current", {})
+    total = functools.partial(_stage_total, res)
     invert_stages = ["post: Invertd", "post: AsDiscreted", "post: KeepLargestConnectedComponentd"]
-    lines = [
-        "## Changes kept (before -> after, from the stage table)",
-        "",
+    return [
         "1. The prediction goes back to the input's grid by resampling only the liver's box "
         "(`scripts/components/postprocess.py`; reverted by `tools/reverts/liver_box_resampling.yaml`). `Invertd` resampled "
         "the probability map over the whole input grid (39 M voxels for a 512x512x150 CT), then `AsDiscreted` and "
@@ -1306,6 +1429,15 @@ def decisions_markdown(res: dict) -> list[str]:
         f"{total('no liver_channel_only')} -> {total('current')} s. With 3 classes the argmax path is unchanged.",
         f"5. All together (`plain`, the pipeline before issue 6): volume {total('plain')} -> {total('current')} s "
         "in one process; the end-to-end tables above are for the current config.",
+    ]
+
+
+def _changes_in_reading_and_running(res: dict) -> list[str]:
+    """Changes kept 6-13: requirements, the liver-box windows, the reader, the loader, batches, the writer, GPU."""
+    v = res.get("stages", {}).get("variants", {})
+    cur = v.get("current", {})
+    total = functools.partial(_stage_total, res)
+    return [
         "6. requirements.txt names the MONAI extras the bundle uses instead of `monai[all]`: `import monai` imports "
         "every optional package it finds, and [all] brings about 100 the bundle never uses (mlflow, transformers, "
         "torchvision, pandas, ...). Start-up is in the end-to-end table (both pipelines ran in that environment); "
@@ -1343,10 +1475,14 @@ def decisions_markdown(res: dict) -> list[str]:
         "13. On a GPU the image goes to the GPU after its HU copy is taken, and resampling, scaling and cropping run "
         "there (`preprocess_device`); the loaders are then threads (`use_thread_workers`), since CUDA does not run "
         "in forked loader processes. The GPU table gives both reverts end to end.",
-        "",
-        "## Measured and left alone",
-        "",
     ]
+
+
+def _left_alone_markdown(res: dict) -> list[str]:
+    """What was measured and not adopted."""
+    v = res.get("stages", {}).get("variants", {})
+    cur = v.get("current", {})
+    lines = ["## Measured and left alone", ""]
     lines.append(
         "- bf16 on the CPU: autocast of the network ran for over 2 minutes on one volume (fp32: 3 s) on this "
         "machine's EPYC, which has no AVX-512 BF16; bf16 weights and inputs too. An earlier machine with "
@@ -1403,6 +1539,97 @@ def decisions_markdown(res: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def decisions_markdown(res: dict) -> list[str]:
+    """What the benchmark led to change in configs/inference.yaml, and what was measured and left alone."""
+    lines = ["## Changes kept (before -> after, from the stage table)", ""]
+    lines += _changes_in_postprocessing(res) + _changes_in_reading_and_running(res) + [""]
+    return lines + _left_alone_markdown(res)
+
+
+def shares_markdown(res: dict) -> list[str]:
+    """The report's section on what each bespoke component buys end to end (``step_shares``)."""
+    sh = res.get("shares")
+    if not sh:
+        return []
+    lines = [
+        "## What each bespoke component buys (end to end)",
+        "",
+        f"A folder of {sh['cases']} of the standard cases ({_shape_text(sh)} voxels), "
+        f"one `monai.bundle run inference` command per run, weights `{sh['ckpt']}`. In each of the {sh['repeats']} "
+        "repeats ours runs once before "
+        "each revert (ours, revert A, ours, revert B, ...; the reverts' order rotates between repeats). With: the "
+        "ours runs paired with that revert; without: the revert's runs; seconds from the command's start to the "
+        "last mask, median (min-max). Share = (without - with) / without of the medians, with the range of the "
+        "per-repeat pairs in brackets.",
+        "",
+        "| component | revert file | with s | without s | share % | under 5 % |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in sh["rows"]:
+        pairs = row["pair_shares"]
+        bracket = f" ({pairs['min']:.1f} to {pairs['max']:.1f})" if pairs.get("median") is not None else ""
+        lines.append(
+            f"| {row['component']} | {row['file']} | {_sp(row['with_s'])} | {_sp(row['without_s'])} | "
+            f"{_f(row['share'])}{bracket} | {'yes' if row['under_5'] else 'no'} |"
+        )
+    lines.append("")
+    if any(r.get("derived") for r in sh["rows"]):
+        lines += [
+            "The slab copy's row adds no runs: with = the `isal_gzip` revert's runs (NiftiReader with zlib's "
+            "inflate), without = the `slab_reader` revert's (MONAI's NibabelReader, zlib's inflate too), paired by "
+            "repeat.",
+            "",
+        ]
+    return lines
+
+
+def inference_path_markdown(res: dict) -> list[str]:
+    """The report's section on the Python that configs/inference.yaml runs, in lines (``tools.imports``)."""
+    ip = res.get("inference_path")
+    if not ip:
+        return []
+    lines = [
+        "## Inference path: bespoke Python against config",
+        "",
+        f"The package modules that `{ip['config']}` runs (`python -m tools.imports`): those its `scripts.<...>` "
+        "names denote, everything they import from the package, transitively (imports inside functions "
+        "included), and the packages above them. Raw lines: blank lines, comments and docstrings included.",
+        "",
+        "| module | file | lines |",
+        "| --- | --- | --- |",
+    ]
+    for module, row in ip["modules"].items():
+        lines.append(f"| {module} | {row['path']} | {row['lines']} |")
+    lines += [
+        f"| **{len(ip['modules'])} modules** | | **{ip['python_lines']}** |",
+        "",
+        f"`{ip['config']}`: {ip['config_lines']} lines. Python / config: **{_f(ip['ratio'])}** lines of Python "
+        "per line of config.",
+        "",
+    ]
+    return lines
+
+
+#: The report's sections, in order: each takes the results dict and returns its lines (none when not run).
+REPORT_SECTIONS = (
+    _header_markdown,
+    _targets_markdown,
+    _e2e_markdown,
+    _e2e_trained_markdown,
+    _stages_markdown,
+    _train_markdown,
+    _race_section,
+    _rss600_markdown,
+    _dice_markdown,
+    _gpu_markdown,
+    shares_markdown,
+    inference_path_markdown,
+    decisions_markdown,
+    _notes_markdown,
+    _appendix_markdown,
+)
 
 
 def evaluate_targets(res: dict) -> dict:
@@ -1508,6 +1735,85 @@ def step_e2e(args, res, work, cases_dir, ckpt):
     res["e2e"]["single"] = compare_alternating(
         single_dir, work, ckpt, 1, args.repeats, args.reference_dir, "single", onnx_path
     )
+
+
+def shares_folder(cases_dir: str, folder: str, n_cases: int) -> int:
+    """``folder/imagesTs``: links to the first ``n_cases`` images of the standard folder (all with 0); returns how
+    many."""
+    images = sorted(glob.glob(os.path.join(cases_dir, "imagesTs", "*.nii.gz")))[: n_cases or None]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(os.path.join(folder, "imagesTs"))
+    for image in images:
+        os.symlink(image, os.path.join(folder, "imagesTs", os.path.basename(image)))
+    return len(images)
+
+
+def step_shares(args, res, work, cases_dir, ckpt):
+    """What each bespoke component buys end to end: the folder with the current config and with each revert of
+    ``--shares``, one command per run, alternating (ours, revert A, ours, revert B, ...; the reverts' order rotates
+    each repeat); ``summarize_shares`` makes the table."""
+    reverts = revert_overrides()
+    unknown = [name for name in args.shares if name not in reverts]
+    if unknown:
+        raise ValueError(f"--shares: no revert {unknown} (tools/reverts/ has {sorted(reverts)})")
+    folder = os.path.join(work, "shares")
+    n_cases = shares_folder(cases_dir, folder, args.share_cases)
+    names = list(args.shares)
+    runs = {name: {"with": [], "without": []} for name in names}
+    log(f"shares: {n_cases} cases, the current config against {len(names)} reverts, {args.repeats} repeat(s)")
+    for r in range(args.repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            for side, overrides in (("with", None), ("without", reverts[name])):
+                out = os.path.join(work, f"shares_{name}_{side}_{r}")
+                run = run_ours(folder, out, ckpt, n_cases, overrides=overrides)
+                run["load_average"] = os.getloadavg()[0]
+                runs[name][side].append(run)
+                shutil.rmtree(out, ignore_errors=True)  # the masks; the log (out + ".log") stays
+                log(f"  shares {name} {side} run {r + 1}/{args.repeats}: {run['to_last_mask_s']:.1f} s to last mask")
+    res["shares"] = {
+        "cases": n_cases,
+        "shape": list(args.shape),
+        "spacing": list(args.spacing),
+        "repeats": args.repeats,
+        "ckpt": ckpt,
+        "measure": "to_last_mask_s",
+        "rows": summarize_shares(runs),
+        "load_average": spread([run["load_average"] for sides in runs.values() for v in sides.values() for run in v]),
+    }
+
+
+def _share_row(component: str, file: str, with_s: list, without_s: list) -> dict:
+    """One row of the shares table from paired times (seconds with and without the component, by repeat)."""
+    with_, without = spread(with_s), spread(without_s)
+    share = None
+    if with_["median"] is not None and without["median"]:
+        share = 100 * (without["median"] - with_["median"]) / without["median"]
+    pairs = [100 * (b - a) / b for a, b in zip(with_s, without_s, strict=True) if a is not None and b]
+    return {
+        "component": component,
+        "file": file,
+        "with_s": with_,
+        "without_s": without,
+        "share": share,
+        "pair_shares": spread(pairs),
+        "under_5": share is not None and share < 5.0,
+    }
+
+
+def summarize_shares(runs: dict, measure: str = "to_last_mask_s") -> list[dict]:
+    """The shares table: ``runs`` is ``{revert: {"with": [run, ...], "without": [run, ...]}}`` (by repeat; "with"
+    the current config's run paired with the revert's). A row per revert, and the slab copy alone (``SLAB_COPY``)
+    when both of its reverts ran."""
+    rows = []
+    for name, sides in runs.items():
+        with_s, without_s = ([run.get(measure) for run in sides[k]] for k in ("with", "without"))
+        rows.append(_share_row(COMPONENTS.get(name, name), f"tools/reverts/{name}.yaml", with_s, without_s))
+    label, has, lacks = SLAB_COPY
+    if has in runs and lacks in runs:
+        with_s, without_s = ([run.get(measure) for run in runs[k]["without"]] for k in (has, lacks))
+        file = f"tools/reverts/{lacks}.yaml against {has}.yaml"
+        rows.append({**_share_row(label, file, with_s, without_s), "derived": True})
+    return rows
 
 
 def step_stages(args, res, work, cases_dir, ckpt):
@@ -2043,7 +2349,19 @@ def _parser() -> argparse.ArgumentParser:
         default=list(STANDARD_SPACING),
         help="voxel size in mm of the standard cases (default: %(default)s)",
     )
-    p.add_argument("--trained_ckpt", help="trained weights for the dice step and the trained-weights e2e rows")
+    _add_weights_and_step_options(p)
+    _add_report_options(p)
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    p.add_argument("--worker", nargs=3, metavar=("KIND", "ARGS_JSON", "OUT_JSON"), help=argparse.SUPPRESS)
+    return p
+
+
+def _add_weights_and_step_options(p: argparse.ArgumentParser) -> None:
+    """The weights, and the options of single steps (dice, train, race, shares)."""
+    p.add_argument(
+        "--trained_ckpt",
+        help="trained weights: the dice step, and the timed steps (e2e, stages, rss600, shares) instead of random ones",
+    )
     p.add_argument(
         "--trained_configs",
         nargs="*",
@@ -2063,6 +2381,24 @@ def _parser() -> argparse.ArgumentParser:
         "--race_budget", type=float, default=3.0, help="race: the reference's budget, times our time to 0.95 (3)"
     )
     p.add_argument("--race_before", action="store_true", help="race: also the demo's training before issue 17")
+    p.add_argument(
+        "--shares",
+        nargs="+",
+        default=list(SHARES),
+        metavar="REVERT",
+        help="shares: the reverts (tools/reverts/*.yaml names, or plain) to run against the current config "
+        "(default: the bespoke components, %(default)s)",
+    )
+    p.add_argument(
+        "--share_cases",
+        type=int,
+        default=0,
+        help="shares: run on the first N cases of the standard folder (default 0: all --num_cases of them)",
+    )
+
+
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    """Rendering, merging, notes, ONNX Runtime and the gpu step's parts."""
     p.add_argument(
         "--render_only",
         action="store_true",
@@ -2087,9 +2423,60 @@ def _parser() -> argparse.ArgumentParser:
         help="parts of the gpu step to run (default: all)",
     )
     p.add_argument("--gpu_device", default="cuda", help="device of the gpu step (default cuda; cpu: a dry run)")
-    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    p.add_argument("--worker", nargs=3, metavar=("KIND", "ARGS_JSON", "OUT_JSON"), help=argparse.SUPPRESS)
-    return p
+
+
+def _check_arguments(args) -> None:
+    """Raise ValueError or FileNotFoundError (one line each) for arguments the steps cannot run with."""
+    if args.repeats < 1 or args.num_cases < 1:
+        raise ValueError("--repeats and --num_cases must be at least 1")
+    if not 0 <= args.share_cases <= args.num_cases:
+        raise ValueError("--share_cases must be between 0 (all) and --num_cases")
+    if {"e2e", "stages", "race"} & set(args.steps) and not args.reference_dir:
+        raise ValueError("the e2e, stages and race steps compare against a reference bundle: give --reference_dir")
+    if args.reference_dir and not os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json")):
+        raise FileNotFoundError(f"{args.reference_dir}: no configs/inference.json (give --reference_dir)")
+    if args.trained_ckpt and not os.path.isfile(args.trained_ckpt):
+        raise FileNotFoundError(f"{args.trained_ckpt}: weights file not found")
+
+
+def _start_results(args, argv) -> dict:
+    """The results dict a run starts from: the command, machine and notes, and with ``--merge`` the results of the
+    existing ``REPORT_DIR/benchmark.json`` (its commands and notes extended, its start load average kept)."""
+    command = "python -m tools.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
+    res = {"command": command, "machine": machine_info(), "notes": list(args.note)}
+    previous = os.path.join(args.report_dir, "benchmark.json")
+    if args.merge and os.path.isfile(previous):
+        with open(previous) as f:
+            old = json.load(f)
+        old.pop("targets", None)
+        res = {
+            **old,
+            "command": f"{old.get('command')}; then {command}",
+            "machine": res["machine"],
+            "notes": old.get("notes", []) + [n for n in args.note if n not in old.get("notes", [])],
+        }
+        res["machine"]["load_average_at_start"] = old["machine"]["load_average_at_start"]
+    return res
+
+
+def _run_steps(args, res: dict, work: str, cases_dir: str, ckpt: str) -> None:
+    """The steps of ``--steps``, in the benchmark's order, each adding its section to ``res``."""
+    if "e2e" in args.steps:
+        step_e2e(args, res, work, cases_dir, ckpt)
+    if "stages" in args.steps:
+        step_stages(args, res, work, cases_dir, ckpt)
+    if "dice" in args.steps:
+        step_dice(args, res, work, cases_dir)
+    if "rss600" in args.steps:
+        step_rss600(args, res, work, ckpt)
+    if "train" in args.steps:
+        step_train(args, res, work)
+    if "race" in args.steps:
+        step_race(args, res, work)
+    if "gpu" in args.steps:
+        step_gpu(args, res, work, cases_dir)
+    if "shares" in args.steps:
+        step_shares(args, res, work, cases_dir, ckpt)
 
 
 def main(argv=None) -> int:
@@ -2110,30 +2497,10 @@ def main(argv=None) -> int:
                 md, js = write_report(json.load(f), args.report_dir)
             log(f"wrote {md} and {js}")
             return 0
-        if args.repeats < 1 or args.num_cases < 1:
-            raise ValueError("--repeats and --num_cases must be at least 1")
-        if {"e2e", "stages", "race"} & set(args.steps) and not args.reference_dir:
-            raise ValueError("the e2e, stages and race steps compare against a reference bundle: give --reference_dir")
-        if args.reference_dir and not os.path.isfile(os.path.join(args.reference_dir, "configs", "inference.json")):
-            raise FileNotFoundError(f"{args.reference_dir}: no configs/inference.json (give --reference_dir)")
-        if args.trained_ckpt and not os.path.isfile(args.trained_ckpt):
-            raise FileNotFoundError(f"{args.trained_ckpt}: weights file not found")
+        _check_arguments(args)
         work = os.path.abspath(args.work_dir)
         os.makedirs(work, exist_ok=True)
-        command = "python -m tools.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
-        res = {"command": command, "machine": machine_info(), "notes": list(args.note)}
-        previous = os.path.join(args.report_dir, "benchmark.json")
-        if args.merge and os.path.isfile(previous):
-            with open(previous) as f:
-                old = json.load(f)
-            old.pop("targets", None)
-            res = {
-                **old,
-                "command": f"{old.get('command')}; then {command}",
-                "machine": res["machine"],
-                "notes": old.get("notes", []) + [n for n in args.note if n not in old.get("notes", [])],
-            }
-            res["machine"]["load_average_at_start"] = old["machine"]["load_average_at_start"]
+        res = _start_results(args, argv)
         seeds = list(range(args.num_cases))
         res["seeds"] = seeds
         cases_dir = os.path.join(work, "standard")
@@ -2146,20 +2513,8 @@ def main(argv=None) -> int:
         if {"e2e", "stages", "rss600"} & set(args.steps):  # a merge keeps the weights of the timed steps it keeps
             res["timed_ckpt"] = ckpt
         started = time.perf_counter()
-        if "e2e" in args.steps:
-            step_e2e(args, res, work, cases_dir, ckpt)
-        if "stages" in args.steps:
-            step_stages(args, res, work, cases_dir, ckpt)
-        if "dice" in args.steps:
-            step_dice(args, res, work, cases_dir)
-        if "rss600" in args.steps:
-            step_rss600(args, res, work, ckpt)
-        if "train" in args.steps:
-            step_train(args, res, work)
-        if "race" in args.steps:
-            step_race(args, res, work)
-        if "gpu" in args.steps:
-            step_gpu(args, res, work, cases_dir)
+        _run_steps(args, res, work, cases_dir, ckpt)
+        res["inference_path"] = imports.line_counts(BUNDLE_ROOT)
         res["load_average_at_end"] = list(os.getloadavg())
         res["benchmark_minutes"] = (time.perf_counter() - started) / 60
         md, js = write_report(res, args.report_dir)

@@ -55,8 +55,8 @@ def mean_dice(metrics_csv: str) -> tuple[float, str]:
     return sum(dices) / len(dices), worst
 
 
-def main(argv=None) -> int:
-    """Command line entry; returns the exit status (the demo stops with status 1 at the first step that fails)."""
+def parse_args(argv=None) -> argparse.Namespace:
+    """The demo's command line (see the module docstring)."""
     p = argparse.ArgumentParser(
         prog=f"{PROG} demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -66,17 +66,32 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: configs/demo.yaml's)")
     p.add_argument("--seed", type=int, default=0, help="phantom and training seed (default: 0)")
     add_bundle_root(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def demo_paths(args: argparse.Namespace) -> dict:
+    """Where the demo works: ``root`` (the bundle root, where every step runs), ``workdir`` (absolute) and the folders
+    the steps write, as a user in the bundle root would type them: ``w`` (the workdir), ``data``, ``runs``,
+    ``models``, ``eval`` and ``inference``."""
     root = in_bundle(args.bundle_root)
     workdir = os.path.abspath(args.workdir) if args.workdir else in_bundle(root, "demo")
     # the steps run from the bundle root: its own folders are shown relative to it, as a user there would type them
     w = os.path.relpath(workdir, root) if workdir.startswith(os.path.join(root, "")) else workdir
-    data, runs, models = f"{w}/data", f"{w}/runs", f"{w}/models"
-    evaluation, inference = f"{w}/eval", f"{w}/inference"
-    schedule = {} if args.epochs is None else {"epochs": args.epochs}
-    python = sys.executable
+    return {
+        "root": root,
+        "workdir": workdir,
+        "w": w,
+        "data": f"{w}/data",
+        "runs": f"{w}/runs",
+        "models": f"{w}/models",
+        "eval": f"{w}/eval",
+        "inference": f"{w}/inference",
+    }
 
+
+def prepare_data(args: argparse.Namespace, paths: dict) -> None:
+    """Steps 1-3: generate the phantom dataset, list its held-out cases as a datalist, check the dataset."""
+    python, root, data = sys.executable, paths["root"], paths["data"]
     step(
         "1/7 generate a synthetic phantom dataset (MSD layout)",
         [
@@ -113,16 +128,22 @@ def main(argv=None) -> int:
     )
     step(
         "3/7 check the dataset",
-        [python, "-m", "scripts", "check_dataset", "--dataset_dir", data, "--output_dir", runs],
+        [python, "-m", "scripts", "check_dataset", "--dataset_dir", data, "--output_dir", paths["runs"]],
         root,
     )
+
+
+def train_and_segment(args: argparse.Namespace, paths: dict) -> float:
+    """Steps 4-6: train, evaluate on the held-out cases, segment a folder; returns the training's seconds."""
+    root, data, models = paths["root"], paths["data"], paths["models"]
+    schedule = {} if args.epochs is None else {"epochs": args.epochs}
     train_s = step(
         "4/7 train (phantom-sized settings from configs/demo.yaml)",
         bundle_run(
             "training",
             ["train.yaml", "demo.yaml"],
             dataset_dir=data,
-            output_dir=runs,
+            output_dir=paths["runs"],
             ckpt_dir=models,
             seed=args.seed,
             **schedule,
@@ -137,7 +158,7 @@ def main(argv=None) -> int:
             eval_datalist=f"{data}/heldout.json",
             eval_key="training",
             ckpt_path=f"{models}/model.pt",
-            output_dir=evaluation,
+            output_dir=paths["eval"],
         ),
         root,
     )
@@ -148,11 +169,16 @@ def main(argv=None) -> int:
             ["inference.yaml", "demo.yaml"],
             input=f"{data}/imagesTs",
             ckpt_path=f"{models}/model.pt",
-            output_dir=inference,
+            output_dir=paths["inference"],
         ),
         root,
     )
-    dice, worst = mean_dice(os.path.join(root, evaluation, "metrics.csv"))
+    return train_s
+
+
+def draw_pictures(paths: dict, worst: str) -> None:
+    """Step 7: the overlay of the worst held-out case, the evaluation grid and the training curves."""
+    python, root, data, evaluation, w = sys.executable, paths["root"], paths["data"], paths["eval"], paths["w"]
     step(
         "7/7 draw an overlay, the evaluation grid and the training curves",
         [
@@ -190,17 +216,42 @@ def main(argv=None) -> int:
             "--output",
             f"{w}/eval_grid.png",
         ],
-        [python, "-m", "scripts", "visualize", "curves", "--log_dir", runs, "--output", f"{w}/training_curves.png"],
+        [
+            python,
+            "-m",
+            "scripts",
+            "visualize",
+            "curves",
+            "--log_dir",
+            paths["runs"],
+            "--output",
+            f"{w}/training_curves.png",
+        ],
     ):
         step("7/7 (continued)", cmd, root)
 
+
+def print_summary(args: argparse.Namespace, paths: dict, worst: str, dice: float, train_s: float) -> None:
+    """Where everything went, how long training took and the held-out mean liver Dice of this run."""
+    w, evaluation, inference = paths["w"], paths["eval"], paths["inference"]
     print(
-        f"\nDemo finished. Everything is under {workdir}:\n"
+        f"\nDemo finished. Everything is under {paths['workdir']}:\n"
         f"  masks (inference):   {inference}/*_seg.nii.gz and {inference}/report.csv (liver mL, mean HU)\n"
         f"  metrics (held-out):  {evaluation}/metrics.csv, {evaluation}/metrics_summary.csv\n"
         f"  overlay PNG:         {w}/overlay_{worst}.png (the worst held-out case)\n"
         f"  evaluation grid:     {w}/eval_grid.png;  training curves: {w}/training_curves.png\n"
-        f"  weights (PHANTOM-TRAINED, a demo only): {models}/model.pt\n"
+        f"  weights (PHANTOM-TRAINED, a demo only): {paths['models']}/model.pt\n"
         f"Training took {train_s / 60:.1f} min; held-out mean liver Dice {dice:.4f} over {args.num_test} phantom cases."
     )
+
+
+def main(argv=None) -> int:
+    """Command line entry; returns the exit status (the demo stops with status 1 at the first step that fails)."""
+    args = parse_args(argv)
+    paths = demo_paths(args)
+    prepare_data(args, paths)
+    train_s = train_and_segment(args, paths)
+    dice, worst = mean_dice(os.path.join(paths["root"], paths["eval"], "metrics.csv"))
+    draw_pictures(paths, worst)
+    print_summary(args, paths, worst, dice, train_s)
     return 0

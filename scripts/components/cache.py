@@ -41,6 +41,7 @@ from monai.data import CacheDataset, PersistentDataset
 from monai.transforms import Compose, Lambda, RandomizableTrait, ToDeviced, Transform
 
 from scripts.components.hardware import is_cuda
+from scripts.lib.errors import reports_input_errors
 
 logger = logging.getLogger(__name__)
 
@@ -323,6 +324,7 @@ def available_ram_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
+@reports_input_errors
 def choose(
     cache: str = "auto",
     device="cpu",
@@ -352,7 +354,8 @@ def choose(
             :func:`available_ram_bytes`).
         processes: training processes on this machine; ``None``: torchrun's ``LOCAL_WORLD_SIZE``, else 1.
 
-    Raises ValueError for another ``cache`` value, and for ``gpu`` without a CUDA device.
+    Stops the run with one line (:class:`scripts.lib.errors.InputError`) for another ``cache`` value, and for
+    ``gpu`` without a CUDA device.
     """
 
     cache = str(cache).lower()

@@ -44,7 +44,7 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from scripts import as_bool
-from scripts.lib.errors import InputError, exit_on_error, one_line
+from scripts.lib.errors import InputError, one_line, reports_input_errors
 from scripts.lib.fileio import atomic_path, sha256
 
 logger = logging.getLogger(__name__)
@@ -321,18 +321,19 @@ def load_into(network, path, key: str = "model"):
     return network
 
 
+@reports_input_errors
 def start_from(network, path, resume=False, num_classes=None) -> dict | None:
     """``--init_weights FILE`` (fine-tuning): load the weights file ``path`` into ``network`` before training starts,
     and return what the provenance records of it. None when ``path`` is None or empty (random initial weights).
 
     The file is checked as inference checks its weights (:func:`load_into`: weights only, every name and shape of the
-    network, no NaN/Inf); errors name it. Where the file was trained for another number of classes than the
-    network's ``num_classes`` (the 2-class shipped model for a liver and tumour run), the output layers start from
-    random weights and everything else from the file (:func:`class_layers`); the record says which. The record holds
-    the file's absolute path and sha256 and, where the ``model_provenance.json`` beside it describes this file (its
-    ``weights_sha256`` matches, or the file is the ``model.pt`` of a training run's folder), the data that trained
-    it. ``resume`` true: the run continues from its checkpoint, whose network already started from ``path``, so the
-    file is read for the record but not loaded into the network again.
+    network, no NaN/Inf); a bad one stops the run with one line naming it. Where the file was trained for another
+    number of classes than the network's ``num_classes`` (the 2-class shipped model for a liver and tumour run), the
+    output layers start from random weights and everything else from the file (:func:`class_layers`); the record
+    says which. The record holds the file's absolute path and sha256 and, where the ``model_provenance.json`` beside
+    it describes this file (its ``weights_sha256`` matches, or the file is the ``model.pt`` of a training run's
+    folder), the data that trained it. ``resume`` true: the run continues from its checkpoint, whose network already
+    started from ``path``, so the file is read for the record but not loaded into the network again.
     """
 
     if path is None or not str(path).strip():
@@ -430,9 +431,10 @@ class ResumeLoader(CheckpointLoader):
     - stretches a cosine LR schedule to the trainer's ``max_epochs`` (:func:`stretch_schedule`).
     """
 
+    @reports_input_errors  # no checkpoint, or one that is unreadable or does not fit: one line
     def __init__(self, ckpt_dir, load_dict: Mapping, map_location=None):
 
-        load_path = exit_on_error(resumable, ckpt_dir, load_dict)
+        load_path = resumable(ckpt_dir, load_dict)
         stored = load_weights(load_path)
         absent = [k for k in OPTIONAL_STATE if k in load_dict and k not in stored]
         if absent:

@@ -1,6 +1,6 @@
 """Joining a ``torchrun`` job: the one step of multi-GPU training and evaluation that MONAI has no component for.
 
-``configs/multi_gpu_train.yaml`` and ``configs/multi_gpu_evaluate.yaml`` define::
+``configs/multi_gpu.yaml`` (merged before ``multi_gpu_train.yaml`` or ``multi_gpu_evaluate.yaml``) defines::
 
     process_group: "$@scripts.components.distributed.init_process_group(@device, @dist_timeout_s)"
     rank: "$torch.distributed.get_rank(@process_group)"

@@ -184,7 +184,7 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dic
 
     spacing = _spacing(pred)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    liver_p = np.asarray(foreground(pred).cpu())  # a bool mask, cheaper than a label map (0.1 s, not seconds)
+    liver_p = np.asarray(foreground(pred).cpu())  # a bool mask, cheaper to index with than a label map
     row = {
         "case": case_label(getattr(pred, "meta", None)),
         "liver_volume_ml": float(np.count_nonzero(liver_p)) * voxel_ml,
@@ -195,7 +195,7 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dic
         if (
             mask.flags.f_contiguous and not mask.flags.c_contiguous
         ):  # an x-fastest mask (scripts/components/postprocess.py):
-            hu, mask = hu.T, mask.T  # indexed in its own order, 0.05 s instead of 0.6 s for 512x512x150
+            hu, mask = hu.T, mask.T  # indexed in its own memory order: one pass without strides
         row["liver_mean_hu"] = float(hu[mask].mean(dtype=np.float64)) if mask.any() else float("nan")
     if qc is not None:
 

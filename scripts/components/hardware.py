@@ -26,16 +26,16 @@ def is_cuda(device) -> bool:
 
 
 def windows_per_call(device) -> int:
-    """Sliding windows per network call: 4 on a GPU; 2 on a CPU, where on 2 cores a window took 0.17 s in batches of
-    2 and 0.22 s in batches of 4 (docs/benchmark.md, ``cpu_batch_of_2``)."""
+    """Sliding windows per network call: 4 on a GPU; 2 on a CPU, where a window took less time in batches of 2 than
+    in batches of 4 (docs/benchmark.md, ``cpu_batch_of_2``)."""
     return 4 if is_cuda(device) else 2
 
 
 def inference_loader_workers() -> int:
     """Loader workers that read the next cases while the network runs: one per 4 cores, at most 4.
 
-    None on a 2-core CPU, where the loader's own thread reads ahead (a worker process there cost more than it saved:
-    folder of 5 CTs 31.8 s with no worker, 34.4 s with one, docs/benchmark.md); 4 on a 16-core server.
+    None on a 2-core CPU, where the loader's own thread reads ahead (a worker process there cost more than it saved,
+    docs/benchmark.md, notes); 4 on a 16-core server.
     """
     return min(4, (os.cpu_count() or 2) // 4)
 
@@ -43,9 +43,9 @@ def inference_loader_workers() -> int:
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag in /proc/cpuinfo).
 
-    Where it does (AMD Zen 4, Intel Sapphire Rapids and later), a training step of the demo's 4 patches of 64^3 took
-    0.20 s under bfloat16 autocast against 0.33 s in float32 on the 2-core benchmark machine; where it does not, torch
-    emulates bfloat16 and autocast would only slow training down. False where /proc/cpuinfo cannot be read.
+    Where it does (AMD Zen 4, Intel Sapphire Rapids and later), a training step under bfloat16 autocast is faster than
+    in float32 (docs/benchmark.md, training); where it does not, torch emulates bfloat16 and autocast would only slow
+    training down. False where /proc/cpuinfo cannot be read.
     """
     try:
         with open("/proc/cpuinfo") as f:
@@ -66,10 +66,10 @@ def cpu_autocast(device, requested) -> bool:
 def training_loader_workers(device, cache: str = "ram") -> int:
     """Loader worker processes in training: none on a CPU or with the cases cached on the GPU, else 2 with CUDA.
 
-    On a CPU the ThreadDataLoader's own thread runs the random transforms: on the 2-core benchmark machine a demo
-    epoch took 1.9 s so, against 2.8 s with 2 worker processes (which start anew every epoch and compete with the
-    network for the cores). With ``cache: gpu`` (:func:`scripts.components.cache.choose`) that thread runs them on the GPU, and
-    CUDA tensors cannot pass through worker processes. With CUDA and cases in RAM or on disk the 2 worker processes
-    of the earlier configs stay (not re-measured here).
+    On a CPU the ThreadDataLoader's own thread runs the random transforms: faster than worker processes, which start
+    anew every epoch and compete with the network for the cores (docs/benchmark.md, training). With ``cache: gpu``
+    (:func:`scripts.components.cache.choose`) that thread runs them on the GPU, and CUDA tensors cannot pass through
+    worker processes. With CUDA and cases in RAM or on disk the 2 worker processes of the earlier configs stay (not
+    re-measured here).
     """
     return 2 if is_cuda(device) and cache != "gpu" else 0

@@ -1,20 +1,19 @@
 """Sliding-window inference inside the liver's box: a coarse pass finds the liver, the fine pass runs only there.
 
-On a 512x512x150 CT the body's box on the 2 mm network grid is about 176x121x187 voxels: 18 windows of 96^3. The
-liver fills a third of that box, and windows over the rest only confirm background. ``LiverBoxInferer`` wraps the
-configured sliding-window inferer (MONAI has no coarse-to-fine inferer) and, per image:
+On an abdominal CT the body's box on the 2 mm network grid takes many windows of 96^3, and the liver fills only a
+part of it: windows over the rest only confirm background. ``LiverBoxInferer`` wraps the configured sliding-window
+inferer (MONAI has no coarse-to-fine inferer) and, per image:
 
 1. averages the image down by ``scale`` (2: a 4 mm grid) and runs the same inferer on it: usually one window;
 2. boxes the connected foreground components there that hold at least ``min_share`` of the largest one's voxels
-   (the config boxes every component of a tenth or more: at 4 mm the largest need not be the liver; on a held-out
-   synthetic case the shipped weights saw 142 mL of its liver in one piece and 35 mL in another), maps the box back
-   to the network grid, adds ``margin`` voxels on each side, and grows each side to the longest crop that the same
-   number of windows covers (``filled``): the windows cost the same and see image, where MONAI would pad a crop
-   shorter than a window with zeros (on a held-out synthetic case the shipped weights kept 290 of 1348 mL of liver
-   from a 90x55x92 crop, padded, and 1261 mL from the same box filled);
-3. runs the inferer on that crop only (with the shipped weights, on the first benchmark CT: 1 window, then 4 after
-   one widening; 18 over the whole image) and pastes the logits into a background-filled output of the input's
-   shape, with the input's metadata (the preprocessing trace that the postprocessing inverts).
+   (the config boxes every component of a tenth or more: at 4 mm the largest need not be the liver, which may show
+   in two pieces), maps the box back to the network grid, adds ``margin`` voxels on each side, and grows each side
+   to the longest crop that the same number of windows covers (``filled``): the windows cost the same and see image,
+   where MONAI would pad a crop shorter than a window with zeros, and a network sees less liver in a zero-padded
+   window than in the same box filled with image;
+3. runs the inferer on that crop only (a few windows instead of those over the whole image; docs/benchmark.md counts
+   them) and pastes the logits into a background-filled output of the input's shape, with the input's metadata (the
+   preprocessing trace that the postprocessing inverts).
 
 Both passes use the same windows (``roi_size``) as the plain path, so ONNX Runtime and TensorRT networks with a fixed
 window shape run unchanged. When the fine liver touches a face of the crop that is not the image's own border (the
@@ -22,7 +21,7 @@ liver may go on beyond the box: a thin left lobe can vanish on the 4 mm grid), t
 voxels and the fine pass runs again on the wider crop, up to ``grow_steps`` times. The result falls back to the plain
 sliding window over the whole image when the coarse pass finds no liver, when the liver still reaches a face after
 the last widening, or when the fine pass does not confirm the coarse liver: the box's largest fine component holds
-less than ``min_liver_ml`` (on a small liver-centred crop the coarse pass once boxed a 4 mL blob in a corner), or less
+less than ``min_liver_ml`` (on a small liver-centred crop the coarse pass can box a small blob in a corner), or less
 than ``min_confirmed`` of the boxed coarse components' volume (a network that sees liver at 4 mm where there is none
 at 2 mm). Either way the coarse pass boxed something else. An image that fits in one window goes straight to the plain
 path, which then costs one window. tests/test_inferers.py checks the widening, the fallbacks, and compares with the

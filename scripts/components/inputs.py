@@ -26,8 +26,10 @@ item instead of raising inside the data loader (which would stop MONAI's evaluat
 those items before they reach the network and records them. After the run, :func:`report_failures` lists every
 failed case and makes the run exit non-zero. The good cases' outputs are complete; failed cases write nothing.
 
-Every message names the file and the problem. The configs call these functions through
-:func:`scripts.lib.errors.exit_on_error`, which prints them as one ``error: ...`` line.
+Every message names the file and the problem. The components that configs name (:func:`input_cases`,
+:func:`labelled_cases`, :func:`require_weights`, :func:`report_failures`) carry
+:func:`scripts.lib.errors.reports_input_errors`, so a bad input stops the run with one ``error: ...`` line;
+:func:`list_inputs` and :func:`check_weights` raise, for Python callers.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from scripts.lib import dicom
 from scripts.lib.ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, MIN_HU_BELOW, hu_doubts, values_text
 from scripts.lib.datalist import labelled
 from scripts.lib.dicom import NoDicomSeries
-from scripts.lib.errors import one_line
+from scripts.lib.errors import one_line, reports_input_errors
 from scripts.lib.fileio import (  # case_name: inputs.case_name too
     CASE_NAME_KEY,
     NIFTI_SUFFIXES,
@@ -61,12 +63,13 @@ from scripts.lib.fileio import (  # case_name: inputs.case_name too
 
 logger = logging.getLogger(__name__)
 
-#: Largest input accepted, in voxels (header-declared): 512 x 512 x 2048. At its peak inference holds about 25-35
-#: bytes per voxel of the input grid (the image in float32, its HU copy, the class probabilities after inversion, the
-#: mask, plus the resampled grid; measured 25 bytes/voxel for a 256x256x300 input at pixdim 3 mm), so this limit keeps
-#: a case under about 16 GiB; raise it with ``--max_voxels`` on a machine with more memory.
+#: Largest input accepted, in voxels (header-declared): 512 x 512 x 2048, a whole-body CT at thin slices. At its peak
+#: inference holds several arrays of the input grid (the image in float32, its HU copy, the class probabilities after
+#: inversion, the mask), plus the resampled grid, so this limit keeps the memory of one case bounded
+#: (:data:`BYTES_PER_VOXEL_PEAK`); raise it with ``--max_voxels`` on a machine with more memory.
 MAX_VOXELS = 512 * 512 * 2048
-#: Approximate peak memory of inference per input voxel, in bytes (see MAX_VOXELS); used to report sizes only.
+#: Estimated peak memory of inference per input voxel, in bytes: the arrays above, in float32 and uint8; used to report
+#: sizes only.
 BYTES_PER_VOXEL_PEAK = 30
 #: Key of the item that :func:`tolerant` returns for a case it could not prepare.
 FAILED_KEY = "failed"
@@ -84,8 +87,8 @@ def c_order(array: np.ndarray, slab: int = C_ORDER_SLAB) -> np.ndarray:
     """``array`` in C order, copied ``slab`` indices of the last axis at a time.
 
     NIfTI stores voxels x-fastest, so nibabel returns Fortran-order arrays, and MONAI makes every loaded array
-    C-contiguous. ``np.ascontiguousarray`` does that in one pass whose writes stride across the whole volume: 0.5 s
-    for a 512x512x150 int16 CT here; this slab-wise copy gives the same array in 0.15 s."""
+    C-contiguous. ``np.ascontiguousarray`` does that in one pass whose writes stride across the whole volume; this
+    slab-wise copy gives the same array in a fraction of the time (docs/benchmark.md)."""
     if array.flags.c_contiguous or array.ndim < 2:
         return array
     out = np.empty(array.shape, array.dtype)
@@ -96,9 +99,9 @@ def c_order(array: np.ndarray, slab: int = C_ORDER_SLAB) -> np.ndarray:
 
 class NiftiReader(NibabelReader):
     """MONAI's ``NibabelReader``, returning the voxels in C order (:func:`c_order`) and inflating ``.nii.gz`` with
-    ISA-L (the ``isal`` package: 0.26 s instead of 0.56 s for the 44 MB file of a 512x512x150 CT here, where zlib's
-    inflate was the largest part of reading; docs/benchmark.md). Only for NIfTI files, so that ``LoadImaged`` passes
-    DICOM series folders on to :class:`DicomSeriesReader`.
+    ISA-L (the ``isal`` package: faster than zlib's inflate, the largest part of reading a ``.nii.gz``;
+    docs/benchmark.md). Only for NIfTI files, so that ``LoadImaged`` passes DICOM series folders on to
+    :class:`DicomSeriesReader`.
 
     Args:
         fast_gzip: inflate with ISA-L when ``isal`` is installed (False: nibabel's gzip, as MONAI's reader does;
@@ -459,6 +462,10 @@ def list_inputs(
     return good
 
 
+#: inference.yaml's ``datalist``: :func:`list_inputs`, a bad input stopping the run with one line (``error: ...``).
+input_cases = reports_input_errors(list_inputs)
+
+
 def plan_outputs(cases: list[dict], output_dir: str, postfix: str) -> dict:
     """Map each case (a :func:`list_inputs` item) to ``<output_dir>/<name>_<postfix>.nii.gz``; refuse collisions and
     overwriting an input. (With ``--output_format seg`` a DICOM case's SEG takes the same stem, ``.dcm``.)"""
@@ -505,6 +512,10 @@ def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
         checkpoint.check_fits(ckpt_path, state, network, key="model")
 
 
+#: inference.yaml's ``weights_check``: :func:`check_weights`, bad weights stopping the run with one line.
+require_weights = reports_input_errors(check_weights)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # evaluation inputs
 
@@ -528,14 +539,15 @@ def _grid_problem(image: str, label: str) -> str | None:
     return None
 
 
+@reports_input_errors
 def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int = MAX_VOXELS) -> list[dict]:
     """The ``key`` list of a datalist JSON as ``[{"image", "label"}, ...]`` with absolute paths, each case checked.
 
     The list is read by ``scripts.lib.datalist.labelled`` (relative paths are relative to the JSON's folder, the MSD
     ``dataset.json`` convention; an entry without a label is an error naming the file). Image and label go through
-    :func:`check_case` and must share one voxel grid (shape and affine). Every bad case is reported at once in one
-    ValueError (metrics over a silently reduced set would mislead); label values are checked while the evaluation
-    reads them (:func:`check_loaded_case`).
+    :func:`check_case` and must share one voxel grid (shape and affine). Every bad case is reported at once, in the
+    one line that stops the run (``error: ...``; metrics over a silently reduced set would mislead); label values are
+    checked while the evaluation reads them (:func:`check_loaded_case`).
     """
 
     datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
@@ -699,8 +711,10 @@ class SkipFailed:
             yield batch
 
 
+@reports_input_errors
 def report_failures(failures: list, cases: list) -> None:
-    """After a batch run: raise ValueError listing every case that failed (header checks or reading), if any.
+    """After a batch run: stop with one line (:class:`scripts.lib.errors.InputError`) listing every case that failed
+    (header checks or reading), if any.
 
     ``cases`` is the datalist that was run (the cases that passed the header checks).
     """

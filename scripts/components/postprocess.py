@@ -19,7 +19,7 @@ the cost (docs/benchmark.md).
 
 The label map is laid out x-fastest, as NIfTI stores voxels, and ``NiftiWriter`` (``SaveImaged``'s writer in the
 configs) writes it as it is. MONAI's ``NibabelWriter`` makes every array C-ordered and float64 on the way, and nibabel
-then copies it back into x-fastest order: 0.45 s for a 512x512x150 mask here, against 0.02 s (docs/benchmark.md).
+then copies it back into x-fastest order, which takes far longer than writing the mask as it is (docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from monai.transforms.utils import get_largest_connected_component_mask
 from monai.utils import TraceKeys
 
 from scripts.lib import dicom
+from scripts.lib.errors import reports_input_errors
 from scripts.lib.fileio import CASE_NAME_KEY, case_label, save_nifti
 from scripts.lib.seg import require_highdicom, seg_problem, write_seg
 
@@ -86,7 +87,7 @@ def _interpolation(pred) -> dict:
 
 def liver_channel(prob: torch.Tensor) -> torch.Tensor:
     """Of two class probabilities (background, liver), the liver's alone (background is 1 - liver); more classes
-    are kept. Only this channel is then resampled to the input grid: the same mask, 1 s less for a 512x512x150 CT
+    are kept. Only this channel is then resampled to the input grid: the same mask, one resampling fewer
     (docs/benchmark.md, ``liver_channel_only``)."""
     return prob[1:] if prob.shape[0] == 2 else prob
 
@@ -165,9 +166,11 @@ class NiftiWriter(NibabelWriter):
 OUTPUT_FORMATS = ("nifti", "seg")
 
 
+@reports_input_errors
 def check_output_format(output_format: str) -> None:
     """Before any case is read: ``output_format`` is ``nifti`` or ``seg``, and for ``seg`` highdicom is installed
-    (it writes the SEG; ``requirements-deploy.txt``). Raises ValueError saying which."""
+    (it writes the SEG; ``requirements-deploy.txt``); if not, the run stops with one line saying which (the
+    undecorated ``check_output_format.__wrapped__`` raises ValueError)."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"--output_format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
     if output_format == "seg":
@@ -200,7 +203,7 @@ class MaskWriter(NiftiWriter):
 
     def __init__(self, output_format: str = "nifti", metadata_file: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        check_output_format(output_format)
+        check_output_format.__wrapped__(output_format)  # a ValueError, as writers raise
         self.output_format, self.metadata_file = output_format, metadata_file
         self.source_meta: dict = {}
 

@@ -9,6 +9,8 @@ instead of reading a folder, and no case is seen in two epochs of a run:
   data), so the rest of train.yaml's preprocessing runs on it unchanged. It is deterministic (a pure function of the
   seed), so MONAI's caching datasets cache its output.
 - :func:`seed_items`: the data list of a seed range, what the dataset iterates over instead of file paths.
+- :func:`train_seeds`: the seed range of a run, after the seeds of its earlier epochs when it resumes
+  (:func:`seed_range` for the config: one line for a resume without a checkpoint).
 - :func:`split`: the training seeds and, for validation, every labelled case of a folder, refused when the two share
   a seed; recorded like ``scripts.lib.datalist.split``'s record.
 """
@@ -29,6 +31,7 @@ from scripts import as_bool
 from scripts.components.checkpoint import latest_checkpoint_epoch
 from scripts.lib import phantom
 from scripts.lib.datalist import labelled, require_files
+from scripts.lib.errors import reports_input_errors
 from scripts.lib.fileio import write_text
 
 
@@ -97,13 +100,18 @@ def train_seeds(first_seed: int, pool_size: int, replace_rate: float, epochs: in
     remaining ``epochs - done`` epochs. A resumed run thus never draws a case its earlier epochs saw: its pool starts
     anew, as after a restart MONAI's ``SmartCacheDataset`` would otherwise refill it from the first seed.
 
-    Raises FileNotFoundError when resuming without a checkpoint (the same one-line error as the resume itself).
+    Raises FileNotFoundError when resuming without a checkpoint (:func:`seed_range` makes it the same one-line error
+    as the resume itself).
     """
 
     first_seed = phantom.check_seed(first_seed, "first training seed")
     done = latest_checkpoint_epoch(os.fspath(ckpt_dir))[0] if as_bool(resume) else 0
     drawn = seeds_needed(pool_size, replace_rate, done) if done else 0
     return {"first": first_seed + drawn, "count": seeds_needed(pool_size, replace_rate, max(0, int(epochs) - done))}
+
+
+#: synthetic.yaml's ``train_seeds``: :func:`train_seeds`, a resume without a checkpoint stopping the run with one line.
+seed_range = reports_input_errors(train_seeds)
 
 
 def validation_seeds(datalist_file) -> list[int] | None:
@@ -131,12 +139,13 @@ def check_disjoint(start: int, count: int, datalist_file) -> list[int] | None:
     return seeds
 
 
+@reports_input_errors
 def split(datalist_file, train_seed_start: int, num_train_seeds: int, base_dir=None, record_file=None) -> dict:
     """``{"training": seed_items(...), "validation": every labelled case of datalist_file}``.
 
     Validation uses all the folder's labelled cases (``scripts.lib.datalist.labelled``, files required), training none
-    of them. Raises ``ValueError`` naming the datalist when the seed ranges overlap (:func:`check_disjoint`), when a
-    case file is missing or when there is no labelled case. ``record_file``: the split actually used, as JSON, with
+    of them. Stops the run with one line naming the datalist when the seed ranges overlap (:func:`check_disjoint`),
+    when a case file is missing or when there is no labelled case. ``record_file``: the split actually used, as JSON, with
     the training seeds as a range rather than a list.
     """
 

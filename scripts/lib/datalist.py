@@ -12,9 +12,10 @@ are relative to a base directory, by default the folder holding the JSON file.
 MONAI has both jobs (``monai.data.load_decathlon_datalist``, ``partition_dataset``/``CrossValidation``); this
 module keeps its own code for them, because:
 
-- reading (:func:`labelled`, :func:`load_datalist`): MONAI's reader names neither the file nor the entry in its
-  errors (a JSON error arrives bare, a non-dict entry as a TypeError), fails with an IndexError on an empty ``test``
-  list, and checks no entry, fold or duplicate, which tests/test_datalist.py requires, each error naming the file;
+- reading (:func:`load_datalist`, and :func:`labelled` from :mod:`scripts.lib.cases`): MONAI's reader names neither
+  the file nor the entry in its errors (a JSON error arrives bare, a non-dict entry as a TypeError), fails with an
+  IndexError on an empty ``test`` list, and checks no entry, fold or duplicate, which tests/test_datalist.py requires,
+  each error naming the file;
 - folds (:func:`assign_folds`): ``partition_dataset`` shuffles positions, so a case's fold depends on the order of
   the list (tests/test_datalist.py requires it to depend on the set of cases only); and its numpy shuffle would give
   other folds than this bundle's earlier versions for the same seed, while a run resumed with ``--resume true``
@@ -29,6 +30,7 @@ import os
 import random
 import re
 
+from scripts.lib.cases import absolute, base_folder, checked_entries, labelled, read_json, require_files
 from scripts.lib.fileio import NIFTI_SUFFIXES, write_text
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "load_datalist",
     "split",
     "labelled",
+    "require_files",
 ]
 
 _LITS_VOLUME = re.compile(r"^volume-(\d+)\.nii(\.gz)?$")
@@ -49,22 +52,6 @@ _LITS_SEGMENTATION = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
 # ----------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------
-def _abs(path, base_dir):
-    """Absolute, normalised form of ``path``; relative paths are taken relative to ``base_dir``."""
-    path = os.path.expanduser(str(path))
-    return os.path.normpath(os.path.join(base_dir, path))
-
-
-def require_files(items, source):
-    """Raise ``ValueError`` naming the first missing image/label file of ``items``."""
-    missing = [
-        item[key] for item in items for key in ("image", "label") if key in item and not os.path.isfile(item[key])
-    ]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ValueError(f"{source}: file not found: {missing[0]}{more}")
-
-
 def _nifti_files(folder):
     """Names of the NIfTI files directly in ``folder`` (hidden files such as macOS ``._x`` skipped)."""
     if not os.path.isdir(folder):
@@ -214,56 +201,6 @@ def write_datalist(items, path, test=None):
     return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _read(datalist_file):
-    """The JSON object of a datalist file; ValueError naming the file when it is missing or not JSON."""
-    if not os.path.isfile(datalist_file):
-        raise ValueError(f"{datalist_file}: datalist file not found")
-    try:
-        with open(datalist_file, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{datalist_file}: cannot read datalist JSON: {exc}") from exc
-
-
-def _labelled(data, key, datalist_file, base):
-    """The ``key`` list of ``data`` checked entry by entry, with absolute paths (see :func:`labelled`)."""
-    if not isinstance(data, dict) or not isinstance(data.get(key), list):
-        raise ValueError(f"{datalist_file}: no '{key}' list")  # noqa: B907 (the key as the file spells it)
-    items = []
-    for index, item in enumerate(data[key]):
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("image"), str)
-            or not isinstance(item.get("label"), str)
-        ):
-            raise ValueError(f"{datalist_file}: {key} entry {index} needs string 'image' and 'label': {item!r}")
-        if "fold" in item and (isinstance(item["fold"], bool) or not isinstance(item["fold"], int) or item["fold"] < 0):
-            raise ValueError(f"{datalist_file}: {key} entry {index} has an invalid fold {item['fold']!r}")
-        items.append(dict(item, image=_abs(item["image"], base), label=_abs(item["label"], base)))
-    if key == "training":  # folds are assigned per image (an evaluation list may pair one image with two labels)
-        duplicates = sorted(p for p, n in collections.Counter(item["image"] for item in items).items() if n > 1)
-        if duplicates:
-            raise ValueError(f"{datalist_file}: image listed more than once in 'training': {duplicates[0]}")
-    return items
-
-
-def _base(datalist_file, base_dir):
-    return os.path.abspath(os.path.expanduser(str(base_dir))) if base_dir else os.path.dirname(datalist_file)
-
-
-def labelled(datalist_file, key="training", base_dir=None):
-    """The ``key`` list of labelled cases of a datalist, ``[{"image", "label", ...}]`` with absolute paths.
-
-    The one reader of labelled lists: training (:func:`load_datalist`, :func:`split`) and evaluation
-    (``scripts.components.inputs.labelled_cases``, any key, e.g. ``validation`` of a split record). Entries keep their extra
-    keys (such as ``fold``). Raises ``ValueError`` naming the file for a missing file, invalid JSON, no ``key`` list,
-    an entry without string ``image``/``label``, a bad ``fold`` or (in ``training``) an image listed twice. Files
-    need not exist here.
-    """
-    datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
-    return _labelled(_read(datalist_file), key, datalist_file, _base(datalist_file, base_dir))
-
-
 def load_datalist(datalist_file, base_dir=None):
     """Read and validate a datalist; return ``{"training": [...], "test": [...]}`` with absolute paths.
 
@@ -272,18 +209,18 @@ def load_datalist(datalist_file, base_dir=None):
     for a ``test`` entry that is neither a path nor ``{"image": path}``).
     """
     datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
-    base = _base(datalist_file, base_dir)
-    data = _read(datalist_file)
-    training = _labelled(data, "training", datalist_file, base)
+    base = base_folder(datalist_file, base_dir)
+    data = read_json(datalist_file)
+    training = checked_entries(data, "training", datalist_file, base)
     test = []
     raw_test = data.get("test", [])
     if not isinstance(raw_test, list):
         raise ValueError(f"{datalist_file}: 'test' is not a list")
     for index, entry in enumerate(raw_test):
         if isinstance(entry, str):
-            test.append({"image": _abs(entry, base)})
+            test.append({"image": absolute(entry, base)})
         elif isinstance(entry, dict) and isinstance(entry.get("image"), str):
-            test.append(dict(entry, image=_abs(entry["image"], base)))
+            test.append(dict(entry, image=absolute(entry["image"], base)))
         else:
             raise ValueError(f"{datalist_file}: test entry {index} is neither a path nor {{'image': path}}: {entry!r}")
     return {"training": training, "test": test}

@@ -1,31 +1,33 @@
 """Clear errors for the people who run the bundle: one line naming the file and the problem, not a traceback.
 
 The bundle runs under MONAI's runner (``python -m monai.bundle run ...``), which evaluates the configs' ``$``
-expressions and wraps any ``Exception`` they raise in a ``RuntimeError("Failed to evaluate ...")``; the interpreter
-then prints the whole chained traceback. The checks that configs call before any work starts (dataset check, split,
-input listing, weights check) therefore go through :func:`exit_on_error`, which a config names as the component::
+expressions and instantiates their components, and wraps any ``Exception`` they raise in a
+``RuntimeError("Failed to evaluate ...")``; the interpreter then prints the whole chained traceback. The components
+that configs run before any work starts (dataset check, split, input listing, weights check) therefore carry the
+decorator :func:`reports_input_errors`, and a config names them directly::
 
     split:
-      _target_: scripts.lib.errors.exit_on_error
-      function: $@scripts.lib.datalist.split
+      _target_: scripts.components.dataset.split
       datalist_file: "@datalist_file"
 
-A ``ValueError`` or ``OSError`` (which
-the library functions raise, naming the file and the problem) becomes :class:`InputError`, a ``SystemExit`` whose
-message is ``error: <file>: <problem>``. ``SystemExit`` is not an ``Exception``, so it passes the runner untouched,
-and the interpreter prints its message as the last line of the output and exits with status 1.
+A ``ValueError`` or ``OSError`` that the decorated function raises (the library functions raise them, naming the
+file and the problem) becomes :class:`InputError`, a ``SystemExit`` whose message is ``error: <file>: <problem>``.
+``SystemExit`` is not an ``Exception``, so it passes the runner untouched, and the interpreter prints its message as
+the last line of the output and exits with status 1.
 
-Library callers (tests, other modules) call the check functions directly and catch ``ValueError``/``OSError`` as
-usual; code that calls :func:`exit_on_error` can catch :class:`InputError`.
+The library functions in :mod:`scripts.lib` stay undecorated: their callers (tests, other modules) catch
+``ValueError``/``OSError`` as usual. Code that calls a decorated component can catch :class:`InputError`, and
+``function.__wrapped__`` is the undecorated function.
 
 Set the environment variable ``LIVER_CT_DEBUG=1`` to get the original exception and its traceback instead.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
-__all__ = ["DEBUG_ENV", "InputError", "debug_enabled", "exit_on_error", "one_line"]
+__all__ = ["DEBUG_ENV", "InputError", "debug_enabled", "one_line", "reports_input_errors"]
 
 #: Environment variable that turns the one-line errors back into tracebacks.
 DEBUG_ENV = "LIVER_CT_DEBUG"
@@ -52,16 +54,20 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def exit_on_error(function, *args, **kwargs):
-    """Return ``function(*args, **kwargs)``; turn the ``ValueError``/``OSError`` it raises into :class:`InputError`.
+def reports_input_errors(function):
+    """Decorator: ``function``, with the ``ValueError``/``OSError`` it raises turned into :class:`InputError`.
 
-    ``function`` may be given by keyword, as a config's ``_target_: scripts.lib.errors.exit_on_error`` passes it.
-
-    With ``LIVER_CT_DEBUG=1`` the original exception propagates unchanged (with its traceback).
+    For a class, decorate its ``__init__``. With ``LIVER_CT_DEBUG=1`` the original exception propagates unchanged
+    (with its traceback). The undecorated function stays reachable as ``__wrapped__``.
     """
-    try:
-        return function(*args, **kwargs)
-    except (ValueError, OSError) as exc:
-        if debug_enabled():
-            raise
-        raise InputError(str(exc)) from exc
+
+    @functools.wraps(function)
+    def reporting(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, OSError) as exc:
+            if debug_enabled():
+                raise
+            raise InputError(str(exc)) from exc
+
+    return reporting

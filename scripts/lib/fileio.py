@@ -7,7 +7,8 @@ A file is written under a temporary name in its target folder, flushed to disk, 
 would give it (0666 minus the umask), and renamed over the target (``os.replace``, atomic on POSIX and Windows).
 A reader never sees a partial file, and a failed or interrupted write leaves any previous file untouched; the
 temporary file is removed on failure. :func:`atomic_path` is the one implementation; :func:`write_text`,
-:func:`save_nifti`, ``scripts.components.checkpoint.save_atomic``, the ONNX file, the zip and the PNGs all go through it.
+:func:`save_nifti`, :func:`save_dataset_atomic` (DICOM files: written series, SEGs),
+``scripts.components.checkpoint.save_atomic``, the ONNX file, the zip and the PNGs all go through it.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ __all__ = [
     "atomic_path",
     "write_text",
     "save_nifti",
+    "save_dataset_atomic",
     "file_mode",
     "sha256",
     "igzip",
     "has_isal",
 ]
 
-try:  # ISA-L's gzip: inflates and deflates NIfTI files 2-10x faster than zlib (docs/benchmark.md)
+try:  # ISA-L's gzip inflates and deflates NIfTI files faster than zlib, in the same format (docs/benchmark.md)
     from isal import igzip
 
     has_isal = True
@@ -121,6 +123,13 @@ def write_text(path, text: str) -> str:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
     return os.path.abspath(os.fspath(path))
+
+
+def save_dataset_atomic(ds, path) -> None:
+    """Write one DICOM data set (a pydicom ``Dataset``: a CT slice, a SEG) to ``path`` atomically, as a DICOM file
+    with preamble and file meta."""
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
 
 
 def save_nifti(array, affine, path, description: str = "", fast_gzip: bool = True) -> str:

@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-from scripts.lib import dicom
+from scripts.lib.dicom.read import read_dataset
+from scripts.lib.fileio import save_dataset_atomic
 
 __all__ = ["DEPLOY_REQUIREMENTS", "require_highdicom", "seg_problem", "segment_descriptions", "write_seg"]
 
@@ -114,7 +115,7 @@ def write_seg(mask_kji, series: dict, metadata: dict, path) -> dict:
     unknown = sorted(set(np.unique(mask).tolist()) - {0} - {d.segment_number for d in descriptions})
     if unknown:
         raise ValueError(f"{series['name']}: the mask holds label(s) {unknown} that the model's metadata does not name")
-    sources = [dicom.read_dataset(f, stop_before_pixels=True) for f in series["files"]]
+    sources = [read_dataset(f, stop_before_pixels=True) for f in series["files"]]
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=mask,
@@ -133,6 +134,6 @@ def write_seg(mask_kji, series: dict, metadata: dict, path) -> dict:
         omit_empty_frames=False,
     )
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
-    dicom.save_dataset_atomic(seg, os.fspath(path))
+    save_dataset_atomic(seg, os.fspath(path))
     labels, counts = np.unique(mask, return_counts=True)
     return {int(k): int(c) for k, c in zip(labels, counts, strict=True) if k}

@@ -372,25 +372,10 @@ def _fitted_title(fig, title: str, fontsize: float):
 # ----------------------------------------------------------------------------------------------------------- overlay
 
 
-def overlay(image, output_png, *, label=None, pred=None, title=None, window=DEFAULT_WINDOW, dpi=100) -> str:
-    """Draw one case: axial, coronal and sagittal slices through the liver's centre; return ``output_png``.
-
-    Args:
-        image: CT NIfTI path or nibabel image.
-        output_png: where the PNG goes (written atomically; its folder is created if needed).
-        label: reference label (0 background, 1 liver, 2 tumour) on the image's grid, drawn as a fill; optional.
-        pred: predicted label on the image's grid, drawn as an outline; optional.
-        title: figure title; default: the case name (image file name) and, with label and pred, the liver Dice
-            (label > 0 vs pred > 0, in 3D) to 3 decimals.
-        window: CT display window (level, width) in HU; default abdomen (50, 400).
-        dpi: the PNG is ``OVERLAY_FIGSIZE`` inches times ``dpi`` pixels.
-
-    Raises FileNotFoundError/ValueError naming the file: missing/unreadable input, or a label/pred whose grid
-    (shape and affine, after reorientation) differs from the image's.
-    """
-    if not dpi > 0:
-        raise ValueError(f"dpi must be > 0, got {dpi}")
-    window_grey(np.zeros(1), window)  # validates the window before any loading
+def _load_case(image, label, pred) -> tuple:
+    """The image, label and prediction in canonical voxel order: ``(img, affine, file affine, lab, prd)``, ``lab`` and
+    ``prd`` None where not given; FileNotFoundError/ValueError naming the file that is missing, unreadable or on
+    another grid than the image."""
     img, affine, orig_affine = load_canonical(image, "image")
     lab = prd = None
     if label is not None:
@@ -401,20 +386,21 @@ def overlay(image, output_png, *, label=None, pred=None, title=None, window=DEFA
         prd, prd_affine, _ = load_canonical(pred, "prediction")
         _check_same_grid(image, img.shape, affine, pred, prd.shape, prd_affine, "prediction")
         prd = _as_labels(prd)
+    return img, affine, orig_affine, lab, prd
 
-    spacing = nib.affines.voxel_sizes(affine)
-    centre = liver_centre(lab, prd, img.shape)
-    name = case_name(_describe(image)) if _describe(image) != "<in-memory image>" else "image"
-    liver_dice = dice(lab > 0, prd > 0) if lab is not None and prd is not None else None
-    if title is None:
-        title = name if liver_dice is None else f"{name}   liver Dice {liver_dice:.3f}"
-    # The centre in the file's own voxel indices, for finding the same spot in another viewer.
+
+def _file_voxel(orig_affine, affine, centre) -> tuple[list[int], dict]:
+    """The canonical voxel ``centre`` in the file's own voxel indices (to find the same spot in another viewer), and
+    which of the file's voxel axes each canonical axis is (a permutation, possibly with flips)."""
     file_ijk = np.linalg.solve(orig_affine, affine @ np.array([*centre, 1.0]))[:3]
     file_ijk = [int(round(v)) for v in file_ijk]
-    # Which of the file's voxel axes each canonical axis is (a permutation, possibly with flips).
     file_axis_of = {int(c): f for f, (c, _) in enumerate(nib.io_orientation(orig_affine))}
+    return file_ijk, file_axis_of
 
-    fig = _new_figure(OVERLAY_FIGSIZE, dpi)
+
+def _overlay_panels(fig, img, lab, prd, *, spacing, centre, window, file_ijk, file_axis_of) -> dict:
+    """Draw the axial, coronal and sagittal slices through ``centre`` side by side, each panel as wide as its slice
+    is in mm and titled with the cut's index in the file's own voxel order; return ``{plane: axes}``."""
     widths = []
     for plane in PLANES:
         _, (row_axis, col_axis) = _PLANE_AXES[plane]
@@ -432,7 +418,12 @@ def overlay(image, output_png, *, label=None, pred=None, title=None, window=DEFA
         f = file_axis_of[cut]
         ax.set_title(f"{plane}: {'ijk'[f]} = {file_ijk[f]} (of 0..{img.shape[cut] - 1})", fontsize=9)
         axes[plane] = ax
-    fig.suptitle(title, fontsize=12)
+    return axes
+
+
+def _overlay_footer(fig, lab, prd, window, file_ijk) -> None:
+    """The legend of what is drawn (label fill, prediction outline, tumour where present), bottom left, and the
+    window and centre voxel, bottom right."""
     handles = _legend_handles(
         lab is not None,
         lab is not None and bool(np.any(lab == 2)),
@@ -453,6 +444,42 @@ def overlay(image, output_png, *, label=None, pred=None, title=None, window=DEFA
         fontsize=7,
         color="0.3",
     )
+
+
+def overlay(image, output_png, *, label=None, pred=None, title=None, window=DEFAULT_WINDOW, dpi=100) -> str:
+    """Draw one case: axial, coronal and sagittal slices through the liver's centre; return ``output_png``.
+
+    Args:
+        image: CT NIfTI path or nibabel image.
+        output_png: where the PNG goes (written atomically; its folder is created if needed).
+        label: reference label (0 background, 1 liver, 2 tumour) on the image's grid, drawn as a fill; optional.
+        pred: predicted label on the image's grid, drawn as an outline; optional.
+        title: figure title; default: the case name (image file name) and, with label and pred, the liver Dice
+            (label > 0 vs pred > 0, in 3D) to 3 decimals.
+        window: CT display window (level, width) in HU; default abdomen (50, 400).
+        dpi: the PNG is ``OVERLAY_FIGSIZE`` inches times ``dpi`` pixels.
+
+    Raises FileNotFoundError/ValueError naming the file: missing/unreadable input, or a label/pred whose grid
+    (shape and affine, after reorientation) differs from the image's.
+    """
+    if not dpi > 0:
+        raise ValueError(f"dpi must be > 0, got {dpi}")
+    window_grey(np.zeros(1), window)  # validates the window before any loading
+    img, affine, orig_affine, lab, prd = _load_case(image, label, pred)
+    spacing = nib.affines.voxel_sizes(affine)
+    centre = liver_centre(lab, prd, img.shape)
+    name = case_name(_describe(image)) if _describe(image) != "<in-memory image>" else "image"
+    liver_dice = dice(lab > 0, prd > 0) if lab is not None and prd is not None else None
+    if title is None:
+        title = name if liver_dice is None else f"{name}   liver Dice {liver_dice:.3f}"
+    file_ijk, file_axis_of = _file_voxel(orig_affine, affine, centre)
+
+    fig = _new_figure(OVERLAY_FIGSIZE, dpi)
+    axes = _overlay_panels(
+        fig, img, lab, prd, spacing=spacing, centre=centre, window=window, file_ijk=file_ijk, file_axis_of=file_axis_of
+    )
+    fig.suptitle(title, fontsize=12)
+    _overlay_footer(fig, lab, prd, window, file_ijk)
     info = {
         "case": name,
         "liver_dice": liver_dice,
@@ -675,6 +702,76 @@ def _no_data(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=10, color="0.35", wrap=True)
 
 
+def _loss_panel(ax, loss: list, ipe, n_files: int, info: dict) -> None:
+    """Draw ``train_loss`` per iteration (light) and its per-epoch mean when ``ipe`` (iterations per epoch) is known,
+    else a moving average; a note when there is no loss. Adds ``loss_epoch_means`` and ``last_loss`` to ``info``."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title("training loss", fontsize=11)
+    ax.set_xlabel("iteration")
+    if not loss:
+        _no_data(ax, f"no {LOSS_TAG!r} scalars\nin {n_files} event file(s) below this folder")
+        return
+    it = np.array([e[0] for e in loss], dtype=float)
+    lv = np.array([e[1] for e in loss], dtype=float)
+    ax.plot(it, lv, color="tab:blue", alpha=0.3, lw=0.8, label=f"{LOSS_TAG} per iteration")
+    if ipe:
+        epochs = np.ceil(it / ipe).astype(int)
+        ep = np.unique(epochs)
+        sums, counts = np.bincount(epochs, weights=lv), np.bincount(epochs)
+        means = sums[ep] / counts[ep]
+        ax.plot(ep * ipe, means, "o-", color="tab:blue", lw=1.8, ms=3, label="mean per epoch")
+        sec = ax.secondary_xaxis("top", functions=(lambda x: x / ipe, lambda e: e * ipe))
+        sec.set_xlabel(f"epoch ({ipe} iterations each)", fontsize=8)
+        sec.xaxis.set_major_locator(MaxNLocator(integer=True))
+        info["loss_epoch_means"] = [[int(e), float(m)] for e, m in zip(ep, means, strict=True)]
+    else:
+        k = min(200, len(lv) // 20)
+        if k >= 2:
+            ax.plot(
+                it[k - 1 :], _moving_average(lv, k), color="tab:blue", lw=1.8, label=f"moving average ({k} iterations)"
+            )
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    info["last_loss"] = float(lv[-1])
+
+
+def _dice_panel(ax, val: list, n_files: int, info: dict) -> None:
+    """Draw ``val_mean_dice`` per epoch with the best epoch starred; a note when there is none. Adds
+    ``best_val_mean_dice`` and ``best_epoch`` to ``info``."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title("validation mean Dice", fontsize=11)
+    ax.set_xlabel("epoch")
+    if not val:
+        _no_data(ax, f"no {VAL_DICE_TAG!r} scalars\nin {n_files} event file(s) below this folder")
+        return
+    ep = np.array([e[0] for e in val])
+    dv = np.array([e[1] for e in val], dtype=float)
+    ax.plot(ep, dv, "o-", color="tab:green", lw=1.5, ms=4, label=VAL_DICE_TAG)
+    finite = np.isfinite(dv)
+    if finite.any():
+        best = int(np.nanargmax(np.where(finite, dv, -np.inf)))
+        ax.plot(
+            [ep[best]],
+            [dv[best]],
+            marker="*",
+            ms=16,
+            color="tab:red",
+            ls="none",
+            label=f"best {dv[best]:.3f} (epoch {ep[best]})",
+        )
+        info["best_val_mean_dice"] = float(dv[best])
+        info["best_epoch"] = int(ep[best])
+    lo = float(np.nanmin(dv)) if finite.any() else 0.0
+    ax.set_ylim(min(0.0, lo), 1.0 if np.nanmax(np.where(finite, dv, 0)) <= 1.0 else None)
+    ax.set_ylabel("Dice")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
 def curves(log_dir, output_png) -> str:
     """Training loss and validation mean Dice from the TensorBoard event files below ``log_dir``; returns the PNG path.
 
@@ -682,8 +779,6 @@ def curves(log_dir, output_png) -> str:
     the validation times (else a moving average). Right: ``val_mean_dice`` per epoch with the best one marked. A
     missing tag leaves a note in its panel; no event files at all raises ValueError naming ``log_dir``.
     """
-    from matplotlib.ticker import MaxNLocator
-
     scalars = read_scalars(log_dir)
     loss = scalars.get(LOSS_TAG, [])
     val = scalars.get(VAL_DICE_TAG, [])
@@ -698,68 +793,8 @@ def curves(log_dir, output_png) -> str:
         "iterations_per_epoch": ipe,
         "missing_tags": [t for t, ev in ((LOSS_TAG, loss), (VAL_DICE_TAG, val)) if not ev],
     }
-
-    ax_loss.set_title("training loss", fontsize=11)
-    ax_loss.set_xlabel("iteration")
-    if loss:
-        it = np.array([e[0] for e in loss], dtype=float)
-        lv = np.array([e[1] for e in loss], dtype=float)
-        ax_loss.plot(it, lv, color="tab:blue", alpha=0.3, lw=0.8, label=f"{LOSS_TAG} per iteration")
-        if ipe:
-            epochs = np.ceil(it / ipe).astype(int)
-            ep = np.unique(epochs)
-            sums, counts = np.bincount(epochs, weights=lv), np.bincount(epochs)
-            means = sums[ep] / counts[ep]
-            ax_loss.plot(ep * ipe, means, "o-", color="tab:blue", lw=1.8, ms=3, label="mean per epoch")
-            sec = ax_loss.secondary_xaxis("top", functions=(lambda x: x / ipe, lambda e: e * ipe))
-            sec.set_xlabel(f"epoch ({ipe} iterations each)", fontsize=8)
-            sec.xaxis.set_major_locator(MaxNLocator(integer=True))
-            info["loss_epoch_means"] = [[int(e), float(m)] for e, m in zip(ep, means, strict=True)]
-        else:
-            k = min(200, len(lv) // 20)
-            if k >= 2:
-                ax_loss.plot(
-                    it[k - 1 :],
-                    _moving_average(lv, k),
-                    color="tab:blue",
-                    lw=1.8,
-                    label=f"moving average ({k} iterations)",
-                )
-        ax_loss.set_ylabel("loss")
-        ax_loss.grid(alpha=0.3)
-        ax_loss.legend(fontsize=8, loc="upper right")
-        info["last_loss"] = float(lv[-1])
-    else:
-        _no_data(ax_loss, f"no {LOSS_TAG!r} scalars\nin {n_files} event file(s) below this folder")
-
-    ax_dice.set_title("validation mean Dice", fontsize=11)
-    ax_dice.set_xlabel("epoch")
-    if val:
-        ep = np.array([e[0] for e in val])
-        dv = np.array([e[1] for e in val], dtype=float)
-        ax_dice.plot(ep, dv, "o-", color="tab:green", lw=1.5, ms=4, label=VAL_DICE_TAG)
-        finite = np.isfinite(dv)
-        if finite.any():
-            best = int(np.nanargmax(np.where(finite, dv, -np.inf)))
-            ax_dice.plot(
-                [ep[best]],
-                [dv[best]],
-                marker="*",
-                ms=16,
-                color="tab:red",
-                ls="none",
-                label=f"best {dv[best]:.3f} (epoch {ep[best]})",
-            )
-            info["best_val_mean_dice"] = float(dv[best])
-            info["best_epoch"] = int(ep[best])
-        lo = float(np.nanmin(dv)) if finite.any() else 0.0
-        ax_dice.set_ylim(min(0.0, lo), 1.0 if np.nanmax(np.where(finite, dv, 0)) <= 1.0 else None)
-        ax_dice.set_ylabel("Dice")
-        ax_dice.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_dice.grid(alpha=0.3)
-        ax_dice.legend(fontsize=8, loc="lower right")
-    else:
-        _no_data(ax_dice, f"no {VAL_DICE_TAG!r} scalars\nin {n_files} event file(s) below this folder")
+    _loss_panel(ax_loss, loss, ipe, n_files, info)
+    _dice_panel(ax_dice, val, n_files, info)
     title = f"training curves: {os.path.abspath(os.fspath(log_dir))}"
     fig.suptitle(title, fontsize=11)
     fig.canvas.draw()

@@ -1,46 +1,37 @@
-"""DICOM CT series for the liver CT bundle: write, find, check, read and convert to gzip NIfTI.
+"""Find, check and read DICOM CT series: what inference, the MONAI Deploy app and the commands share.
 
-Conventions used throughout:
+This module is the inference path's DICOM: :class:`scripts.components.inputs.DicomSeriesReader` calls
+:func:`read_series`, so inference, ``python -m scripts dicom convert`` (:mod:`scripts.lib.dicom.write`) and the MONAI
+Deploy app find, check and decode a series the same way (:func:`ct_series` picks the CT series of a study for all
+three). MONAI's own readers are not used for DICOM: PydicomReader stacks slices by InstanceNumber, and ITKReader
+splits a series by more tags than its UID (e.g. SliceThickness) and reads the first part only; neither checks for
+missing slices. Writing series and converting them to NIfTI live in :mod:`scripts.lib.dicom.write`, which inference
+never imports.
 
-- Volumes are indexed ``(i, j, k)`` with a nibabel-style RAS+ affine. ``i`` runs along a DICOM row (the column index,
-  spacing ``PixelSpacing[1]``), ``j`` runs down the columns (the row index, spacing ``PixelSpacing[0]``) and ``k``
-  runs across slices. DICOM patient coordinates are LPS, so the RAS affine is ``diag(-1, -1, 1, 1) @ lps_affine``.
-- Reading sorts the slices by their position projected on the slice normal ``row_cosine x column_cosine``
-  (ascending), so a volume read back always has ``k`` along that normal (a right-handed grid). A volume written on
-  a left-handed grid (negative determinant, e.g. nibabel ``LAS`` or ``PLS``) reads back with ``k`` reversed and the
-  matching affine: the same voxels in the same places.
-- HU values are stored as unsigned 16 bit with ``RescaleIntercept = -1024`` when the volume fits in
-  ``[-1024, 64511]`` (the usual scanner layout), otherwise as signed 16 bit with intercept 0.
+Reading sorts the slices by their position projected on the slice normal ``row_cosine x column_cosine`` (ascending),
+so a volume read back always has ``k`` along that normal (a right-handed grid); the package docstring
+(:mod:`scripts.lib.dicom`) gives the index and affine conventions.
 
-Encoders and decoders for the compressed transfer syntaxes come from pydicom plugins: ``python-gdcm`` (JPEG lossless,
-JPEG baseline, JPEG-LS, JPEG 2000), ``pylibjpeg`` + ``pylibjpeg-openjpeg`` (JPEG 2000) and ``pyjpegls`` (JPEG-LS);
-RLE and deflate are pydicom's own. :func:`transfer_syntax_problem` refuses a syntax none of them decodes, naming it
+Decoders for the compressed transfer syntaxes come from pydicom plugins: ``python-gdcm`` (JPEG lossless, JPEG
+baseline, JPEG-LS, JPEG 2000), ``pylibjpeg`` + ``pylibjpeg-openjpeg`` (JPEG 2000) and ``pyjpegls`` (JPEG-LS); RLE
+and deflate are pydicom's own. :func:`transfer_syntax_problem` refuses a syntax none of them decodes, naming it
 (docs/dicom.md lists each syntax).
-
-MONAI: the bundle's inference reads a series folder with :class:`scripts.components.inputs.DicomSeriesReader`, which calls
-:func:`read_series`, so inference, ``python -m scripts dicom convert`` and the MONAI Deploy app find, check and
-decode a series the same way (:func:`ct_series` picks the CT series of a study for all three). MONAI's own readers
-are not used for DICOM: PydicomReader stacks slices by InstanceNumber, and ITKReader splits a series by more tags
-than its UID (e.g. SliceThickness) and reads the first part only; neither checks for missing slices.
 
 Series without UIDs (anonymised archives blank or delete SeriesInstanceUID and StudyInstanceUID): their image files
 are grouped by what the files of one series share (:func:`_series_key`), their folder included (without a UID,
 identical headers in two folders are more likely two copies than one series), and checking such a series logs a
-warning naming the missing tags. The grouping leaves out AcquisitionNumber on purpose: some scanners number each acquisition
-(or slice) of one series apart, so splitting by it would cut a real series into pieces; two acquisitions that share
-everything else meet as duplicate slice positions instead, a clear error that names the acquisition numbers.
-Anonymisers also blank SOPClassUID and SOPInstanceUID: a blank SOPClassUID is taken from the file meta's
+warning naming the missing tags. The grouping leaves out AcquisitionNumber on purpose: some scanners number each
+acquisition (or slice) of one series apart, so splitting by it would cut a real series into pieces; two acquisitions
+that share everything else meet as duplicate slice positions instead, a clear error that names the acquisition
+numbers. Anonymisers also blank SOPClassUID and SOPInstanceUID: a blank SOPClassUID is taken from the file meta's
 MediaStorageSOPClassUID, else from Modality (:func:`ct_series` logs which tag decided); blank or repeated SOP
 Instance UIDs are named in the same warning (slices are ordered by position, never by UID, file name or
 InstanceNumber). Bare data sets without preamble and file meta, as some old archives store them, are read with the
 encoding pydicom guesses (:func:`read_dataset`). docs/dicom.md lists each header state and what happens to it.
-
-Command line: ``python -m scripts dicom convert|check`` (:mod:`scripts.commands.dicom`).
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import logging
 import os
@@ -49,49 +40,35 @@ import warnings
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGExtended12Bit,
-    JPEGLSLossless,
-    generate_uid,
-)
-from pydicom.valuerep import DSfloat
+from pydicom.uid import UID, CTImageStorage, JPEGExtended12Bit
 
 from scripts.lib.errors import one_line
-from scripts.lib.fileio import atomic_path, save_nifti
 
 __all__ = [
-    "write_series",
     "find_series",
     "check_series",
     "read_series",
-    "convert",
+    "read_pixels",
     "skip_reason",
     "series_name",
     "output_names",
-    "save_dataset_atomic",
     "NoDicomSeries",
     "ct_series",
     "ct_decided_by",
     "read_dataset",
     "case_names",
     "volume_metadata",
+    "transfer_syntax_problem",
 ]
 
-logger = logging.getLogger(__name__)
+#: The package's name, as before the split into modules: log configurations and tests select these records by it.
+logger = logging.getLogger("scripts.lib.dicom")
 
-TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "jpegls": JPEGLSLossless}
 LPS_RAS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: RAS <-> LPS
-UNSIGNED_INTERCEPT = -1024
 ORIENTATION_TOL = 1e-4  # direction cosines that differ by less are "the same"
-J2K_MIN_SIZE = 32  # openjpeg (pylibjpeg-openjpeg) encodes 6 resolution levels: rows and columns must be >= 2**5
 #: UIDs that a series' files should carry; a DICOM SEG needs every one of them to reference its source.
 UID_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
 #: Tags that the files of one series share, which group files without a SeriesInstanceUID (with the orientation and
@@ -120,17 +97,8 @@ TRANSFER_SYNTAX_NAMES = {
     "1.2.840.10008.1.2.4.112": "JPEG XL",
 }
 
-
 # ----------------------------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def _ds(value: float) -> DSfloat:
-    """A DICOM decimal string for ``value`` that fits the 16-character limit (tiny float noise becomes 0)."""
-    value = float(value)
-    if abs(value) < 1e-12:
-        value = 0.0
-    return DSfloat(value, auto_format=True)
 
 
 def _label(s: dict) -> str:
@@ -167,228 +135,6 @@ def _image_type(ds) -> tuple:
     if isinstance(value, str):
         return tuple(v for v in value.split("\\") if v)
     return tuple(str(v) for v in value)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# writing
-
-
-def _stored_layout(image: np.ndarray) -> tuple[bool, int]:
-    """Pick the 16-bit storage for integer HU values: returns (signed, rescale_intercept)."""
-    vmin, vmax = int(image.min()), int(image.max())
-    if vmin >= UNSIGNED_INTERCEPT and vmax <= 65535 + UNSIGNED_INTERCEPT:
-        return False, UNSIGNED_INTERCEPT
-    if vmin >= -32768 and vmax <= 32767:
-        return True, 0
-    raise ValueError(f"HU range [{vmin}, {vmax}] does not fit 16-bit DICOM storage")
-
-
-def _whole_hu(image_hu) -> np.ndarray:
-    """Check that the volume is 3D with whole-number HU values and return it as an integer array."""
-    image = np.asarray(image_hu)
-    if image.ndim != 3 or min(image.shape) < 1:
-        raise ValueError(f"image must be a non-empty 3D array, got shape {image.shape}")
-    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise ValueError(f"image must hold integer or float HU values, got dtype {image.dtype}")
-    if np.issubdtype(image.dtype, np.floating):
-        if not np.all(np.isfinite(image)):
-            raise ValueError("image holds NaN or infinite values")
-        rounded = np.rint(image)
-        if np.max(np.abs(image - rounded)) > 1e-3:
-            raise ValueError("image holds fractional HU values; round it first (DICOM CT stores whole numbers)")
-        image = rounded.astype(np.int64)
-    return image
-
-
-def _dicom_geometry(affine) -> dict:
-    """Split a RAS affine into DICOM slice geometry (all in LPS): cosines, pixel spacing, origin and slice step."""
-    affine = np.asarray(affine, dtype=float)
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-        raise ValueError(f"affine must be a finite 4x4 matrix, got {affine.shape}")
-    lps = LPS_RAS_FLIP @ affine
-    col_i, col_j, step = lps[:3, 0], lps[:3, 1], lps[:3, 2]
-    di, dj, dk = (float(np.linalg.norm(c)) for c in (col_i, col_j, step))
-    if min(di, dj, dk) <= 0:
-        raise ValueError(f"affine has a zero-length axis: {affine.tolist()}")
-    row_cos, col_cos = col_i / di, col_j / dj
-    if abs(float(row_cos @ col_cos)) > ORIENTATION_TOL:
-        raise ValueError("affine axes i and j are not orthogonal; a DICOM slice grid cannot be sheared")
-    normal = np.cross(row_cos, col_cos)
-    return {
-        "row_cos": row_cos,
-        "col_cos": col_cos,
-        "spacing_i": di,
-        "spacing_j": dj,
-        "step": step,
-        "slice_distance": abs(float(step @ normal)),
-        "normal": normal,
-        "origin": lps[:3, 3],
-    }
-
-
-def _slice_dataset(
-    geom: dict,
-    k: int,
-    rows: int,
-    columns: int,
-    signed: bool,
-    intercept: int,
-    uids: dict,
-    patient_id: str,
-    series_description: str,
-    series_number,
-    modality: str,
-    image_type,
-    now: datetime.datetime,
-) -> Dataset:
-    """Header of slice ``k`` (pixel data added by the caller)."""
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"PYDICOM {pydicom.__version__}"[:16]
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = list(image_type)
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
-    ds.AccessionNumber = ""
-    ds.Modality = modality
-    ds.Manufacturer = ""
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = ""
-    ds.SeriesDescription = series_description or ""
-    ds.PatientName = patient_id
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.KVP = None
-    ds.SliceThickness = _ds(geom["slice_distance"])
-    ds.SpacingBetweenSlices = _ds(geom["slice_distance"])
-    ds.StudyInstanceUID = uids["study"]
-    ds.SeriesInstanceUID = uids["series"]
-    ds.StudyID = ""
-    ds.SeriesNumber = series_number if series_number not in (None, "") else None
-    ds.AcquisitionNumber = None
-    ds.InstanceNumber = k + 1
-    position = geom["origin"] + k * geom["step"]
-    ds.ImagePositionPatient = [_ds(v) for v in position]
-    ds.ImageOrientationPatient = [_ds(v) for v in (*geom["row_cos"], *geom["col_cos"])]
-    ds.FrameOfReferenceUID = uids["frame"]
-    ds.PositionReferenceIndicator = ""
-    ds.SliceLocation = _ds(position @ geom["normal"])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.PixelSpacing = [_ds(geom["spacing_j"]), _ds(geom["spacing_i"])]  # (between rows, between columns)
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1 if signed else 0
-    ds.WindowCenter = _ds(60)
-    ds.WindowWidth = _ds(400)
-    ds.RescaleIntercept = _ds(intercept)
-    ds.RescaleSlope = _ds(1)
-    ds.RescaleType = "HU"
-    return ds
-
-
-def save_dataset_atomic(ds: Dataset, path: str) -> None:
-    """Write one DICOM file atomically (``scripts.lib.fileio``)."""
-
-    with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
-
-
-def write_series(
-    image_hu,
-    affine,
-    out_dir,
-    *,
-    transfer_syntax="explicit",
-    patient_id="PHANTOM",
-    study_uid=None,
-    series_uid=None,
-    frame_of_reference_uid=None,
-    series_description="",
-    series_number=None,
-    modality="CT",
-    image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
-) -> list[str]:
-    """Write a 3D HU volume as a DICOM CT Image Storage series, one file per slice along the third axis.
-
-    ``image_hu`` is indexed (i, j, k) and ``affine`` is its RAS+ voxel-to-world matrix (nibabel convention). Slice
-    ``k`` becomes file ``IM_<k+1>.dcm`` with InstanceNumber ``k + 1``. ``transfer_syntax`` is ``"explicit"``
-    (Explicit VR Little Endian), ``"jpeg2000"`` (JPEG 2000 Lossless) or ``"jpegls"`` (JPEG-LS Lossless). Blank
-    ``series_description`` and ``series_number=None`` leave those tags empty, as in anonymised archives. UIDs left
-    as None are generated. Existing files of the same names in ``out_dir`` are replaced. If a slice cannot be
-    encoded or written, the slices already written by this call are removed again. JPEG 2000 needs at least
-    32x32 pixels per slice. Returns the file paths in slice order.
-    """
-    if transfer_syntax not in TRANSFER_SYNTAXES:
-        raise ValueError(f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}, got {transfer_syntax!r}")
-    image = _whole_hu(image_hu)
-    geom = _dicom_geometry(affine)
-    signed, intercept = _stored_layout(image)
-    uids = {
-        "study": str(study_uid or generate_uid()),
-        "series": str(series_uid or generate_uid()),
-        "frame": str(frame_of_reference_uid or generate_uid()),
-    }
-    ts_uid = TRANSFER_SYNTAXES[transfer_syntax]
-    columns, rows, n_slices = image.shape
-    if transfer_syntax == "jpeg2000" and min(rows, columns) < J2K_MIN_SIZE:
-        raise ValueError(
-            f"{out_dir}: JPEG 2000 needs slices of at least {J2K_MIN_SIZE}x{J2K_MIN_SIZE} pixels "
-            f"(openjpeg's default 6 resolution levels), got {columns}x{rows}"
-        )
-    os.makedirs(out_dir, exist_ok=True)
-    width = max(4, len(str(n_slices)))
-    now = datetime.datetime.now()
-    paths = []
-    try:
-        for k in range(n_slices):
-            ds = _slice_dataset(
-                geom,
-                k,
-                rows,
-                columns,
-                signed,
-                intercept,
-                uids,
-                str(patient_id),
-                series_description,
-                series_number,
-                modality,
-                image_type,
-                now,
-            )
-            hu = image[:, :, k].T.astype(np.int32)  # (rows, columns) = (j, i)
-            stored = np.ascontiguousarray((hu - intercept).astype(np.int16 if signed else np.uint16))
-            path = os.path.join(out_dir, f"IM_{k + 1:0{width}d}.dcm")
-            if ts_uid == ExplicitVRLittleEndian:
-                ds.PixelData = stored.tobytes()
-                ds["PixelData"].VR = "OW"
-            else:
-                try:
-                    ds.compress(ts_uid, stored, generate_instance_uid=False)
-                except Exception as exc:  # no encoder plugin, or the plugin refused this slice
-                    raise ValueError(f"{path}: cannot encode as {ts_uid.name}: {one_line(exc)}") from exc
-            save_dataset_atomic(ds, path)
-            paths.append(path)
-    except BaseException:
-        for path in paths:  # no partial series
-            if os.path.exists(path):
-                os.remove(path)
-        raise
-    return paths
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -677,29 +423,20 @@ def _no_uid_hint(items: list) -> str:
     )
 
 
-def check_series(files_or_folder, *, allow_irregular=False) -> dict:
-    """Check the geometry of one series from its headers and return its grid.
-
-    Accepts a folder (searched recursively; it must hold exactly one series) or a list of files. Checks one
-    series (one SeriesInstanceUID, or for files without one, one :func:`_series_key`), the same orientation,
-    Rows/Columns and PixelSpacing in every file, no duplicate slice positions, and equal spacing of the positions
-    projected on the slice normal (a missing slice shows as a gap that is a multiple of the spacing and is reported
-    with its position and instance). Raises ValueError naming the series (folder and UID) and the problem. With
-    ``allow_irregular=True`` irregular spacing (and slices that drift off the normal, as with gantry tilt) only warns;
-    the affine then spans first to last slice evenly. A series missing any of :data:`UID_TAGS` passes with a
-    logged warning naming the series and the missing tags.
-
-    Returns a dict with ``uid``, ``name``, ``folder``, ``files`` (sorted along the normal), ``shape`` (i, j, k),
-    ``spacing`` (i, j, k in mm), ``affine`` (RAS 4x4), ``positions`` (mm along the normal), ``irregular``,
-    ``problems`` and the descriptive tags of :func:`find_series` (``missing_uids`` among them).
-    """
-    files, folder = _resolve_files(files_or_folder)
+def _headers(files: list[str]) -> list:
+    """``(path, header)`` of every file, in the order given; ValueError for a file that is not DICOM."""
     items = []
     for f in files:
         ds = _read_header(f)
         if ds is None:
             raise ValueError(f"{f}: not a DICOM file")
         items.append((f, ds))
+    return items
+
+
+def _one_series(items: list, folder: str) -> tuple[dict, str]:
+    """The :func:`find_series` summary of ``items`` and the series' name in messages; ValueError listing the series
+    when the files belong to more than one. Logs a warning naming the UIDs the series lacks (:data:`UID_TAGS`)."""
     groups: dict[tuple[str, str], list] = {}
     for path, ds in items:
         groups.setdefault(_group_key(ds, path), []).append((path, ds))
@@ -708,41 +445,63 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
         raise ValueError(f"{folder}: files belong to {len(groups)} series, expected one: {listing}")
     (key, _), group = next(iter(groups.items()))
     summary = _summary(key, group)
-    uid = summary["uid"]
     name = series_name({**summary, "folder": folder})
     if summary["missing_uids"]:
         logger.warning(
             "%s: %s%s",
             name,
             ", ".join(summary["missing_uids"]),
-            "" if uid else f"; its files were grouped into one series by {GROUPED_BY}",
+            "" if summary["uid"] else f"; its files were grouped into one series by {GROUPED_BY}",
         )
-    items = _sorted_items(items)
-    files = [p for p, _ in items]
+    return summary, name
 
+
+def _slice_header(ds, path: str, name: str) -> tuple:
+    """One slice's geometry from its header: ``(orientation, position, pixel spacing, (rows, columns), instance)``.
+
+    Raises ValueError naming the series and file for a missing or malformed geometry tag, a multi-frame or colour
+    image, or a transfer syntax no installed plugin decodes (refused here, before any voxel is read and before
+    inference)."""
+    iop = _floats(ds, "ImageOrientationPatient", 6, name, path)
+    ipp = _floats(ds, "ImagePositionPatient", 3, name, path)
+    spacing = _floats(ds, "PixelSpacing", 2, name, path)
+    rows, columns = _as_int(ds.get("Rows", None)), _as_int(ds.get("Columns", None))
+    if not rows or not columns:
+        raise ValueError(f"{name}: {path}: missing Rows/Columns")
+    samples = _as_int(ds.get("SamplesPerPixel", 1)) or 1
+    frames = _as_int(ds.get("NumberOfFrames", 1)) or 1
+    if samples != 1 or frames != 1:
+        raise ValueError(
+            f"{name}: {path}: only single-frame greyscale slices are supported "
+            f"(SamplesPerPixel {samples}, NumberOfFrames {frames})"
+        )
+    instance = _as_int(ds.get("InstanceNumber", None))
+    problem = transfer_syntax_problem(ds)
+    if problem:
+        raise ValueError(f"{name}: {path}: " + problem)
+    return iop, ipp, spacing, (rows, columns), instance if instance is not None else "?"
+
+
+def _slice_grid(items: list, name: str) -> dict:
+    """The per-slice geometry of sorted ``items`` (:func:`_slice_header` of each): lists ``iops``, ``ipps``,
+    ``spacings``, ``sizes`` and ``instances``, in slice order."""
     iops, ipps, spacings, sizes, instances = [], [], [], [], []
     for path, ds in items:
-        iops.append(_floats(ds, "ImageOrientationPatient", 6, name, path))
-        ipps.append(_floats(ds, "ImagePositionPatient", 3, name, path))
-        spacings.append(_floats(ds, "PixelSpacing", 2, name, path))
-        rows, columns = _as_int(ds.get("Rows", None)), _as_int(ds.get("Columns", None))
-        if not rows or not columns:
-            raise ValueError(f"{name}: {path}: missing Rows/Columns")
-        sizes.append((rows, columns))
-        samples = _as_int(ds.get("SamplesPerPixel", 1)) or 1
-        frames = _as_int(ds.get("NumberOfFrames", 1)) or 1
-        if samples != 1 or frames != 1:
-            raise ValueError(
-                f"{name}: {path}: only single-frame greyscale slices are supported "
-                f"(SamplesPerPixel {samples}, NumberOfFrames {frames})"
-            )
-        instance = _as_int(ds.get("InstanceNumber", None))
-        instances.append(instance if instance is not None else "?")
-        problem = transfer_syntax_problem(ds)  # refuse before any voxel is read, and before inference
-        if problem:
-            raise ValueError(f"{name}: {path}: " + problem)
+        iop, ipp, spacing, size, instance = _slice_header(ds, path, name)
+        iops.append(iop)
+        ipps.append(ipp)
+        spacings.append(spacing)
+        sizes.append(size)
+        instances.append(instance)
+    return {"iops": iops, "ipps": ipps, "spacings": spacings, "sizes": sizes, "instances": instances}
 
-    for a in range(1, len(items)):
+
+def _common_orientation(grid: dict, files: list[str], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check that every slice shares the first one's orientation, Rows/Columns and PixelSpacing, that the orientation
+    is two orthogonal unit vectors and the pixel spacing positive; return the unit ``(row cosine, column cosine,
+    slice normal)``. Raises ValueError naming the series and the first two files that disagree."""
+    iops, sizes, spacings = grid["iops"], grid["sizes"], grid["spacings"]
+    for a in range(1, len(files)):
         if not np.allclose(iops[a], iops[0], atol=ORIENTATION_TOL):
             raise ValueError(
                 f"{name}: inconsistent ImageOrientationPatient: {files[0]} has {iops[0].tolist()}, "
@@ -764,73 +523,124 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
         raise ValueError(f"{name}: ImageOrientationPatient {iops[0].tolist()} is not two orthogonal unit vectors")
     row_cos = row_cos / np.linalg.norm(row_cos)
     col_cos = col_cos / np.linalg.norm(col_cos)
-    normal = np.cross(row_cos, col_cos)
     if np.any(spacings[0] <= 0):
         raise ValueError(f"{name}: PixelSpacing {spacings[0].tolist()} is not positive")
+    return row_cos, col_cos, np.cross(row_cos, col_cos)
 
-    positions = np.asarray(ipps)
-    proj = positions @ normal
-    problems: list[str] = []
-    n = len(items)
-    if n >= 2:
-        gaps = np.diff(proj)
-        step = float(np.median(gaps))
-        tol = 0.01 + 0.02 * abs(step)
-        dup = np.nonzero(gaps <= tol)[0]
-        if dup.size or step <= 0:
-            a = int(dup[0]) if dup.size else 0
-            raise ValueError(
-                f"{name}: duplicate slice position {proj[a]:.3f} mm along the normal: {files[a]} "
-                f"(instance {instances[a]}) and {files[a + 1]} (instance {instances[a + 1]})"
-                + (f"; {dup.size} duplicate(s) in all" if dup.size > 1 else "")
-                + ("" if uid else _no_uid_hint(items))
-            )
-        gap_problems = _gap_problems(proj, files, instances, step, tol)
-        thicknesses = [v or "blank" for v in dict.fromkeys(_text(ds, "SliceThickness") for _, ds in items)]
-        if gap_problems and len(thicknesses) > 1:  # reconstructed at more than one thickness, not lost slices
-            gaps = sorted({round(float(g), 2) for g in np.diff(proj)})
-            problems.append(
-                f"irregular slice spacing: gaps of {', '.join(f'{g:g}' for g in gaps[:6])} mm, and "
-                f"SliceThickness varies ({', '.join(thicknesses[:6])} mm)"
-            )
-        else:
-            problems += gap_problems
-        mean_step = (positions[-1] - positions[0]) / (n - 1)
-        off_normal = np.linalg.norm(positions - positions[0] - np.outer(proj - proj[0], normal), axis=1)
-        if np.max(off_normal) > tol:
-            worst = int(np.argmax(off_normal))
-            problems.append(
-                f"slice positions drift off the slice normal by up to {off_normal[worst]:.3f} mm "
-                f"(gantry tilt or sheared stack; {files[worst]})"
-            )
-        slice_step = mean_step
-    else:
-        thickness = None
-        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-            try:
-                value = float(items[0][1].get(keyword, None))
-            except (TypeError, ValueError):
-                continue
-            if value > 0:
-                thickness = value
-                break
-        slice_step = normal * (thickness or 1.0)
 
-    if problems:
-        more = len(problems) - MAX_PROBLEMS_SHOWN
-        message = f"{name}: " + "; ".join(problems[:MAX_PROBLEMS_SHOWN]) + (f"; {more} more" if more > 0 else "")
-        if not allow_irregular:
-            raise ValueError(f"{message} ({IRREGULAR_HINT})")
-        warnings.warn(message + "; converting anyway with the mean spacing", UserWarning, stacklevel=2)
+def _spacing_problems(items: list, proj: np.ndarray, instances: list, step: float, tol: float) -> list[str]:
+    """The slice gaps that differ from ``step`` (:func:`_gap_problems`), or one line for them all when the series
+    was reconstructed at more than one SliceThickness (then the gaps are no lost slices)."""
+    files = [p for p, _ in items]
+    gap_problems = _gap_problems(proj, files, instances, step, tol)
+    thicknesses = [v or "blank" for v in dict.fromkeys(_text(ds, "SliceThickness") for _, ds in items)]
+    if gap_problems and len(thicknesses) > 1:
+        gaps = sorted({round(float(g), 2) for g in np.diff(proj)})
+        return [
+            f"irregular slice spacing: gaps of {', '.join(f'{g:g}' for g in gaps[:6])} mm, and "
+            f"SliceThickness varies ({', '.join(thicknesses[:6])} mm)"
+        ]
+    return gap_problems
 
-    row_spacing, col_spacing = spacings[0]  # DICOM: (between rows, between columns)
+
+def _slice_step(
+    items: list, positions: np.ndarray, proj: np.ndarray, normal: np.ndarray, instances: list, uid: str, name: str
+) -> tuple[np.ndarray, list[str]]:
+    """For a series of two or more slices: the mean step from slice to slice (first to last, evenly) and the
+    problems of its spacing (gaps that differ from the median one, slices that drift off the normal). Raises
+    ValueError naming the files for duplicate slice positions."""
+    files = [p for p, _ in items]
+    gaps = np.diff(proj)
+    step = float(np.median(gaps))
+    tol = 0.01 + 0.02 * abs(step)
+    dup = np.nonzero(gaps <= tol)[0]
+    if dup.size or step <= 0:
+        a = int(dup[0]) if dup.size else 0
+        raise ValueError(
+            f"{name}: duplicate slice position {proj[a]:.3f} mm along the normal: {files[a]} "
+            f"(instance {instances[a]}) and {files[a + 1]} (instance {instances[a + 1]})"
+            + (f"; {dup.size} duplicate(s) in all" if dup.size > 1 else "")
+            + ("" if uid else _no_uid_hint(items))
+        )
+    problems = _spacing_problems(items, proj, instances, step, tol)
+    off_normal = np.linalg.norm(positions - positions[0] - np.outer(proj - proj[0], normal), axis=1)
+    if np.max(off_normal) > tol:
+        worst = int(np.argmax(off_normal))
+        problems.append(
+            f"slice positions drift off the slice normal by up to {off_normal[worst]:.3f} mm "
+            f"(gantry tilt or sheared stack; {files[worst]})"
+        )
+    return (positions[-1] - positions[0]) / (len(items) - 1), problems
+
+
+def _single_slice_thickness(ds) -> float:
+    """The slice step of a one-slice series: its SpacingBetweenSlices, else SliceThickness, else 1 mm."""
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(ds.get(keyword, None))
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            return value
+    return 1.0
+
+
+def _report_problems(problems: list[str], name: str, allow_irregular: bool) -> None:
+    """Raise ValueError listing the first few spacing problems, or with ``allow_irregular`` warn (UserWarning, at
+    :func:`check_series`'s caller) that the series is converted with the mean spacing."""
+    if not problems:
+        return
+    more = len(problems) - MAX_PROBLEMS_SHOWN
+    message = f"{name}: " + "; ".join(problems[:MAX_PROBLEMS_SHOWN]) + (f"; {more} more" if more > 0 else "")
+    if not allow_irregular:
+        raise ValueError(f"{message} ({IRREGULAR_HINT})")
+    warnings.warn(message + "; converting anyway with the mean spacing", UserWarning, stacklevel=3)
+
+
+def _ras_affine(row_cos, col_cos, pixel_spacing, slice_step, origin) -> np.ndarray:
+    """The RAS voxel-to-world matrix of an (i, j, k) grid: i along a row, j down a column, k by ``slice_step``."""
+    row_spacing, col_spacing = pixel_spacing  # DICOM: (between rows, between columns)
     lps = np.eye(4)
     lps[:3, 0] = row_cos * col_spacing
     lps[:3, 1] = col_cos * row_spacing
     lps[:3, 2] = slice_step
-    lps[:3, 3] = positions[0]
-    affine = LPS_RAS_FLIP @ lps
-    rows, columns = sizes[0]
+    lps[:3, 3] = origin
+    return LPS_RAS_FLIP @ lps
+
+
+def check_series(files_or_folder, *, allow_irregular=False) -> dict:
+    """Check the geometry of one series from its headers and return its grid.
+
+    Accepts a folder (searched recursively; it must hold exactly one series) or a list of files. Checks one
+    series (one SeriesInstanceUID, or for files without one, one :func:`_series_key`), the same orientation,
+    Rows/Columns and PixelSpacing in every file, no duplicate slice positions, and equal spacing of the positions
+    projected on the slice normal (a missing slice shows as a gap that is a multiple of the spacing and is reported
+    with its position and instance). Raises ValueError naming the series (folder and UID) and the problem. With
+    ``allow_irregular=True`` irregular spacing (and slices that drift off the normal, as with gantry tilt) only warns;
+    the affine then spans first to last slice evenly. A series missing any of :data:`UID_TAGS` passes with a
+    logged warning naming the series and the missing tags.
+
+    Returns a dict with ``uid``, ``name``, ``folder``, ``files`` (sorted along the normal), ``shape`` (i, j, k),
+    ``spacing`` (i, j, k in mm), ``affine`` (RAS 4x4), ``positions`` (mm along the normal), ``irregular``,
+    ``problems`` and the descriptive tags of :func:`find_series` (``missing_uids`` among them).
+    """
+    files, folder = _resolve_files(files_or_folder)
+    items = _headers(files)
+    summary, name = _one_series(items, folder)
+    items = _sorted_items(items)
+    files = [p for p, _ in items]
+    grid = _slice_grid(items, name)
+    row_cos, col_cos, normal = _common_orientation(grid, files, name)
+    positions = np.asarray(grid["ipps"])
+    proj = positions @ normal
+    n = len(items)
+    if n >= 2:
+        slice_step, problems = _slice_step(items, positions, proj, normal, grid["instances"], summary["uid"], name)
+    else:
+        slice_step, problems = normal * _single_slice_thickness(items[0][1]), []
+    _report_problems(problems, name, allow_irregular)
+    row_spacing, col_spacing = grid["spacings"][0]  # DICOM: (between rows, between columns)
+    rows, columns = grid["sizes"][0]
     info = dict(summary)
     info.update(
         {
@@ -840,9 +650,9 @@ def check_series(files_or_folder, *, allow_irregular=False) -> dict:
             "n_files": n,
             "shape": (columns, rows, n),
             "spacing": (float(col_spacing), float(row_spacing), float(np.linalg.norm(slice_step))),
-            "affine": affine,
+            "affine": _ras_affine(row_cos, col_cos, grid["spacings"][0], slice_step, positions[0]),
             "positions": proj,
-            "instances": instances,
+            "instances": grid["instances"],
             "irregular": bool(problems),
             "problems": problems,
         }
@@ -900,8 +710,9 @@ def transfer_syntax_problem(ds_or_uid) -> str | None:
     )
 
 
-def _read_pixels(info: dict) -> np.ndarray:
-    """Decode and rescale the slices of a checked series into an (i, j, k) HU volume (int16 where exact)."""
+def read_pixels(info: dict) -> np.ndarray:
+    """Decode and rescale the slices of a checked series (:func:`check_series`) into an (i, j, k) HU volume (int16
+    where exact): the voxels of :func:`read_series` and of ``scripts.lib.dicom.write.convert``."""
     columns, rows, n = info["shape"]
     name = info["name"]
     raw = []
@@ -947,13 +758,13 @@ def read_series(folder, *, allow_irregular=False):
     int16 when the rescale is exact in int16, float32 otherwise.
     """
     info = check_series(folder, allow_irregular=allow_irregular)
-    volume = _read_pixels(info)
+    volume = read_pixels(info)
     info["dtype"] = str(volume.dtype)
     return volume, info["affine"].copy(), info
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# conversion
+# which series are CT, and the names of their outputs
 
 
 def skip_reason(s: dict) -> str | None:
@@ -1020,38 +831,6 @@ def output_names(series: list[dict]) -> list[str]:
         used.add(candidate)
         names.append(candidate + ".nii.gz")
     return names
-
-
-def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
-    """Convert every CT image series under ``input_root`` to ``output_dir/<PatientID>_<SeriesNumber>.nii.gz``.
-
-    Localizers (ImageType containing LOCALIZER), other SOP classes and other modalities are skipped, each listed on
-    stdout with the reason. Blank SeriesNumbers (anonymised archives) use the last 8 digits of the SeriesInstanceUID
-    (of the grouping key ``no-uid-<digits>`` for a series without UIDs, which converts with a logged warning).
-    The geometry of every series is checked before anything is written, so a bad series raises ValueError naming it
-    and no output appears; a series that fails while decoding leaves no file of its own (files are written to a
-    temporary name and renamed). Prints one progress line per series; returns the written paths.
-    """
-
-    input_root, output_dir = os.fspath(input_root), os.fspath(output_dir)
-    todo, skipped = ct_series(input_root)
-    for s, reason in skipped:
-        print(f"skip: {series_name(s)}: {reason}", flush=True)
-    if not todo:
-        raise ValueError(f"{input_root}: no CT image series to convert ({len(skipped)} series skipped)")
-    checked = [check_series(s["files"], allow_irregular=allow_irregular) for s in todo]
-    names = output_names(checked)
-    os.makedirs(output_dir, exist_ok=True)
-    written = []
-    for number, (info, name) in enumerate(zip(checked, names, strict=True), start=1):
-        volume = _read_pixels(info)
-        path = os.path.join(output_dir, name)
-        save_nifti(volume, info["affine"], path)
-        spacing = "x".join(f"{v:.3g}" for v in info["spacing"])
-        shape = "x".join(str(v) for v in info["shape"])
-        print(f"[{number}/{len(checked)}] {info['name']} -> {path} ({shape} voxels, {spacing} mm)", flush=True)
-        written.append(path)
-    return written
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""DICOM CT series for the liver CT bundle: find, check and read (:mod:`.read`); write and convert to gzip NIfTI
+(:mod:`.write`).
+
+Conventions used throughout:
+
+- Volumes are indexed ``(i, j, k)`` with a nibabel-style RAS+ affine. ``i`` runs along a DICOM row (the column index,
+  spacing ``PixelSpacing[1]``), ``j`` runs down the columns (the row index, spacing ``PixelSpacing[0]``) and ``k``
+  runs across slices. DICOM patient coordinates are LPS, so the RAS affine is ``diag(-1, -1, 1, 1) @ lps_affine``.
+- Reading sorts the slices by their position projected on the slice normal ``row_cosine x column_cosine``
+  (ascending), so a volume read back always has ``k`` along that normal (a right-handed grid). A volume written on
+  a left-handed grid (negative determinant, e.g. nibabel ``LAS`` or ``PLS``) reads back with ``k`` reversed and the
+  matching affine: the same voxels in the same places.
+
+This package imports :mod:`.read` only: inference (``scripts.components.inputs``, ``scripts.lib.seg``) and the Deploy
+app need nothing else, so importing ``scripts.lib.dicom`` or ``scripts.lib.dicom.read`` never loads the writer. The
+writer's names (:data:`WRITE_NAMES`: ``write_series``, ``convert``, ``save_dataset_atomic``) stay attributes of the
+package: the first access (``dicom.write_series``, ``from scripts.lib.dicom import convert``) imports :mod:`.write`.
+
+Command line: ``python -m scripts dicom convert|check`` (:mod:`scripts.commands.dicom`).
+"""
+
+import importlib
+
+from scripts import lazy_submodules
+from scripts.lib.dicom.read import (
+    NoDicomSeries,
+    case_names,
+    check_series,
+    ct_decided_by,
+    ct_series,
+    find_series,
+    output_names,
+    read_dataset,
+    read_pixels,
+    read_series,
+    series_name,
+    skip_reason,
+    transfer_syntax_problem,
+    volume_metadata,
+)
+
+#: Names of :mod:`.write` that the package gives on first access, importing the writer then.
+WRITE_NAMES = ("write_series", "convert", "save_dataset_atomic")
+
+__all__ = [
+    "write_series",
+    "find_series",
+    "check_series",
+    "read_series",
+    "read_pixels",
+    "convert",
+    "skip_reason",
+    "series_name",
+    "output_names",
+    "save_dataset_atomic",
+    "NoDicomSeries",
+    "ct_series",
+    "ct_decided_by",
+    "read_dataset",
+    "case_names",
+    "volume_metadata",
+    "transfer_syntax_problem",
+]
+
+_submodule = lazy_submodules(__name__)
+
+
+def __getattr__(name):
+    """A name of :data:`WRITE_NAMES` from :mod:`.write` (imported now), else the submodule ``name``."""
+    if name in WRITE_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.write"), name)
+    return _submodule(name)
