@@ -147,12 +147,12 @@ def test_an_unknown_command_is_one_error_line(elsewhere):
 
 
 def test_commands_do_real_work_from_another_folder(elsewhere, phantom_dir, tmp_path):
-    from scripts.lib import dicom
+    from scripts.lib.dicom import write as dicom_write
 
     volume = np.full((24, 20, 6), -1000, np.int16)
     volume[6:18, 5:15, 1:5] = 60
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
-    dicom.write_series(volume, affine, tmp_path / "dicom" / "ct", series_number=3, series_description="abdomen")
+    dicom_write.write_series(volume, affine, tmp_path / "dicom" / "ct", series_number=3, series_description="abdomen")
     proc = run_command(["dicom", "check", "-i", tmp_path / "dicom"], elsewhere)
     assert proc.returncode == 0, proc.stderr
     rows = proc.stdout.strip().splitlines()

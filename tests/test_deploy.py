@@ -22,6 +22,7 @@ from conftest import BUNDLE_ROOT, CONFIGS
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from scripts.lib import dicom, phantom
+from scripts.lib.dicom import write as dicom_write
 
 # The Deploy app's packages come from requirements-deploy.txt (requirements-dev.txt and CI install them).
 pytest.importorskip("monai.deploy", reason="MONAI Deploy App SDK not installed: pip install -r requirements-deploy.txt")
@@ -36,10 +37,10 @@ def _write_study(root, transfer_syntax: str) -> dict:
     and a non-DICOM file, with blank descriptions and series numbers. Returns the CT series' checked geometry."""
     image, _, affine = phantom.make_case(CASE["seed"], shape=CASE["shape"], spacing=CASE["spacing"])
     study, frame = generate_uid(), generate_uid()
-    dicom.write_series(
+    dicom_write.write_series(
         image, affine, root / "ct", transfer_syntax=transfer_syntax, study_uid=study, frame_of_reference_uid=frame
     )
-    dicom.write_series(
+    dicom_write.write_series(
         image[:, :, 20:23],
         affine,
         root / "scout",
@@ -47,7 +48,7 @@ def _write_study(root, transfer_syntax: str) -> dict:
         frame_of_reference_uid=frame,
         image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
     )
-    dicom.write_series(image[:, :, :12], affine, root / "mr", study_uid=study, modality="MR")
+    dicom_write.write_series(image[:, :, :12], affine, root / "mr", study_uid=study, modality="MR")
     (root / "notes.txt").write_text("not DICOM")
     return dicom.check_series(root / "ct")
 
@@ -251,7 +252,7 @@ def _series(root, name, n=20, **kwargs):
     rng = np.random.default_rng(len(name))
     image = rng.integers(-1000, 1000, size=(32, 32, n))
     affine = np.diag([-2.0, -2.0, 3.0, 1.0])
-    return dicom.write_series(image, affine, root / name, **kwargs)
+    return dicom_write.write_series(image, affine, root / name, **kwargs)
 
 
 def test_selection_skips_localizers_other_modalities_short_and_gappy_series(tmp_path):

@@ -1,6 +1,6 @@
 """Real-world DICOM series as archives and anonymisers leave them (issue 16, "nothing silent").
 
-Each case is written with pydicom (``scripts.lib.dicom.write_series``, then headers edited): blank or absent UIDs, a
+Each case is written with pydicom (``scripts.lib.dicom_write.write_series``, then headers edited): blank or absent UIDs, a
 folder holding a blank-UID series beside a normal one, duplicated instance numbers, a localizer in its own folder and
 in the CT's folder, gantry tilt, varying slice thickness and varying slice spacing. Every case ends either in a
 volume (and, end to end, a mask) on exactly the grid of :func:`scripts.lib.dicom.read_series`, which is also what the
@@ -24,6 +24,7 @@ from test_robustness import assert_one_line_error
 
 from scripts.components import inputs
 from scripts.lib import dicom, phantom
+from scripts.lib.dicom import write as dicom_write
 
 SHAPE = (40, 36, 20)  # at least 32x32 pixels: JPEG 2000, as in the anonymised example series TotalSegmentator ships
 SPACING = (9.0, 9.0, 10.0)
@@ -62,7 +63,7 @@ def _no_uids(how):
 def _blank_series(ct, folder, how="blank", prefix=""):
     """The anonymised example: 20 JPEG 2000 slices without series and study UIDs; ``prefix`` renames the files."""
     image, affine = ct
-    files = _edit(dicom.write_series(image, affine, folder, transfer_syntax="jpeg2000"), _no_uids(how))
+    files = _edit(dicom_write.write_series(image, affine, folder, transfer_syntax="jpeg2000"), _no_uids(how))
     return _move_in(files, folder, prefix) if prefix else files
 
 
@@ -111,7 +112,7 @@ def test_a_series_without_uids_is_found_read_and_warned_about(tmp_path, ct, capl
     np.testing.assert_allclose(affine, ct[1], atol=1e-4)
     assert info["missing_uids"] == found["missing_uids"]
 
-    written = dicom.convert(tmp_path, tmp_path / "nii")
+    written = dicom_write.convert(tmp_path, tmp_path / "nii")
     assert len(written) == 1
     np.testing.assert_array_equal(np.asarray(nib.load(written[0]).dataobj), ct[0])
 
@@ -123,7 +124,7 @@ def test_copies_of_a_series_without_uids_in_two_folders_are_two_series(tmp_path,
     found = dicom.find_series(tmp_path)
     assert sorted(os.path.basename(s["folder"]) for s in found) == ["copy_a", "copy_b"]
     assert all(s["n_files"] == SHAPE[2] for s in found)
-    assert len(dicom.convert(tmp_path, tmp_path / "nii")) == 2
+    assert len(dicom_write.convert(tmp_path, tmp_path / "nii")) == 2
 
 
 def test_convert_and_check_commands_take_a_series_without_uids(tmp_path, ct):
@@ -151,7 +152,7 @@ def test_two_series_one_without_uids_are_refused_and_listed(tmp_path, ct):
     image, affine = ct
     folder = tmp_path / "mixed"
     _blank_series(ct, folder, prefix="A_")
-    normal = dicom.write_series(image[:, :, :3], affine, tmp_path / "tmp", series_number=5)
+    normal = dicom_write.write_series(image[:, :, :3], affine, tmp_path / "tmp", series_number=5)
     _move_in(normal, folder, "B_")
     uid = pydicom.dcmread(os.path.join(folder, "B_" + os.path.basename(normal[0]))).SeriesInstanceUID
     message = _one_line_error(
@@ -164,7 +165,7 @@ def test_two_series_one_without_uids_are_refused_and_listed(tmp_path, ct):
     )
     assert message.startswith(str(folder))
     _one_line_error(lambda: inputs.check_dicom(str(folder)), "2 DICOM series")
-    written = dicom.convert(folder, tmp_path / "nii")  # convert takes each series on its own
+    written = dicom_write.convert(folder, tmp_path / "nii")  # convert takes each series on its own
     assert sorted(nib.load(p).shape for p in written) == [(40, 36, 3), SHAPE]
 
 
@@ -176,7 +177,9 @@ def test_acquisitions_without_uids_that_share_every_attribute_are_a_clear_error(
     folder = tmp_path / "two_acquisitions"
     first = _move_in(_blank_series(ct, tmp_path / "a"), folder, "A_")
     frame = pydicom.dcmread(first[0]).FrameOfReferenceUID
-    second = _edit(dicom.write_series(image, affine, tmp_path / "b", frame_of_reference_uid=frame), _no_uids("blank"))
+    second = _edit(
+        dicom_write.write_series(image, affine, tmp_path / "b", frame_of_reference_uid=frame), _no_uids("blank")
+    )
     _move_in(second, folder, "B_")
     for prefix, number in (("A_", 1), ("B_", 2)):
         _edit([str(p) for p in folder.glob(prefix + "*")], lambda _, ds, n=number: setattr(ds, "AcquisitionNumber", n))
@@ -196,7 +199,7 @@ def test_acquisitions_without_uids_that_share_every_attribute_are_a_clear_error(
 def test_duplicated_instance_numbers_are_sorted_by_position(tmp_path, ct):
     """Instance numbers restart halfway (two reconstructions numbered 1..10), file names shuffled: order by position."""
     folder = tmp_path / "series"
-    files = _edit(dicom.write_series(*ct, folder), lambda k, ds: setattr(ds, "InstanceNumber", k % 10 + 1))
+    files = _edit(dicom_write.write_series(*ct, folder), lambda k, ds: setattr(ds, "InstanceNumber", k % 10 + 1))
     for n, f in enumerate(files):
         os.rename(f, folder / f"x{(n * 7) % len(files):02d}.dcm")
     assert inputs.list_inputs(folder) == [{"image": str(folder), "case_name": "series"}]
@@ -206,8 +209,8 @@ def test_duplicated_instance_numbers_are_sorted_by_position(tmp_path, ct):
 
 def test_a_localizer_in_a_folder_of_its_own_is_skipped_with_a_warning(tmp_path, ct, caplog):
     image, affine = ct
-    dicom.write_series(image, affine, tmp_path / "ct", series_number=2)
-    dicom.write_series(
+    dicom_write.write_series(image, affine, tmp_path / "ct", series_number=2)
+    dicom_write.write_series(
         image[:, :, :1],
         SCOUT_AFFINE,
         tmp_path / "scout",
@@ -230,8 +233,8 @@ def test_a_localizer_in_the_cts_folder_is_refused_naming_it(tmp_path, ct):
     """A case is a folder: a localizer beside the CT is refused, naming both, rather than guessed away."""
     image, affine = ct
     folder = tmp_path / "study"
-    dicom.write_series(image, affine, folder, series_number=2)
-    scout = dicom.write_series(
+    dicom_write.write_series(image, affine, folder, series_number=2)
+    scout = dicom_write.write_series(
         image[:, :, :1],
         SCOUT_AFFINE,
         tmp_path / "tmp",
@@ -256,7 +259,7 @@ def test_gantry_tilt_is_refused_with_a_remedy_that_exists(tmp_path, ct):
     tilted = affine.copy()
     tilted[:3, 1] = affine[:3, 1] @ np.array([[1, 0, 0], [0, np.cos(t), np.sin(t)], [0, -np.sin(t), np.cos(t)]])
     folder = tmp_path / "tilt"
-    dicom.write_series(image, tilted, folder)
+    dicom_write.write_series(image, tilted, folder)
     message = _one_line_error(
         lambda: inputs.check_dicom(str(folder)),
         str(folder),
@@ -273,7 +276,7 @@ def test_varying_slice_thickness_on_evenly_spaced_slices_is_read_whole(tmp_path,
     """Evenly spaced slices whose SliceThickness changes halfway: one series. ITK (GDCM's series details) split it by
     SliceThickness and read the first half, silently; the bundle's reader reads all of it."""
     folder = tmp_path / "series"
-    _edit(dicom.write_series(*ct, folder), lambda k, ds: setattr(ds, "SliceThickness", 10 if k < 10 else 5))
+    _edit(dicom_write.write_series(*ct, folder), lambda k, ds: setattr(ds, "SliceThickness", 10 if k < 10 else 5))
     assert inputs.check_dicom(str(folder)) == SHAPE
     volume, _ = _assert_inference_reads_the_series(folder)
     np.testing.assert_array_equal(volume, ct[0])
@@ -288,7 +291,7 @@ def test_varying_slice_spacing_is_refused_with_a_remedy_that_exists(tmp_path, ct
             ds.SliceThickness = ds.SpacingBetweenSlices = 5
 
     folder = tmp_path / "series"
-    _edit(dicom.write_series(*ct, folder), thinner)
+    _edit(dicom_write.write_series(*ct, folder), thinner)
     message = _one_line_error(
         lambda: inputs.check_dicom(str(folder)),
         str(folder),
@@ -312,12 +315,14 @@ def test_inference_on_real_world_dicom_folders(tmp_path, ct):
     root, out = tmp_path / "in", tmp_path / "out"
     _blank_series(ct, root / "a_blank")
     _blank_series(ct, root / "b_absent", "absent")
-    _edit(dicom.write_series(image, affine, root / "c_instances"), lambda k, ds: setattr(ds, "InstanceNumber", 1))
-    dicom.write_series(image[:, :, :1], SCOUT_AFFINE, root / "d_scout", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    _edit(dicom_write.write_series(image, affine, root / "c_instances"), lambda k, ds: setattr(ds, "InstanceNumber", 1))
+    dicom_write.write_series(
+        image[:, :, :1], SCOUT_AFFINE, root / "d_scout", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER")
+    )
     _blank_series(ct, root / "e_mixed", prefix="A_")
-    _move_in(dicom.write_series(image[:, :, :3], affine, tmp_path / "tmp"), root / "e_mixed", "B_")
+    _move_in(dicom_write.write_series(image[:, :, :3], affine, tmp_path / "tmp"), root / "e_mixed", "B_")
     _edit(
-        dicom.write_series(image, affine, root / "f_thickness"),
+        dicom_write.write_series(image, affine, root / "f_thickness"),
         lambda k, ds: setattr(ds, "SliceThickness", 10 if k < 10 else 5),
     )
     proc = run_bundle(

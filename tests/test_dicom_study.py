@@ -24,6 +24,7 @@ from real_dicom import N_SLICES, write_real_series
 from test_robustness import assert_one_line_error
 
 from scripts.lib import dicom, phantom
+from scripts.lib.dicom import write as dicom_write
 from scripts.lib.metrics import dice
 
 #: case name of each CT series -> its folder below the study root
@@ -228,7 +229,7 @@ def test_the_anonymised_example_gives_a_mask_aligned_with_the_series_in_world_co
     in the scanner's LPS order. The shipped model's mask, compared with the reference label in world coordinates (both
     reoriented to RAS by their own affines), finds the liver as it does from the NIfTI (test_shipped_model.py)."""
     image, label, affine = phantom.make_case(5, spacing=(1.6, 1.6, 3.0), orientation="LPS")
-    files = dicom.write_series(image, affine, tmp_path / "series", transfer_syntax="jpeg2000")
+    files = dicom_write.write_series(image, affine, tmp_path / "series", transfer_syntax="jpeg2000")
 
     def anonymise(ds):
         for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):

@@ -13,6 +13,7 @@ from monai.transforms import LoadImaged
 
 from scripts.components import inputs
 from scripts.lib import dicom, phantom
+from scripts.lib.dicom import write as dicom_write
 
 
 @pytest.mark.parametrize("shape", [(7, 5, 3), (9, 4, 17), (6, 5, 4, 3)])
@@ -60,7 +61,7 @@ def test_the_reader_applies_the_headers_scaling_as_nibabel_does(tmp_path, name, 
 
 def test_the_configs_loader_reads_a_dicom_series_as_read_series_does(tmp_path):
     image, _, affine = phantom.make_case(2, shape=(40, 36, 20), spacing=(9.0, 9.0, 10.0), orientation="LPS")
-    dicom.write_series(image, affine, str(tmp_path / "series"))
+    dicom_write.write_series(image, affine, str(tmp_path / "series"))
     volume, dicom_affine, _ = dicom.read_series(str(tmp_path / "series"))
     img = _config_loader()({"image": str(tmp_path / "series")})["image"]
     np.testing.assert_array_equal(img.numpy(), volume)

@@ -27,7 +27,8 @@ import torch
 from conftest import BUNDLE_ROOT, FAST, run_bundle, run_in_process
 
 from scripts.components import inputs
-from scripts.lib import dicom, errors, phantom
+from scripts.lib import errors, phantom
+from scripts.lib.dicom import write as dicom_write
 
 SHAPE = (40, 36, 24)
 SPACING = (9.0, 9.0, 10.0)
@@ -226,7 +227,7 @@ def test_the_size_limit_is_a_setting_and_applies_to_dicom(tmp_path, ct):
     with pytest.raises(ValueError, match="too large: the header declares 40x36x24 voxels"):
         inputs.check_nifti(path, max_voxels=1000)
     series = tmp_path / "series"
-    dicom.write_series(image[:, :, :6], affine, series)
+    dicom_write.write_series(image[:, :, :6], affine, series)
     assert inputs.check_dicom(str(series)) == (40, 36, 6)
     with pytest.raises(ValueError, match=re.escape(f"{series}: too large")):
         inputs.check_dicom(str(series), max_voxels=1000)
@@ -235,12 +236,12 @@ def test_the_size_limit_is_a_setting_and_applies_to_dicom(tmp_path, ct):
 def test_dicom_missing_slice_and_mixed_series_are_refused(tmp_path, ct):
     image, _, affine = ct
     good, gap, mixed = tmp_path / "good", tmp_path / "gap", tmp_path / "mixed"
-    dicom.write_series(image[:, :, :8], affine, good)
-    files = dicom.write_series(image[:, :, :8], affine, gap)
+    dicom_write.write_series(image[:, :, :8], affine, good)
+    files = dicom_write.write_series(image[:, :, :8], affine, gap)
     os.remove(files[4])
-    dicom.write_series(image[:, :, :4], affine, mixed, series_number=1)
+    dicom_write.write_series(image[:, :, :4], affine, mixed, series_number=1)
     other = tmp_path / "other"
-    for f in dicom.write_series(image[:, :, 4:8], affine, other, series_number=2):
+    for f in dicom_write.write_series(image[:, :, 4:8], affine, other, series_number=2):
         shutil.move(f, mixed / ("B_" + os.path.basename(f)))
     with pytest.raises(ValueError, match=r"missing 1 slice\(s\)") as info:
         inputs.check_dicom(str(gap))

@@ -180,10 +180,11 @@ def test_inference_on_a_dicom_series_folder(trained, tmp_path, transfer_syntax):
     The explicit-VR series runs on the command line (run_bundle); the JPEG 2000 one, whose difference is only how the
     slices are decoded, in this process (run_in_process)."""
     from scripts.lib import dicom
+    from scripts.lib.dicom import write as dicom_write
 
     image, _, affine = phantom.make_case(7, shape=(48, 40, 24), spacing=(8.0, 8.0, 9.0), orientation="LPS")
     series = tmp_path / "CT_series"
-    dicom.write_series(image, affine, str(series), transfer_syntax=transfer_syntax)
+    dicom_write.write_series(image, affine, str(series), transfer_syntax=transfer_syntax)
     volume, dicom_affine, _ = dicom.read_series(str(series))
     out = tmp_path / "out"
     (run_bundle if transfer_syntax == "explicit" else run_in_process)(

@@ -13,7 +13,8 @@ import logging
 import warnings
 
 from scripts.commands import PROG, fail
-from scripts.lib.dicom import check_series, convert, find_series, series_name, skip_reason
+from scripts.lib.dicom import check_series, find_series, series_name, skip_reason
+from scripts.lib.dicom.write import convert
 from scripts.lib.errors import one_line
 
 

@@ -49,8 +49,8 @@ from nibabel.arrayproxy import ArrayProxy
 from scripts import as_bool
 from scripts.components import checkpoint
 from scripts.lib import dicom
+from scripts.lib.cases import labelled
 from scripts.lib.ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, MIN_HU_BELOW, hu_doubts, values_text
-from scripts.lib.datalist import labelled
 from scripts.lib.dicom import NoDicomSeries
 from scripts.lib.errors import one_line, reports_input_errors
 from scripts.lib.fileio import (  # case_name: inputs.case_name too
@@ -543,7 +543,7 @@ def _grid_problem(image: str, label: str) -> str | None:
 def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int = MAX_VOXELS) -> list[dict]:
     """The ``key`` list of a datalist JSON as ``[{"image", "label"}, ...]`` with absolute paths, each case checked.
 
-    The list is read by ``scripts.lib.datalist.labelled`` (relative paths are relative to the JSON's folder, the MSD
+    The list is read by ``scripts.lib.cases.labelled`` (relative paths are relative to the JSON's folder, the MSD
     ``dataset.json`` convention; an entry without a label is an error naming the file). Image and label go through
     :func:`check_case` and must share one voxel grid (shape and affine). Every bad case is reported at once, in the
     one line that stops the run (``error: ...``; metrics over a silently reduced set would mislead); label values are

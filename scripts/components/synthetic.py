@@ -30,7 +30,7 @@ from monai.utils import SpaceKeys
 from scripts import as_bool
 from scripts.components.checkpoint import latest_checkpoint_epoch
 from scripts.lib import phantom
-from scripts.lib.datalist import labelled, require_files
+from scripts.lib.cases import labelled, require_files
 from scripts.lib.errors import reports_input_errors
 from scripts.lib.fileio import write_text
 
@@ -143,7 +143,7 @@ def check_disjoint(start: int, count: int, datalist_file) -> list[int] | None:
 def split(datalist_file, train_seed_start: int, num_train_seeds: int, base_dir=None, record_file=None) -> dict:
     """``{"training": seed_items(...), "validation": every labelled case of datalist_file}``.
 
-    Validation uses all the folder's labelled cases (``scripts.lib.datalist.labelled``, files required), training none
+    Validation uses all the folder's labelled cases (``scripts.lib.cases.labelled``, files required), training none
     of them. Stops the run with one line naming the datalist when the seed ranges overlap (:func:`check_disjoint`),
     when a case file is missing or when there is no labelled case. ``record_file``: the split actually used, as JSON, with
     the training seeds as a range rather than a list.

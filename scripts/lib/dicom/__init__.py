@@ -11,15 +11,13 @@ Conventions used throughout:
   a left-handed grid (negative determinant, e.g. nibabel ``LAS`` or ``PLS``) reads back with ``k`` reversed and the
   matching affine: the same voxels in the same places.
 
-This package imports :mod:`.read` only: inference (``scripts.components.inputs``, ``scripts.lib.seg``) and the Deploy
-app need nothing else, so importing ``scripts.lib.dicom`` or ``scripts.lib.dicom.read`` never loads the writer. The
-writer's names (:data:`WRITE_NAMES`: ``write_series``, ``convert``, ``save_dataset_atomic``) stay attributes of the
-package: the first access (``dicom.write_series``, ``from scripts.lib.dicom import convert``) imports :mod:`.write`.
+The package gives the reader's names (``from scripts.lib import dicom; dicom.read_series``): inference
+(``scripts.components.inputs``, ``scripts.lib.seg``) and the Deploy app need nothing else, so importing the package
+never loads the writer. Writing is imported by name: ``from scripts.lib.dicom import write`` (``write.write_series``,
+``write.convert``), as the ``dicom convert`` command and the tests do.
 
 Command line: ``python -m scripts dicom convert|check`` (:mod:`scripts.commands.dicom`).
 """
-
-import importlib
 
 from scripts import lazy_submodules
 from scripts.lib.dicom.read import (
@@ -39,20 +37,14 @@ from scripts.lib.dicom.read import (
     volume_metadata,
 )
 
-#: Names of :mod:`.write` that the package gives on first access, importing the writer then.
-WRITE_NAMES = ("write_series", "convert", "save_dataset_atomic")
-
 __all__ = [
-    "write_series",
     "find_series",
     "check_series",
     "read_series",
     "read_pixels",
-    "convert",
     "skip_reason",
     "series_name",
     "output_names",
-    "save_dataset_atomic",
     "NoDicomSeries",
     "ct_series",
     "ct_decided_by",
@@ -62,11 +54,4 @@ __all__ = [
     "transfer_syntax_problem",
 ]
 
-_submodule = lazy_submodules(__name__)
-
-
-def __getattr__(name):
-    """A name of :data:`WRITE_NAMES` from :mod:`.write` (imported now), else the submodule ``name``."""
-    if name in WRITE_NAMES:
-        return getattr(importlib.import_module(f"{__name__}.write"), name)
-    return _submodule(name)
+__getattr__ = lazy_submodules(__name__)
