@@ -120,6 +120,27 @@ def test_inference_path_follows_the_config_and_its_imports():
     assert counts["ratio"] == pytest.approx(counts["python_lines"] / counts["config_lines"])
 
 
+def test_the_inference_path_stays_lean():
+    """The bespoke Python that inference runs, against its config, in lines of code (tools.imports.count_code_lines):
+    at most 10 to 1. A new module on the inference path must earn its place (docs/benchmark.md, the shares table)."""
+    counts = imports.line_counts(ROOT)
+    assert (
+        counts["code_ratio"] <= 10
+    ), f"{counts['python_code_lines']} lines of code against {counts['config_code_lines']}"
+
+
+def test_lines_of_code_leave_out_blank_lines_comments_and_docstrings(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        '"""Module\n\ndocstring."""\n\n# a comment\nX = 1  # code with a comment\n\n\n'
+        'def f():\n    """One line."""\n    return "not a docstring"\n'
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text("# header\n\na: 1   # why\nb: '#not a comment'\n")
+    assert imports.count_lines(module) == 11 and imports.count_code_lines(module) == 3
+    assert imports.count_lines(config) == 4 and imports.count_code_lines(config) == 2
+
+
 def test_config_names_leave_out_comments_and_config_ids():
     text = "a: $@scripts.lib.x.f(@b#c)   # see scripts.lib.y\n# scripts.lib.z\nd: '%e#scripts'\nx: notscripts.lib.w\n"
     assert imports.config_names(text) == ["scripts.lib.x.f"]

@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.data import NibabelWriter
 
-from scripts.components import postprocess
 from scripts.lib import phantom
 from tools import benchmark
 
@@ -68,19 +68,18 @@ def test_revert_overrides_target_the_optimised_transforms():
         "liver_channel_only",
         "liver_box_resampling",
         "liver_box_inference",
-        "slab_reader",
         "thread_loader",
         "cpu_batch_of_2",
-        "nifti_writer",
         "gpu_preprocessing",
     }
     gpu_only = {"gpu_loader_threads"}  # one loader thread: the 2-core CPU's setting already, so not in plain
-    assert set(reverts) == parts | gpu_only | {"isal_gzip", "plain"}
-    # plain reads with MONAI's own reader, which reverts the ISA-L inflate with the slab copy
+    # only the top-level files apply: tools/reverts/replaced/ is the record of the components MONAI's replaced
+    assert set(reverts) == parts | gpu_only | {"plain"}
+    assert not set(benchmark.REPLACED) & (set(reverts) | set(benchmark.PLAIN) | set(benchmark.SHARES))
+    assert set(benchmark.SHARES) <= set(reverts)
     assert set(benchmark.PLAIN) == parts
     plain_keys = [k for name in benchmark.PLAIN for k in reverts[name]]
     assert all(key in reverts["plain"] for key in plain_keys) and len(reverts["plain"]) == len(set(plain_keys)) + 2
-    assert reverts["isal_gzip"].keys() == reverts["slab_reader"].keys()
     from monai.bundle import ConfigParser
 
     for name, expect_argmax, expect_dtype in (("plain", True, np.float64), (None, False, torch.float32)):
@@ -98,7 +97,7 @@ def test_revert_overrides_target_the_optimised_transforms():
         assert inferer.inferer.sw_batch_size == (4 if name else 2)  # on this CPU
         moved = next(t for t in pre if type(t).__name__ == "EnsureTyped" and t.converter.device is not None)
         assert str(moved.converter.device) == "cpu"  # the CPU here; plain: preprocess_device cpu everywhere
-        assert type(reader).__name__ == ("NibabelReader" if name else "NiftiReader")
+        assert type(reader).__name__ == "NibabelReader"  # MONAI's, in every variant since 0.8.0
         assert cfg["dataloader"]["_target_"] == ("DataLoader" if name else "ThreadDataLoader")
         assert type(cfg.get_parsed_content("dataloader")).__name__ == cfg["dataloader"]["_target_"]
         lam = next(t for t in post if type(t).__name__ == "Lambdad")
@@ -123,16 +122,29 @@ def test_revert_overrides_target_the_optimised_transforms():
         assert spacing.dtype[0] == expect_dtype
         saver = next(t for t in post if type(t).__name__ == "SaveImaged").saver
         writer = getattr(saver.writers[0], "func", saver.writers[0])  # mask_writer binds the output format
-        assert writer.__name__ == ("NibabelWriter" if name else "MaskWriter")
-        assert name or issubclass(writer, postprocess.NiftiWriter)
-        if not name:
-            assert reader.fast_gzip
-            ((key, value),) = reverts["isal_gzip"].items()
-            cfg[key] = value
-            zlib_reader = cfg.get_parsed_content("preprocessing").transforms[0]._loader.readers[-1]
-            assert type(zlib_reader).__name__ == "NiftiReader" and not zlib_reader.fast_gzip
+        assert writer.__name__ == "MaskWriter" and issubclass(writer, NibabelWriter)  # MONAI's, in every variant
         two = torch.rand(2, 3, 3, 3)
         assert lam.func[0](two).shape[0] == (2 if name else 1)
+
+
+def test_replaced_reverts_are_a_record_and_apply_nowhere():
+    """tools/reverts/replaced/ holds the reverts of the components replaced by MONAI's in 0.8.0: each says it is the
+    record and no longer applies; the benchmark reads none of them, and the shares table points its rows there."""
+    folder = os.path.join(benchmark.REVERTS_DIR, "replaced")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".yaml"))
+    assert files == sorted(f"{name}.yaml" for name in benchmark.REPLACED)
+    for file in files:
+        with open(os.path.join(folder, file)) as f:
+            text = f.read()
+        first = text.splitlines()[0]
+        comment = " ".join(line for line in text.splitlines() if line.startswith("#"))
+        assert first.startswith("#") and "record" in first.lower(), file
+        assert "replaced by MONAI's in 0.8.0" in first and "no longer applies" in comment, file
+        assert not os.path.exists(os.path.join(benchmark.REVERTS_DIR, file))
+    assert benchmark._record_file("tools/reverts/slab_reader.yaml against isal_gzip.yaml") == (
+        "tools/reverts/replaced/slab_reader.yaml against isal_gzip.yaml"
+    )
+    assert benchmark._record_file("tools/reverts/liver_box_inference.yaml") == "tools/reverts/liver_box_inference.yaml"
 
 
 def test_cli_overrides_are_monai_bundle_arguments():
@@ -565,8 +577,7 @@ def test_shares_table_gives_each_component_its_share_and_flags_the_small_ones(tm
     runs = _share_runs(
         {
             "liver_box_resampling": ([10.0, 11.0, 12.0], [20.0, 20.0, 24.0]),  # median 11 against 20: 45 %
-            "isal_gzip": ([10.0, 10.0, 10.0], [10.2, 10.4, 10.3]),  # 2.9 %: under 5 %
-            "slab_reader": ([10.0, 10.0, 10.0], [11.0, 11.0, 11.5]),
+            "liver_channel_only": ([10.0, 10.0, 10.0], [10.2, 10.4, 10.3]),  # 2.9 %: under 5 %
         }
     )
     rows = benchmark.summarize_shares(runs)
@@ -575,14 +586,17 @@ def test_shares_table_gives_each_component_its_share_and_flags_the_small_ones(tm
     assert box["with_s"]["median"] == 11.0 and box["without_s"]["median"] == 20.0
     assert box["share"] == pytest.approx(45.0) and not box["under_5"]
     assert box["pair_shares"]["min"] == pytest.approx(45.0) and box["pair_shares"]["max"] == pytest.approx(50.0)
-    assert by_file["tools/reverts/isal_gzip.yaml"]["under_5"]
+    assert by_file["tools/reverts/liver_channel_only.yaml"]["under_5"]
     assert box["component"] == benchmark.COMPONENTS["liver_box_resampling"]
-    # the slab copy alone: the slab_reader runs (MONAI's reader) against the isal_gzip runs (NiftiReader with zlib)
-    slab = rows[-1]
-    assert slab["derived"] and slab["component"] == benchmark.SLAB_COPY[0]
-    assert slab["with_s"]["median"] == pytest.approx(10.3) and slab["without_s"]["median"] == 11.0
-    assert slab["share"] == pytest.approx(100 * 0.7 / 11.0)
-    assert not [r for r in benchmark.summarize_shares(_share_runs({"slab_reader": ([1.0], [2.0])})) if "derived" in r]
+    assert not [r for r in rows if "derived" in r]  # the slab copy's derived row is docs/benchmark.json's record only
+    # the stored rows of the components replaced in 0.8.0 (docs/benchmark.json) render, pointing at their record
+    stored = benchmark.summarize_shares(_share_runs({"isal_gzip": ([10.0, 10.0], [10.1, 10.2])}))
+    derived = {
+        **stored[0],
+        "component": "the slab copy alone",
+        "file": "tools/reverts/slab_reader.yaml against isal_gzip.yaml",
+    }
+    rows += stored + [{**derived, "derived": True}]
 
     res = {
         "command": "python -m tools.benchmark --steps shares",
@@ -603,7 +617,13 @@ def test_shares_table_gives_each_component_its_share_and_flags_the_small_ones(tm
         f"| {box['component']} | tools/reverts/liver_box_resampling.yaml | 11.0 (10.0-12.0) | 20.0 (20.0-24.0) | "
         "45.0 (45.0 to 50.0) | no |" in md
     )
-    assert "| tools/reverts/isal_gzip.yaml | 10.0 (10.0-10.0) | 10.3 (10.2-10.4) | 2.9 (2.0 to 3.8) | yes |" in md
+    assert (
+        "| tools/reverts/liver_channel_only.yaml | 10.0 (10.0-10.0) | 10.3 (10.2-10.4) | 2.9 (2.0 to 3.8) | yes |" in md
+    )
+    assert f"| {benchmark.COMPONENTS['isal_gzip']} | tools/reverts/replaced/isal_gzip.yaml | 10.0 (10.0-10.0) |" in md
+    assert "| the slab copy alone | tools/reverts/replaced/slab_reader.yaml against isal_gzip.yaml |" in md
+    assert "The slab copy's row adds no runs" in md
+    assert "replaced by MONAI's NibabelReader and NibabelWriter in 0.8.0" in md
     assert "## Inference path: bespoke Python against config" in md
     assert "| scripts | scripts/__init__.py | 50 |" in md and "Python / config: **0.2**" in md
     sections = [line for line in md.splitlines() if line.startswith("## ")]
@@ -632,14 +652,22 @@ def test_step_shares_alternates_ours_with_each_revert_and_rotates_them(tmp_path,
 
     monkeypatch.setattr(benchmark, "run_ours", fake_run_ours)
     args = argparse.Namespace(
-        shares=["slab_reader", "isal_gzip"], share_cases=2, repeats=2, shape=[8, 8, 4], spacing=[1, 1, 1]
+        shares=["liver_box_inference", "liver_channel_only"],
+        share_cases=2,
+        repeats=2,
+        shape=[8, 8, 4],
+        spacing=[1, 1, 1],
     )
     res = {}
     benchmark.step_shares(args, res, str(tmp_path / "work"), str(tmp_path / "standard"), "w.pt")
-    assert calls == ["ours", "slab_reader", "ours", "isal_gzip", "ours", "isal_gzip", "ours", "slab_reader"]
+    box, channel = "liver_box_inference", "liver_channel_only"
+    assert calls == ["ours", box, "ours", channel, "ours", channel, "ours", box]
     sh = res["shares"]
     assert sh["cases"] == 2 and sh["repeats"] == 2 and sh["ckpt"] == "w.pt" and sh["shape"] == [8, 8, 4]
-    assert [r["file"] for r in sh["rows"]][:2] == ["tools/reverts/slab_reader.yaml", "tools/reverts/isal_gzip.yaml"]
+    assert [r["file"] for r in sh["rows"]] == [f"tools/reverts/{box}.yaml", f"tools/reverts/{channel}.yaml"]
     assert sh["rows"][0]["share"] == pytest.approx(100 * 2 / 12)
     with pytest.raises(ValueError, match="no revert"):
         benchmark.step_shares(argparse.Namespace(shares=["nonesuch"], share_cases=0, repeats=1), {}, "", "", "")
+    for name in benchmark.REPLACED:  # the record only: replaced by MONAI's in 0.8.0
+        with pytest.raises(ValueError, match="replaced"):
+            benchmark.step_shares(argparse.Namespace(shares=[name], share_cases=0, repeats=1), {}, "", "", "")

@@ -340,7 +340,7 @@ def validated_epochs(interval: int, max_epochs: int) -> list[int]:
     from ignite.engine import Engine, Events
     from monai.engines import SupervisedEvaluator
 
-    from scripts.components.handlers import ValidateEveryAndLast
+    from scripts.components.training import ValidateEveryAndLast
 
     batch = {"image": torch.zeros(1, 1, 4), "label": torch.zeros(1, 1, 4)}
     evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[batch], network=torch.nn.Identity())

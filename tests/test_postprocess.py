@@ -141,25 +141,16 @@ def test_liver_box_maps_network_voxels_to_input_voxels():
     assert postprocess.liver_box(torch.zeros(4, 4, 4, dtype=torch.bool), net_affine, in_affine, (9, 9, 9)) is None
 
 
-def test_box_masks_are_x_fastest_and_the_writer_saves_them_as_monais_writer_does(case, tmp_path):
-    """The label map is laid out as NIfTI stores voxels; NiftiWriter writes it (and a C-ordered one) to the same
-    file contents as MONAI's NibabelWriter: voxels, affine, dtype, and the report row's mean HU is the same."""
-    from monai.data import MetaTensor
+def test_the_mask_writer_writes_what_monais_writer_does_and_no_partial_file(case, tmp_path):
+    """MaskWriter is MONAI's NibabelWriter writing through a temporary file: the same voxels, affine, dtype and header
+    codes, and no temporary file left behind (fileio.atomic_path: a failed write leaves none either)."""
     from monai.transforms import SaveImage
-
-    from scripts.components import handlers
 
     paths, _, affine = case
     box = _masks(paths, classes=2)["box"]
-    assert box.as_tensor().permute(3, 2, 1, 0).is_contiguous()  # x fastest
     assert box.any()
-    c_order = MetaTensor(box.as_tensor().contiguous(), meta=dict(box.meta))
     written = {}
-    for name, writer, mask in (
-        ("monai", "NibabelWriter", c_order),
-        ("ours", postprocess.NiftiWriter, box),
-        ("ours_c", postprocess.NiftiWriter, c_order),
-    ):
+    for name, writer in (("monai", "NibabelWriter"), ("ours", postprocess.mask_writer("nifti"))):
         save = SaveImage(
             output_dir=str(tmp_path / name),
             output_postfix="seg",
@@ -169,33 +160,14 @@ def test_box_masks_are_x_fastest_and_the_writer_saves_them_as_monais_writer_does
             print_log=False,
             writer=writer,
         )
-        mask.meta["filename_or_obj"] = "case.nii.gz"
-        save(mask)
+        box.meta["filename_or_obj"] = "case.nii.gz"
+        save(box)
         written[name] = nib.load(tmp_path / name / "case_seg.nii.gz")
-    ref = written["monai"]
-    for name in ("ours", "ours_c"):
-        img = written[name]
-        assert img.get_data_dtype() == np.uint8 == ref.get_data_dtype()
-        np.testing.assert_allclose(img.affine, ref.affine, atol=1e-6)
-        np.testing.assert_allclose(img.affine, affine, atol=1e-4)
-        assert (int(img.header["sform_code"]), int(img.header["qform_code"])) == (1, 1)
-        assert np.array_equal(np.asarray(img.dataobj), np.asarray(ref.dataobj))
+    ref, img = written["monai"], written["ours"]
+    assert img.get_data_dtype() == np.uint8 == ref.get_data_dtype()
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-6)
+    np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    for code in ("sform_code", "qform_code"):
+        assert int(img.header[code]) == int(ref.header[code])
+    assert np.array_equal(np.asarray(img.dataobj), np.asarray(ref.dataobj))
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["case_seg.nii.gz"]  # no temporary file left
-    hu = np.random.default_rng(0).normal(50, 30, (1, *SHAPE)).astype(np.float32)
-    assert handlers.case_measures(box, None, hu) == handlers.case_measures(c_order, None, hu)
-
-
-def test_nifti_files_read_back_the_same_with_isal_or_zlib(tmp_path):
-    from scripts.lib import fileio
-
-    rng = np.random.default_rng(1)
-    array = np.asfortranarray(rng.integers(-1024, 2000, (30, 20, 10)).astype(np.int16))
-    affine = np.diag([0.8, 0.8, 2.5, 1.0])
-    assert fileio.has_isal  # a requirement: the fast path is the one tested
-    for fast in (True, False):
-        path = fileio.save_nifti(array, affine, str(tmp_path / f"{fast}.nii.gz"), fast_gzip=fast)
-        with open(path, "rb") as f:
-            assert f.read(2) == b"\x1f\x8b"  # gzip
-        img = nib.load(path)
-        assert np.array_equal(np.asarray(img.dataobj), array) and np.allclose(img.affine, affine)
-        assert img.get_data_dtype() == np.int16

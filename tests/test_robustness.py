@@ -26,7 +26,7 @@ import pytest
 import torch
 from conftest import BUNDLE_ROOT, FAST, run_bundle, run_in_process
 
-from scripts.components import inputs
+from scripts.components import evaluation, inputs
 from scripts.lib import errors, phantom
 from scripts.lib.dicom import write as dicom_write
 
@@ -303,7 +303,7 @@ def test_labelled_cases_list_every_grid_mismatch_at_once(tmp_path, ct):
     ]
     datalist.write_text(json.dumps({"validation": cases}))
     with pytest.raises(errors.InputError) as info:  # evaluate.yaml's datalist: one line
-        inputs.labelled_cases(str(datalist))
+        evaluation.labelled_cases(str(datalist))
     message = info.value.message
     assert message.startswith(f"{datalist}: 3 problem(s)")
     assert f"{short_lab}: label grid differs from its image {img}: shape 40x36x20 vs 40x36x24" in message
@@ -312,7 +312,7 @@ def test_labelled_cases_list_every_grid_mismatch_at_once(tmp_path, ct):
     )
     assert f"label {missing}: no such file" in message
     datalist.write_text(json.dumps({"validation": cases[:1]}))
-    assert inputs.labelled_cases(str(datalist)) == [{"image": img, "label": good_lab}]
+    assert evaluation.labelled_cases(str(datalist)) == [{"image": img, "label": good_lab}]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

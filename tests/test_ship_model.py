@@ -9,7 +9,7 @@ import shutil
 import pytest
 from conftest import BUNDLE_ROOT
 
-from scripts.components.handlers import write_provenance
+from scripts.components.training import write_provenance
 from tools import ship_model
 from tools.benchmark import random_weights
 
@@ -22,7 +22,7 @@ LOG = """\
 2026-12-03 01:50:20,100 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[3] Complete. Time taken: 00:00:13.1
 2026-12-03 01:50:20,200 - ignite.engine.engine.SupervisedTrainer - INFO - Engine run finished. Time taken: 00:01:02.500
 """
-GENERATOR = {"generator": "scripts/lib/phantom.py", "profile": "wide", "first_seed": 7, "spacing_mm": [6.0, 6.0, 6.0]}
+GENERATOR = {"generator": "scripts/lib/phantom", "profile": "wide", "first_seed": 7, "spacing_mm": [6.0, 6.0, 6.0]}
 
 
 def make_run(folder, generator=GENERATOR, log=LOG, initial_weights=None):

@@ -163,7 +163,7 @@ def test_training_on_the_fly_writes_weights_trained_on_synthetic_data_only(tmp_p
     assert split["training_seeds"] == {"first": 1000000, "count": 4 + 2 * 2}
     provenance = json.loads((out / "models" / "model_provenance.json").read_text())
     assert provenance["trained_on"].startswith("SYNTHETIC DATA ONLY")
-    assert provenance["generator"]["generator"] == "scripts/lib/phantom.py"
+    assert provenance["generator"]["generator"] == "scripts/lib/phantom"
     assert provenance["generator"]["profile"] == PROFILE
     assert (provenance["generator"]["first_seed"], provenance["generator"]["num_seeds"]) == (1000000, 8)
     assert sorted(provenance["validation_cases"]) == expected

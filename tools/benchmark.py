@@ -25,7 +25,7 @@ Steps (``--steps``):
            same trained weights on held-out phantom cases: Dice of each against the phantom label.
   gpu      CUDA latency per volume (fp32 / fp16 / bf16 autocast) and training throughput; "not run" without a GPU.
   shares   what each bespoke Python component buys end to end: the standard folder (its first ``--share_cases``)
-           with the current config and with each revert of ``--shares`` (by default the six that each take out one
+           with the current config and with each revert of ``--shares`` (by default the three that each take out one
            component of the inference path), one ``monai.bundle run inference`` per run, alternating (ours, revert A,
            ours, revert B, ...); per component the seconds with and without it and its share, (without - with) /
            without. Every run also records the lines of Python on the inference path against the config's
@@ -170,31 +170,31 @@ def random_weights(path: str, config_files=(INFERENCE_CONFIG,), seed: int = 0) -
 
 
 REVERTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reverts")
+#: The reverts of the components replaced by MONAI's in 0.8.0 (each bought under 5 % end to end: the shares table):
+#: their files are the record, in ``tools/reverts/replaced/``, and no longer apply (``revert_overrides`` reads only
+#: the top-level files); the shares table still renders their stored rows.
+REPLACED = ("slab_reader", "isal_gzip", "nifti_writer")
 #: The transform each revert file patches, by its place in configs/inference.yaml's lists: a config edit that moves
 #: one makes revert_overrides refuse to run rather than time the wrong thing.
 REVERT_TARGETS = {
-    "preprocessing#transforms#0": "LoadImaged",
     "preprocessing#transforms#6": "Spacingd",
     "postprocessing#transforms#1": "liver_channel",
     "postprocessing#transforms#3": "to_input_grid",
-    "postprocessing#transforms#5": "SaveImaged",
 }
-#: The reverts that make up ``plain``, in the order they are applied (``liver_box_resampling`` replaces the transform
-#: whose function ``nifti_writer`` patches, so it comes after it), then ``plain.yaml``.
+#: The reverts that make up ``plain``, in the order they are applied, then ``plain.yaml``. MONAI's reader and writer
+#: are the config's own since 0.8.0, so ``plain`` needs nothing for them.
 PLAIN = (
     "float32_resampling",
     "liver_channel_only",
-    "nifti_writer",
     "liver_box_resampling",
     "liver_box_inference",
-    "slab_reader",
     "thread_loader",
     "cpu_batch_of_2",
     "gpu_preprocessing",
 )
-#: What each revert takes out of the inference path, for the shares table (``step_shares``). The first six are the
-#: bespoke Python components the config names; ``slab_reader`` swaps the whole NiftiReader for MONAI's NibabelReader,
-#: so it takes the ISA-L inflate with it, and ``isal_gzip`` takes that alone (the slab copy alone: ``SLAB_COPY``).
+#: What each revert takes out of the inference path, for the shares table (``step_shares``). The first three are the
+#: record of ``REPLACED`` (the stored rows of docs/benchmark.json); the next three the bespoke Python components the
+#: config names.
 COMPONENTS = {
     "slab_reader": "NiftiReader (`scripts.components.inputs`): slab-wise C-order copy and ISA-L inflate",
     "isal_gzip": "NiftiReader's ISA-L inflate (`isal.igzip` through `scripts.lib.fileio`)",
@@ -211,16 +211,10 @@ COMPONENTS = {
 }
 #: The reverts the shares step runs by default: one bespoke Python component each.
 SHARES = (
-    "slab_reader",
-    "isal_gzip",
-    "nifti_writer",
     "liver_box_inference",
     "liver_box_resampling",
     "liver_channel_only",
 )
-#: The shares table's row for NiftiReader's slab copy alone: (its name, the revert whose runs have it, the one whose
-#: runs do not), both reading with zlib's inflate.
-SLAB_COPY = ("NiftiReader's slab-wise C-order copy alone (zlib in both)", "isal_gzip", "slab_reader")
 
 
 def _target_name(item) -> str:
@@ -236,8 +230,9 @@ def revert_overrides(config_files=(INFERENCE_CONFIG,)) -> dict:
     """``{optimisation: {config id: value}}``: the overrides that give each optimisation's "before" path.
 
     Each optimisation's overrides are the file ``tools/reverts/<optimisation>.yaml`` (its comment says what it
-    reverts); ``plain`` applies those of ``PLAIN`` in order, then ``plain.yaml``: the pipeline as it was before issue
-    6. Raises ValueError when a file's ids no longer name the transform ``REVERT_TARGETS`` expects in the config.
+    reverts; only the top-level files: ``tools/reverts/replaced/`` is the record of ``REPLACED``, out of use);
+    ``plain`` applies those of ``PLAIN`` in order, then ``plain.yaml``: the pipeline as it was before issue 6. Raises
+    ValueError when a file's ids no longer name the transform ``REVERT_TARGETS`` expects in the config.
     """
     from monai.bundle import ConfigParser
 
@@ -632,7 +627,7 @@ def _inference_parts(image: str, ckpt: str, config_files, overrides, output_dir,
     window size, parsed for one ``image`` with ``overrides`` on ``device``."""
     from monai.bundle import ConfigParser
 
-    from scripts.components.checkpoint import load_into
+    from scripts.lib.weights import load_into
 
     cfg = ConfigParser()
     cfg.read_config([os.path.join(BUNDLE_ROOT, c) for c in config_files])
@@ -1451,14 +1446,15 @@ def _changes_in_reading_and_running(res: dict) -> list[str]:
         f"instead of {v.get('no liver_box_inference', {}).get('windows', 'n/a')}; volume "
         f"{total('no liver_box_inference')} -> {total('current')} s. The Dice of the accuracy section compares it "
         "with the plain path.",
-        "8. NIfTI files are read by `scripts.components.inputs.NiftiReader`, MONAI's NibabelReader whose voxels are put in C "
-        "order 8 slices at a time: MONAI makes every loaded array C-contiguous, and its one-pass copy of nibabel's "
-        "Fortran-order array strides across the whole volume. LoadImaged "
-        f"{_stage_delta(res, 'no slab_reader', ['pre: LoadImaged'], 'no isal_gzip')} (both with zlib's inflate); "
-        f"with change 9 too: volume {total('no slab_reader')} -> {total('current')} s.",
-        "9. The same reader inflates `.nii.gz` with ISA-L (the `isal` package) instead of zlib, whose inflate was "
-        f"the largest part of LoadImaged (profiled): LoadImaged {_stage_delta(res, 'no isal_gzip', ['pre: LoadImaged'])}"
-        f"; volume {total('no isal_gzip')} -> {total('current')} s. Same voxels and scaling: tests/test_reader.py.",
+        "8. Replaced by MONAI's NibabelReader in 0.8.0, since the shares table measured it under 5 % end to end: NIfTI "
+        "files were read by `scripts.components.inputs.NiftiReader`, MONAI's NibabelReader whose voxels were put in C "
+        "order 8 slices at a time (MONAI's one-pass copy of nibabel's Fortran-order array strides across the whole "
+        f"volume). LoadImaged {_stage_delta(res, 'no slab_reader', ['pre: LoadImaged'], 'no isal_gzip')} (both with "
+        f"zlib's inflate); with change 9 too: volume {total('no slab_reader')} -> {total('current')} s.",
+        "9. Replaced with it in 0.8.0 (under 5 % end to end, the shares table): the same reader inflated `.nii.gz` "
+        "with ISA-L (the `isal` package) instead of zlib, whose inflate was the largest part of LoadImaged "
+        f"(profiled): LoadImaged {_stage_delta(res, 'no isal_gzip', ['pre: LoadImaged'])}; volume "
+        f"{total('no isal_gzip')} -> {total('current')} s.",
         "10. The loader is MONAI's ThreadDataLoader: with no loader processes (2 cores), a thread prepares the next "
         "case while the network runs on this one (reading and gzip release the GIL). It shows only in a whole run: "
         "the notes give the hand-timed folder with and without it; `plain` in the trained-weights table reverts it "
@@ -1467,11 +1463,12 @@ def _changes_in_reading_and_running(res: dict) -> list[str]:
         "in a batch of 2, 0.22 s in a batch of 4 (activations out of cache) and 0.42 s alone (notes). Network "
         f"{_stage_delta(res, 'no cpu_batch_of_2', [NETWORK_STAGE])}; volume {total('no cpu_batch_of_2')} -> "
         f"{total('current')} s.",
-        "12. The mask is laid out x-fastest, as NIfTI stores voxels, and `scripts.components.postprocess.NiftiWriter` "
-        "(SaveImaged's writer) writes it as it is, atomically, deflated by ISA-L. MONAI's NibabelWriter made the "
-        "uint8 mask C-ordered and float64 on the way, and nibabel then wrote it transposed slab by slab. SaveImaged "
-        f"{_stage_delta(res, 'no nifti_writer', ['post: SaveImaged'])}; volume {total('no nifti_writer')} -> "
-        f"{total('current')} s. The report row indexes the HU image in the mask's order (0.6 s otherwise).",
+        "12. Replaced by MONAI's NibabelWriter in 0.8.0 (the mask writer `mask_writer` is built on it and still "
+        "writes atomically), since the shares table measured it under 5 % end to end: the mask was laid out "
+        "x-fastest, as NIfTI stores voxels, and `scripts.components.postprocess.NiftiWriter` wrote it as it was, "
+        "deflated by ISA-L, where MONAI's NibabelWriter makes the uint8 mask C-ordered and float64 on the way. "
+        f"SaveImaged {_stage_delta(res, 'no nifti_writer', ['post: SaveImaged'])}; volume "
+        f"{total('no nifti_writer')} -> {total('current')} s.",
         "13. On a GPU the image goes to the GPU after its HU copy is taken, and resampling, scaling and cropping run "
         "there (`preprocess_device`); the loaders are then threads (`use_thread_workers`), since CUDA does not run "
         "in forked loader processes. The GPU table gives both reverts end to end.",
@@ -1511,9 +1508,9 @@ def _left_alone_markdown(res: dict) -> list[str]:
         save = cur["stages"].get("post: SaveImaged")
         load = cur["stages"].get("pre: LoadImaged")
         lines.append(
-            f"- gzip I/O: reading the 45 MB input takes {_f(load, 2)} s (in the loader's thread on 2 cores, "
-            f"while the network runs on the previous case); writing the uint8 mask takes {_f(save, 2)} s with "
-            "ISA-L at level 1 (change 12)."
+            f"- gzip I/O: reading the 45 MB input took {_f(load, 2)} s (in the loader's thread on 2 cores, "
+            f"while the network runs on the previous case); writing the uint8 mask took {_f(save, 2)} s with "
+            "ISA-L at level 1 (change 12, replaced in 0.8.0)."
         )
     lines += [
         "- Threads and loader workers: torch uses as many threads as cores (2). `num_workers` is a quarter of "
@@ -1567,11 +1564,14 @@ def shares_markdown(res: dict) -> list[str]:
         "| component | revert file | with s | without s | share % | under 5 % |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    replaced = False
     for row in sh["rows"]:
         pairs = row["pair_shares"]
         bracket = f" ({pairs['min']:.1f} to {pairs['max']:.1f})" if pairs.get("median") is not None else ""
+        file = _record_file(row["file"])
+        replaced |= file != row["file"]
         lines.append(
-            f"| {row['component']} | {row['file']} | {_sp(row['with_s'])} | {_sp(row['without_s'])} | "
+            f"| {row['component']} | {file} | {_sp(row['with_s'])} | {_sp(row['without_s'])} | "
             f"{_f(row['share'])}{bracket} | {'yes' if row['under_5'] else 'no'} |"
         )
     lines.append("")
@@ -1582,7 +1582,21 @@ def shares_markdown(res: dict) -> list[str]:
             "repeat.",
             "",
         ]
+    if replaced:
+        lines += [
+            "Rows whose revert file is in `tools/reverts/replaced/` are the record: those components (the NiftiReader "
+            "with its ISA-L inflate, the mask writer NiftiWriter) bought under 5 % end to end and were replaced by "
+            "MONAI's NibabelReader and NibabelWriter in 0.8.0; their reverts no longer apply to the config.",
+            "",
+        ]
     return lines
+
+
+def _record_file(file: str) -> str:
+    """A shares row's revert file as it stands now: those of ``REPLACED`` moved to ``tools/reverts/replaced/``."""
+    for name in REPLACED:
+        file = file.replace(f"tools/reverts/{name}.yaml", f"tools/reverts/replaced/{name}.yaml")
+    return file
 
 
 def inference_path_markdown(res: dict) -> list[str]:
@@ -1595,21 +1609,50 @@ def inference_path_markdown(res: dict) -> list[str]:
         "",
         f"The package modules that `{ip['config']}` runs (`python -m tools.imports`): those its `scripts.<...>` "
         "names denote, everything they import from the package, transitively (imports inside functions "
-        "included), and the packages above them. Raw lines: blank lines, comments and docstrings included.",
+        "included), and the packages above them. Lines: raw lines, blank lines, comments and docstrings included"
+        + (
+            "; code: lines of code as `cloc` counts them (no blank line, comment or docstring), for the config too."
+            if "python_code_lines" in ip
+            else " (this run counted no lines of code)."
+        ),
         "",
-        "| module | file | lines |",
-        "| --- | --- | --- |",
     ]
+    if "python_code_lines" not in ip:  # a result recorded before the code counts
+        lines += ["| module | file | lines |", "| --- | --- | --- |"]
+        lines += [f"| {module} | {row['path']} | {row['lines']} |" for module, row in ip["modules"].items()]
+        return lines + [
+            f"| **{len(ip['modules'])} modules** | | **{ip['python_lines']}** |",
+            "",
+            f"`{ip['config']}`: {ip['config_lines']} lines. Python / config: **{_f(ip['ratio'])}** lines of Python "
+            "per line of config.",
+            "",
+        ]
+    lines += ["| module | file | lines | code |", "| --- | --- | --- | --- |"]
     for module, row in ip["modules"].items():
-        lines.append(f"| {module} | {row['path']} | {row['lines']} |")
+        lines.append(f"| {module} | {row['path']} | {row['lines']} | {row.get('code_lines', '')} |")
     lines += [
-        f"| **{len(ip['modules'])} modules** | | **{ip['python_lines']}** |",
+        f"| **{len(ip['modules'])} modules** | | **{ip['python_lines']}** | **{ip['python_code_lines']}** |",
         "",
-        f"`{ip['config']}`: {ip['config_lines']} lines. Python / config: **{_f(ip['ratio'])}** lines of Python "
-        "per line of config.",
+        f"`{ip['config']}`: {ip['config_lines']} lines, {ip.get('config_code_lines', '-')} of code. Python / config: "
+        f"**{_f(ip['ratio'])}** lines of Python per line of config; **{_f(ip.get('code_ratio'))}** in lines of code.",
         "",
     ]
+    before = res.get("inference_path_before")
+    if before:
+        lines += [
+            f"Before (commit {before.get('commit', '?')}, the same count): {len(before['modules'])} modules, "
+            f"{before['python_lines']} lines ({before.get('python_code_lines', '-')} of code) against "
+            f"{before['config_lines']} lines ({before.get('config_code_lines', '-')} of code) of config: "
+            f"**{_f(before['ratio'])}** in lines, **{_f(before.get('code_ratio'))}** in lines of code.",
+            "",
+        ]
     return lines
+
+
+def _commit(folder) -> str:
+    """The short git commit of the checkout ``folder``, or "unknown"."""
+    proc = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
 
 
 #: The report's sections, in order: each takes the results dict and returns its lines (none when not run).
@@ -1752,6 +1795,11 @@ def step_shares(args, res, work, cases_dir, ckpt):
     """What each bespoke component buys end to end: the folder with the current config and with each revert of
     ``--shares``, one command per run, alternating (ours, revert A, ours, revert B, ...; the reverts' order rotates
     each repeat); ``summarize_shares`` makes the table."""
+    replaced = [name for name in args.shares if name in REPLACED]
+    if replaced:
+        raise ValueError(
+            f"--shares: {replaced} replaced by MONAI's in 0.8.0: tools/reverts/replaced/ is their record, out of use"
+        )
     reverts = revert_overrides()
     unknown = [name for name in args.shares if name not in reverts]
     if unknown:
@@ -1802,17 +1850,11 @@ def _share_row(component: str, file: str, with_s: list, without_s: list) -> dict
 
 def summarize_shares(runs: dict, measure: str = "to_last_mask_s") -> list[dict]:
     """The shares table: ``runs`` is ``{revert: {"with": [run, ...], "without": [run, ...]}}`` (by repeat; "with"
-    the current config's run paired with the revert's). A row per revert, and the slab copy alone (``SLAB_COPY``)
-    when both of its reverts ran."""
+    the current config's run paired with the revert's). A row per revert."""
     rows = []
     for name, sides in runs.items():
         with_s, without_s = ([run.get(measure) for run in sides[k]] for k in ("with", "without"))
         rows.append(_share_row(COMPONENTS.get(name, name), f"tools/reverts/{name}.yaml", with_s, without_s))
-    label, has, lacks = SLAB_COPY
-    if has in runs and lacks in runs:
-        with_s, without_s = ([run.get(measure) for run in runs[k]["without"]] for k in (has, lacks))
-        file = f"tools/reverts/{lacks}.yaml against {has}.yaml"
-        rows.append({**_share_row(label, file, with_s, without_s), "derived": True})
     return rows
 
 
@@ -1859,7 +1901,7 @@ def step_stages(args, res, work, cases_dir, ckpt):
     }
     # windows over the whole folder: preprocessing each case, then counting the inferer's windows
     pre = _parsed(["preprocessing", "inferer", "network"])
-    from scripts.components.checkpoint import load_into
+    from scripts.lib.weights import load_into
 
     load_into(pre["network"], ckpt)
     pre["network"].eval()
@@ -2411,6 +2453,12 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     p.add_argument(
+        "--path_before",
+        metavar="DIR",
+        help="with --render_only: an earlier checkout of the bundle, whose inference path is counted as the 'before' "
+        "of the inference-path section (the current one is counted again at every rendering)",
+    )
+    p.add_argument(
         "--onnx",
         action="store_true",
         help="e2e: also run ours with ONNX Runtime (configs/inference_onnx.yaml merged over inference.yaml)",
@@ -2494,7 +2542,14 @@ def main(argv=None) -> int:
     try:
         if args.render_only:
             with open(os.path.join(args.report_dir, "benchmark.json")) as f:
-                md, js = write_report(json.load(f), args.report_dir)
+                res = json.load(f)
+            res["inference_path"] = imports.line_counts(BUNDLE_ROOT)  # static: counted from the code as it is
+            if args.path_before:
+                res["inference_path_before"] = {
+                    **imports.line_counts(args.path_before),
+                    "commit": _commit(args.path_before),
+                }
+            md, js = write_report(res, args.report_dir)
             log(f"wrote {md} and {js}")
             return 0
         _check_arguments(args)

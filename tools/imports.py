@@ -198,34 +198,69 @@ def count_lines(path) -> int:
     return len(pathlib.Path(path).read_text(encoding="utf-8").splitlines())
 
 
+def _docstring_lines(tree: ast.AST) -> set[int]:
+    lines = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", None), str):
+                lines.update(range(first.lineno, first.end_lineno + 1))
+    return lines
+
+
+def count_code_lines(path) -> int:
+    """Lines of code, as ``cloc`` counts them: not blank, not a comment, and (Python) not in a docstring."""
+    path = pathlib.Path(path)
+    text = path.read_text(encoding="utf-8")
+    skip = _docstring_lines(ast.parse(text)) if path.suffix == ".py" else set()
+    return sum(
+        1
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.strip().startswith("#") and number not in skip
+    )
+
+
 def line_counts(bundle_root, config: str = INFERENCE_CONFIG) -> dict:
-    """The Python of :func:`inference_path` against the config, in raw lines: ``{"config", "config_lines",
-    "modules": {module: {"path", "lines"}}, "python_lines", "ratio"}`` with ``ratio`` = python / config lines."""
+    """The Python of :func:`inference_path` against the config, in raw lines and in lines of code
+    (:func:`count_code_lines`): ``{"config", "config_lines", "config_code_lines", "modules": {module: {"path",
+    "lines", "code_lines"}}, "python_lines", "python_code_lines", "ratio", "code_ratio"}``; a ratio is python /
+    config."""
     root = pathlib.Path(bundle_root).resolve()
     modules = package_modules(root)
     rows = {
-        m: {"path": modules[m].relative_to(root).as_posix(), "lines": count_lines(modules[m])}
+        m: {
+            "path": modules[m].relative_to(root).as_posix(),
+            "lines": count_lines(modules[m]),
+            "code_lines": count_code_lines(modules[m]),
+        }
         for m in inference_path(root, config)
     }
-    config_lines = count_lines(root / config)
+    config_lines, config_code = count_lines(root / config), count_code_lines(root / config)
     python_lines = sum(r["lines"] for r in rows.values())
+    python_code = sum(r["code_lines"] for r in rows.values())
     return {
         "config": config,
         "config_lines": config_lines,
+        "config_code_lines": config_code,
         "modules": rows,
         "python_lines": python_lines,
+        "python_code_lines": python_code,
         "ratio": python_lines / config_lines if config_lines else None,
+        "code_ratio": python_code / config_code if config_code else None,
     }
 
 
 def main() -> None:
     """``python -m tools.imports``: the line counts of the inference path."""
     counts = line_counts(pathlib.Path(__file__).resolve().parents[1])
+    print("lines   code  module")
     for module, row in counts["modules"].items():
-        print(f"{row['lines']:6d}  {module}")
+        print(f"{row['lines']:5d}  {row['code_lines']:5d}  {module}")
     print(
-        f"{counts['python_lines']:6d}  Python lines in {len(counts['modules'])} modules, against "
-        f"{counts['config_lines']} lines of {counts['config']}: {counts['ratio']:.1f} to 1"
+        f"{counts['python_lines']:5d}  {counts['python_code_lines']:5d}  Python in {len(counts['modules'])} modules, "
+        f"against {counts['config_lines']} lines ({counts['config_code_lines']} of code) of {counts['config']}: "
+        f"{counts['ratio']:.1f} to 1 in lines, {counts['code_ratio']:.1f} to 1 in lines of code"
     )
 
 

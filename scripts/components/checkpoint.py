@@ -18,13 +18,8 @@ Resuming. The best-weights saver's record of the best score is part of the resum
 ``model.pt``. :class:`ResumeLoader` is MONAI's ``CheckpointLoader`` for the newest checkpoint that also refuses to
 restart a finished run and stretches a cosine LR schedule to a changed ``--epochs``.
 
-Reading. :func:`load_weights` is ``torch.load(path, map_location="cpu", weights_only=True)``: the restricted
-unpickler rebuilds tensors and plain containers only, and refuses any other Python object instead of running its
-code; there is no fallback to a full unpickle. Errors name the file and say what is wrong (truncated, not a
-PyTorch file, foreign objects). :func:`check_fits` compares the weights with the network they are meant for,
-:func:`load_into` does both and loads the weights (the ONNX export, the benchmark), :func:`resumable` checks
-the checkpoint that ``--resume true`` continues from, and :func:`start_from` loads the weights that ``--init_weights``
-gives a new training run (fine-tuning).
+Starting. :func:`resumable` checks the checkpoint that ``--resume true`` continues from, and :func:`start_from` loads
+the weights that ``--init_weights`` gives a new training run (fine-tuning), checked by :mod:`scripts.lib.weights`.
 """
 
 from __future__ import annotations
@@ -44,8 +39,9 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from scripts import as_bool
-from scripts.lib.errors import InputError, one_line, reports_input_errors
+from scripts.lib.errors import InputError, reports_input_errors
 from scripts.lib.fileio import atomic_path, sha256
+from scripts.lib.weights import check_fits, class_layers, load_weights, unwrap, weights_of
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +50,6 @@ __all__ = [
     "AtomicDiskSaver",
     "AtomicCheckpointSaver",
     "ResumeLoader",
-    "load_weights",
-    "weights_of",
-    "check_fits",
-    "class_layers",
-    "load_into",
     "resumable",
     "start_from",
     "stretch_schedule",
@@ -205,120 +196,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# reading
-
-
-def load_weights(path, map_location="cpu"):
-    """``torch.load(path, weights_only=True)`` with errors that name the file; never a full unpickle.
-
-    Raises FileNotFoundError for a missing file and ValueError for an empty, truncated or non-PyTorch file, or one
-    holding Python objects other than tensors and plain containers (refused, not executed).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such weights file")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path}: the weights file is empty")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for damaged files
-        text = str(exc)
-        if "Weights only load failed" in text:
-            names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
-            detail = re.search(r"WeightsUnpickler error:(.*?)(Check the documentation|$)", text, re.S)
-            what = ", ".join(names) or (one_line(detail.group(1))[:200] if detail else "unknown content")
-            raise ValueError(
-                f"{path}: refused: the file holds Python objects that are not weights ({what}); unpickling them could "
-                "run arbitrary code, so only weights files (torch.load weights_only=True) are accepted"
-            ) from exc
-        first = one_line(text).split(". ")[0][:300]
-        raise ValueError(f"{path}: not a readable PyTorch weights file (truncated or corrupt?): {first}") from exc
-
-
-def _unwrap(network):
-    return (
-        network.module
-        if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel))
-        else network
-    )
-
-
-def weights_of(state, key: str = "model"):
-    """The state dict in ``state``: ``state[key]`` where a checkpoint nests it there (as MONAI's
-    ``CheckpointLoader`` accepts it), else ``state`` itself."""
-    return state[key] if isinstance(state, Mapping) and isinstance(state.get(key), Mapping) else state
-
-
-def check_fits(path, state, network, key: str = "model") -> None:
-    """Raise ValueError (naming ``path``) unless ``state`` holds weights for every parameter/buffer of ``network``.
-
-    ``state`` is a state dict, or a dict holding one under ``key`` (as MONAI's ``CheckpointLoader`` accepts it).
-    Names and shapes must match exactly, every value must be a tensor, and no floating-point value may be NaN/Inf.
-    """
-    path = os.fspath(path)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a dictionary of weights")
-    weights = weights_of(state, key)
-    expected = _unwrap(network).state_dict()
-    if key not in state and not set(expected) & set(weights) and {"network", "optimizer"} <= set(state):
-        raise ValueError(
-            f"{path}: a resumable training checkpoint (network, optimizer, ...), not a weights file: give the weights "
-            "(models/model.pt), or continue training with --resume true"
-        )
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    not_tensors = [k for k in weights if k in expected and not torch.is_tensor(weights[k])]
-    reshaped = [
-        f"{k}: file {tuple(weights[k].shape)}, network {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in weights and torch.is_tensor(weights[k]) and tuple(weights[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or not_tensors or reshaped:
-        example = (
-            reshaped
-            + [f"missing {k}" for k in missing]
-            + [f"unexpected {k}" for k in unexpected]
-            + [f"{k} is not a tensor" for k in not_tensors]
-        )[0]
-        raise ValueError(
-            f"{path}: these weights do not fit the bundle's network ({len(missing)} missing, {len(unexpected)} "
-            f"unexpected, {len(reshaped)} of another shape, {len(not_tensors)} not tensors; e.g. {example}): trained "
-            "for another network, or with other settings (num_classes, channels)?"
-        )
-    broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if broken:
-        raise ValueError(
-            f"{path}: {len(broken)} weight tensor(s) hold NaN/Inf values (e.g. {broken[0]}): a diverged training?"
-        )
-
-
-def class_layers(weights: Mapping, network, num_classes: int) -> tuple[list, int | None]:
-    """The tensors of ``network`` that differ from ``weights`` only where the network has ``num_classes`` channels:
-    its output layers, when the file was trained for another number of classes. Returns their names and the file's
-    class count, or ``([], None)`` when no tensor differs that way or the differences name more than one count.
-
-    Fine-tuning keeps these at the network's own initialisation and loads every other tensor, as nnU-Net's
-    pretrained-weights loading skips its segmentation layers. For this bundle's U-Net they are the 4 tensors of the
-    last up-sampling block."""
-    names, counts = [], set()
-    for k, v in _unwrap(network).state_dict().items():
-        w = weights.get(k)
-        if not torch.is_tensor(w) or w.ndim != v.ndim or tuple(w.shape) == tuple(v.shape):
-            continue
-        diff = [(a, b) for a, b in zip(w.shape, v.shape, strict=True) if a != b]
-        if all(b == num_classes for _, b in diff):
-            names.append(k)
-            counts.update(a for a, _ in diff)
-    return (names, counts.pop()) if len(counts) == 1 else ([], None)
-
-
-def load_into(network, path, key: str = "model"):
-    """Load the weights file ``path`` into ``network`` and return it: :func:`load_weights`, :func:`check_fits`, then
-    a strict ``load_state_dict``. ``key``: where a nested checkpoint holds the weights (see :func:`check_fits`)."""
-    state = load_weights(path)
-    check_fits(path, state, network, key=key)
-    _unwrap(network).load_state_dict(weights_of(state, key))
-    return network
+# starting and resuming
 
 
 @reports_input_errors
@@ -368,7 +246,7 @@ def start_from(network, path, resume=False, num_classes=None) -> dict | None:
         logger.info("--resume true: the network continues from its checkpoint (the run started from %s)", path)
         return record
     if keep:
-        own = _unwrap(network).state_dict()
+        own = unwrap(network).state_dict()
         weights = {**weights, **{k: own[k] for k in keep}}
         logger.info(
             "%s holds weights for %d classes and the network has %d: its %d output tensors (%s) keep their random "
@@ -380,7 +258,7 @@ def start_from(network, path, resume=False, num_classes=None) -> dict | None:
             ", ".join(keep),
         )
     check_fits(path, weights, network)
-    _unwrap(network).load_state_dict(weights)
+    unwrap(network).load_state_dict(weights)
     logger.info("training starts from the weights in %s (sha256 %s...)", path, record["sha256"][:12])
     return record
 

@@ -35,9 +35,9 @@ import torch
 from monai.bundle import ConfigParser
 from monai.networks.utils import convert_to_onnx
 
-from scripts.components.checkpoint import load_into
 from scripts.lib.errors import reports_input_errors
 from scripts.lib.fileio import atomic_path
+from scripts.lib.weights import load_into
 
 __all__ = ["export_onnx", "AxisWiseInstanceNorm", "axis_wise_norms", "OnnxNetwork", "package_files", "package"]
 
@@ -146,7 +146,7 @@ def export_onnx(
     ``converter_kwargs``: it writes the file in place before any check, its ONNX saver drops the bundle metadata
     (tests/test_export.py reads it), and its ``verify`` compares ONNX Runtime with the very module it exported on the
     one example patch, while this check compares the file with the network as trained (plain instance norms, see
-    the module docstring) on another batch size. The weights go through ``scripts.components.checkpoint.load_into``.
+    the module docstring) on another batch size. The weights go through ``scripts.lib.weights.load_into``.
     """
     import onnx
 

@@ -1,8 +1,6 @@
-"""Small pieces the training, evaluation and inference configs use where MONAI has no component.
+"""The evaluation and inference engines' handlers where MONAI has no component (the training ones: ``training``).
 
-- ``ValidateEveryAndLast``: MONAI's ``ValidationHandler`` that also validates after the final epoch.
-- ``TimeLeft``: logs the epochs done and an estimate of the training time left.
-- ``write_provenance``: a JSON next to the weights that says what data trained them (phantom or not).
+- ``attach``: attaches handlers to an engine, skipping those a config disabled.
 - ``CaseTable``: an ignite handler that writes one CSV row per case: liver volume (mL) and mean liver HU, and, where a
   reference label is present, Dice, 95% Hausdorff distance, average surface distance (both in mm, from the voxel
   spacing, which MONAI's metric handlers cannot take) and volume difference (mL, which MONAI has no metric for).
@@ -15,89 +13,22 @@
 from __future__ import annotations
 
 import csv
-import datetime
 import io
-import json
 import logging
 import os
-import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from ignite.engine import Events
-from monai.handlers import ValidationHandler
 from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 
-from scripts.components.checkpoint import PROVENANCE_FILE
 from scripts.components.postprocess import foreground
 from scripts.components.qc import UNCERTAIN_KEY, verdict
 from scripts.lib.fileio import case_label, write_text
 from scripts.lib.metrics import dice
 
 logger = logging.getLogger(__name__)
-
-
-class ValidateEveryAndLast(ValidationHandler):
-    """MONAI's ``ValidationHandler`` (epoch level) that runs every ``interval`` epochs *and* after the last epoch.
-
-    With ``interval`` 5, MONAI's handler never validates a 1-epoch run (no ``model.pt`` is written) nor the last 2
-    epochs of a 402-epoch run; this one validates after epoch ``max_epochs`` whatever the interval (once, when the
-    last epoch is also a multiple of it). ``max_epochs`` is read when the epoch ends, so a resumed run with another
-    ``--epochs`` validates its own last epoch.
-    """
-
-    def __init__(self, validator=None, interval: int = 1, exec_at_start: bool = False):
-        super().__init__(interval=interval, validator=validator, epoch_level=True, exec_at_start=exec_at_start)
-
-    def attach(self, engine) -> None:
-
-        def due(engine, epoch: int) -> bool:
-            return epoch % self.interval == 0 or epoch == engine.state.max_epochs
-
-        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=due), self)
-        if self.exec_at_start:
-            engine.add_event_handler(Events.STARTED, self)
-
-
-class TimeLeft:
-    """Logs, after every training epoch, the epochs done, the time so far and an estimate of the time left.
-
-    The estimate is the mean time of the epochs this run has trained (validations included) times the epochs still
-    to come: ``epoch 12/96: 21 s so far, about 2 min 30 s left``. A resumed run counts from its own start. MONAI's
-    ``StatsHandler`` logs the loss of every iteration but no time left; ignite's ``ProgressBar`` estimates only the
-    current epoch.
-    """
-
-    def __init__(self, name: str = "TimeLeft"):
-        self.logger = logging.getLogger(name)
-        self.start = None
-        self.first_epoch = 0
-
-    def attach(self, engine) -> None:
-
-        engine.add_event_handler(Events.STARTED, self.started)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def started(self, engine) -> None:
-        self.start = time.perf_counter()
-        self.first_epoch = engine.state.epoch
-
-    def __call__(self, engine) -> None:
-        epoch, total = engine.state.epoch, engine.state.max_epochs
-        elapsed = time.perf_counter() - self.start
-        left = elapsed / max(1, epoch - self.first_epoch) * (total - epoch)
-        self.logger.info(f"epoch {epoch}/{total}: {_duration(elapsed)} so far, about {_duration(left)} left")
-
-
-def _duration(seconds: float) -> str:
-    """``75.2`` -> ``"1 min 15 s"``; under a minute ``"42 s"``; from an hour ``"1 h 05 min"``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def attach(handlers, engine) -> None:
@@ -107,51 +38,6 @@ def attach(handlers, engine) -> None:
     for handler in handlers:
         if handler is not None:
             handler.attach(engine)
-
-
-def write_provenance(
-    ckpt_dir: str, datalist_file: str, split: dict, generator: dict | None = None, initial_weights: dict | None = None
-) -> str:
-    """Record next to the weights which data trains them, so phantom-trained weights never pass for real ones.
-
-    ``generator``: set when the training cases are generated on the fly (configs/synthetic.yaml), the generator's
-    settings (module, profile, seed range, ...); the record then says the weights saw synthetic data only, and lists
-    the validation cases, which are the only files the run reads. ``initial_weights``: the record of the weights
-    the run started from (``--init_weights``, :func:`scripts.components.checkpoint.start_from`), kept as ``initial_weights``:
-    the weights then also carry what trained those.
-    """
-    description = ""
-    try:
-        with open(datalist_file) as f:
-            meta = json.load(f)
-        description = f"{meta.get('name', '')}: {meta.get('description', '')}".strip(": ")
-    except (OSError, ValueError):
-        pass
-    synthetic = generator is not None or "synthetic" in description.lower() or "phantom" in description.lower()
-    if generator is not None:
-        trained_on = "SYNTHETIC DATA ONLY, generated during training (not patient data; not a clinical liver model)"
-    else:
-        trained_on = "SYNTHETIC PHANTOM (not patient data; not a clinical liver model)" if synthetic else "user data"
-    record = {
-        "trained_on": trained_on,
-        "datalist_file": os.path.abspath(datalist_file),
-        "dataset_description": description,
-        "num_training_cases": len(split.get("training", [])),
-        "num_validation_cases": len(split.get("validation", [])),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    if initial_weights is not None:
-        record["initial_weights"] = dict(initial_weights)
-    if generator is not None:
-        record["generator"] = dict(generator)
-        record["validation_cases"] = [case["image"] for case in split.get("validation", [])]
-    path = os.path.join(ckpt_dir, PROVENANCE_FILE)
-    write_text(path, json.dumps(record, indent=2) + "\n")
-    if generator is not None:
-        logger.warning("training on synthetic CT only: the weights in %s are not a clinical liver model", ckpt_dir)
-    elif synthetic:
-        logger.warning("training on the synthetic phantom: the weights in %s are a demo, not a liver model", ckpt_dir)
-    return path
 
 
 def _spacing(img) -> np.ndarray:
@@ -191,14 +77,8 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dic
     }
     if image_hu is not None:
         hu = np.asarray(torch.as_tensor(image_hu)[0].cpu())
-        mask = liver_p
-        if (
-            mask.flags.f_contiguous and not mask.flags.c_contiguous
-        ):  # an x-fastest mask (scripts/components/postprocess.py):
-            hu, mask = hu.T, mask.T  # indexed in its own memory order: one pass without strides
-        row["liver_mean_hu"] = float(hu[mask].mean(dtype=np.float64)) if mask.any() else float("nan")
+        row["liver_mean_hu"] = float(hu[liver_p].mean(dtype=np.float64)) if liver_p.any() else float("nan")
     if qc is not None:
-
         affine = np.asarray(torch.as_tensor(pred.affine).cpu(), dtype=np.float64)
         meta = getattr(pred, "meta", None) or {}
         verdict_text = verdict(liver_p, affine, meta, qc["volume_ml"], qc["max_uncertain_share"])

@@ -27,7 +27,7 @@ those items before they reach the network and records them. After the run, :func
 failed case and makes the run exit non-zero. The good cases' outputs are complete; failed cases write nothing.
 
 Every message names the file and the problem. The components that configs name (:func:`input_cases`,
-:func:`labelled_cases`, :func:`require_weights`, :func:`report_failures`) carry
+:func:`require_weights`, :func:`report_failures`) carry
 :func:`scripts.lib.errors.reports_input_errors`, so a bad input stops the run with one ``error: ...`` line;
 :func:`list_inputs` and :func:`check_weights` raise, for Python callers.
 """
@@ -43,23 +43,14 @@ import zlib
 import nibabel as nib
 import numpy as np
 import torch
-from monai.data import ImageReader, NibabelReader
-from nibabel.arrayproxy import ArrayProxy
+from monai.data import ImageReader
 
 from scripts import as_bool
-from scripts.components import checkpoint
-from scripts.lib import dicom
-from scripts.lib.cases import labelled
+from scripts.lib import dicom, weights
 from scripts.lib.ct_values import AIR_HU, BRIGHT_HU, EXPECTED_LABELS, MIN_HU_BELOW, hu_doubts, values_text
 from scripts.lib.dicom import NoDicomSeries
 from scripts.lib.errors import one_line, reports_input_errors
-from scripts.lib.fileio import (  # case_name: inputs.case_name too
-    CASE_NAME_KEY,
-    NIFTI_SUFFIXES,
-    case_name,
-    has_isal,
-    igzip,
-)
+from scripts.lib.fileio import CASE_NAME_KEY, NIFTI_SUFFIXES, case_name  # case_name: inputs.case_name too
 
 logger = logging.getLogger(__name__)
 
@@ -80,66 +71,12 @@ _GZIP_CHUNK = 1 << 20
 # ----------------------------------------------------------------------------------------------------------------------
 # reading
 
-C_ORDER_SLAB = 8  # slices per copy in c_order: the slab of both arrays stays in cache (docs/benchmark.md)
-
-
-def c_order(array: np.ndarray, slab: int = C_ORDER_SLAB) -> np.ndarray:
-    """``array`` in C order, copied ``slab`` indices of the last axis at a time.
-
-    NIfTI stores voxels x-fastest, so nibabel returns Fortran-order arrays, and MONAI makes every loaded array
-    C-contiguous. ``np.ascontiguousarray`` does that in one pass whose writes stride across the whole volume; this
-    slab-wise copy gives the same array in a fraction of the time (docs/benchmark.md)."""
-    if array.flags.c_contiguous or array.ndim < 2:
-        return array
-    out = np.empty(array.shape, array.dtype)
-    for start in range(0, array.shape[-1], slab):
-        out[..., start : start + slab] = array[..., start : start + slab]
-    return out
-
-
-class NiftiReader(NibabelReader):
-    """MONAI's ``NibabelReader``, returning the voxels in C order (:func:`c_order`) and inflating ``.nii.gz`` with
-    ISA-L (the ``isal`` package: faster than zlib's inflate, the largest part of reading a ``.nii.gz``;
-    docs/benchmark.md). Only for NIfTI files, so that ``LoadImaged`` passes DICOM series folders on to
-    :class:`DicomSeriesReader`.
-
-    Args:
-        fast_gzip: inflate with ISA-L when ``isal`` is installed (False: nibabel's gzip, as MONAI's reader does;
-            the benchmark's ``isal_gzip`` revert times that).
-        args, kwargs: ``NibabelReader``'s.
-    """
-
-    def __init__(self, *args, fast_gzip: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fast_gzip = bool(fast_gzip) and has_isal and not self.to_gpu
-
-    def read(self, data, **kwargs):
-        if not self.verify_suffix(data):
-            raise ValueError(f"not a NIfTI file: {data}")
-        return super().read(data, **kwargs)
-
-    def get_data(self, img):
-        array, meta = super().get_data(img)
-        return c_order(array), meta
-
-    def _get_array_data(self, img, filename):
-        # the image's own file: MONAI passes the name its reader recorded at the last read(), which another loader
-        # thread sharing this reader may have replaced meanwhile
-        filename = img.get_filename() or filename
-        if not (self.fast_gzip and str(filename).endswith(".gz")):
-            return super()._get_array_data(img, filename)
-
-        proxy = img.dataobj  # nibabel's reading of the header: shape, dtype, offset and scaling of the voxels
-        with igzip.open(filename, "rb") as f:
-            spec = (proxy.shape, proxy.dtype, proxy.offset, proxy.slope, proxy.inter)
-            return np.asanyarray(ArrayProxy(f, spec, mmap=False, order=proxy.order))
-
 
 class DicomSeriesReader(ImageReader):
     """MONAI ``ImageReader`` for a DICOM series folder, read by :func:`scripts.lib.dicom.read_series` (pydicom): the same
     checks, slice order (along the slice normal) and decoders as ``python -m scripts dicom convert`` and the MONAI
     Deploy app, so every entry point reads a series into the same voxels and RAS affine. Only for folders, so that
-    ``LoadImaged`` passes NIfTI files on to :class:`NiftiReader`."""
+    ``LoadImaged`` passes NIfTI files on to MONAI's ``NibabelReader``."""
 
     @staticmethod
     def _paths(data) -> list:
@@ -166,7 +103,7 @@ class DicomSeriesReader(ImageReader):
 # names and sizes
 
 
-def _shape_text(shape) -> str:
+def shape_text(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
@@ -191,7 +128,7 @@ def describe_size(shape, itemsize: int | None = None) -> str:
     if itemsize:
         parts.append(f"{_bytes(voxels * itemsize)} as stored")
     parts.append(f"~{_bytes(voxels * BYTES_PER_VOXEL_PEAK)} at inference")
-    return f"{_shape_text(shape)} voxels ({', '.join(parts)})"
+    return f"{shape_text(shape)} voxels ({', '.join(parts)})"
 
 
 def check_size(path: str, shape, max_voxels: int = MAX_VOXELS, itemsize: int | None = None) -> None:
@@ -209,7 +146,7 @@ def check_size(path: str, shape, max_voxels: int = MAX_VOXELS, itemsize: int | N
 # header-level checks
 
 
-def _squeeze_trailing(shape: tuple) -> tuple:
+def squeeze_trailing(shape: tuple) -> tuple:
     """(x, y, z, 1) -> (x, y, z): a trailing singleton time/channel axis holds no second volume."""
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -217,17 +154,17 @@ def _squeeze_trailing(shape: tuple) -> tuple:
 
 
 def _check_dimensions(path: str, shape: tuple) -> tuple:
-    shape = _squeeze_trailing(tuple(int(s) for s in shape))
+    shape = squeeze_trailing(tuple(int(s) for s in shape))
     if len(shape) < 3:
-        raise ValueError(f"{path}: a {len(shape)}D image of shape {_shape_text(shape)}; a 3D CT volume is expected")
+        raise ValueError(f"{path}: a {len(shape)}D image of shape {shape_text(shape)}; a 3D CT volume is expected")
     if len(shape) > 3:
         extra = math.prod(shape[3:])
         raise ValueError(
-            f"{path}: {len(shape)}D data of shape {_shape_text(shape)} ({extra} volumes); a single 3D CT volume is "
+            f"{path}: {len(shape)}D data of shape {shape_text(shape)} ({extra} volumes); a single 3D CT volume is "
             "expected (split the series into 3D files first)"
         )
     if min(shape) < 2:
-        raise ValueError(f"{path}: a single slice of shape {_shape_text(shape)} (2D); a 3D CT volume is expected")
+        raise ValueError(f"{path}: a single slice of shape {shape_text(shape)} (2D); a 3D CT volume is expected")
     return shape
 
 
@@ -316,7 +253,7 @@ def check_stored_data(path: str, img) -> None:
     if total is not None and total < expected:
         raise ValueError(
             f"{path}: truncated file: it holds {total} bytes of NIfTI data, the header declares {expected} "
-            f"({_shape_text(img.shape)} voxels of {header.get_data_dtype()})"
+            f"({shape_text(img.shape)} voxels of {header.get_data_dtype()})"
         )
 
 
@@ -358,7 +295,7 @@ def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
     shape = tuple(int(s) for s in info["shape"])
     if min(shape) < 2:
         raise ValueError(
-            f"{folder}: a DICOM series of shape {_shape_text(shape)} (a single slice); a 3D CT volume is expected"
+            f"{folder}: a DICOM series of shape {shape_text(shape)} (a single slice); a 3D CT volume is expected"
         )
     check_size(folder, shape, max_voxels, itemsize=2)
     check_affine(folder, info["affine"])
@@ -493,7 +430,7 @@ def plan_outputs(cases: list[dict], output_dir: str, postfix: str) -> dict:
 def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
     """Stop unless ``ckpt_path`` holds weights that fit ``network``, or the user asked for an untrained run.
 
-    The file is loaded with ``torch.load(weights_only=True)`` (:func:`scripts.components.checkpoint.load_weights`): a file that
+    The file is loaded with ``torch.load(weights_only=True)`` (:func:`scripts.lib.weights.load_weights`): a file that
     holds other Python objects is refused, never unpickled. With ``network`` the weights are compared with its
     state dict (names and shapes) and checked for NaN/Inf. Raises FileNotFoundError/ValueError naming the file.
     ``load_pretrain`` may be a string, as a command-line override arrives ("false", "0", ...).
@@ -507,75 +444,13 @@ def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
             f"{ckpt_path}: weights file not found. Train first (README), give --ckpt_path, "
             "or pass --load_pretrain false for an untrained smoke test"
         )
-    state = checkpoint.load_weights(ckpt_path)
+    state = weights.load_weights(ckpt_path)
     if network is not None:
-        checkpoint.check_fits(ckpt_path, state, network, key="model")
+        weights.check_fits(ckpt_path, state, network, key="model")
 
 
 #: inference.yaml's ``weights_check``: :func:`check_weights`, bad weights stopping the run with one line.
 require_weights = reports_input_errors(check_weights)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# evaluation inputs
-
-
-def _grid_problem(image: str, label: str) -> str | None:
-    """Why ``label`` is not on ``image``'s voxel grid, or None (headers only)."""
-
-    a, b = nib.load(image), nib.load(label)
-    sa, sb = _squeeze_trailing(tuple(a.shape)), _squeeze_trailing(tuple(b.shape))
-    if sa != sb:
-        return f"{label}: label grid differs from its image {image}: shape {_shape_text(sb)} vs {_shape_text(sa)}"
-    aa, ab = np.asarray(a.affine, dtype=float), np.asarray(b.affine, dtype=float)
-    spacing = float(np.linalg.norm(aa[:3, :3], axis=0).min())
-    tolerance = max(1e-3, 0.01 * spacing)  # float32 header rounding, at most 1% of a voxel
-    if np.abs(aa - ab).max() > tolerance:
-        shift = float(np.linalg.norm(aa[:3, 3] - ab[:3, 3]))
-        return (
-            f"{label}: label grid differs from its image {image}: the affines differ (origins {shift:.3f} mm apart, "
-            f"axes {''.join(nib.aff2axcodes(ab))} vs {''.join(nib.aff2axcodes(aa))}); resample the label onto the image"
-        )
-    return None
-
-
-@reports_input_errors
-def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int = MAX_VOXELS) -> list[dict]:
-    """The ``key`` list of a datalist JSON as ``[{"image", "label"}, ...]`` with absolute paths, each case checked.
-
-    The list is read by ``scripts.lib.cases.labelled`` (relative paths are relative to the JSON's folder, the MSD
-    ``dataset.json`` convention; an entry without a label is an error naming the file). Image and label go through
-    :func:`check_case` and must share one voxel grid (shape and affine). Every bad case is reported at once, in the
-    one line that stops the run (``error: ...``; metrics over a silently reduced set would mislead); label values are
-    checked while the evaluation reads them (:func:`check_loaded_case`).
-    """
-
-    datalist_file = os.path.abspath(os.path.expanduser(str(datalist_file)))
-    if not os.path.isfile(datalist_file):
-        raise FileNotFoundError(f"{datalist_file}: datalist not found (train first, or give --eval_datalist)")
-    cases = labelled(datalist_file, key)
-    if not cases:
-        # B907: the key is the user's text, shown as given (here and below), not as repr() would quote it
-        raise ValueError(f"{datalist_file}: the list '{key}' is empty")  # noqa: B907
-    problems = []
-    for case in cases:
-        ok = True
-        for role in ("image", "label"):
-            try:
-                check_case(case[role], max_voxels)
-            except (ValueError, OSError) as exc:
-                problems.append(f"{role} {one_line(exc)}")
-                ok = False
-        if ok and not os.path.isdir(case["image"]):
-            grid = _grid_problem(case["image"], case["label"])
-            if grid:
-                problems.append(grid)
-    if problems:
-        raise ValueError(
-            f"{datalist_file}: {len(problems)} problem(s) in the '{key}' cases; fix or remove them: "  # noqa: B907
-            + "; ".join(problems)
-        )
-    return [{"image": c["image"], "label": c["label"]} for c in cases]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

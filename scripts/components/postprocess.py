@@ -17,9 +17,7 @@ The mask equals the one from ``Invertd`` + ``AsDiscreted`` + ``KeepLargestConnec
 to interpolation round-off at a handful of boundary voxels (tests/test_postprocess.py compares them), at a fraction of
 the cost (docs/benchmark.md).
 
-The label map is laid out x-fastest, as NIfTI stores voxels, and ``NiftiWriter`` (``SaveImaged``'s writer in the
-configs) writes it as it is. MONAI's ``NibabelWriter`` makes every array C-ordered and float64 on the way, and nibabel
-then copies it back into x-fastest order, which takes far longer than writing the mask as it is (docs/benchmark.md).
+``SaveImaged`` writes the label map with :class:`MaskWriter`: MONAI's ``NibabelWriter``, atomically, or a DICOM SEG.
 """
 
 from __future__ import annotations
@@ -33,14 +31,13 @@ import os
 import numpy as np
 import torch
 from monai.data import ImageWriter, MetaTensor, NibabelWriter
-from monai.data.utils import to_affine_nd
 from monai.transforms import KeepLargestConnectedComponent, SpatialResample
 from monai.transforms.utils import get_largest_connected_component_mask
 from monai.utils import TraceKeys
 
 from scripts.lib import dicom
 from scripts.lib.errors import reports_input_errors
-from scripts.lib.fileio import CASE_NAME_KEY, case_label, save_nifti
+from scripts.lib.fileio import CASE_NAME_KEY, atomic_path, case_label
 from scripts.lib.seg import require_highdicom, seg_problem, write_seg
 
 logger = logging.getLogger(__name__)
@@ -135,34 +132,6 @@ def liver_box(fg: torch.Tensor, net_affine: np.ndarray, in_affine: np.ndarray, i
     return start, stop
 
 
-def x_fastest_zeros(shape) -> torch.Tensor:
-    """A (1, *shape) uint8 zero tensor laid out with the first spatial axis fastest (NIfTI's order, see above)."""
-    n = len(shape)
-    return torch.zeros(tuple(shape)[::-1], dtype=torch.uint8).permute(*range(n - 1, -1, -1))[None]
-
-
-class NiftiWriter(NibabelWriter):
-    """MONAI's ``NibabelWriter`` for masks that need no resampling: the array is written in its own memory order (an
-    x-fastest label map from :func:`to_input_grid` without any copy), atomically, and deflated by ISA-L where
-    ``isal`` is installed (``scripts.lib.fileio.save_nifti``). With ``resample=True`` it resamples as MONAI's does."""
-
-    def set_metadata(self, meta_dict, resample: bool = True, **options):
-        if resample:
-            return super().set_metadata(meta_dict, resample=resample, **options)
-        self.affine = self.get_meta_info(meta_dict)[1]  # MONAI's writer would pass the array through float64 here
-
-    def write(self, filename, verbose: bool = False, **obj_kwargs):
-        if obj_kwargs:
-            raise ValueError(f"NiftiWriter takes no Nifti1Image arguments, got {sorted(obj_kwargs)}")
-        ImageWriter.write(self, filename, verbose=verbose)  # the "writing: <file>" log line
-        data = self.data_obj
-        array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-        if self.output_dtype is not None:
-            array = array.astype(self.output_dtype, copy=False)  # keeps the memory order
-        affine = np.eye(4) if self.affine is None else np.asarray(torch.as_tensor(self.affine).cpu(), np.float64)
-        save_nifti(array, to_affine_nd(3, affine), filename)
-
-
 OUTPUT_FORMATS = ("nifti", "seg")
 
 
@@ -192,8 +161,10 @@ def mask_writer(output_format: str = "nifti", metadata_file: str | None = None):
     return functools.partial(MaskWriter, output_format=output_format, metadata_file=metadata_file)
 
 
-class MaskWriter(NiftiWriter):
-    """:class:`NiftiWriter`, or with ``output_format="seg"`` a DICOM SEG for a mask read from a DICOM series.
+class MaskWriter(NibabelWriter):
+    """MONAI's ``NibabelWriter`` writing each file atomically (:func:`scripts.lib.fileio.atomic_path`: a failed or
+    interrupted write leaves no partial file), or with ``output_format="seg"`` a DICOM SEG for a mask read from a
+    DICOM series.
 
     The SEG (:func:`scripts.lib.seg.write_seg`, the Deploy app's writer too) takes the NIfTI's name with ``.dcm`` and
     references the source series, found again from the folder the case was read from
@@ -217,7 +188,11 @@ class MaskWriter(NiftiWriter):
             if series is not None:
                 return self._write_seg(series, filename, verbose)
             logger.warning("%s: written as NIfTI, not DICOM SEG: %s", case_label(self.source_meta), why)
-        return super().write(filename, verbose=verbose, **obj_kwargs)
+        name = str(filename)
+        ImageWriter.write(self, name, verbose=verbose)  # the "writing: <file>" log line, with the file's own name
+        suffix = ".tmp.nii.gz" if name.endswith(".nii.gz") else ".tmp" + os.path.splitext(name)[1]
+        with atomic_path(name, suffix=suffix) as tmp:  # nibabel picks the format from the suffix
+            super().write(tmp, verbose=False, **obj_kwargs)
 
     def _seg_source(self):
         """The checked source series of this case, or ``(None, why there is none)``."""
@@ -247,21 +222,20 @@ class MaskWriter(NiftiWriter):
         write_seg(np.ascontiguousarray(mask.transpose(2, 1, 0)), series, metadata, path)
 
 
-def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS, x_fastest: bool = True):
+def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS):
     """(C, ...) class probabilities on the network grid -> a (1, ...) uint8 label map on the input's grid.
 
     ``pred`` is the MetaTensor the inferer returns for one case (C = 1: the liver probability; C > 1: one channel per
     class), carrying the affine of the network grid and the preprocessing trace. Labels: ``p >= threshold`` for one
     channel, argmax for several; only the largest connected foreground component is kept, as
     ``KeepLargestConnectedComponentd(independent=False)`` would. The interpolation is the one ``Spacingd`` recorded
-    in the trace, as ``Invertd`` uses it. ``x_fastest``: the label map's layout (see above; False: C order, MONAI's,
-    which the benchmark's ``nifti_writer`` revert times).
+    in the trace, as ``Invertd`` uses it.
     """
 
     in_affine, in_shape = input_grid(pred)
     net_affine = np.asarray(torch.as_tensor(pred.affine).cpu(), dtype=np.float64)
     prob = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
-    out = x_fastest_zeros(in_shape) if x_fastest else torch.zeros((1, *in_shape), dtype=torch.uint8)
+    out = torch.zeros((1, *in_shape), dtype=torch.uint8)
     meta = {k: v for k, v in pred.meta.items() if k != "affine"}
     fg = get_largest_connected_component_mask(foreground(prob, threshold))  # an empty mask stays empty
     box = liver_box(torch.as_tensor(fg), net_affine, in_affine, in_shape, margin)

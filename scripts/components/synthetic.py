@@ -1,7 +1,7 @@
 """Training on the fly: synthetic CT cases generated inside the data pipeline (configs/synthetic.yaml).
 
 MONAI has datasets that cache and replace cases (``SmartCacheDataset``) but no synthetic-CT generator: its readers
-load files. This module is the missing piece, so that a training run draws every case from ``scripts/lib/phantom.py``
+load files. This module is the missing piece, so that a training run draws every case from ``scripts/lib/phantom/``
 instead of reading a folder, and no case is seen in two epochs of a run:
 
 - :class:`SyntheticCased`: a transform that turns ``{"seed": s}`` into the item ``LoadImaged`` would give for the

@@ -3,7 +3,7 @@
 A datalist is a JSON object shaped like the Medical Segmentation Decathlon ``dataset.json``
 (:mod:`scripts.lib.datalist` builds, writes and splits them); this module only reads one list of ``{"image",
 "label"}`` entries from it (:func:`labelled`) and checks that the files exist (:func:`require_files`). It imports
-nothing of the bundle, so evaluation (``scripts.components.inputs.labelled_cases``) reads its cases without the
+nothing of the bundle, so evaluation (``scripts.components.evaluation.labelled_cases``) reads its cases without the
 datalist builders.
 """
 
@@ -72,7 +72,7 @@ def labelled(datalist_file, key="training", base_dir=None):
     """The ``key`` list of labelled cases of a datalist, ``[{"image", "label", ...}]`` with absolute paths.
 
     The one reader of labelled lists: training (``scripts.lib.datalist.load_datalist``, ``split``) and evaluation
-    (``scripts.components.inputs.labelled_cases``, any key, e.g. ``validation`` of a split record). Entries keep their
+    (``scripts.components.evaluation.labelled_cases``, any key, e.g. ``validation`` of a split record). Entries keep their
     extra keys (such as ``fold``). Raises ``ValueError`` naming the file for a missing file, invalid JSON, no ``key``
     list, an entry without string ``image``/``label``, a bad ``fold`` or (in ``training``) an image listed twice.
     Files need not exist here.

@@ -31,18 +31,8 @@ __all__ = [
     "save_dataset_atomic",
     "file_mode",
     "sha256",
-    "igzip",
-    "has_isal",
 ]
 
-try:  # ISA-L's gzip inflates and deflates NIfTI files faster than zlib, in the same format (docs/benchmark.md)
-    from isal import igzip
-
-    has_isal = True
-except ImportError:
-    igzip, has_isal = None, False
-
-GZIP_LEVEL = 1  # deflate level of written .nii.gz files: the fastest that compresses (nibabel's default too)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -132,12 +122,9 @@ def save_dataset_atomic(ds, path) -> None:
         ds.save_as(tmp, enforce_file_format=True)
 
 
-def save_nifti(array, affine, path, description: str = "", fast_gzip: bool = True) -> str:
-    """Write ``array`` as NIfTI-1 (gzip for ``.nii.gz``, by ISA-L where ``isal`` is installed and ``fast_gzip``) with
-    qform = sform = ``affine`` (codes 1), mm units and the array's dtype, atomically. The array is written in its own
-    memory order: an x-fastest (Fortran-order) array needs no transposed copy. The target folder must exist.
-    ``fast_gzip=False`` deflates with nibabel's zlib instead: tests/test_postprocess.py writes both and reads both
-    back, the check that ISA-L's files are plain gzip."""
+def save_nifti(array, affine, path, description: str = "") -> str:
+    """Write ``array`` as NIfTI-1 (gzip for ``.nii.gz``) with qform = sform = ``affine`` (codes 1), mm units and the
+    array's dtype, atomically. The target folder must exist."""
 
     path = os.fspath(path)
     if not path.endswith(NIFTI_SUFFIXES):
@@ -152,11 +139,6 @@ def save_nifti(array, affine, path, description: str = "", fast_gzip: bool = Tru
     img.header.set_xyzt_units(xyz="mm", t="sec")
     if description:
         img.header["descrip"] = description[:79].encode("ascii", "replace")
-    gz = path.endswith(".nii.gz")
-    with atomic_path(path, suffix=".tmp.nii.gz" if gz else ".tmp.nii") as tmp:
-        if gz and fast_gzip and has_isal:
-            with igzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as f:
-                img.to_file_map({"image": nib.FileHolder(filename=tmp, fileobj=f)})
-        else:
-            nib.save(img, tmp)
+    with atomic_path(path, suffix=".tmp.nii.gz" if path.endswith(".nii.gz") else ".tmp.nii") as tmp:
+        nib.save(img, tmp)
     return path
