@@ -20,38 +20,9 @@ Command line: ``python -m scripts dicom convert|check`` (:mod:`scripts.commands.
 """
 
 from scripts import lazy_submodules
-from scripts.lib.dicom.read import (
-    NoDicomSeries,
-    case_names,
-    check_series,
-    ct_decided_by,
-    ct_series,
-    find_series,
-    output_names,
-    read_dataset,
-    read_pixels,
-    read_series,
-    series_name,
-    skip_reason,
-    transfer_syntax_problem,
-    volume_metadata,
-)
+from scripts.lib.dicom import read
+from scripts.lib.dicom.read import *  # noqa: F401,F403  the reader's public names, listed once in read.__all__
 
-__all__ = [
-    "find_series",
-    "check_series",
-    "read_series",
-    "read_pixels",
-    "skip_reason",
-    "series_name",
-    "output_names",
-    "NoDicomSeries",
-    "ct_series",
-    "ct_decided_by",
-    "read_dataset",
-    "case_names",
-    "volume_metadata",
-    "transfer_syntax_problem",
-]
+__all__ = list(read.__all__)
 
 __getattr__ = lazy_submodules(__name__)
