@@ -6,6 +6,7 @@ it is known to be able to fail. docs/benchmark.md is left out: the benchmark wri
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import shlex
@@ -47,6 +48,8 @@ def _package_names(init: Path) -> set[str]:
     for node in ast.parse(init.read_text()).body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
+        elif isinstance(node, ast.ImportFrom) and [a.name for a in node.names] == ["*"] and node.module:
+            names |= _star_names(init, node.module)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -54,8 +57,22 @@ def _package_names(init: Path) -> set[str]:
             ids = {t.id for t in targets if isinstance(t, ast.Name)}
             names |= ids
             if "__all__" in ids:
-                names.update(ast.literal_eval(node.value))
+                with contextlib.suppress(ValueError):  # e.g. ``list(read.__all__)``: the star import gave them
+                    names.update(ast.literal_eval(node.value))
     return names
+
+
+def _star_names(init: Path, module: str) -> set:
+    """The ``__all__`` of ``module`` (an absolute dotted name), found above ``init``: what ``from module import *``
+    gives."""
+    relative = Path(*module.split(".")).with_suffix(".py")
+    for folder in init.parents:
+        if (folder / relative).is_file():
+            for node in ast.parse((folder / relative).read_text()).body:
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                    return set(ast.literal_eval(node.value))
+            return set()
+    return set()
 
 
 def _module_exists(dotted: str, root: Path) -> bool:
