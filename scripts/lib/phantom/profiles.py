@@ -10,7 +10,7 @@ never changes the cases of the profiles below it: ``"standard"`` (the demo's por
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -64,39 +64,11 @@ _STANDARD = ProfileSpec(
     spacing_xy_mm=(2.4, 3.2),
     spacing_z_mm=(3.0, 5.0),
 )
-_WIDE = ProfileSpec(
-    name="wide",
-    domain_randomised=True,
-    adrenals=False,
-    stomach_contents=False,
-    pericardium=False,
-    cirrhosis_share=0.0,
-    hips=False,
-    spacing_xy_mm=(1.5, 3.2),
-    spacing_z_mm=(1.0, 5.0),
-)
-_WIDE2 = ProfileSpec(
-    name="wide2",
-    domain_randomised=True,
-    adrenals=True,
-    stomach_contents=True,
-    pericardium=True,
-    cirrhosis_share=0.15,
-    hips=False,
-    spacing_xy_mm=(1.5, 3.2),
-    spacing_z_mm=(1.0, 5.0),
-)
-_WIDE3 = ProfileSpec(
-    name="wide3",
-    domain_randomised=True,
-    adrenals=True,
-    stomach_contents=True,
-    pericardium=True,
-    cirrhosis_share=0.15,
-    hips=True,
-    spacing_xy_mm=(1.5, 3.2),
-    spacing_z_mm=(1.0, 5.0),
-)
+# Each profile is the one before it plus its own features (the module docstring): derived, so a change to a profile
+# reaches every profile built on it.
+_WIDE = replace(_STANDARD, name="wide", domain_randomised=True, spacing_xy_mm=(1.5, 3.2), spacing_z_mm=(1.0, 5.0))
+_WIDE2 = replace(_WIDE, name="wide2", adrenals=True, stomach_contents=True, pericardium=True, cirrhosis_share=0.15)
+_WIDE3 = replace(_WIDE2, name="wide3", hips=True)
 PROFILE_SPECS = {spec.name: spec for spec in (_STANDARD, _WIDE, _WIDE2, _WIDE3)}
 # "wide": domain-randomised field of view, anatomy, contrast phase and appearance;
 # "wide2": the wide case plus adrenals, stomach food and oral contrast, pericardium and cirrhotic livers;
