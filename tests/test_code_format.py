@@ -16,6 +16,8 @@ import tokenize
 import pytest
 from conftest import BUNDLE_ROOT
 
+from tools import imports
+
 PATHS = ["scripts", "tests", "tools"]
 CHECKS = {
     "flake8": ["flake8", *PATHS],
@@ -64,13 +66,9 @@ def _comment_and_docstring_lines(source: str):
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
             yield token.start[0], token.string
-    for node in ast.walk(ast.parse(source)):
-        body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
-            first = body[0]
-            if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", None), str):
-                for offset, line in enumerate(first.value.value.splitlines()):
-                    yield first.lineno + offset, line
+    for doc in imports.docstrings(ast.parse(source)):
+        for offset, line in enumerate(doc.value.value.splitlines()):
+            yield doc.lineno + offset, line
 
 
 def measured_timings(source: str) -> list[str]:

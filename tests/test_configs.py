@@ -14,6 +14,7 @@ from conftest import BUNDLE_ROOT, CONFIGS, workflow
 from monai.bundle import ConfigParser
 
 from scripts.components.hardware import cpu_has_bf16
+from tools import imports
 
 # Values that inference.yaml repeats from train.yaml because it must stand alone inside model.ts.
 SHARED_KEYS = [
@@ -461,24 +462,14 @@ MEASURED = re.compile(
 )
 
 
-def _comments(text: str):
-    """(line number, comment) of every YAML comment: a ``#`` at the start of a line or after a space, outside a
-    quoted scalar (``train#dataloader#sampler`` and ``"%a#b"`` are keys and references, not comments)."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        quote = None
-        for i, char in enumerate(line):
-            if quote:
-                quote = None if char == quote else quote
-            elif char in "'\"" and (i == 0 or line[i - 1] in " :[{,"):
-                quote = char
-            elif char == "#" and (i == 0 or line[i - 1].isspace()):
-                yield number, line[i + 1 :]
-                break
-
-
 def measured_figures(text: str) -> list[str]:
     """``"<line>: <figure>"`` for every measured figure in the comments of a YAML text."""
-    return [f"{n}: {m.group(0)}" for n, comment in _comments(text) for m in MEASURED.finditer(comment)]
+    lines = text.splitlines()
+    return [
+        f"{n}: {m.group(0)}"
+        for n, column in imports.yaml_comments(text)
+        for m in MEASURED.finditer(lines[n - 1][column + 1 :])
+    ]
 
 
 def test_the_measured_figure_check_finds_them():

@@ -154,9 +154,27 @@ def find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
 # the inference path: the package modules a config runs
 
 
+def yaml_comments(text: str):
+    """``(line number, column of the #)`` of every YAML comment: a ``#`` at the start of a line or after a blank,
+    outside a quoted scalar (``train#dataloader#sampler`` and ``"%a#b"`` are keys and references, not comments)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        quote = None
+        for i, char in enumerate(line):
+            if quote:
+                quote = None if char == quote else quote
+            elif char in "'\"" and (i == 0 or line[i - 1] in " :[{,"):
+                quote = char
+            elif char == "#" and (i == 0 or line[i - 1].isspace()):
+                yield number, i
+                break
+
+
 def strip_yaml_comments(text: str) -> str:
-    """``text`` without its YAML comments (``#`` at a line's start or after a blank; ids like ``a#b`` stay)."""
-    return "\n".join(re.sub(r"(^|\s)#.*$", "", line) for line in text.splitlines())
+    """``text`` without its YAML comments (:func:`yaml_comments`)."""
+    lines = text.splitlines()
+    for number, column in yaml_comments(text):
+        lines[number - 1] = lines[number - 1][:column]
+    return "\n".join(lines)
 
 
 def config_names(text: str, package: str = PACKAGE) -> list[str]:
@@ -198,22 +216,27 @@ def count_lines(path) -> int:
     return len(pathlib.Path(path).read_text(encoding="utf-8").splitlines())
 
 
-def _docstring_lines(tree: ast.AST) -> set[int]:
-    lines = set()
+def docstrings(tree: ast.AST) -> list[ast.Expr]:
+    """The docstring statements of a module, its classes and its functions."""
+    found = []
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
             first = body[0]
             if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", None), str):
-                lines.update(range(first.lineno, first.end_lineno + 1))
-    return lines
+                found.append(first)
+    return found
 
 
 def count_code_lines(path) -> int:
     """Lines of code, as ``cloc`` counts them: not blank, not a comment, and (Python) not in a docstring."""
     path = pathlib.Path(path)
     text = path.read_text(encoding="utf-8")
-    skip = _docstring_lines(ast.parse(text)) if path.suffix == ".py" else set()
+    skip = (
+        {n for doc in docstrings(ast.parse(text)) for n in range(doc.lineno, doc.end_lineno + 1)}
+        if path.suffix == ".py"
+        else set()
+    )
     return sum(
         1
         for number, line in enumerate(text.splitlines(), 1)
