@@ -166,7 +166,7 @@ def test_the_reference_check_can_fail():
         "[card](docs/README.md) [gone](docs/no_such_page.md) [web](https://docs.monai.io/x.md) [here](#install)\n"
         "`scripts/components/inferers.py` `scripts/components/no_such_module.py` `configs/no_such.yaml`\n"
         "`scripts/components/` `scripts/components/inferers.py/` `eval/report.csv` `models/model.ts` `out/<name>`\n"
-        "`scripts.components.inputs.NiftiReader` `scripts.components.no_such_module` `scripts.no_such` `tools.benchmark`\n"
+        "`scripts.components.inputs.DicomSeriesReader` `scripts.components.no_such_module` `scripts.no_such` `tools.benchmark`\n"
         "\n    python -m monai.bundle run training --config_file \"['configs/train.yaml','configs/no_such_mixin.yaml']\"\n"
         "\n    python bundles/liver_ct_segmentation/scripts/missing.py\n"
     )

@@ -204,10 +204,11 @@ def start_from(network, path, resume=False, num_classes=None) -> dict | None:
     """``--init_weights FILE`` (fine-tuning): load the weights file ``path`` into ``network`` before training starts,
     and return what the provenance records of it. None when ``path`` is None or empty (random initial weights).
 
-    The file is checked as inference checks its weights (:func:`load_into`: weights only, every name and shape of the
-    network, no NaN/Inf); a bad one stops the run with one line naming it. Where the file was trained for another
-    number of classes than the network's ``num_classes`` (the 2-class shipped model for a liver and tumour run), the
-    output layers start from random weights and everything else from the file (:func:`class_layers`); the record
+    The file is checked as inference checks its weights (:func:`scripts.lib.weights.load_into`: weights only, every
+    name and shape of the network, no NaN/Inf); a bad one stops the run with one line naming it. Where the file was
+    trained for another number of classes than the network's ``num_classes`` (the 2-class shipped model for a liver
+    and tumour run), the output layers start from random weights and everything else from the file
+    (:func:`scripts.lib.weights.class_layers`); the record
     says which. The record holds the file's absolute path and sha256 and, where the ``model_provenance.json`` beside
     it describes this file (its ``weights_sha256`` matches, or the file is the ``model.pt`` of a training run's
     folder), the data that trained it. ``resume`` true: the run continues from its checkpoint, whose network already
