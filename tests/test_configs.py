@@ -13,7 +13,7 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS, workflow
 from monai.bundle import ConfigParser
 
-from scripts.components.hardware import cpu_has_bf16
+from scripts.components.training import cpu_has_bf16
 from tools import imports
 
 # Values that inference.yaml repeats from train.yaml because it must stand alone inside model.ts.

@@ -322,7 +322,7 @@ def test_labelled_cases_list_every_grid_mismatch_at_once(tmp_path, ct):
 def loader_pipeline(keys=("image",)):
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-    return Compose([LoadImaged(keys=list(keys)), EnsureChannelFirstd(keys=list(keys)), inputs.check_loaded_case])
+    return Compose([LoadImaged(keys=list(keys)), EnsureChannelFirstd(keys=list(keys)), evaluation.check_loaded_case])
 
 
 @pytest.fixture

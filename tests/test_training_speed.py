@@ -11,9 +11,14 @@ from ignite.engine import Engine
 from monai.inferers import SimpleInferer
 from monai.networks.nets import UNet
 
-from scripts.components.hardware import cpu_autocast, cpu_has_bf16, training_loader_workers
-from scripts.components.inferers import CpuAutocastInferer
-from scripts.components.training import TimeLeft, _duration
+from scripts.components.training import (
+    CpuAutocastInferer,
+    TimeLeft,
+    _duration,
+    cpu_autocast,
+    cpu_has_bf16,
+    training_loader_workers,
+)
 
 
 def test_cpu_has_bf16_reads_the_cpu_flags():

@@ -71,7 +71,7 @@ STANDARD_SPACING = (0.8, 0.8, 2.5)
 STEPS = ("e2e", "stages", "train", "race", "rss600", "dice", "gpu", "shares")
 # Measured but not adopted (docs/benchmark.md, "Measured and left alone", gives the figures): windows without overlap
 # (sw_overlap is training geometry, shared with train.yaml), and bf16 autocast in inference on a CPU without AVX-512
-# BF16 (training uses it only where the CPU has it: scripts.components.hardware.cpu_autocast).
+# BF16 (training uses it only where the CPU has it: scripts.components.training.cpu_autocast).
 GPU_PARTS = ("stages", "e2e", "train")
 # optimisations that only a whole run shows (the stage profile runs one case in process)
 E2E_ONLY = {"thread_loader", "gpu_loader_threads"}

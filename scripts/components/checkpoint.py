@@ -41,7 +41,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from scripts import as_bool
 from scripts.lib.errors import InputError, reports_input_errors
 from scripts.lib.fileio import atomic_path, sha256
-from scripts.lib.weights import check_fits, class_layers, load_weights, unwrap, weights_of
+from scripts.lib.weights import check_fits, load_weights, unwrap, weights_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "ResumeLoader",
     "resumable",
+    "class_layers",
     "start_from",
     "stretch_schedule",
 ]
@@ -199,6 +200,26 @@ class AtomicCheckpointSaver(CheckpointSaver):
 # starting and resuming
 
 
+def class_layers(weights: Mapping, network, num_classes: int) -> tuple[list, int | None]:
+    """The tensors of ``network`` that differ from ``weights`` only where the network has ``num_classes`` channels:
+    its output layers, when the file was trained for another number of classes. Returns their names and the file's
+    class count, or ``([], None)`` when no tensor differs that way or the differences name more than one count.
+
+    Fine-tuning keeps these at the network's own initialisation and loads every other tensor, as nnU-Net's
+    pretrained-weights loading skips its segmentation layers. For this bundle's U-Net they are the 4 tensors of the
+    last up-sampling block."""
+    names, counts = [], set()
+    for k, v in unwrap(network).state_dict().items():
+        w = weights.get(k)
+        if not torch.is_tensor(w) or w.ndim != v.ndim or tuple(w.shape) == tuple(v.shape):
+            continue
+        diff = [(a, b) for a, b in zip(w.shape, v.shape, strict=True) if a != b]
+        if all(b == num_classes for _, b in diff):
+            names.append(k)
+            counts.update(a for a, _ in diff)
+    return (names, counts.pop()) if len(counts) == 1 else ([], None)
+
+
 @reports_input_errors
 def start_from(network, path, resume=False, num_classes=None) -> dict | None:
     """``--init_weights FILE`` (fine-tuning): load the weights file ``path`` into ``network`` before training starts,
@@ -208,7 +229,7 @@ def start_from(network, path, resume=False, num_classes=None) -> dict | None:
     name and shape of the network, no NaN/Inf); a bad one stops the run with one line naming it. Where the file was
     trained for another number of classes than the network's ``num_classes`` (the 2-class shipped model for a liver
     and tumour run), the output layers start from random weights and everything else from the file
-    (:func:`scripts.lib.weights.class_layers`); the record
+    (:func:`class_layers`); the record
     says which. The record holds the file's absolute path and sha256 and, where the ``model_provenance.json`` beside
     it describes this file (its ``weights_sha256`` matches, or the file is the ``model.pt`` of a training run's
     folder), the data that trained it. ``resume`` true: the run continues from its checkpoint, whose network already

@@ -1,13 +1,6 @@
-"""The evaluation and inference engines' handlers where MONAI has no component (the training ones: ``training``).
-
-- ``attach``: attaches handlers to an engine, skipping those a config disabled.
-- ``CaseTable``: an ignite handler that writes one CSV row per case: liver volume (mL) and mean liver HU, and, where a
-  reference label is present, Dice, 95% Hausdorff distance, average surface distance (both in mm, from the voxel
-  spacing, which MONAI's metric handlers cannot take) and volume difference (mL, which MONAI has no metric for).
-  Under torchrun it gathers the rows of every rank and rank 0 writes the files, each case once. MONAI's
-  ``MetricsSaver``/``write_metrics_reports`` are not used: they write one file per metric (``<metric>_raw.csv``,
-  one column per class) and summaries by class, while ``metrics.csv`` is one row per case with every measure, the
-  table that ``python -m scripts visualize grid --metrics``, the demo and tests/test_workflows.py read.
+"""The evaluation and inference engines' handlers where MONAI has no component (the training ones: ``training``):
+:func:`attach`, and :class:`CaseTable`, one CSV row per case with every measure (docs/workflows.md, "Evaluation":
+the columns, and why not MONAI's ``MetricsSaver``), gathered from every rank under torchrun.
 """
 
 from __future__ import annotations
@@ -40,13 +33,6 @@ def attach(handlers, engine) -> None:
             handler.attach(engine)
 
 
-def _spacing(img) -> np.ndarray:
-    affine = getattr(img, "affine", None)
-    if affine is None:
-        return np.ones(3)
-    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
-
-
 def _case_source(img) -> str:
     """The file (or DICOM folder) a case was read from, as its metadata records it."""
     meta = getattr(img, "meta", {}) or {}
@@ -67,8 +53,8 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dic
 
     ``pred``/``label``: channel-first MetaTensors (one-hot or label maps) on the same grid, in physical space.
     """
-
-    spacing = _spacing(pred)
+    affine = getattr(pred, "affine", None)
+    spacing = np.ones(3) if affine is None else np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     liver_p = np.asarray(foreground(pred).cpu())  # a bool mask, cheaper to index with than a label map
     row = {
@@ -90,26 +76,17 @@ def case_measures(pred, label=None, image_hu=None, num_classes: int = 2, qc: dic
     if y.shape != liver_p.shape:
         raise ValueError(f"{row['case']}: prediction {tuple(liver_p.shape)} and label {tuple(y.shape)} grids differ")
     liver_y = y > 0
-    both = torch.stack([liver_p, liver_y])[:, None, None].float()  # (2, B=1, C=1, ...)
-    pred_oh, ref_oh = both[0], both[1]
+    pred_oh, ref_oh = torch.stack([liver_p, liver_y])[:, None, None].float()  # each (B=1, C=1, ...)
     row["reference_volume_ml"] = float(liver_y.sum()) * voxel_ml
     row["volume_difference_ml"] = row["liver_volume_ml"] - row["reference_volume_ml"]
     row["dice"] = float(compute_dice(pred_oh, ref_oh, include_background=True, ignore_empty=False)[0, 0])
     if liver_p.any() and liver_y.any():
-        row["hd95_mm"] = float(
-            compute_hausdorff_distance(
-                pred_oh, ref_oh, include_background=True, percentile=95, spacing=spacing.tolist()
-            )[0, 0]
-        )
-        row["asd_mm"] = float(
-            compute_average_surface_distance(
-                pred_oh, ref_oh, include_background=True, symmetric=True, spacing=spacing.tolist()
-            )[0, 0]
-        )
+        surface = {"y_pred": pred_oh, "y": ref_oh, "include_background": True, "spacing": spacing.tolist()}
+        row["hd95_mm"] = float(compute_hausdorff_distance(**surface, percentile=95)[0, 0])
+        row["asd_mm"] = float(compute_average_surface_distance(**surface, symmetric=True)[0, 0])
     else:  # a distance to an empty mask is undefined
         row["hd95_mm"] = row["asd_mm"] = float("nan")
     if num_classes > 2:  # per-class labels only where there are classes
-
         p = _as_labels(pred).cpu()
         for c in range(1, num_classes):
             row[f"dice_class{c}"] = dice(p == c, y == c)
@@ -140,7 +117,6 @@ def gather_cases(rows: list[dict], sources: list[str]) -> tuple[list[dict], list
     from each rank in turn restores the dataset order. A case that a padding sampler gave to two ranks is kept once,
     with a warning: the padded copy also counts twice in MONAI's mean metrics.
     """
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return rows, sources
     per_rank: list = [None] * dist.get_world_size()
@@ -205,7 +181,6 @@ class CaseTable:
         self.sources: list[str] = []  # the source file of each row: the identity of a case across ranks
 
     def attach(self, engine) -> None:
-
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write)
@@ -230,7 +205,6 @@ class CaseTable:
             logger.info("case %d: %s: %s", len(self.rows), row["case"], shown)
 
     def _write(self, engine) -> None:
-
         rows, _ = gather_cases(self.rows, self.sources)  # every rank takes part; only rank 0 writes
         if not rows or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
             return

@@ -1,31 +1,12 @@
 """Sliding-window inference inside the liver's box: a coarse pass finds the liver, the fine pass runs only there.
 
-On an abdominal CT the body's box on the 2 mm network grid takes many windows of 96^3, and the liver fills only a
-part of it: windows over the rest only confirm background. ``LiverBoxInferer`` wraps the configured sliding-window
-inferer (MONAI has no coarse-to-fine inferer) and, per image:
-
-1. averages the image down by ``scale`` (2: a 4 mm grid) and runs the same inferer on it: usually one window;
-2. boxes the connected foreground components there that hold at least ``min_share`` of the largest one's voxels
-   (the config boxes every component of a tenth or more: at 4 mm the largest need not be the liver, which may show
-   in two pieces), maps the box back to the network grid, adds ``margin`` voxels on each side, and grows each side
-   to the longest crop that the same number of windows covers (``filled``): the windows cost the same and see image,
-   where MONAI would pad a crop shorter than a window with zeros, and a network sees less liver in a zero-padded
-   window than in the same box filled with image;
-3. runs the inferer on that crop only (a few windows instead of those over the whole image; docs/benchmark.md counts
-   them) and pastes the logits into a background-filled output of the input's shape, with the input's metadata (the
-   preprocessing trace that the postprocessing inverts).
-
-Both passes use the same windows (``roi_size``) as the plain path, so ONNX Runtime and TensorRT networks with a fixed
-window shape run unchanged. When the fine liver touches a face of the crop that is not the image's own border (the
-liver may go on beyond the box: a thin left lobe can vanish on the 4 mm grid), those faces move out by ``grow``
-voxels and the fine pass runs again on the wider crop, up to ``grow_steps`` times. The result falls back to the plain
-sliding window over the whole image when the coarse pass finds no liver, when the liver still reaches a face after
-the last widening, or when the fine pass does not confirm the coarse liver: the box's largest fine component holds
-less than ``min_liver_ml`` (on a small liver-centred crop the coarse pass can box a small blob in a corner), or less
-than ``min_confirmed`` of the boxed coarse components' volume (a network that sees liver at 4 mm where there is none
-at 2 mm). Either way the coarse pass boxed something else. An image that fits in one window goes straight to the plain
-path, which then costs one window. tests/test_inferers.py checks the widening, the fallbacks, and compares with the
-plain path.
+``LiverBoxInferer`` wraps the configured sliding-window inferer (MONAI has no coarse-to-fine inferer): it runs it on
+the image averaged down by ``scale``, boxes the liver found there (:func:`coarse_box`), grows the box to what the same
+windows cover (:func:`filled`), runs the inferer on that crop only and pastes the logits into a background-filled
+output with the input's shape and metadata (the trace that postprocessing inverts). The box widens while the liver
+reaches one of its faces, and the whole image is used when the coarse pass boxed something else: docs/workflows.md,
+"What makes inference fast", says when and why. Both passes use the plain path's windows (``roi_size``), so ONNX
+Runtime and TensorRT networks with a fixed window shape run unchanged; tests/test_inferers.py compares the paths.
 """
 
 from __future__ import annotations
@@ -36,7 +17,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.inferers import Inferer, SimpleInferer
+from monai.inferers import Inferer
 from monai.transforms.utils import get_largest_connected_component_mask
 from monai.utils import convert_to_dst_type, ensure_tuple_rep, fall_back_tuple
 from scipy import ndimage
@@ -49,17 +30,6 @@ logger = logging.getLogger(__name__)
 BACKGROUND_LOGIT = 20.0  # outside the box: softmax gives background 1 - 2e-9 (fp16-safe, unlike inf)
 
 
-def main_components(fg: torch.Tensor, min_share: float = 1.0) -> torch.Tensor:
-    """The connected components of the mask ``fg`` (full connectivity, as MONAI's largest-component transforms) that
-    hold at least ``min_share`` of the largest one's voxels; 1.0: the largest alone."""
-    if min_share >= 1.0:
-        return get_largest_connected_component_mask(fg)
-    labels, _ = ndimage.label(fg.cpu().numpy(), structure=np.ones((3,) * fg.ndim))
-    sizes = np.bincount(labels.ravel())[1:]
-    kept = np.flatnonzero(sizes >= min_share * sizes.max()) + 1
-    return torch.as_tensor(np.isin(labels, kept), device=fg.device)
-
-
 def coarse_box(logits: torch.Tensor, fine_shape, margin: int, min_share: float = 1.0):
     """The box ``(lo, hi)`` on the fine grid of ``fine_shape`` around the foreground components of coarse ``logits``
     (C, ...) that hold at least ``min_share`` of the largest one's voxels (1.0: the largest alone), widened by
@@ -68,7 +38,12 @@ def coarse_box(logits: torch.Tensor, fine_shape, margin: int, min_share: float =
     fg = foreground(logits)
     if not bool(fg.any()):
         return None
-    idx = torch.nonzero(main_components(fg, min_share))
+    if min_share >= 1.0:
+        idx = torch.nonzero(get_largest_connected_component_mask(fg))
+    else:  # full connectivity, as MONAI's largest-component transforms
+        labels, _ = ndimage.label(fg.cpu().numpy(), structure=np.ones((3,) * fg.ndim))
+        sizes = np.bincount(labels.ravel())[1:]
+        idx = torch.as_tensor(np.argwhere(np.isin(labels, np.flatnonzero(sizes >= min_share * sizes.max()) + 1)))
     lo_c, hi_c = idx.min(0).values.tolist(), (idx.max(0).values + 1).tolist()
     lo, hi = [], []
     for a, b, n_fine, n_coarse in zip(lo_c, hi_c, fine_shape, fg.shape, strict=True):
@@ -81,13 +56,12 @@ def coarse_box(logits: torch.Tensor, fine_shape, margin: int, min_share: float =
 def _inner_faces(fg: torch.Tensor, lo, hi, shape) -> list:
     """The faces ``(axis, side)`` (side 0: low, 1: high) of the crop that hold foreground ``fg`` and lie inside the
     image."""
-    faces = []
-    for axis, (a, b, n) in enumerate(zip(lo, hi, shape, strict=True)):
-        if a > 0 and bool(fg.select(axis, 0).any()):
-            faces.append((axis, 0))
-        if b < n and bool(fg.select(axis, -1).any()):
-            faces.append((axis, 1))
-    return faces
+    return [
+        (axis, side)
+        for axis, (a, b, n) in enumerate(zip(lo, hi, shape, strict=True))
+        for side, inside in ((0, a > 0), (1, b < n))
+        if inside and bool(fg.select(axis, -side).any())
+    ]
 
 
 def faces_reached(fg: torch.Tensor, lo, hi, shape) -> list:
@@ -139,13 +113,11 @@ class LiverBoxInferer(Inferer):
         margin: network-grid voxels added on each side of the coarse box.
         grow: network-grid voxels a face of the box moves out by when the fine liver reaches it.
         grow_steps: how many times the box may widen before the whole image is used (0: at once, as before).
-        min_liver_ml: the least volume (mL) of the box's largest fine component; less: the whole image. Needs
-            ``pixdim``.
+        min_liver_ml: the least volume (mL) of the box's largest fine component (needs ``pixdim``); less: whole image.
         min_confirmed: the least share of the boxed coarse components' volume that the box's largest fine component
             must hold; less: the whole image (0: no check).
         pixdim: the network grid's voxel size (mm), for ``min_liver_ml``.
-        enabled: False (or "false", as a command-line override arrives) runs ``inferer`` alone over the whole image
-            (the plain path).
+        enabled: False (or "false", from the command line): ``inferer`` alone over the whole image (the plain path).
     """
 
     def __init__(
@@ -161,7 +133,6 @@ class LiverBoxInferer(Inferer):
         pixdim=None,
         enabled=True,
     ):
-
         super().__init__()
         if scale < 1 or margin < 0:
             raise ValueError(f"LiverBoxInferer needs scale >= 1 and margin >= 0, got {scale} and {margin}")
@@ -229,25 +200,3 @@ class LiverBoxInferer(Inferer):
         out[:, 1:] = -BACKGROUND_LOGIT
         out[(..., *(slice(a, b) for a, b in zip(lo, hi, strict=True)))] = fine
         return out
-
-
-class CpuAutocastInferer(SimpleInferer):
-    """MONAI's ``SimpleInferer`` under ``torch.autocast("cpu", dtype=torch.bfloat16)``; the output returns as float32.
-
-    MONAI's trainers autocast only on CUDA (``amp=True`` means ``torch.autocast("cuda")``), so on a CPU with native
-    bfloat16 this inferer gives training the same mixed precision: convolutions in bfloat16, the loss in float32 on
-    the float32 output. With ``enabled`` false it is ``SimpleInferer``. train.yaml enables it through
-    ``scripts.components.hardware.cpu_autocast``.
-    """
-
-    def __init__(self, enabled=True):
-
-        super().__init__()
-        self.enabled = as_bool(enabled)
-
-    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
-        if not self.enabled:
-            return super().__call__(inputs, network, *args, **kwargs)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = super().__call__(inputs, network, *args, **kwargs)
-        return out.float()

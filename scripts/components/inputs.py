@@ -1,40 +1,17 @@
 """Inference and evaluation inputs: find the cases, check them before any work starts, and cope with bad ones.
 
-``--input`` may be a NIfTI file (``.nii``/``.nii.gz``), a folder of NIfTI files, a DICOM series folder, or a DICOM
-study or export whose (nested) subfolders are series: each CT series is a case, named after the series
-(:func:`scripts.lib.dicom.case_names`; docs/dicom.md).
-
-Checks happen in two places, so that good files cost no more than their headers before inference starts:
-
-1. Before the run, from headers only (:func:`check_nifti`, :func:`check_dicom`): a missing or empty file; not 3D (2D,
-   a single slice, 4D); a declared size over ``max_voxels`` (refused before any voxel is read: memory stays bounded
-   and the size is reported); a singular or non-finite affine (an identity affine only warns: 1 mm voxels are
-   assumed); voxel data shorter than the header declares. For ``.nii.gz`` the last check reads the gzip trailer,
-   which records the uncompressed size: 4 bytes at the end of the file, so it costs nothing. A truncated file has
-   lost its trailer, and only when the trailer disagrees is the whole file decompressed (in 1 MiB chunks, nothing
-   kept) to tell a truncated file from a valid multi-member gzip. DICOM folders get :func:`scripts.lib.dicom.check_series`
-   (one series, no missing slice, consistent geometry).
-2. On the case the pipeline has read anyway (inside :func:`tolerant`, on the HU copy ``ct_hu`` and the label as
-   loaded, so the config's preprocessing stays pure MONAI for MONAI Deploy; :func:`check_loaded_case` is the same
-   check as a pipeline step): NaN/Inf voxels, intensities that are not Hounsfield units (within [0, 1], or nothing
-   below 0 as in MR), unexpected label values. Damage that only decoding reveals (a corrupt gzip stream, broken DICOM
-   pixel data) is caught here too.
-
-Batch runs go on past a bad case. :func:`list_inputs` leaves cases that fail step 1 out of the datalist and records
-them; :func:`tolerant` wraps the preprocessing so a case that fails step 2 yields a small ``{"failed": message}``
-item instead of raising inside the data loader (which would stop MONAI's evaluator), and :class:`SkipFailed` drops
-those items before they reach the network and records them. After the run, :func:`report_failures` lists every
-failed case and makes the run exit non-zero. The good cases' outputs are complete; failed cases write nothing.
-
-Every message names the file and the problem. The components that configs name (:func:`input_cases`,
-:func:`require_weights`, :func:`report_failures`) carry
-:func:`scripts.lib.errors.reports_input_errors`, so a bad input stops the run with one ``error: ...`` line;
+``--input`` is a NIfTI file, a folder of them, or DICOM (each CT series under the folder a case). Each case is checked
+twice, so that good files cost no more than their headers: before the run from its headers (:func:`check_case`), and
+on the voxels the pipeline reads anyway (inside :func:`tolerant`). A batch goes on past a bad case and
+:func:`report_failures` makes the run exit non-zero; docs/workflows.md, "How inputs are checked", lists every check.
+The components that configs name carry :func:`scripts.lib.errors.reports_input_errors` (one ``error: ...`` line);
 :func:`list_inputs` and :func:`check_weights` raise, for Python callers.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import logging
 import math
 import os
@@ -54,13 +31,10 @@ from scripts.lib.fileio import CASE_NAME_KEY, NIFTI_SUFFIXES, case_name  # case_
 
 logger = logging.getLogger(__name__)
 
-#: Largest input accepted, in voxels (header-declared): 512 x 512 x 2048, a whole-body CT at thin slices. At its peak
-#: inference holds several arrays of the input grid (the image in float32, its HU copy, the class probabilities after
-#: inversion, the mask), plus the resampled grid, so this limit keeps the memory of one case bounded
-#: (:data:`BYTES_PER_VOXEL_PEAK`); raise it with ``--max_voxels`` on a machine with more memory.
+#: Largest input accepted, in voxels (header-declared): a whole-body CT at thin slices. It bounds one case's memory
+#: (docs/workflows.md, "How inputs are checked"); ``--max_voxels`` raises it.
 MAX_VOXELS = 512 * 512 * 2048
-#: Estimated peak memory of inference per input voxel, in bytes: the arrays above, in float32 and uint8; used to report
-#: sizes only.
+#: Estimated peak memory of inference per input voxel, in bytes; used to report sizes only.
 BYTES_PER_VOXEL_PEAK = 30
 #: Key of the item that :func:`tolerant` returns for a case it could not prepare.
 FAILED_KEY = "failed"
@@ -68,15 +42,10 @@ FAILED_KEY = "failed"
 _GZIP_CHUNK = 1 << 20
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# reading
-
-
+# ---- reading ---------------------------------------------------------------------------------------------------------
 class DicomSeriesReader(ImageReader):
-    """MONAI ``ImageReader`` for a DICOM series folder, read by :func:`scripts.lib.dicom.read_series` (pydicom): the same
-    checks, slice order (along the slice normal) and decoders as ``python -m scripts dicom convert`` and the MONAI
-    Deploy app, so every entry point reads a series into the same voxels and RAS affine. Only for folders, so that
-    ``LoadImaged`` passes NIfTI files on to MONAI's ``NibabelReader``."""
+    """MONAI ``ImageReader`` for a DICOM series folder, read by :func:`scripts.lib.dicom.read_series` as every entry
+    point reads one (same voxels, RAS affine). Only for folders: ``LoadImaged`` passes NIfTI to ``NibabelReader``."""
 
     @staticmethod
     def _paths(data) -> list:
@@ -88,46 +57,34 @@ class DicomSeriesReader(ImageReader):
         return len(names) == 1 and os.path.isdir(names[0])
 
     def read(self, data, **kwargs):
-
         (folder,) = self._paths(data)
         volume, _, info = dicom.read_series(folder)
         return volume, info
 
     def get_data(self, img):
-
         volume, info = img
         return volume, dicom.volume_metadata(info)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# names and sizes
-
-
+# ---- names and sizes -------------------------------------------------------------------------------------------------
 def shape_text(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def _bytes(nbytes: float) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{int(nbytes)} bytes"
-
-
-def _count(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return str(int(n))
+def _scaled(n: float, base: int = 1000, units=("G", "M", "k"), small: str = "") -> str:
+    """``n`` in the largest of ``units`` (``base`` cubed, squared, to the first) that it reaches: ``1.5 M``."""
+    for power, unit in zip((3, 2, 1), units, strict=True):
+        if n >= base**power:
+            return f"{n / base**power:.1f} {unit}"
+    return f"{int(n)}{small}"
 
 
 def describe_size(shape, itemsize: int | None = None) -> str:
     """``"512x512x300 voxels (78.6 M voxels, 150.0 MiB as stored, ~1.8 GiB at inference)"``: a size report."""
     voxels = math.prod(int(s) for s in shape)
-    parts = [f"{_count(voxels)} voxels"]
-    if itemsize:
-        parts.append(f"{_bytes(voxels * itemsize)} as stored")
-    parts.append(f"~{_bytes(voxels * BYTES_PER_VOXEL_PEAK)} at inference")
+    in_bytes = functools.partial(_scaled, base=1024, units=("GiB", "MiB", "KiB"), small=" bytes")
+    parts = [f"{_scaled(voxels)} voxels"] + ([f"{in_bytes(voxels * itemsize)} as stored"] if itemsize else [])
+    parts.append(f"~{in_bytes(voxels * BYTES_PER_VOXEL_PEAK)} at inference")
     return f"{shape_text(shape)} voxels ({', '.join(parts)})"
 
 
@@ -137,34 +94,16 @@ def check_size(path: str, shape, max_voxels: int = MAX_VOXELS, itemsize: int | N
     if max_voxels and voxels > max_voxels:
         raise ValueError(
             f"{path}: too large: the header declares {describe_size(shape, itemsize)}, over the limit of "
-            f"{_count(max_voxels)} voxels (max_voxels); voxel data not read. Crop or downsample the volume, or "
+            f"{_scaled(max_voxels)} voxels (max_voxels); voxel data not read. Crop or downsample the volume, or "
             "raise --max_voxels on a machine with enough memory"
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# header-level checks
-
-
+# ---- header-level checks ---------------------------------------------------------------------------------------------
 def squeeze_trailing(shape: tuple) -> tuple:
     """(x, y, z, 1) -> (x, y, z): a trailing singleton time/channel axis holds no second volume."""
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
-    return shape
-
-
-def _check_dimensions(path: str, shape: tuple) -> tuple:
-    shape = squeeze_trailing(tuple(int(s) for s in shape))
-    if len(shape) < 3:
-        raise ValueError(f"{path}: a {len(shape)}D image of shape {shape_text(shape)}; a 3D CT volume is expected")
-    if len(shape) > 3:
-        extra = math.prod(shape[3:])
-        raise ValueError(
-            f"{path}: {len(shape)}D data of shape {shape_text(shape)} ({extra} volumes); a single 3D CT volume is "
-            "expected (split the series into 3D files first)"
-        )
-    if min(shape) < 2:
-        raise ValueError(f"{path}: a single slice of shape {shape_text(shape)} (2D); a 3D CT volume is expected")
     return shape
 
 
@@ -186,57 +125,32 @@ def check_affine(path: str, affine) -> None:
         )
 
 
-def _gunzip_size(path: str) -> tuple[int, bool]:
-    """Decompress ``path`` in chunks without keeping anything; return (uncompressed bytes, stream complete).
-
-    Handles multi-member gzip files and trailing zero padding. Raises ``zlib.error`` for a damaged stream.
-    """
-    total, complete = 0, False
-    stream = zlib.decompressobj(wbits=31)
-    with open(path, "rb") as f:
-        pending = b""
-        while True:
-            if not pending:
-                pending = f.read(_GZIP_CHUNK)
-                if not pending:
-                    break
-            if complete:  # another gzip member follows, or padding
-                if not pending.strip(b"\0"):
-                    pending = b""
-                    continue
-                stream, complete = zlib.decompressobj(wbits=31), False
-            total += len(stream.decompress(pending, _GZIP_CHUNK))
-            if stream.eof:
-                pending, complete = stream.unused_data, True
-            else:
-                pending = stream.unconsumed_tail
-    return total, complete
-
-
 def _gzip_uncompressed_size(path: str, expected: int) -> int | None:
     """The uncompressed size of a gzip file, or None when its trailer already shows it holds ``expected`` bytes.
 
-    First the 4-byte trailer (ISIZE, the size modulo 2**32) is compared with ``expected``: equal means complete,
-    at the cost of reading 4 bytes. Otherwise the file is decompressed in chunks (nothing kept) to find the truth.
-    Raises ValueError for a truncated or damaged stream.
+    The 4-byte trailer (ISIZE, the size modulo 2**32) costs nothing to read; only when it disagrees is the file
+    decompressed in chunks, nothing kept, which tells a truncated file from a valid multi-member (or zero-padded)
+    gzip. Raises ValueError for a truncated or damaged stream.
     """
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         if f.tell() < 18:  # a gzip header and trailer alone take 18 bytes
             raise ValueError(f"{path}: truncated gzip file ({f.tell()} bytes)")
         f.seek(-4, os.SEEK_END)
-        isize = int.from_bytes(f.read(4), "little")
-    if isize == expected % 2**32:
-        return None
+        if int.from_bytes(f.read(4), "little") == expected % 2**32:
+            return None
+    total = 0
     try:
-        total, complete = _gunzip_size(path)
-    except zlib.error as exc:  # a bad CRC or a damaged deflate stream
-        raise ValueError(f"{path}: corrupt gzip file: {one_line(exc)}") from exc
-    if not complete:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read1(_GZIP_CHUNK):
+                total += len(chunk)
+    except EOFError:
         raise ValueError(
             f"{path}: truncated gzip file: the compressed stream stops without its end marker after {total} bytes "
             f"of data (the header declares {expected}); an interrupted download or copy?"
-        )
+        ) from None
+    except (zlib.error, gzip.BadGzipFile) as exc:  # a bad CRC or a damaged deflate stream
+        raise ValueError(f"{path}: corrupt gzip file: {one_line(exc)}") from exc
     return total
 
 
@@ -263,34 +177,36 @@ def check_nifti(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
     Raises FileNotFoundError/ValueError naming the file: missing, empty, unreadable header, not 3D, larger than
     ``max_voxels``, singular or non-finite affine, or truncated voxel data. No voxel data is read.
     """
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path}: the file is empty (0 bytes)")
     try:
         img = nib.load(path)
-        shape = tuple(int(s) for s in img.shape)
+        shape = squeeze_trailing(tuple(int(s) for s in img.shape))
         itemsize = np.dtype(img.get_data_dtype()).itemsize
         affine = img.affine
     except Exception as exc:  # nibabel raises several types for damaged or foreign files
         raise ValueError(f"{path}: not a readable NIfTI file ({one_line(exc)})") from exc
-    shape3 = _check_dimensions(path, shape)
-    check_size(path, shape3, max_voxels, itemsize)
+    if len(shape) < 3:
+        raise ValueError(f"{path}: a {len(shape)}D image of shape {shape_text(shape)}; a 3D CT volume is expected")
+    if len(shape) > 3:
+        raise ValueError(
+            f"{path}: {len(shape)}D data of shape {shape_text(shape)} ({math.prod(shape[3:])} volumes); a single 3D "
+            "CT volume is expected (split the series into 3D files first)"
+        )
+    if min(shape) < 2:
+        raise ValueError(f"{path}: a single slice of shape {shape_text(shape)} (2D); a 3D CT volume is expected")
+    check_size(path, shape, max_voxels, itemsize)
     check_affine(path, affine)
     check_stored_data(path, img)
-    return shape3
+    return shape
 
 
 def check_dicom(folder: str, max_voxels: int = MAX_VOXELS) -> tuple:
-    """Check a DICOM series folder from its headers; return its shape.
-
-    :func:`scripts.lib.dicom.check_series`: exactly one series (files without a SeriesInstanceUID are grouped by what a
-    series shares and pass with a warning naming the missing tags), consistent geometry, no missing slice, no gantry
-    tilt, a transfer syntax the installed decoders read. Then the size and affine checks. Raises ValueError naming the
-    folder and the problem.
-    """
-
+    """Check a DICOM series folder from its headers (:func:`scripts.lib.dicom.check_series`: one series, consistent
+    geometry, no missing slice; docs/dicom.md), then its size and affine; return its shape. Raises ValueError naming
+    the folder and the problem."""
     info = dicom.check_series(folder)
     shape = tuple(int(s) for s in info["shape"])
     if min(shape) < 2:
@@ -307,20 +223,12 @@ def check_case(path: str, max_voxels: int = MAX_VOXELS) -> tuple:
     return check_dicom(path, max_voxels) if os.path.isdir(path) else check_nifti(path, max_voxels)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# inference inputs
-
-
+# ---- inference inputs ------------------------------------------------------------------------------------------------
 def _dicom_cases(folder: str) -> list[tuple[str, str]]:
-    """``(series folder, case name)`` for each CT image series under ``folder`` (searched recursively, as a PACS
-    export or DICOMDIR lays out a study), named by :func:`scripts.lib.dicom.case_names` (series number and description).
-
-    Series that are not CT images (localizers, dose reports, structured reports, secondary captures, other
-    modalities: :func:`scripts.lib.dicom.ct_series`) are skipped with a warning each; when nothing is left, ValueError
-    lists them. A case is a folder, and :func:`check_dicom` refuses one that mixes series (a localizer beside the CT,
-    two series in one flat folder), naming them: give each series a folder of its own.
-    """
-
+    """``(series folder, case name)`` for each CT image series under ``folder`` (searched recursively), named by
+    :func:`scripts.lib.dicom.case_names`. Other series (:func:`scripts.lib.dicom.ct_series`) are skipped with a
+    warning each; ValueError lists them when no CT is left. A folder is one case: :func:`check_dicom` refuses a second
+    series in it."""
     cts, skipped = dicom.ct_series(folder)
     reasons = [f"{dicom.series_name(s)}: {reason}" for s, reason in skipped]
     if not cts:
@@ -350,7 +258,6 @@ def _find_cases(input_path) -> list[tuple[str, str | None]]:
     entries = sorted(os.listdir(path))
     cases = [(os.path.join(path, f), None) for f in entries if f.endswith(NIFTI_SUFFIXES) and not f.startswith(".")]
     if not cases:
-
         try:
             cases = _dicom_cases(path)
         except NoDicomSeries:
@@ -367,9 +274,8 @@ def list_inputs(
 
     Raises FileNotFoundError/ValueError naming the path and the problem for a missing or empty path, for two inputs
     whose outputs would share a name (or overwrite an input), and when no case passes. A case that fails
-    :func:`check_case` is left out: with a ``failures`` list it is appended there
-    (``{"image", "problem", "stage": "check"}``) and logged, and the run goes on with the others; without one
-    (``failures=None``, the library default) any failing case raises, listing every failing case.
+    :func:`check_case` is logged and appended to ``failures`` (``{"image", "problem", "stage": "check"}``), and the
+    run goes on; with ``failures=None`` (the library default) any failing case raises, listing every failing case.
     """
     cases = _find_cases(input_path)
     good, bad = [], []
@@ -423,19 +329,14 @@ def plan_outputs(cases: list[dict], output_dir: str, postfix: str) -> dict:
     return planned
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# weights
-
-
+# ---- weights ---------------------------------------------------------------------------------------------------------
 def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
     """Stop unless ``ckpt_path`` holds weights that fit ``network``, or the user asked for an untrained run.
 
-    The file is loaded with ``torch.load(weights_only=True)`` (:func:`scripts.lib.weights.load_weights`): a file that
-    holds other Python objects is refused, never unpickled. With ``network`` the weights are compared with its
-    state dict (names and shapes) and checked for NaN/Inf. Raises FileNotFoundError/ValueError naming the file.
-    ``load_pretrain`` may be a string, as a command-line override arrives ("false", "0", ...).
+    The file is loaded with ``weights_only=True`` (:func:`scripts.lib.weights.load_weights`: other Python objects are
+    refused, never unpickled); with ``network`` they must match its state dict (names and shapes) and be finite.
+    Raises FileNotFoundError/ValueError naming the file. ``load_pretrain`` may be a string ("false", "0", ...).
     """
-
     if not as_bool(load_pretrain):
         logger.warning("load_pretrain is false: running UNTRAINED weights; the masks are meaningless")
         return
@@ -453,19 +354,10 @@ def check_weights(ckpt_path: str, load_pretrain: bool, network=None) -> None:
 require_weights = reports_input_errors(check_weights)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# checks while the pipeline reads each case
-
-
-def _source(value, fallback: str) -> str:
-    meta = getattr(value, "meta", None) or {}
-    return str(meta.get("filename_or_obj", fallback))
-
-
+# ---- checks while the pipeline reads each case -----------------------------------------------------------------------
 def check_image_intensities(image, path: str) -> None:
     """Raise for NaN/Inf voxels or intensities that cannot be Hounsfield units; warn for doubtful ranges
     (``scripts.lib.ct_values.hu_doubts``: the dataset check's thresholds too)."""
-
     x = torch.as_tensor(image)
     lo, hi = (float(v) for v in torch.aminmax(x.float() if not x.is_floating_point() else x))
     if not (math.isfinite(lo) and math.isfinite(hi)):  # min and max are NaN or infinite exactly when a voxel is:
@@ -490,29 +382,13 @@ def check_image_intensities(image, path: str) -> None:
 
 def check_label_values(label, path: str, expected=EXPECTED_LABELS) -> None:
     """Raise when ``label`` holds values other than ``expected`` (0 background, 1 liver, 2 tumour)."""
-
     y = torch.as_tensor(label)
-    known = torch.zeros(y.shape, dtype=torch.bool)
-    for v in expected:
-        known |= y == v
+    known = torch.isin(y, torch.as_tensor(expected, dtype=y.dtype, device=y.device))
     if bool(known.all()):
         return
     odd, counts = torch.unique(y[~known], return_counts=True)
     shown = values_text(odd.tolist(), counts.tolist())
     raise ValueError(f"{path}: unexpected label values {shown}; expected {list(expected)} (background, liver, tumour)")
-
-
-def check_loaded_case(data: dict) -> dict:
-    """A pipeline step right after ``LoadImaged``: check the voxels of ``data["image"]`` (and ``data["label"]``).
-
-    Returns ``data`` unchanged; raises ValueError naming the file (see :func:`check_image_intensities`,
-    :func:`check_label_values`).
-    """
-    if "image" in data:
-        check_image_intensities(data["image"], _source(data["image"], "image"))
-    if "label" in data:
-        check_label_values(data["label"], _source(data["label"], "label"))
-    return data
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -542,8 +418,7 @@ def _apply_or_report(transform, item):
         out = transform(item)
         if isinstance(item, dict) and item.get(CASE_NAME_KEY) and hasattr(out.get("image"), "meta"):
             out["image"].meta[CASE_NAME_KEY] = item[CASE_NAME_KEY]  # outputs and report rows take the series' name
-        # The voxel checks run here rather than inside the config's preprocessing, which stays pure MONAI for
-        # MONAI Deploy. They read the HU copy (ct_hu) and the label, which preprocessing leaves as loaded.
+        # Here, not in the config's preprocessing, which stays pure MONAI for MONAI Deploy; ct_hu and label: as loaded
         source = str(item.get("image", "image")) if isinstance(item, dict) else "image"
         if isinstance(out, dict) and "ct_hu" in out:
             check_image_intensities(out["ct_hu"], source)
@@ -589,10 +464,7 @@ class SkipFailed:
 @reports_input_errors
 def report_failures(failures: list, cases: list) -> None:
     """After a batch run: stop with one line (:class:`scripts.lib.errors.InputError`) listing every case that failed
-    (header checks or reading), if any.
-
-    ``cases`` is the datalist that was run (the cases that passed the header checks).
-    """
+    (header checks or reading), if any. ``cases``: the datalist that was run (those that passed the header checks)."""
     if not failures:
         return
     total = len(cases) + sum(1 for f in failures if f.get("stage") == "check")

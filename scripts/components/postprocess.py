@@ -1,23 +1,11 @@
-"""The network's output back on the input's grid, resampled only where the liver is.
+"""The network's output back on the input's grid, resampled only where the liver is, and the mask's writer.
 
-MONAI's ``Invertd`` undoes the preprocessing by resampling the probability map over the whole input grid: 39 M
-voxels for a 512x512x150 CT, most of them air, bone and bowel far from the liver. MONAI has no transform that inverts
-into a region only, so this module does that one job, with MONAI's own parts:
-
-1. On the network's grid (2 mm, about 4 M voxels) the mask is thresholded and its largest connected component found
-   (``get_largest_connected_component_mask``), then boxed with a margin.
-2. The box's corners are mapped to the input's voxel grid through the affines that the preprocessing recorded
-   (the network grid's affine, and the input's affine and shape kept in the first traced transform).
-3. ``SpatialResample`` resamples the class probabilities into that box of the input grid only, with the
-   interpolation that the preprocessing's resampling recorded in the trace (as ``Invertd`` would); the box is
-   thresholded (or argmax'ed), reduced to its largest component (``KeepLargestConnectedComponent``) and pasted into
-   an empty label map of the input's shape and affine.
-
-The mask equals the one from ``Invertd`` + ``AsDiscreted`` + ``KeepLargestConnectedComponentd`` over the whole grid up
-to interpolation round-off at a handful of boundary voxels (tests/test_postprocess.py compares them), at a fraction of
-the cost (docs/benchmark.md).
-
-``SaveImaged`` writes the label map with :class:`MaskWriter`: MONAI's ``NibabelWriter``, atomically, or a DICOM SEG.
+MONAI's ``Invertd`` resamples the probability map over the whole input grid, and MONAI has no transform that inverts
+into a region only. :func:`to_input_grid` does that one job with MONAI's own parts: the largest liver component's box
+on the network grid (:func:`liver_box`) is mapped to the input grid through the affines the preprocessing recorded
+(:func:`input_grid`), and ``SpatialResample`` fills that box only. The mask equals the whole-grid one up to
+interpolation round-off at a few boundary voxels (tests/test_postprocess.py; docs/workflows.md, "What makes inference
+fast"). ``SaveImaged`` writes it with :class:`MaskWriter`: MONAI's ``NibabelWriter``, atomically, or a DICOM SEG.
 """
 
 from __future__ import annotations
@@ -71,7 +59,6 @@ def input_grid(pred) -> tuple[np.ndarray, tuple[int, ...]]:
 def _interpolation(pred) -> dict:
     """The resampling settings (mode, padding mode, align corners) that ``Spacingd`` recorded in the trace, which
     ``Invertd`` would reuse; MONAI's defaults where the preprocessing did not resample."""
-
     settings = {"mode": "bilinear", "padding_mode": "border", "align_corners": False}
     for op in pred.applied_operations:
         if op.get(TraceKeys.CLASS_NAME) == "SpatialResample":
@@ -93,13 +80,6 @@ def label_threshold(num_classes) -> float | None:
     """``AsDiscreted``'s threshold that turns a reference label into the model's classes: 0.5 for 2 classes (every
     non-zero label, liver and tumour, is liver), None for more (the labels stay as they are)."""
     return 0.5 if int(num_classes) == 2 else None
-
-
-def _labels(prob: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(C, ...) probabilities -> (...) labels: ``p >= threshold`` for one channel (the liver), argmax for several."""
-    if prob.shape[0] == 1:
-        return (prob[0] >= threshold).to(torch.uint8)
-    return prob.argmax(0).to(torch.uint8)
 
 
 def foreground(x, threshold: float = 0.5) -> torch.Tensor:
@@ -143,7 +123,6 @@ def check_output_format(output_format: str) -> None:
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"--output_format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
     if output_format == "seg":
-
         require_highdicom()
 
 
@@ -164,12 +143,9 @@ def mask_writer(output_format: str = "nifti", metadata_file: str | None = None):
 class MaskWriter(NibabelWriter):
     """MONAI's ``NibabelWriter`` writing each file atomically (:func:`scripts.lib.fileio.atomic_path`: a failed or
     interrupted write leaves no partial file), or with ``output_format="seg"`` a DICOM SEG for a mask read from a
-    DICOM series.
-
-    The SEG (:func:`scripts.lib.seg.write_seg`, the Deploy app's writer too) takes the NIfTI's name with ``.dcm`` and
-    references the source series, found again from the folder the case was read from
-    (:func:`scripts.lib.dicom.check_series`, headers only). A case that cannot have one (NIfTI input, or a series without
-    the UIDs a SEG references) is written as NIfTI, and one log line says why.
+    DICOM series (:func:`scripts.lib.seg.write_seg`, the Deploy app's writer too), named as the NIfTI with ``.dcm``
+    and referencing the source series, found again from the case's folder (headers only). A case that cannot have
+    one (NIfTI input, or a series without the UIDs a SEG references) is written as NIfTI, and one log line says why.
     """
 
     def __init__(self, output_format: str = "nifti", metadata_file: str | None = None, **kwargs):
@@ -196,7 +172,6 @@ class MaskWriter(NibabelWriter):
 
     def _seg_source(self):
         """The checked source series of this case, or ``(None, why there is none)``."""
-
         source = str(self.source_meta.get("filename_or_obj", ""))
         if not os.path.isdir(source):
             return None, "the input is not a DICOM series"
@@ -205,7 +180,6 @@ class MaskWriter(NibabelWriter):
         return (None, problem) if problem else (series, None)
 
     def _write_seg(self, series: dict, filename, verbose: bool) -> None:
-
         name = str(filename)
         path = (name[: -len(".nii.gz")] if name.endswith(".nii.gz") else os.path.splitext(name)[0]) + ".dcm"
         data = self.data_obj
@@ -231,7 +205,6 @@ def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS):
     ``KeepLargestConnectedComponentd(independent=False)`` would. The interpolation is the one ``Spacingd`` recorded
     in the trace, as ``Invertd`` uses it.
     """
-
     in_affine, in_shape = input_grid(pred)
     net_affine = np.asarray(torch.as_tensor(pred.affine).cpu(), dtype=np.float64)
     prob = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
@@ -248,7 +221,8 @@ def to_input_grid(pred, threshold: float = 0.5, margin: int = MARGIN_VOXELS):
         inside = resample(
             src, dst_affine=torch.as_tensor(in_affine @ shift), spatial_size=tuple(int(s) for s in stop - start)
         )
-        labels = _labels(torch.as_tensor(inside), threshold)[None]
+        inside = torch.as_tensor(inside)  # labels: p >= threshold for one channel (the liver), argmax for several
+        labels = (inside[0] >= threshold if inside.shape[0] == 1 else inside.argmax(0)).to(torch.uint8)[None]
         num_labels = max(int(prob.shape[0]), 2)
         labels = KeepLargestConnectedComponent(applied_labels=list(range(1, num_labels)), independent=False)(labels)
         region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))

@@ -1,20 +1,9 @@
 """A verdict on each mask: ``ok``, or the reasons it is not to be trusted, for ``report.csv`` and ``metrics.csv``.
 
-Reasons (joined by ``;`` in the ``qc`` column, in this order):
-
-- ``no_liver``: nothing liver-like was found. A liver smaller than ``min_liver_ml`` (the largest component, which is
-  all the mask keeps) is no liver but a false find, as in a scan of the pelvis alone; :class:`SmallLiverFilter`
-  empties it, so the mask is empty, and one log line says so.
-- ``cut_by_scan``: the liver touches the first or last slice along the body axis (the grid axis closest to the
-  patient's head-foot direction), so the scan cut it and its volume is a lower bound.
-- ``implausible_volume``: a whole liver (not cut) outside ``volume_ml``, the range adult livers have (the defaults in
-  configs/inference.yaml say where theirs come from).
-- ``uncertain``: the network's own probabilities say the outline is not reliable: of the voxels it gives a liver
-  probability of at least 0.2, the share below 0.8 (:func:`uncertain_share`, recorded by :class:`RecordConfidence` on
-  the network's grid) is over ``max_uncertain_share``. A confident mask has such voxels only in the one-voxel rim at
-  its boundary; a doubtful one has a thick band of them.
-
-The thresholds are config values, chosen on synthetic data (docs/qc.md: how often each reason fires).
+The reasons (``no_liver``, ``cut_by_scan``, ``implausible_volume``, ``uncertain``; joined by ``;`` in that order),
+what each means and where the thresholds come from are in docs/qc.md. :class:`SmallLiverFilter` empties a liver
+smaller than ``min_liver_ml`` (``no_liver``); :class:`RecordConfidence` records :func:`uncertain_share` on the
+network's grid (``uncertain``); :func:`verdict` gives the column.
 """
 
 from __future__ import annotations
@@ -35,15 +24,11 @@ UNCERTAIN_BAND = (0.2, 0.8)  # liver probabilities that are neither background n
 UNCERTAIN_KEY = "qc_uncertain_share"  # the image metadata key RecordConfidence writes and verdict reads
 
 
-def _liver_probability(prob: torch.Tensor) -> torch.Tensor:
-    """The probability of any foreground class: the one channel as it is, or 1 - background for several."""
-    prob = torch.as_tensor(prob)
-    return prob[0] if prob.shape[0] == 1 else 1.0 - prob[0]
-
-
 def uncertain_share(prob) -> float:
-    """Of the voxels whose liver probability is at least 0.2, the share below 0.8 (0 where there are none)."""
-    p = _liver_probability(prob)
+    """Of the voxels whose liver probability (of any foreground class: the one channel, or 1 - background for several)
+    is at least 0.2, the share below 0.8 (0 where there are none)."""
+    prob = torch.as_tensor(prob)
+    p = prob[0] if prob.shape[0] == 1 else 1.0 - prob[0]
     low, high = UNCERTAIN_BAND
     candidate = int(torch.count_nonzero(p >= low))
     return float(torch.count_nonzero((p >= low) & (p < high))) / candidate if candidate else 0.0
@@ -67,11 +52,8 @@ def _voxel_ml(affine) -> float:
 
 class SmallLiverFilter:
     """A postprocessing step on the mask on the input grid (``Lambdad``'s ``func``): a foreground smaller than
-    ``min_liver_ml`` is emptied (a false find where there is no liver) with one log line; others pass unchanged.
-
-    Args:
-        min_liver_ml: the smallest liver kept, in mL.
-    """
+    ``min_liver_ml``, the smallest liver kept, is emptied (a false find where there is no liver) with one log line;
+    others pass unchanged."""
 
     def __init__(self, min_liver_ml: float):
         self.min_liver_ml = float(min_liver_ml)
@@ -98,7 +80,7 @@ def body_axis(affine) -> int:
 
 
 def verdict(fg: np.ndarray, affine, meta: dict | None, volume_ml, max_uncertain_share: float) -> str:
-    """``ok`` or the reasons (module docstring) for a boolean foreground mask ``fg`` on the grid of ``affine``.
+    """``ok`` or the reasons (docs/qc.md) for a boolean foreground mask ``fg`` on the grid of ``affine``.
 
     Args:
         fg: the mask's foreground, a 3D boolean array.

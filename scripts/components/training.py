@@ -3,6 +3,8 @@
 - ``ValidateEveryAndLast``: MONAI's ``ValidationHandler`` that also validates after the final epoch.
 - ``TimeLeft``: logs the epochs done and an estimate of the training time left.
 - ``write_provenance``: a JSON next to the weights that says what data trained them (phantom or not).
+- ``CpuAutocastInferer``, ``cpu_autocast``, ``cpu_has_bf16``: bfloat16 mixed precision on a CPU that has it.
+- ``training_loader_workers``: the loader worker processes of training.
 """
 
 from __future__ import annotations
@@ -13,15 +15,27 @@ import logging
 import os
 import time
 
+import torch
 from ignite.engine import Events
 from monai.handlers import ValidationHandler
+from monai.inferers import SimpleInferer
 
+from scripts import as_bool
 from scripts.components.checkpoint import PROVENANCE_FILE
+from scripts.components.hardware import is_cuda
 from scripts.lib.fileio import write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TimeLeft", "ValidateEveryAndLast", "write_provenance"]
+__all__ = [
+    "CpuAutocastInferer",
+    "TimeLeft",
+    "ValidateEveryAndLast",
+    "cpu_autocast",
+    "cpu_has_bf16",
+    "training_loader_workers",
+    "write_provenance",
+]
 
 
 class ValidateEveryAndLast(ValidationHandler):
@@ -129,3 +143,53 @@ def write_provenance(
     elif synthetic:
         logger.warning("training on the synthetic phantom: the weights in %s are a demo, not a liver model", ckpt_dir)
     return path
+
+
+class CpuAutocastInferer(SimpleInferer):
+    """MONAI's ``SimpleInferer`` under ``torch.autocast("cpu", dtype=torch.bfloat16)``, the output as float32: training's
+    mixed precision on a CPU with native bfloat16, as MONAI's ``amp`` gives it on CUDA only (the loss in float32). With
+    ``enabled`` false it is ``SimpleInferer``; train.yaml enables it through :func:`cpu_autocast`.
+    """
+
+    def __init__(self, enabled=True):
+        super().__init__()
+        self.enabled = as_bool(enabled)
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
+        if not self.enabled:
+            return super().__call__(inputs, network, *args, **kwargs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = super().__call__(inputs, network, *args, **kwargs)
+        return out.float()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag in /proc/cpuinfo; False
+    where it cannot be read): AMD Zen 4, Intel Sapphire Rapids and later, where a training step under bfloat16 autocast
+    is faster than in float32 (docs/benchmark.md, training); elsewhere torch emulates bfloat16, which only slows down.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_autocast(device, requested) -> bool:
+    """Whether training on ``device`` runs the network under bfloat16 autocast (:class:`CpuAutocastInferer`): when
+    ``requested`` (true, or "true" as a command-line override arrives), on a CPU device that computes bfloat16
+    natively. On CUDA, MONAI's own ``amp`` (float16 with a gradient scaler) applies."""
+    return as_bool(requested) and not is_cuda(device) and cpu_has_bf16()
+
+
+def training_loader_workers(device, cache: str = "ram") -> int:
+    """Loader worker processes in training: none on a CPU or with the cases cached on the GPU, else 2 with CUDA.
+
+    On a CPU the ThreadDataLoader's own thread runs the random transforms: faster than worker processes, which start
+    anew every epoch and compete with the network for the cores (docs/benchmark.md, training). With ``cache: gpu``
+    (:func:`scripts.components.cache.choose`) that thread runs them on the GPU, and CUDA tensors cannot pass through
+    worker processes. With CUDA and cases in RAM or on disk the 2 worker processes of the earlier configs stay (not
+    re-measured here).
+    """
+    return 2 if is_cuda(device) and cache != "gpu" else 0

@@ -16,6 +16,7 @@ import numpy as np
 from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
 
 from scripts.lib import dicom
+from scripts.lib.dicom import write as dicom_write
 from scripts.lib.fileio import case_name, save_nifti
 from scripts.lib.seg import seg_problem, write_seg
 
@@ -154,7 +155,7 @@ def write_outputs(mask_kji: np.ndarray, series: dict, metadata: dict, output_dir
     (``<PatientID>_<SeriesNumber or UID tail>_seg.dcm`` / ``.nii.gz``).
     """
     output_dir = os.fspath(output_dir)
-    stem = case_name(dicom.output_names([series])[0]) + "_seg"
+    stem = case_name(dicom_write.output_names([series])[0]) + "_seg"
     seg_path = os.path.join(output_dir, stem + ".dcm")
     voxels = write_seg(mask_kji, series, metadata, seg_path)
     nifti_path = os.path.join(output_dir, stem + ".nii.gz")

@@ -1,25 +1,13 @@
 """Clear errors for the people who run the bundle: one line naming the file and the problem, not a traceback.
 
-The bundle runs under MONAI's runner (``python -m monai.bundle run ...``), which evaluates the configs' ``$``
-expressions and instantiates their components, and wraps any ``Exception`` they raise in a
-``RuntimeError("Failed to evaluate ...")``; the interpreter then prints the whole chained traceback. The components
-that configs run before any work starts (dataset check, split, input listing, weights check) therefore carry the
-decorator :func:`reports_input_errors`, and a config names them directly::
-
-    split:
-      _target_: scripts.components.dataset.split
-      datalist_file: "@datalist_file"
-
-A ``ValueError`` or ``OSError`` that the decorated function raises (the library functions raise them, naming the
-file and the problem) becomes :class:`InputError`, a ``SystemExit`` whose message is ``error: <file>: <problem>``.
-``SystemExit`` is not an ``Exception``, so it passes the runner untouched, and the interpreter prints its message as
-the last line of the output and exits with status 1.
-
-The library functions in :mod:`scripts.lib` stay undecorated: their callers (tests, other modules) catch
-``ValueError``/``OSError`` as usual. Code that calls a decorated component can catch :class:`InputError`, and
-``function.__wrapped__`` is the undecorated function.
-
-Set the environment variable ``LIVER_CT_DEBUG=1`` to get the original exception and its traceback instead.
+MONAI's runner wraps any ``Exception`` a config component raises in ``RuntimeError("Failed to evaluate ...")``, and
+the interpreter prints the whole chained traceback. So the components that configs run before any work starts
+(dataset check, split, input listing, weights check) carry the decorator :func:`reports_input_errors`: the
+``ValueError``/``OSError`` they raise becomes :class:`InputError`, a ``SystemExit`` (not an ``Exception``, so it
+passes the runner untouched) whose message ``error: <file>: <problem>`` is the last line printed, with exit status 1.
+Configs name the decorated component itself (``_target_: scripts.components.dataset.split``). The library functions
+in :mod:`scripts.lib` stay undecorated, for callers that catch ``ValueError``; ``function.__wrapped__`` is the
+undecorated function. ``LIVER_CT_DEBUG=1`` brings back the original exception and its traceback.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 
 from scripts.lib.errors import one_line
 
-__all__ = ["check_fits", "class_layers", "load_into", "load_weights", "unwrap", "weights_of"]
+__all__ = ["check_fits", "load_into", "load_weights", "unwrap", "weights_of"]
 
 
 def load_weights(path, map_location="cpu"):
@@ -104,26 +104,6 @@ def check_fits(path, state, network, key: str = "model") -> None:
         raise ValueError(
             f"{path}: {len(broken)} weight tensor(s) hold NaN/Inf values (e.g. {broken[0]}): a diverged training?"
         )
-
-
-def class_layers(weights: Mapping, network, num_classes: int) -> tuple[list, int | None]:
-    """The tensors of ``network`` that differ from ``weights`` only where the network has ``num_classes`` channels:
-    its output layers, when the file was trained for another number of classes. Returns their names and the file's
-    class count, or ``([], None)`` when no tensor differs that way or the differences name more than one count.
-
-    Fine-tuning keeps these at the network's own initialisation and loads every other tensor, as nnU-Net's
-    pretrained-weights loading skips its segmentation layers. For this bundle's U-Net they are the 4 tensors of the
-    last up-sampling block."""
-    names, counts = [], set()
-    for k, v in unwrap(network).state_dict().items():
-        w = weights.get(k)
-        if not torch.is_tensor(w) or w.ndim != v.ndim or tuple(w.shape) == tuple(v.shape):
-            continue
-        diff = [(a, b) for a, b in zip(w.shape, v.shape, strict=True) if a != b]
-        if all(b == num_classes for _, b in diff):
-            names.append(k)
-            counts.update(a for a, _ in diff)
-    return (names, counts.pop()) if len(counts) == 1 else ([], None)
 
 
 def load_into(network, path, key: str = "model"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 
 import numpy as np
 import pydicom
@@ -37,14 +38,15 @@ from scripts.lib.dicom.read import (
     ORIENTATION_TOL,
     check_series,
     ct_series,
-    output_names,
     read_pixels,
+    safe_name,
     series_name,
+    unique_names,
 )
 from scripts.lib.errors import one_line
 from scripts.lib.fileio import save_dataset_atomic, save_nifti
 
-__all__ = ["write_series", "convert", "save_dataset_atomic"]
+__all__ = ["write_series", "convert", "output_names", "save_dataset_atomic"]
 
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "jpegls": JPEGLSLossless}
 UNSIGNED_INTERCEPT = -1024
@@ -276,6 +278,24 @@ def write_series(
 
 # ----------------------------------------------------------------------------------------------------------------------
 # conversion to NIfTI
+
+
+def output_names(series: list[dict]) -> list[str]:
+    """``<PatientID>_<SeriesNumber or last 8 digits of the UID>.nii.gz`` for each series (``find_series`` dicts), made
+    unique: the names of the convert command's outputs and of the Deploy app's."""
+
+    def uid_tail(s):
+        return re.sub(r"\D", "", s["uid"] or s["key"])[-8:] or "series"
+
+    bases = []
+    for s in series:
+        tag = str(s["series_number"]) if s["series_number"] is not None else uid_tail(s)
+        bases.append(f"{safe_name(s['patient_id']) or 'anonymous'}_{safe_name(tag) or uid_tail(s)}")
+    bases = [
+        f"{base}_{uid_tail(s)}" if bases.count(base) > 1 and not base.endswith(uid_tail(s)) else base
+        for s, base in zip(series, bases, strict=True)
+    ]
+    return [name + ".nii.gz" for name in unique_names(bases)]
 
 
 def convert(input_root, output_dir, *, allow_irregular=False) -> list[str]:
