@@ -571,7 +571,7 @@ def test_wide3_hips_widen_the_body_thighs_part_and_arms_stay_apart():
     assert ndimage.label(_wide3(25)[3][:, :, 0] != T["air"])[1] == 3
 
 
-@pytest.mark.parametrize("profile,seed,mm", [("wide", 3, 4), ("wide2", 35, 6), ("wide3", 17, 6)])
+@pytest.mark.parametrize("profile,seed,mm", [("wide", 3, 4), ("wide2", 35, 6), ("wide3", 17, 6), ("wide4", 2, 6)])
 def test_cli_writes_the_case_of_each_profile(tmp_path, profile, seed, mm):
     out = tmp_path / f"{profile}.nii.gz"
     proc = _cli("--single", out, "--profile", profile, "--seed", seed, "--spacing", mm, mm, mm)
@@ -593,12 +593,15 @@ def test_profiles_are_data_each_the_one_before_plus_features():
     own (from streams of their own), and a feature that builds on the wide case needs it."""
     specs = [phantom.profile_spec(p) for p in phantom.PROFILES]
     assert specs[0] is phantom.PROFILE_SPECS[phantom.DEFAULT_PROFILE] and not specs[0].domain_randomised
-    switches = ("domain_randomised", "adrenals", "stomach_contents", "pericardium", "hips")
+    switches = ("domain_randomised", "adrenals", "stomach_contents", "pericardium", "hips", "thin_tips", "hilum")
+    switches += ("cirrhosis_share", "lobe_size_share", "riedel_share", "left_tip_share")
     for before, after in zip(specs, specs[1:], strict=False):
         assert all(getattr(after, f) >= getattr(before, f) for f in switches), after.name
-        assert after.cirrhosis_share >= before.cirrhosis_share and after != before
+        assert after != before
     with pytest.raises(ValueError, match="need domain_randomised"):
         dataclasses.replace(specs[0], hips=True)
+    with pytest.raises(ValueError, match="need domain_randomised"):
+        dataclasses.replace(specs[0], riedel_share=0.3)
 
 
 def test_cli_grid_png_and_an_unknown_profile(tmp_path):
@@ -609,3 +612,188 @@ def test_cli_grid_png_and_an_unknown_profile(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     bad = _cli("--single", tmp_path / "x.nii.gz", "--profile", "ultra")
     assert bad.returncode == 1 and "profile" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# wide4: the wide3 case with liver shapes that real CT shows (issue 26)
+# ---------------------------------------------------------------------------------------------------------------------
+
+# case_info(seed, "wide4")["liver_variants"] of the seeds the tests below use (checked in the first test)
+WIDE4_VARIANTS = {
+    0: [],
+    2: ["riedel_lobe", "left_tip"],
+    3: [],
+    4: ["left_tip"],
+    5: [],
+    9: ["small_left_lobe"],
+    10: ["right_atrophy"],
+    16: ["right_atrophy", "riedel_lobe"],
+    19: ["riedel_lobe"],
+    21: ["riedel_lobe"],
+    23: ["small_left_lobe", "left_tip"],
+    26: ["small_left_lobe"],
+    28: ["right_atrophy"],
+    43: ["right_atrophy"],
+}
+STOMACH = ("stomach", "stomach_food", "stomach_contrast")
+
+
+@functools.lru_cache(maxsize=None)
+def _wide4(seed, spacing=WIDE_SPACING):
+    return phantom.make_case_with_tissues(seed, spacing=spacing, orientation="RAS", profile="wide4")
+
+
+def _x_mm(affine, n):
+    """World x (mm) of the voxels along the first axis of an RAS-stored case."""
+    return affine[0, 3] + affine[0, 0] * np.arange(n)
+
+
+def _main_component(mask):
+    """The largest 26-connected component of ``mask``."""
+    labelled, _ = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    return labelled == np.argmax(np.bincount(labelled.ravel())[1:]) + 1
+
+
+def test_wide4_draws_its_variants_in_shares_and_case_info_lists_them():
+    variants = {seed: phantom.case_info(seed, "wide4")["liver_variants"] for seed in range(40)}
+    assert {seed: variants[seed] for seed in WIDE4_VARIANTS if seed in variants} == {
+        seed: v for seed, v in WIDE4_VARIANTS.items() if seed < 40
+    }
+    assert phantom.case_info(43, "wide4")["liver_variants"] == WIDE4_VARIANTS[43]
+    count = {name: sum(name in v for v in variants.values()) for name in ("riedel_lobe", "left_tip")}
+    count["lobe_sizes"] = sum(bool({"right_atrophy", "small_left_lobe"} & set(v)) for v in variants.values())
+    # shares of a third, a third and a quarter; the tips are left out where the anatomy leaves no room for them
+    assert 6 <= count["riedel_lobe"] <= 20 and 6 <= count["left_tip"] <= 20 and 5 <= count["lobe_sizes"] <= 16, count
+    assert sum(not v for v in variants.values()) >= 10  # the usual liver stays common
+    for seed in CIRRHOTIC_SEEDS:  # a cirrhotic liver keeps the lobe sizes cirrhosis gave it
+        assert not {"right_atrophy", "small_left_lobe"} & set(phantom.case_info(seed, "wide4")["liver_variants"])
+    assert "liver_variants" not in phantom.case_info(2, "wide3")
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_wide4_without_variants_is_the_wide3_case_but_at_the_hilum(seed):
+    _, label3, affine3, tissues3 = _wide3(seed)
+    _, label4, affine4, tissues4 = _wide4(seed)
+    assert np.array_equal(affine3, affine4)  # same grid: none of the earlier draws changed
+    changed = tissues3 != tissues4
+    vessels = np.isin(tissues4, (T["ivc"], T["portal_vein"]))
+    # only round the IVC (the liver wraps it) and the portal vein (cut out of the liver at the hilum)
+    assert np.any(changed) and ndimage.distance_transform_edt(~vessels, sampling=WIDE_SPACING)[changed].max() < 20.0
+    assert np.count_nonzero((label3 > 0) != (label4 > 0)) < 0.05 * np.count_nonzero(label3)
+
+
+@pytest.mark.parametrize("seed", [2, 19, 21])
+def test_wide4_riedel_lobe_runs_thin_lateral_to_the_right_kidney_to_below_its_pole(seed):
+    assert "riedel_lobe" in WIDE4_VARIANTS[seed]
+    x = _x_mm(_wide4(seed)[2], _wide4(seed)[1].shape[0])
+    for profile, (_, label, _, tissues) in (("wide3", _wide3(seed)), ("wide4", _wide4(seed))):
+        kidney = np.isin(tissues, (T["kidney_cortex"], T["kidney_medulla"])) & (x > 0)[:, None, None]
+        at = np.argwhere(kidney)
+        pole, kidney_x = at[:, 2].min(), x[at[:, 0]].mean()  # RAS: the third axis runs up
+        below = (label > 0)[:, :, :pole] & (x > kidney_x)[:, None, None]
+        if profile == "wide3":
+            assert not np.any(below)  # the wide3 liver ends above the right kidney's lower pole
+            continue
+        assert np.count_nonzero(below) >= 20
+        for k in np.flatnonzero(np.any(below, axis=(0, 1))):  # thin: at most 25 mm thick and a voxel
+            cols = x[np.any(below[:, :, k], axis=1)]
+            assert cols.max() - cols.min() <= 25.0 + WIDE_SPACING[0], (k, cols)
+        assert np.all(_main_component(label > 0)[:, :, :pole][below])  # part of the liver, not an island
+
+
+@pytest.mark.parametrize("seed", [2, 4, 23])
+def test_wide4_left_tip_runs_thin_in_front_of_and_round_the_stomach(seed):
+    assert "left_tip" in WIDE4_VARIANTS[seed]
+    (_, label3, _, _), (_, label4, affine, tissues) = _wide3(seed), _wide4(seed)
+    x = _x_mm(affine, label4.shape[0])
+    stomach_x = x[np.argwhere(np.isin(tissues, [T[k] for k in STOMACH]))[:, 0]].mean()
+    left = (x < stomach_x - 20.0)[:, None, None]
+    assert not np.any((label3 > 0) & left)  # the wide3 left lobe stops short of the stomach's left half
+    tip = (label4 > 0) & left
+    assert np.count_nonzero(tip) >= 50
+    # thin: 6-20 mm where it leaves the liver, less on the way (distance to its surface at most half of that)
+    assert ndimage.distance_transform_edt(tip, sampling=WIDE_SPACING).max() <= 10.0 + WIDE_SPACING[0]
+    assert np.all(_main_component(label4 > 0)[tip])
+
+
+@pytest.mark.parametrize("seed", [2, 4, 10, 19, 23, 26])
+def test_wide4_liver_covers_no_organ_that_the_wide3_case_shows(seed):
+    """The tips keep out of the stomach, spleen, kidneys and vessels, and a refitted liver also of the pancreas and
+    from above the diaphragm: no voxel of them in the wide3 case is liver in the wide4 case, but in a voxel's ring
+    round the IVC, which the wide3 liver kept a margin from and the wide4 liver touches."""
+    (_, _, _, tissues3), (_, label4, _, _) = _wide3(seed), _wide4(seed)
+    ring = ndimage.binary_dilation(tissues3 == T["ivc"])
+    organs = STOMACH + ("spleen", "kidney_cortex", "kidney_medulla", "aorta", "ivc", "pancreas", "adrenal")
+    organs += ("heart", "lung", "bladder", "iliac_artery")
+    if not {"right_atrophy", "small_left_lobe"} & set(WIDE4_VARIANTS[seed]):
+        organs += ("bile",)  # a refitted liver has its gallbladder elsewhere
+    covered = {k: int(np.count_nonzero((tissues3 == T[k]) & (label4 > 0) & ~ring)) for k in organs}
+    assert not any(covered.values()), covered
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3, 5, 9])
+def test_wide4_hilum_vessels_lie_outside_the_label_with_the_liver_round_them(seed):
+    def ivc_contact(label, tissues):
+        """Per axial slice where the liver reaches the IVC, the share of the IVC's in-plane rim (a voxel round it)
+        that is liver."""
+        ivc = tissues == T["ivc"]
+        rim = ndimage.binary_dilation(ivc, structure=ndimage.generate_binary_structure(2, 1)[:, :, None]) & ~ivc
+        shares = [np.mean(label[:, :, k][rim[:, :, k]] > 0) for k in range(ivc.shape[2]) if ivc[:, :, k].sum() >= 3]
+        return np.array([s for s in shares if s > 0])
+
+    def enclosed_portal(label, tissues):
+        """Portal vein voxels with liver on at least four of their six sides (inside the liver)."""
+        sides = sum(np.roll(label > 0, step, axis) for axis in range(3) for step in (-1, 1))
+        return int(np.count_nonzero((tissues == T["portal_vein"]) & (sides >= 4)))
+
+    (_, label3, _, tissues3), (_, label4, _, tissues4) = _wide3(seed), _wide4(seed)
+    assert np.all(label4[np.isin(tissues4, (T["ivc"], T["portal_vein"]))] == 0)
+    contact3, contact4 = ivc_contact(label3, tissues3), ivc_contact(label4, tissues4)
+    # the wide3 liver keeps a margin and leaves most of the rim free; the wide4 liver wraps the IVC, wholly in places
+    assert contact4.mean() > contact3.mean() + 0.2 and contact4.max() > 0.85 > 0.7 > contact3.max()
+    assert enclosed_portal(label4, tissues4) > 0 == enclosed_portal(label3, tissues3)
+
+
+def test_wide4_hilum_vessels_come_close_to_the_liver_in_the_portal_venous_phase():
+    def differences(case):
+        """|median HU of the IVC and the portal vein - median HU of the liver's interior|."""
+        image, _, _, tissues = case
+        liver = np.median(image[_interior(tissues == T["liver"], 2)])
+        ivc = np.median(image[_interior(tissues == T["ivc"], 1)])
+        return abs(ivc - liver), abs(np.median(image[tissues == T["portal_vein"]]) - liver)
+
+    seeds = (2, 5, 9, 16)  # portal-venous, normal livers
+    assert all(phantom.case_info(s, "wide4")["phase"] == "portal_venous" for s in seeds)
+    wide4 = np.array([differences(_wide4(s)) for s in seeds])
+    wide3 = np.array([differences(_wide3(s)) for s in seeds])
+    assert wide4.max() < 35.0 and wide4.mean() < 20.0 < wide3.mean(), (wide4, wide3)
+
+
+@pytest.mark.parametrize("seed", [10, 23, 26, 28, 43])
+def test_wide4_lobe_sizes_change_the_left_share_at_the_same_volume(seed):
+    (_, label3, _, tissues3), (_, label4, affine, tissues4) = _wide3(seed), _wide4(seed)
+    x = _x_mm(affine, label4.shape[0])
+
+    def left_share(label, tissues):
+        """Share of the liver left of the IVC's centre (the left lobe and some of the caudate)."""
+        ivc_x = x[np.argwhere(tissues == T["ivc"])[:, 0]].mean()
+        return np.mean(x[np.argwhere(label > 0)[:, 0]] < ivc_x)
+
+    change = left_share(label4, tissues4) - left_share(label3, tissues3)
+    assert change > 0.04 if "right_atrophy" in WIDE4_VARIANTS[seed] else change < -0.04, change
+    # refitted to the volume the case drew (tips aside): within a few percent of the wide3 liver's
+    assert abs(np.count_nonzero(label4) / np.count_nonzero(label3) - 1.0) < 0.05
+
+
+@pytest.mark.parametrize("seed", [2, 4, 23])
+def test_wide4_thin_tips_stay_in_the_label_at_partial_volume(seed):
+    """A tip's end thins to well under a voxel: the voxels it crosses without covering their centre stay in the
+    label, as tissue "liver_partial", attached to the liver, and show between fat and liver in the image."""
+    image, label, _, tissues = _wide4(seed)
+    partial = tissues == T["liver_partial"]
+    assert np.count_nonzero(partial) >= 5 and np.all(label[partial] == 1)
+    assert np.all(_main_component(label > 0)[partial])
+    fat = np.median(image[_interior(tissues == T["visceral_fat"], 2)])
+    liver = np.median(image[_interior(tissues == T["liver"], 2)])
+    assert fat < np.mean(image[partial]) < liver
+    assert not np.any(_wide3(seed)[3] == T["liver_partial"])

@@ -29,17 +29,24 @@ Profiles (``PROFILES``)
     case, in a body that is no longer a cylinder below the iliac crest (``[seed, 12]``): the sides widen to cover the
     greater trochanters, the buttocks deepen, and below the perineum the body divides into two thighs around the
     femoral shafts.  Only air, skin, fat, muscle and the cavity's fat, bowel and fluid are repainted, so bones, organs,
-    vessels and the liver are the wide2 case's.
+    vessels and the liver are the wide2 case's.  ``"wide4"``: the wide3 case with liver shapes that real CT shows,
+    each from its own stream (:mod:`.variants`): atrophic or hypertrophic lobes (``[seed, 13]``), a long inferior
+    right-lobe tip lateral to the right kidney (Riedel's lobe, ``[seed, 14]``), a thin left lateral segment over the
+    stomach towards the spleen (``[seed, 15]``), tips kept in the label at least a voxel thick (tissue
+    "liver_partial", at partial-volume HU), and the hilum as reference segmentations draw it (``[seed, 16]``): the
+    liver wraps the retrohepatic IVC and the portal vein enters it, both outside the label, close to the liver's HU
+    in the portal-venous phase.  Same grid as the wide3 case; ``case_info`` lists the variants a case shows.
 
 Profiles are data (:mod:`.profiles`): the code asks a profile's :class:`ProfileSpec` for a feature, never for its
 name.
 
 Modules
     :mod:`.profiles` (what each profile draws), :mod:`.anatomy` (the order of the draws), :mod:`.body`,
-    :mod:`.thorax`, :mod:`.liver`, :mod:`.organs`, :mod:`.vessels` and :mod:`.pelvis` (what is drawn and how it is
-    painted), :mod:`.shapes` and :mod:`.paint` (blobs and painting primitives), :mod:`.grid` (field of view,
-    orientation, affine), :mod:`.appearance` (HU, contrast phase, blur, noise, artefacts), :mod:`.case` (one case
-    end to end), :mod:`.dataset` (datasets on disk) and :mod:`.tissues` (tissue codes and labels).
+    :mod:`.thorax`, :mod:`.liver`, :mod:`.variants`, :mod:`.organs`, :mod:`.vessels` and :mod:`.pelvis` (what is
+    drawn and how it is painted), :mod:`.shapes` and :mod:`.paint` (blobs and painting primitives), :mod:`.grid`
+    (field of view, orientation, affine), :mod:`.appearance` (HU, contrast phase, blur, noise, artefacts),
+    :mod:`.case` (one case end to end), :mod:`.dataset` (datasets on disk) and :mod:`.tissues` (tissue codes and
+    labels).
 
 Command line
     ``python -m scripts phantom --output_dir DIR`` or ``--single OUT.nii.gz`` (:mod:`scripts.commands.phantom`).

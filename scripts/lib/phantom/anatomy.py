@@ -1,8 +1,8 @@
 """The order in which a case's anatomy is drawn: one random stream per stage, each stage building on the last.
 
 A case is a dict of parameters in the patient frame (millimetres), independent of the sampling grid.  The standard
-stage draws everything from stream ``[seed, 1]`` in a fixed order; the domain-randomised (wide), wide2 and hips
-stages each add to a copy of it from streams of their own, as the case's :class:`.profiles.ProfileSpec` asks.  The
+stage draws everything from stream ``[seed, 1]`` in a fixed order; the domain-randomised (wide), wide2, hips and
+wide4 stages each add to a copy of it from streams of their own, as the case's :class:`.profiles.ProfileSpec` asks.  The
 order of the draws within a stream is what makes a seed reproduce its case: a new structure gets a new stream,
 never a draw in the middle of an existing one.
 """
@@ -31,6 +31,8 @@ from .pelvis import draw_hips, draw_pelvis
 from .profiles import ProfileSpec
 from .shapes import padded
 from .thorax import draw_diaphragm, draw_heart, draw_pericardium
+from .tissues import TISSUES
+from .variants import draw_hilum, draw_left_tip, draw_riedel_lobe, resize_lobes, with_bounds
 from .vessels import draw_great_vessels, draw_hepatic_vessels, draw_iliac_vessels, draw_portal_vein
 
 
@@ -117,6 +119,37 @@ def draw_wide2(seed: int, anat: dict, spec: ProfileSpec) -> dict:
     return out
 
 
+def draw_wide4(seed: int, anat: dict, spec: ProfileSpec) -> dict:
+    """The wide3 case ``anat`` (unchanged) plus what ``spec`` asks of the wide4 liver variants: lobe sizes (stream
+    [seed, 13]), Riedel's lobe ([seed, 14]), the left tip over the stomach ([seed, 15]), tips kept a voxel thick
+    (their partial-volume HU halfway between liver and fat) and the hilum ([seed, 16]).  Returns a new anatomy
+    dict; its "wide4" entry lists the variants the case shows."""
+    out = dict(anat)
+    hu = anat["hu"].copy()
+    shown = []
+    resized = resize_lobes(seed, anat, spec.lobe_size_share) if spec.lobe_size_share > 0.0 else None
+    if resized is not None:
+        shown.append(resized.pop("kind"))
+        out.update(resized)
+    tips = []
+    for name, draw, share in (
+        ("riedel_lobe", draw_riedel_lobe, spec.riedel_share),
+        ("left_tip", draw_left_tip, spec.left_tip_share),
+    ):
+        tip = draw(seed, out, share) if share > 0.0 else None
+        if tip is not None:
+            tips.append(tip)
+            shown.append(name)
+    liver = dict(out["liver"], tips=tips, tip_floor=spec.thin_tips)
+    if spec.thin_tips:
+        hu[TISSUES["liver_partial"]] = 0.5 * (hu[TISSUES["liver"]] + hu[TISSUES["visceral_fat"]])
+    if spec.hilum:
+        hilum = draw_hilum(seed, out, hu, PHASES.index(anat["wide"]["phase"]))
+        liver.update(ivc_margin_mm=0.0, ivc_wrap=hilum["wrap"], hilum=hilum["vessels"])
+    out.update(liver=with_bounds(liver, out), hu=hu, wide4={"variants": shown})
+    return out
+
+
 def draw_case(seed: int, spec: ProfileSpec) -> dict:
     """The anatomy of case ``seed`` of the profile ``spec``: the standard anatomy, then the stages it asks for."""
     anat = draw_anatomy(seed)
@@ -126,4 +159,6 @@ def draw_case(seed: int, spec: ProfileSpec) -> dict:
         anat = draw_wide2(seed, anat, spec)  # the wide case, with the wide2 additions
     if spec.hips:
         anat = dict(anat, hips=draw_hips(seed, anat))  # below the iliac crest: hips, buttocks and thighs
+    if spec.wide4:
+        anat = draw_wide4(seed, anat, spec)  # liver variants and the hilum
     return anat

@@ -46,6 +46,13 @@ WIDE2_PHASE_HU = {
     "adrenal": ((30, 50), (55, 85), (55, 80), (45, 65)),  # enhances like other soft-tissue organs
     "pericardium": ((25, 45), (35, 60), (40, 65), (40, 60)),
 }
+# HU ranges per contrast phase of the vessels at the hilum in wide4, as in PHASE_HU: the IVC and the portal vein as
+# PHASE_HU draws them, except in the portal-venous phase, where they come close to the liver (90-130 HU there), so that
+# a network must tell them from the liver by their shape and place, as on real CT where the two are hard to tell apart
+WIDE4_PHASE_HU = {
+    "ivc": ((30, 50), (60, 110), (95, 140), (100, 140)),
+    "portal_vein": ((30, 50), (90, 150), (100, 150), (100, 140)),
+}
 
 
 def draw_standard_hu(rng) -> np.ndarray:

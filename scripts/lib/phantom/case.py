@@ -131,7 +131,9 @@ def make_case(seed: int, shape=None, spacing=None, orientation=None, profile: st
     positive oral contrast, pericardium and pericardial fat, and cirrhotic livers (15%: shrunken right lobe,
     enlarged caudate and left lobe, nodular surface and texture, widened fissures, often ascites and splenomegaly),
     from the streams ``[seed, 8]`` to ``[seed, 11]``, so ``"wide"`` is unchanged.  ``profile="wide3"`` draws the
-    wide2 case with hips, buttocks and thighs below the iliac crest (stream ``[seed, 12]``).
+    wide2 case with hips, buttocks and thighs below the iliac crest (stream ``[seed, 12]``).  ``profile="wide4"``
+    draws the wide3 case with atrophic and hypertrophic lobes, Riedel's lobe, a thin left tip over the stomach, thin
+    tips kept in the label and the hilum as references draw it (streams ``[seed, 13]`` to ``[seed, 16]``).
 
     Args:
         seed: non-negative integer; the same arguments always give bit-identical output.
@@ -141,7 +143,7 @@ def make_case(seed: int, shape=None, spacing=None, orientation=None, profile: st
             the spacing that gives the drawn field of view).
         orientation: nibabel axis code of the stored array ("RAS", "LPS", "PLS", ...), or None to draw one of
             ``ORIENTATIONS``.
-        profile: one of ``PROFILES`` ("standard", "wide", "wide2" or "wide3").
+        profile: one of ``PROFILES`` ("standard", "wide", "wide2", "wide3" or "wide4").
 
     Returns:
         image: int16 Hounsfield units, label: uint8 (0 background, 1 liver incl. vessels, 2 tumour), both in

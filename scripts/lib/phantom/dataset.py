@@ -23,14 +23,19 @@ from .profiles import DEFAULT_PROFILE, profile_spec
 
 
 def case_info(seed: int, profile: str = "wide") -> dict:
-    """What a case shows: profile, contrast phase, liver kind (normal, fatty, dense; with wide2 also cirrhotic) and
-    the patient's scale."""
+    """What a case shows: profile, contrast phase, liver kind (normal, fatty, dense; with wide2 also cirrhotic), the
+    patient's scale and (wide4) the liver variants it shows ("right_atrophy" or "small_left_lobe", "riedel_lobe",
+    "left_tip")."""
     seed = check_seed(seed)
     spec = profile_spec(profile)
     if not spec.domain_randomised:
         return {"profile": spec.name, "phase": "portal_venous", "liver_kind": "normal"}
-    w = draw_case(seed, spec)["wide"]
-    return {"profile": spec.name, "phase": w["phase"], "liver_kind": w["liver_kind"], "scale": w["scale"]}
+    anat = draw_case(seed, spec)
+    w = anat["wide"]
+    info = {"profile": spec.name, "phase": w["phase"], "liver_kind": w["liver_kind"], "scale": w["scale"]}
+    if "wide4" in anat:
+        info["liver_variants"] = list(anat["wide4"]["variants"])
+    return info
 
 
 def case_summary(label: np.ndarray, affine: np.ndarray) -> str:

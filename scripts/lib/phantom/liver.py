@@ -4,7 +4,10 @@ The liver is the label, so its shape decides what a network learns: two or three
 left lobe, often a caudate part) are scaled to a drawn volume that grows with the patient, pressed against the right
 and front of the cavity, and kept out of the spine, the great vessels, the right kidney and the gallbladder.  Its
 points on a coarse internal grid (:data:`COARSE_MM`) carry the depth below the surface, where vessels and tumours
-are placed.  A cirrhotic liver reshapes the lobes, roughens their surface and widens two fissures.
+are placed.  A cirrhotic liver reshapes the lobes, roughens their surface and widens two fissures.  A wide4 liver
+(:mod:`.variants` draws it) may add tapered tips (tongues: :func:`.shapes.tongue`), which stay in the label at least a
+voxel thick, and a sleeve round the retrohepatic IVC, whose margin it then drops, with the portal vein cut out of
+its hilum.
 """
 
 from __future__ import annotations
@@ -15,8 +18,31 @@ import numpy as np
 from scipy import ndimage
 
 from .body import cavity2d
-from .paint import apply_blob, grid_box, grid_from_coords, open_grid, paint_blob, paint_mask, paint_tube
-from .shapes import blob_field, blob_reach, draw_blob, draw_waves, grown, moved, rotation, wave_field
+from .paint import (
+    apply_blob,
+    grid_box,
+    grid_from_coords,
+    half_voxel,
+    open_grid,
+    paint_blob,
+    paint_mask,
+    paint_tube,
+    remove_tube,
+    sub_box,
+)
+from .shapes import (
+    blob_field,
+    blob_reach,
+    draw_blob,
+    draw_waves,
+    grown,
+    moved,
+    rotation,
+    tongue_bounds,
+    tongue_field,
+    wave_field,
+)
+from .thorax import diaphragm2d
 from .tissues import LIVER_CODES, MAX_TUMOURS, TISSUES, TUMOUR_CODES
 
 _T = TISSUES  # tissue name -> code
@@ -24,18 +50,39 @@ _T = TISSUES  # tissue name -> code
 COARSE_MM = 3.5  # resolution of the internal liver model used for volume control and placement
 
 
-def _spine_zone2d(x2, y2, anat: dict):
-    """Region the liver must not enter: vertebra, posterior elements, paraspinal muscles, aorta and IVC."""
+def _spine_zone2d(x2, y2, anat: dict, ivc_margin: float = 1.5):
+    """Region the liver must not enter: vertebra, posterior elements, paraspinal muscles, aorta and IVC (with a
+    margin of ``ivc_margin`` mm; none where the liver wraps it)."""
     sp, ves = anat["spine"], anat["vessels"]
     zone = ((x2 / (sp["vb_ax"] + 8.0)) ** 2 + ((y2 - sp["y_vb"] + 14.0) / (sp["vb_ay"] + 18.0)) ** 2) < 1.0
     for sgn in (-1.0, 1.0):
         zone = zone | (
             (((x2 - sgn * sp["ps_x"]) / (sp["ps_a"] + 3.0)) ** 2 + ((y2 - sp["ps_y"]) / (sp["ps_b"] + 3.0)) ** 2) < 1.0
         )
-    for key, grow in (("aorta", 3.0), ("ivc", 1.5)):
+    for key, grow in (("aorta", 3.0), ("ivc", ivc_margin)):
         v = ves[key]
         zone = zone | ((((x2 - v["x"]) / (v["rx"] + grow)) ** 2 + ((y2 - v["y"]) / (v["ry"] + grow)) ** 2) < 1.0)
     return zone
+
+
+def _carve(mask, sl, grid: dict, anat: dict, liver: dict) -> None:
+    """Remove from ``mask`` (covering grid box ``sl``) what the liver keeps out of: outside the cavity, the spine
+    zone, the right kidney and the space behind it, the gallbladder, ``liver["keep_out"]`` and (wide4)
+    ``liver["keep_out_tubes"]`` and, with ``liver["under_diaphragm"]``, all above the diaphragm's muscle."""
+    xx, yy, _ = open_grid(grid, sl)
+    x2, y2 = xx[:, :, 0], yy[:, :, 0]
+    keep2d = cavity2d(x2, y2, anat["body"], shrink=3.0) & ~_spine_zone2d(x2, y2, anat, liver.get("ivc_margin_mm", 1.5))
+    mask &= keep2d[:, :, None]
+    apply_blob(mask, sl, grid, anat["kidneys"][0]["outer"], 1.12, "andnot")
+    apply_blob(mask, sl, grid, anat["kidneys"][0]["shadow"], 1.0, "andnot")
+    if liver["gallbladder"] is not None:
+        apply_blob(mask, sl, grid, liver["gallbladder"], 1.15, "andnot")
+    for blob in liver.get("keep_out", ()):  # the adrenals with a fat margin (wide4: also the stomach and spleen)
+        apply_blob(mask, sl, grid, blob, 1.0, "andnot")
+    for tube in liver.get("keep_out_tubes", ()):  # wide4's refitted livers: the pancreas and the splenic vein
+        remove_tube(mask, sl, grid, *tube)
+    if liver.get("under_diaphragm"):  # wide4's refitted livers, whose top moved under the wide3 liver's diaphragm
+        mask &= _under_diaphragm(xx, yy, open_grid(grid, sl)[2], anat)
 
 
 def liver_mask(grid: dict, anat: dict, liver: dict):
@@ -49,16 +96,73 @@ def liver_mask(grid: dict, anat: dict, liver: dict):
             apply_blob(mask, sl, grid, lobe, 1.0, "or")
     else:  # cirrhotic liver
         mask |= _nodular_lobes(grid, sl, liver)
-    xx, yy, _ = open_grid(grid, sl)
-    x2, y2 = xx[:, :, 0], yy[:, :, 0]
-    keep2d = cavity2d(x2, y2, anat["body"], shrink=3.0) & ~_spine_zone2d(x2, y2, anat)
-    mask &= keep2d[:, :, None]
-    apply_blob(mask, sl, grid, anat["kidneys"][0]["outer"], 1.12, "andnot")
-    apply_blob(mask, sl, grid, anat["kidneys"][0]["shadow"], 1.0, "andnot")
-    if liver["gallbladder"] is not None:
-        apply_blob(mask, sl, grid, liver["gallbladder"], 1.15, "andnot")
-    for blob in liver.get("keep_out", ()):  # the adrenals with a fat margin
-        apply_blob(mask, sl, grid, blob, 1.0, "andnot")
+    if liver.get("tips"):  # wide4
+        mask |= _tips_mask(grid, sl, anat, liver, (0.0, 0.0, 0.0))
+    if liver.get("ivc_wrap") is not None:  # wide4
+        _add_ivc_wrap(mask, grid, sl, anat, liver["ivc_wrap"])
+    _carve(mask, sl, grid, anat, liver)
+    return sl, mask
+
+
+def _under_diaphragm(xx, yy, zz, anat: dict):
+    """Whether open-grid points lie below the diaphragm muscle (where the liver's added parts may go)."""
+    return zz < diaphragm2d(xx[:, :, 0], yy[:, :, 0], anat)[:, :, None] - np.float32(anat["diaphragm"]["thick"])
+
+
+def _tips_mask(grid: dict, sl, anat: dict, liver: dict, floor) -> np.ndarray:
+    """The wide4 liver tips on grid box ``sl``: each tongue at least ``floor`` mm (per patient axis) in half-thickness
+    and half-width, above its lowest height ``z_min``, under the diaphragm and out of its own ``keep_out`` organs
+    (the liver's carve-outs come after)."""
+    mask = np.zeros(tuple(s.stop - s.start for s in sl), dtype=bool)
+    for tip in liver["tips"]:
+        got = sub_box(grid, sl, *tongue_bounds(tip["tongue"], max(floor)))
+        if got is None:
+            continue
+        inter, rel = got
+        xx, yy, zz = open_grid(grid, inter)
+        part = (tongue_field(tip["tongue"], xx, yy, zz, floor) < np.float32(1.0)) & (zz > np.float32(tip["z_min"]))
+        part &= _under_diaphragm(xx, yy, zz, anat)
+        for blob in tip["keep_out"]:
+            apply_blob(part, inter, grid, blob, 1.0, "andnot")
+        mask[rel] |= part
+    return mask
+
+
+def _add_ivc_wrap(mask, grid: dict, sl, anat: dict, wrap: dict) -> None:
+    """OR the liver round the retrohepatic IVC (wide4) into ``mask`` (covering grid box ``sl``): a sleeve ``thick``
+    mm round the vessel between heights ``z_lo`` and ``z_hi``, thinning towards both, under the diaphragm, open over
+    ``half_open`` radians either side of the direction ``open`` (towards the back, where the spine, the aorta and the
+    right crus lie), and out of its ``keep_out`` organs.  The vessel itself stays out through the spine zone."""
+    ivc, t = anat["vessels"]["ivc"], wrap["thick"]
+    lo = (ivc["x"] - ivc["rx"] - t, ivc["y"] - ivc["ry"] - t, wrap["z_lo"])
+    got = sub_box(grid, sl, lo, (ivc["x"] + ivc["rx"] + t, ivc["y"] + ivc["ry"] + t, wrap["z_hi"]))
+    if got is None:
+        return
+    inter, rel = got
+    xx, yy, zz = open_grid(grid, inter)
+    zc, hz = 0.5 * (wrap["z_lo"] + wrap["z_hi"]), 0.5 * (wrap["z_hi"] - wrap["z_lo"])
+    tz = np.float32(t) * np.sqrt(np.clip(1.0 - ((zz - np.float32(zc)) / np.float32(hz)) ** 2, 0.0, 1.0))
+    u, v = xx - np.float32(ivc["x"]), yy - np.float32(ivc["y"])
+    sleeve = (u / (np.float32(ivc["rx"]) + tz)) ** 2 + (v / (np.float32(ivc["ry"]) + tz)) ** 2 < np.float32(1.0)
+    phi = np.arctan2(v[:, :, 0] / np.float32(ivc["ry"]), u[:, :, 0] / np.float32(ivc["rx"]))
+    off = np.abs(np.mod(phi - np.float32(wrap["open"]) + np.float32(math.pi), np.float32(2.0 * math.pi)) - math.pi)
+    part = sleeve & (off > np.float32(wrap["half_open"]))[:, :, None] & _under_diaphragm(xx, yy, zz, anat)
+    for blob in wrap["keep_out"]:
+        apply_blob(part, inter, grid, blob, 1.0, "andnot")
+    mask[rel] |= part
+
+
+def thin_tip_mask(grid: dict, anat: dict, liver: dict):
+    """Where the wide4 tips cover the grid when made at least a voxel thick and wide, with the liver's carve-outs:
+    (slices, bool array), or None without tips or without ``tip_floor``.  Voxels a tip passes through without
+    covering their centre stay in the label this way, at partial-volume intensity in the image."""
+    if not liver.get("tips") or not liver.get("tip_floor"):
+        return None
+    sl = grid_box(grid, liver["lo"], liver["hi"])
+    if sl is None:
+        return None
+    mask = _tips_mask(grid, sl, anat, liver, half_voxel(grid))
+    _carve(mask, sl, grid, anat, liver)
     return sl, mask
 
 
@@ -146,9 +250,10 @@ def _unscaled_extent(lobes_local) -> tuple:
     return ext_max, (width0, depth0, height0), m.sum() * COARSE_MM**3 / 1000.0
 
 
-def _fit_liver(anat: dict, lobes_local, drawn: dict) -> tuple:
+def fit_liver(anat: dict, lobes_local, drawn: dict, extra=None) -> tuple:
     """Scale the lobes to the drawn volume (at most 8 rounds, to 1%) and place them in the right upper corner of
     the cavity; a liver too wide or deep for the patient becomes narrower and taller instead, within limits.
+    ``extra`` (a dict, e.g. more ``keep_out`` organs) joins the liver's entries while it is fitted.
     Returns the liver and its final mask on a coarse grid (grid, box, mask, volume in mL)."""
     body = anat["body"]
     gap_x, gap_y = drawn["gap"]
@@ -181,6 +286,7 @@ def _fit_liver(anat: dict, lobes_local, drawn: dict) -> tuple:
             "stretch": stretch,
             "shift": shift,
         }
+        liver.update(extra or {})
         g = _coarse_grid(lo, hi)
         sl, m = liver_mask(g, anat, liver)
         vol = m.sum() * COARSE_MM**3 / 1000.0
@@ -190,7 +296,7 @@ def _fit_liver(anat: dict, lobes_local, drawn: dict) -> tuple:
     return liver, (g, sl, m, vol)
 
 
-def _add_interior(liver: dict, coarse: tuple) -> dict:
+def add_interior(liver: dict, coarse: tuple) -> dict:
     """The liver's coarse points with their depth below the surface, its volume, the field of view it needs and
     the top of its dome (where the diaphragm goes)."""
     g, sl, m, vol = coarse
@@ -218,8 +324,9 @@ def place_liver(rng, anat: dict) -> dict:
     """Draw the lobed liver, scale it to a drawn volume and place it under the right dome against the wall."""
     lobes_local = _draw_lobes(rng)
     drawn = _draw_volume_and_gallbladder(rng, anat["body"])
-    liver, coarse = _fit_liver(anat, lobes_local, drawn)
-    return _add_interior(liver, coarse)
+    liver, coarse = fit_liver(anat, lobes_local, drawn)
+    liver["local"] = {"lobes": lobes_local, "drawn": drawn}  # what wide4 refits with other lobe sizes
+    return add_interior(liver, coarse)
 
 
 def snap(liver: dict, p, min_depth: float):
@@ -350,8 +457,12 @@ def _nodular_lobes(grid: dict, sl, liver: dict) -> np.ndarray:
 
 def paint_liver(tmap, grid, anat: dict, in_cavity):
     """The liver with its carve-outs, the gallbladder, the hepatic vessels and the tumours (over the liver only),
-    and the fissures of a cirrhotic liver; painted last, over everything."""
+    and the fissures of a cirrhotic liver; painted last, over everything.  wide4: the voxels thin tips only cross
+    (partial-volume liver), and the hilar fat and portal vein cut out of the liver."""
     liver = anat["liver"]
+    thin = thin_tip_mask(grid, anat, liver)
+    if thin is not None:  # wide4: first, so the liver covers it wherever the tips cover a voxel's centre
+        paint_mask(tmap, thin[0], thin[1], _T["liver_partial"])
     got = liver_mask(grid, anat, liver)
     if got is not None:
         paint_mask(tmap, got[0], got[1], _T["liver"])
@@ -359,6 +470,11 @@ def paint_liver(tmap, grid, anat: dict, in_cavity):
         paint_blob(tmap, grid, liver["gallbladder"], _T["bile"], extra=in_cavity)
     for p0, p1, r0, r1 in anat["hepatic_vessels"]:
         paint_tube(tmap, grid, p0, p1, r0, r1, _T["hepatic_vessel"], only=(_T["liver"],))
+    if liver.get("hilum") is not None:  # wide4: the hilum as references draw it, outside the label
+        for p0, p1, r0, r1 in liver["hilum"]["fat"]:
+            paint_tube(tmap, grid, p0, p1, r0, r1, _T["visceral_fat"], LIVER_CODES)
+        for p0, p1, r0, r1 in liver["hilum"]["portal"]:
+            paint_tube(tmap, grid, p0, p1, r0, r1, _T["portal_vein"], LIVER_CODES + (_T["visceral_fat"],))
     for i, tum in enumerate(anat["tumours"]):
         paint_blob(tmap, grid, tum, TUMOUR_CODES[i], only=LIVER_CODES)
     wide = anat.get("wide")

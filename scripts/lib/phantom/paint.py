@@ -45,6 +45,27 @@ def blob_box(grid: dict, blob: dict, level: float = 1.0):
     return grid_box(grid, blob["centre"] - reach, blob["centre"] + reach)
 
 
+def sub_box(grid: dict, sl, lo, hi):
+    """The part of grid box ``sl`` whose voxel centres lie within [lo, hi] (mm): its slices of the grid and of an
+    array covering ``sl``; or None when empty."""
+    box = grid_box(grid, lo, hi)
+    if box is None:
+        return None
+    inter, rel = [], []
+    for a, b in zip(sl, box, strict=True):
+        i0, i1 = max(a.start, b.start), min(a.stop, b.stop)
+        if i1 <= i0:
+            return None
+        inter.append(slice(i0, i1))
+        rel.append(slice(i0 - a.start, i1 - a.start))
+    return tuple(inter), tuple(rel)
+
+
+def half_voxel(grid: dict) -> tuple:
+    """Half the grid's voxel size (mm of the patient frame) along x, y and z."""
+    return tuple(0.5 * float(c[1] - c[0]) if len(c) > 1 else 0.0 for c in grid["coords"])
+
+
 def apply_blob(mask, sl, grid, blob, level=1.0, op="or"):
     """OR (op="or") or remove (op="andnot") the blob's ``level`` set into ``mask`` that covers grid box ``sl``."""
     bsl = blob_box(grid, blob, level)
@@ -99,6 +120,25 @@ def paint_tube(tmap, grid, p0, p1, r0, r1, code, only):
     ex, ey, ez = vx - t * np.float32(d[0]), vy - t * np.float32(d[1]), vz - t * np.float32(d[2])
     r = np.float32(r0) + t * np.float32(r1 - r0)
     paint_mask(tmap, sl, ex * ex + ey * ey + ez * ez < r * r, code, only)
+
+
+def remove_tube(mask, sl, grid, p0, p1, r0, r1):
+    """Remove the tapered tube (capsule) from p0 to p1 (radii r0 to r1, mm) from ``mask`` that covers grid box
+    ``sl``: a keep-out region shaped like the tubes :func:`paint_tube` paints."""
+    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    rmax = max(r0, r1)
+    got = sub_box(grid, sl, np.minimum(p0, p1) - rmax, np.maximum(p0, p1) + rmax)
+    if got is None:
+        return
+    inter, rel = got
+    xx, yy, zz = open_grid(grid, inter)
+    d = p1 - p0
+    dd = float(d @ d) + 1e-9
+    vx, vy, vz = xx - np.float32(p0[0]), yy - np.float32(p0[1]), zz - np.float32(p0[2])
+    t = np.clip((vx * np.float32(d[0]) + vy * np.float32(d[1]) + vz * np.float32(d[2])) / np.float32(dd), 0, 1)
+    ex, ey, ez = vx - t * np.float32(d[0]), vy - t * np.float32(d[1]), vz - t * np.float32(d[2])
+    r = np.float32(r0) + t * np.float32(r1 - r0)
+    mask[rel] &= ~(ex * ex + ey * ey + ez * ez < r * r)
 
 
 def paint_tube_chain(tmap, grid, pts, radii, code, only):

@@ -127,3 +127,59 @@ def wave_field(waves: dict, xx, yy, zz) -> np.ndarray:
     for (kx, ky, kz), ph in zip(waves["k"].tolist(), waves["phases"].tolist(), strict=True):
         acc = acc + np.cos(xx * np.float32(kx) + yy * np.float32(ky) + zz * np.float32(kz) + np.float32(ph))
     return acc * np.float32(math.sqrt(2.0 / len(waves["phases"])))
+
+
+def tongue(points, half_thick, half_width, normals) -> dict:
+    """A tapered, flattened tube along a polyline, the shape of a thin liver tip: at each of the ``points`` (mm) its
+    half-thickness along the unit ``normals`` (across the thin side) and its half-width across both; in between,
+    both change linearly, so the tip can thin out to less than a voxel."""
+    normals = np.asarray(normals, dtype=float)
+    return {
+        "points": np.asarray(points, dtype=float),
+        "half_thick": np.asarray(half_thick, dtype=float),
+        "half_width": np.asarray(half_width, dtype=float),
+        "normals": normals / np.linalg.norm(normals, axis=1, keepdims=True),
+    }
+
+
+def tongue_bounds(tip: dict, pad: float = 0.0) -> tuple:
+    """Lower and upper corner (mm) of a box that holds the tongue ``tip`` grown by ``pad`` mm."""
+    reach = np.maximum(tip["half_thick"], tip["half_width"])[:, None] + pad
+    return (tip["points"] - reach).min(axis=0), (tip["points"] + reach).max(axis=0)
+
+
+def _tongue_frame(tip: dict, i: int) -> tuple:
+    """Segment ``i`` of a tongue: its start, direction, squared length and the unit vectors across its thin side
+    (the mean of its ends' normals, made square to the segment) and across its width."""
+    p0 = tip["points"][i]
+    d = tip["points"][i + 1] - p0
+    length2 = float(d @ d) + 1e-9
+    along = d / math.sqrt(length2)
+    n = tip["normals"][i] + tip["normals"][i + 1]
+    n = n - (n @ along) * along
+    n /= np.linalg.norm(n) + 1e-12
+    return p0, d, length2, n, np.cross(along, n)
+
+
+def tongue_field(tip: dict, xx, yy, zz, floor=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Normalised distance from the tongue ``tip`` at open-grid points (< 1 inside): per segment, the offset from
+    the nearest point of its axis across the thin side over the half-thickness, across the width over the
+    half-width and, beyond the segment's ends, along it over the half-width (rounded ends); the least over the
+    segments.  ``floor`` (mm per patient axis: half a voxel) is the least thickness and width the tongue gets, so a
+    tip thinner than a voxel still covers every voxel its mid-surface passes through."""
+    out = None
+    for i in range(len(tip["points"]) - 1):
+        p0, d, length2, n, w = _tongue_frame(tip, i)
+        vx, vy, vz = xx - np.float32(p0[0]), yy - np.float32(p0[1]), zz - np.float32(p0[2])
+        s = (vx * np.float32(d[0]) + vy * np.float32(d[1]) + vz * np.float32(d[2])) * np.float32(1.0 / length2)
+        t = np.clip(s, 0.0, 1.0)
+        e_n = vx * np.float32(n[0]) + vy * np.float32(n[1]) + vz * np.float32(n[2])
+        e_w = vx * np.float32(w[0]) + vy * np.float32(w[1]) + vz * np.float32(w[2])
+        e_t = (s - t) * np.float32(math.sqrt(length2))
+        a0, a1 = tip["half_thick"][i : i + 2].tolist()
+        b0, b1 = tip["half_width"][i : i + 2].tolist()
+        a = np.maximum(np.float32(a0) + t * np.float32(a1 - a0), np.float32(np.abs(n) @ np.asarray(floor)))
+        b = np.maximum(np.float32(b0) + t * np.float32(b1 - b0), np.float32(np.abs(w) @ np.asarray(floor)))
+        field = np.sqrt((e_n / a) ** 2 + (e_w / b) ** 2 + (e_t / b) ** 2)
+        out = field if out is None else np.minimum(out, field)
+    return out

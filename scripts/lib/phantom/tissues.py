@@ -56,12 +56,15 @@ TISSUES = {
     "stomach_contrast": 40,
     "pericardium": 41,
     "pericardial_fat": 42,
+    # used by the "wide4" profile only: voxels a thin liver tip crosses without covering their centre (liver in the
+    # label, partial-volume intensity in the image)
+    "liver_partial": 43,
 }
 _T = TISSUES
 N_CODES = 48  # length of the HU look-up tables and per-tissue weight vectors (room above the last code)
 MAX_TUMOURS = 3
 TUMOUR_CODES = tuple(_T[f"tumour_{i}"] for i in range(MAX_TUMOURS)) + (_T["tumour_large"],)
-LIVER_CODES = (_T["liver"], _T["hepatic_vessel"])
+LIVER_CODES = (_T["liver"], _T["hepatic_vessel"], _T["liver_partial"])
 # tissue codes the wide profile's soft-tissue structures may paint over (fat, bowel and its contents)
 SOFT_CODES = tuple(
     _T[k]
