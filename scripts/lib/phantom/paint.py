@@ -105,6 +105,17 @@ def paint_blob(tmap, grid, blob, code, level=1.0, only=None, extra=None):
     paint_mask(tmap, sl, mask, code, only)
 
 
+def _in_tube(xx, yy, zz, p0, p1, r0, r1):
+    """Which points of the open grid ``xx, yy, zz`` lie in the tapered tube (capsule) from p0 to p1 (radii r0 to r1)."""
+    d = p1 - p0
+    dd = float(d @ d) + 1e-9
+    vx, vy, vz = xx - np.float32(p0[0]), yy - np.float32(p0[1]), zz - np.float32(p0[2])
+    t = np.clip((vx * np.float32(d[0]) + vy * np.float32(d[1]) + vz * np.float32(d[2])) / np.float32(dd), 0, 1)
+    ex, ey, ez = vx - t * np.float32(d[0]), vy - t * np.float32(d[1]), vz - t * np.float32(d[2])
+    r = np.float32(r0) + t * np.float32(r1 - r0)
+    return ex * ex + ey * ey + ez * ez < r * r
+
+
 def paint_tube(tmap, grid, p0, p1, r0, r1, code, only):
     """Tapered tube (capsule) from p0 to p1, painted only over tissue codes ``only``."""
     p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
@@ -113,13 +124,7 @@ def paint_tube(tmap, grid, p0, p1, r0, r1, code, only):
     if sl is None:
         return
     xx, yy, zz = open_grid(grid, sl)
-    d = p1 - p0
-    dd = float(d @ d) + 1e-9
-    vx, vy, vz = xx - np.float32(p0[0]), yy - np.float32(p0[1]), zz - np.float32(p0[2])
-    t = np.clip((vx * np.float32(d[0]) + vy * np.float32(d[1]) + vz * np.float32(d[2])) / np.float32(dd), 0, 1)
-    ex, ey, ez = vx - t * np.float32(d[0]), vy - t * np.float32(d[1]), vz - t * np.float32(d[2])
-    r = np.float32(r0) + t * np.float32(r1 - r0)
-    paint_mask(tmap, sl, ex * ex + ey * ey + ez * ez < r * r, code, only)
+    paint_mask(tmap, sl, _in_tube(xx, yy, zz, p0, p1, r0, r1), code, only)
 
 
 def remove_tube(mask, sl, grid, p0, p1, r0, r1):
@@ -132,13 +137,7 @@ def remove_tube(mask, sl, grid, p0, p1, r0, r1):
         return
     inter, rel = got
     xx, yy, zz = open_grid(grid, inter)
-    d = p1 - p0
-    dd = float(d @ d) + 1e-9
-    vx, vy, vz = xx - np.float32(p0[0]), yy - np.float32(p0[1]), zz - np.float32(p0[2])
-    t = np.clip((vx * np.float32(d[0]) + vy * np.float32(d[1]) + vz * np.float32(d[2])) / np.float32(dd), 0, 1)
-    ex, ey, ez = vx - t * np.float32(d[0]), vy - t * np.float32(d[1]), vz - t * np.float32(d[2])
-    r = np.float32(r0) + t * np.float32(r1 - r0)
-    mask[rel] &= ~(ex * ex + ey * ey + ez * ez < r * r)
+    mask[rel] &= ~_in_tube(xx, yy, zz, p0, p1, r0, r1)
 
 
 def paint_tube_chain(tmap, grid, pts, radii, code, only):
