@@ -1,6 +1,6 @@
 """Evaluation's cases: the labelled cases of a datalist, each image and label checked as inference checks its inputs
 (:mod:`scripts.components.inputs`), and the pair on one voxel grid. ``evaluate.yaml`` names :func:`labelled_cases`;
-:func:`check_loaded_case` is the voxel checks as a pipeline step of its own.
+the voxels are checked as the dataset reads them (:func:`scripts.components.inputs.tolerant`).
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ import numpy as np
 from scripts.components.inputs import (
     MAX_VOXELS,
     check_case,
-    check_image_intensities,
-    check_label_values,
     shape_text,
     squeeze_trailing,
 )
 from scripts.lib.cases import labelled
 from scripts.lib.errors import one_line, reports_input_errors
 
-__all__ = ["labelled_cases", "check_loaded_case"]
+__all__ = ["labelled_cases"]
 
 
 def _grid_problem(image: str, label: str) -> str | None:
@@ -80,22 +78,3 @@ def labelled_cases(datalist_file: str, key: str = "validation", max_voxels: int 
             + "; ".join(problems)
         )
     return [{"image": c["image"], "label": c["label"]} for c in cases]
-
-
-def _source(value, fallback: str) -> str:
-    """The file ``value`` was read from, as its metadata records it, or ``fallback``."""
-    meta = getattr(value, "meta", None) or {}
-    return str(meta.get("filename_or_obj", fallback))
-
-
-def check_loaded_case(data: dict) -> dict:
-    """A pipeline step right after ``LoadImaged``: check the voxels of ``data["image"]`` (and ``data["label"]``).
-
-    Returns ``data`` unchanged; raises ValueError naming the file (see
-    :func:`scripts.components.inputs.check_image_intensities`, :func:`scripts.components.inputs.check_label_values`).
-    """
-    if "image" in data:
-        check_image_intensities(data["image"], _source(data["image"], "image"))
-    if "label" in data:
-        check_label_values(data["label"], _source(data["label"], "label"))
-    return data
