@@ -87,6 +87,30 @@ def test_ships_the_weights_with_their_provenance(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["model.pt", "model_provenance.json"]  # no staging left
 
 
+FINE_TUNED = ("fine-tuned", "another's provenance")
+
+
+def test_ships_a_fine_tuned_model_with_the_provenance_of_its_initial_weights(tmp_path):
+    """The chain of runs that made the weights is in one record: the first run's shipped provenance, whole, under
+    ``initialized_from``, and the generator checked for the cases of both runs."""
+    first = make_run(tmp_path / "first")
+    assert ship_model.main(args(first, tmp_path / "shipped")) == 0
+    parent = json.loads((tmp_path / "shipped" / "model_provenance.json").read_text())
+    started = {"path": str(tmp_path / "shipped" / "model.pt"), "sha256": parent["weights_sha256"]}
+    second = make_run(tmp_path / "second", generator=GENERATOR | {"profile": "wide2"}, initial_weights=started)
+    out = tmp_path / "models"
+    init = ["--init_provenance", str(tmp_path / "shipped" / "model_provenance.json")]
+    assert ship_model.main(args(second, out, *init)) == 0
+
+    record = json.loads((out / "model_provenance.json").read_text())
+    assert record["initialized_from"] == parent and record["generator"]["profile"] == "wide2"
+    assert record["generator_check"].endswith(
+        "(seeds [7, 8]), and as the run it was fine-tuned from (wide, seeds [7, 8])"
+    )
+    assert ship_model.main(args(first, tmp_path / "again", *init)) == 1  # a run from random weights has no parent
+    assert not (tmp_path / "again").exists() or list((tmp_path / "again").iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "case,message",
     [
@@ -94,7 +118,11 @@ def test_ships_the_weights_with_their_provenance(tmp_path):
         ("unfinished", "not the log of a finished training run"),
         ("other generator", "draws another case for seed 7 than the generator the weights were trained with"),
         ("other weights", "measured other weights"),
-        ("fine-tuned", "started from other weights"),
+        (
+            "fine-tuned",
+            "started from other weights (/x/model.pt); give their shipped provenance with --init_provenance",
+        ),
+        ("another's provenance", "describes other weights than the run started from (/x/model.pt)"),
     ],
 )
 def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_path, capsys):
@@ -102,7 +130,7 @@ def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_
         tmp_path / "run",
         generator=None if case == "user data" else GENERATOR,
         log=LOG.split("Key metric")[0] if case == "unfinished" else LOG,
-        initial_weights={"path": "/x/model.pt", "sha256": "0" * 64} if case == "fine-tuned" else None,
+        initial_weights={"path": "/x/model.pt", "sha256": "0" * 64} if case in FINE_TUNED else None,
     )
     extra, source = [], BUNDLE_ROOT
     if case == "other generator":
@@ -115,6 +143,10 @@ def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_
         edited = trained.replace("noise_hu = rng.uniform(5.0, 40.0)", "noise_hu = rng.uniform(5.0, 41.0)")
         assert edited != trained
         appearance.write_text(edited)
+    if case == "another's provenance":  # a shipped record, of weights other than those the run started from
+        parent = tmp_path / "parent.json"
+        parent.write_text(json.dumps({"weights_sha256": "1" * 64, "trained_on": "SYNTHETIC", "generator": GENERATOR}))
+        extra = ["--init_provenance", str(parent)]
     if case == "other weights":
         real = tmp_path / "real_ct.json"
         real.write_text(json.dumps({"weights": {"sha256": "0" * 64}, "liver_dice": 0.5}))

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import BUNDLE_ROOT, run_bundle
+from monai.bundle import ConfigParser
 
 from scripts.lib import phantom
 from scripts.lib.fileio import sha256
@@ -26,6 +27,13 @@ def record():
     return json.loads(RECORD.read_text())
 
 
+def runs(record: dict):
+    """The shipped model's record, then those of the runs it was fine-tuned from (``initialized_from``)."""
+    while record is not None:
+        yield record
+        record = record.get("initialized_from")
+
+
 def test_the_shipped_weights_are_what_the_provenance_describes(record):
     from tools.ship_model import MAX_BYTES, check_weights
 
@@ -34,8 +42,11 @@ def test_the_shipped_weights_are_what_the_provenance_describes(record):
     assert record["weights_sha256"] == sha256(str(WEIGHTS))
     assert record["trained_on"].startswith("SYNTHETIC DATA ONLY")
     assert "not a medical device" in record["statement"] and "not clinically validated" in record["statement"]
-    assert record["generator"]["generator"] == "scripts/phantom.py" and record["generator"]["profile"] == "wide3"
-    assert record["training"]["command"].startswith("python -m monai.bundle run training")
+    for run in runs(record):  # the run that made the weights, and any it was fine-tuned from
+        assert run["trained_on"].startswith("SYNTHETIC DATA ONLY")
+        assert run["training"]["command"].startswith("python -m monai.bundle run training")
+    default = ConfigParser.load_config_file(str(BUNDLE_ROOT / "configs" / "synthetic.yaml"))["synthetic_profile"]
+    assert record["generator"]["profile"] == default  # synthetic.yaml trains the shipped model's kind of case
     assert record["real_ct"] and all(0.0 <= r["liver_dice"] <= 1.0 for r in record["real_ct"])
 
 
@@ -51,22 +62,24 @@ def test_the_model_card_and_readme_quote_the_provenance(record):
     assert re.search(rf"best mean Dice {best} at epoch\s+{record['training']['best_epoch']}\b", card)
 
 
-# sha256 (first 16 hex digits, tests/test_phantom.py's _hash) of the first two cases the shipped model trained on,
-# drawn by the generator of the training run (commit 94b456b's tree, profile wide3).
-TRAINED_CASES = {1000000: "2005fa6b16fb8840", 1000001: "e2f85e772b0b7969"}
+# sha256 (first 16 hex digits, tests/test_phantom.py's _hash) of the first two cases each training run of the shipped
+# model drew, by profile and seed, as the generator of that run drew them (wide3: commit 94b456b's tree).
+TRAINED_CASES = {("wide3", 1000000): "2005fa6b16fb8840", ("wide3", 1000001): "e2f85e772b0b7969"}
 
 
 def test_the_generator_still_draws_the_cases_the_shipped_model_saw(record):
-    """The README's training command reproduces the shipped model only while the generator draws its cases: a change
-    to the wide3 profile's output (or to the wide and wide2 cases it builds on) needs a new profile name, or a new
-    model trained and shipped with it."""
+    """The training commands in the provenance reproduce the shipped model only while the generator draws their
+    cases: a change to the output of a profile it trained on (or of the profiles that one builds on) needs a new
+    profile name, or a new model trained and shipped with it."""
     from test_phantom import _hash
 
-    generator = record["generator"]
-    assert sorted(TRAINED_CASES) == [generator["first_seed"], generator["first_seed"] + 1]
-    for seed, digest in TRAINED_CASES.items():
-        case = phantom.make_case(seed, spacing=tuple(generator["spacing_mm"]), profile=generator["profile"])
-        assert _hash(case) == digest, seed
+    drawn = []
+    for run in runs(record):
+        generator = run["generator"]
+        for seed in (generator["first_seed"], generator["first_seed"] + 1):
+            case = phantom.make_case(seed, spacing=tuple(generator["spacing_mm"]), profile=generator["profile"])
+            drawn.append(((generator["profile"], seed), _hash(case)))
+    assert dict(drawn) == TRAINED_CASES
 
 
 @pytest.mark.slow
@@ -82,10 +95,9 @@ def test_inference_out_of_the_box_segments_the_liver(tmp_path):
 
 
 def test_a_case_the_coarse_pass_barely_sees_keeps_its_liver(tmp_path):
-    """Held-out standard case 77002 (the model card's held-out set): at 4 mm the shipped weights see 391 mL of its
-    1348 mL liver (the weights of version 0.5 saw 141 mL), so the fast path's first box is far too small. The box,
-    widened and filled to whole windows, must still give the whole liver: with the 0.5 weights a crop padded to the
-    window size once kept 290 mL of it (Dice 0.35)."""
+    """Held-out standard case 77002 (the model card's held-out set): at 4 mm the coarse pass of the weights of versions
+    0.5 and 0.6 saw only part of its liver, so the fast path's first box was far too small. The box, widened and filled to whole
+    windows, must still give the whole liver, as a crop padded to the window size once did not."""
     image, label, affine = phantom.make_case(77002)
     phantom.save_nifti(image, affine, tmp_path / "ct.nii.gz")
     run_bundle("inference", ["inference.yaml"], input=tmp_path / "ct.nii.gz", output_dir=tmp_path / "out")

@@ -16,8 +16,14 @@ file in ``models/`` may pass for a model trained on real CT. This tool writes th
 ``RUN`` holds ``models/model.pt``, ``models/model_provenance.json`` (written by training) and ``train.log`` (the
 training command's output). ``SRC`` is the bundle tree the training ran from: the tool refuses weights when this
 bundle's generator draws other cases for the run's seeds, since the provenance would then name cases it no longer
-draws. Refuses weights from a run that did not train on synthetic data, or that started from other weights
-(``--init_weights``). Errors: one line ``error: <file>: <problem>``, exit 1, and nothing written.
+draws. Refuses weights from a run that did not train on synthetic data.
+
+A run that started from other weights (``--init_weights``, fine-tuning) ships only with ``--init_provenance FILE``:
+the shipped provenance of those weights (its ``weights_sha256`` must be theirs), itself a synthetic-data model's. The
+new record keeps it whole as ``initialized_from``, so the chain of training commands that reproduces the weights is
+in one file, and this bundle's generator must still draw the cases of every run in the chain.
+
+Errors: one line ``error: <file>: <problem>``, exit 1, and nothing written.
 """
 
 from __future__ import annotations
@@ -179,15 +185,17 @@ def provenance(args) -> dict:
         trained = json.load(f)
     if "generator" not in trained or "SYNTHETIC" not in trained.get("trained_on", ""):
         raise ValueError(f"{record_file}: not a run on generated synthetic data; the bundle ships no other model")
-    if "initial_weights" in trained:  # --init_weights: what trained those weights is beyond this record's word
-        raise ValueError(
-            f"{record_file}: the run started from other weights ({trained['initial_weights'].get('path')}); the "
-            "shipped model is trained from random weights by one command"
-        )
+    parent = initial_provenance(record_file, trained, args.init_provenance)
     check_weights(weights)
     weights_sha256 = sha256(weights)
     sources = source_digests(os.path.abspath(args.source_dir))
     same = check_same_cases(os.path.abspath(args.source_dir), trained["generator"])
+    checked = f"this bundle's {GENERATOR} draws the same cases as the trained one (seeds {same})"
+    ancestor = parent
+    while ancestor is not None:  # the runs the weights were fine-tuned from, newest first
+        seeds = check_same_cases(os.path.abspath(args.source_dir), ancestor["generator"])
+        checked += f", and as the run it was fine-tuned from ({ancestor['generator']['profile']}, seeds {seeds})"
+        ancestor = ancestor.get("initialized_from")
     evaluations = {}
     for item in args.evaluation:
         name, sep, path = item.partition("=")
@@ -221,11 +229,36 @@ def provenance(args) -> dict:
             "monai": monai.__version__,
         },
         "source_sha256": sources,
-        "generator_check": f"this bundle's {GENERATOR} draws the same cases as the trained one (seeds {same})",
+        "generator_check": checked,
         "evaluations": evaluations,
         "real_ct": real_ct,
         "shipped": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    } | ({"initialized_from": parent} if parent is not None else {})
+
+
+def initial_provenance(record_file: str, trained: dict, path: str) -> dict | None:
+    """The shipped provenance at ``path`` of the weights a fine-tuning run started from (its record's
+    ``initial_weights``), checked to describe exactly those weights and a model trained on synthetic data only;
+    None for a run from random weights. Raises when a fine-tuned run comes without it or with another's."""
+    started = trained.get("initial_weights")
+    if started is None:
+        if path:
+            raise ValueError(
+                f"{record_file}: the run started from random weights; --init_provenance is for fine-tuning"
+            )
+        return None
+    if not path:
+        raise ValueError(
+            f"{record_file}: the run started from other weights ({started.get('path')}); give their shipped "
+            "provenance with --init_provenance"
+        )
+    with open(path) as f:
+        parent = json.load(f)
+    if parent.get("weights_sha256") != started.get("sha256"):
+        raise ValueError(f"{path}: describes other weights than the run started from ({started.get('path')})")
+    if "SYNTHETIC" not in parent.get("trained_on", "") or "generator" not in parent or "training" not in parent:
+        raise ValueError(f"{path}: not the provenance of a shipped model trained on synthetic data")
+    return parent
 
 
 def ship(args) -> str:
@@ -252,6 +285,7 @@ def main(argv=None) -> int:
     p.add_argument("--command", required=True, help="the training command, as run")
     p.add_argument("--evaluation", action="append", default=[], help="NAME=metrics.csv of an evaluation (repeatable)")
     p.add_argument("--real_ct", action="append", default=[], help="real_ct.json of python -m tools.real_ct")
+    p.add_argument("--init_provenance", default="", help="fine-tuned runs: the provenance of the initial weights")
     p.add_argument("--machine", default="", help="the machine training ran on (default: this one)")
     p.add_argument("--output_dir", default=os.path.join(BUNDLE_ROOT, "models"), help="default: the bundle's models/")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
