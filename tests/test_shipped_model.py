@@ -63,8 +63,14 @@ def test_the_model_card_and_readme_quote_the_provenance(record):
 
 
 # sha256 (first 16 hex digits, tests/test_phantom.py's _hash) of the first two cases each training run of the shipped
-# model drew, by profile and seed, as the generator of that run drew them (wide3: commit 94b456b's tree).
-TRAINED_CASES = {("wide3", 1000000): "2005fa6b16fb8840", ("wide3", 1000001): "e2f85e772b0b7969"}
+# model drew, by profile and seed, as the generator of that run drew them (wide3: commit 94b456b's tree; wide4:
+# 1892335's).
+TRAINED_CASES = {
+    ("wide4", 1000000): "7e4ae71851161b43",
+    ("wide4", 1000001): "0a7c8682ceb2de72",
+    ("wide3", 1000000): "2005fa6b16fb8840",
+    ("wide3", 1000001): "e2f85e772b0b7969",
+}
 
 
 def test_the_generator_still_draws_the_cases_the_shipped_model_saw(record):

@@ -46,9 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         default="standard",
         help="standard: the demo's portal-venous abdomen (default); wide: domain-randomised field of view, anatomy, "
         "contrast phase and appearance for training on synthetic data; wide2: wide plus adrenals, stomach food and "
-        "contrast, pericardium and cirrhotic livers; wide3: wide2 with hips and thighs (the shipped model's); wide4: wide3 "
-        "with liver shape variants (Riedel's lobe, left tip over the stomach, lobe sizes, thin tips) and the IVC and "
-        "portal vein outside the liver label at the hilum",
+        "contrast, pericardium and cirrhotic livers; wide3: wide2 with hips and thighs; wide4: wide3 with liver shape "
+        "variants (Riedel's lobe, left tip over the stomach, lobe sizes, thin tips) and the IVC and portal vein outside "
+        "the liver label at the hilum (the shipped model's last training run)",
     )
     p.add_argument("--num_train", type=int, default=8, help="training cases (default 8)")
     p.add_argument("--num_test", type=int, default=2, help="test cases (default 2)")
