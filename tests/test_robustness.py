@@ -319,13 +319,13 @@ def test_labelled_cases_list_every_grid_mismatch_at_once(tmp_path, ct):
 # voxel-level checks while the pipeline reads each case
 
 
-def loader_pipeline(keys=("image",)):
-    """The dataset transform of ``run inference`` (of ``run evaluation``, which also reads the label, when ``keys``
-    hold one): the config's preprocessing wrapped by :func:`inputs.tolerant`, which checks each case's voxels."""
+def loader_pipeline(labelled=False):
+    """The dataset transform of ``run inference`` (``labelled``: of ``run evaluation``, which also reads the label):
+    the config's preprocessing wrapped by :func:`inputs.tolerant`, which checks each case's voxels."""
     from monai.bundle import ConfigParser
 
     cfg = ConfigParser()
-    cfg.read_config([str(CONFIGS / name) for name in ("inference.yaml", "evaluate.yaml")[: len(keys)]])
+    cfg.read_config([str(CONFIGS / name) for name in ["inference.yaml"] + ["evaluate.yaml"] * labelled])
     cfg["bundle_root"] = str(BUNDLE_ROOT)
     return cfg.get_parsed_content("dataset#transform")
 
@@ -366,12 +366,12 @@ def test_unexpected_label_values_name_the_label_file(tmp_path, ct):
     odd[:2, :2, :2] = 7
     img = save(tmp_path / "ct.nii.gz", image, affine)
     lab = save(tmp_path / "odd_label.nii.gz", odd, affine)
-    item = loader_pipeline(("image", "label"))({"image": img, "label": lab})
+    item = loader_pipeline(labelled=True)({"image": img, "label": lab})
     assert item == {
         "failed": f"{lab}: unexpected label values 7 (8 voxels); expected [0, 1, 2] (background, liver, tumour)"
     }
     ok = save(tmp_path / "ok_label.nii.gz", label.astype(np.uint8), affine)
-    assert "failed" not in loader_pipeline(("image", "label"))({"image": img, "label": ok})
+    assert "failed" not in loader_pipeline(labelled=True)({"image": img, "label": ok})
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
@@ -383,7 +383,8 @@ def test_a_batch_skips_cases_that_fail_to_load_and_lists_them(voxel_cases, num_w
     failures = []
     loader = DataLoader(Dataset(items, transform=loader_pipeline()), batch_size=1, num_workers=num_workers)
     batches = list(inputs.SkipFailed(loader, failures))
-    assert len(batches) == 2 and all(b["image"].shape[:2] == (1, 1) and b["image"].ndim == 5 for b in batches)
+    good = loader_pipeline()({"image": voxel_cases["good"][0]})["image"].shape  # the preprocessed grid
+    assert len(batches) == 2 and all(b["image"].shape == (1, *good) for b in batches)
     assert [f["image"] for f in failures] == [voxel_cases[n][0] for n in ("nan", "corrupt", "unit")]
     for failure, name in zip(failures, ("nan", "corrupt", "unit"), strict=True):
         assert failure["problem"].startswith(voxel_cases[name][0]) and voxel_cases[name][1] in failure["problem"]

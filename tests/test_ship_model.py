@@ -87,10 +87,10 @@ def test_ships_the_weights_with_their_provenance(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["model.pt", "model_provenance.json"]  # no staging left
 
 
-FINE_TUNED = ("fine-tuned", "another's provenance")
+FINE_TUNED = ("fine-tuned", "another's provenance", "not synthetic provenance")
 
 
-def test_ships_a_fine_tuned_model_with_the_provenance_of_its_initial_weights(tmp_path):
+def test_ships_a_fine_tuned_model_with_the_provenance_of_its_initial_weights(tmp_path, capsys):
     """The chain of runs that made the weights is in one record: the first run's shipped provenance, whole, under
     ``initialized_from``, and the generator checked for the cases of both runs."""
     first = make_run(tmp_path / "first")
@@ -107,7 +107,9 @@ def test_ships_a_fine_tuned_model_with_the_provenance_of_its_initial_weights(tmp
     assert record["generator_check"].endswith(
         "(seeds [7, 8]), and as the run it was fine-tuned from (wide, seeds [7, 8])"
     )
+    capsys.readouterr()
     assert ship_model.main(args(first, tmp_path / "again", *init)) == 1  # a run from random weights has no parent
+    assert "the run started from random weights; --init_provenance is for fine-tuning" in capsys.readouterr().err
     assert not (tmp_path / "again").exists() or list((tmp_path / "again").iterdir()) == []
 
 
@@ -123,6 +125,7 @@ def test_ships_a_fine_tuned_model_with_the_provenance_of_its_initial_weights(tmp
             "started from other weights (/x/model.pt); give their shipped provenance with --init_provenance",
         ),
         ("another's provenance", "describes other weights than the run started from (/x/model.pt)"),
+        ("not synthetic provenance", "not the provenance of a shipped model trained on synthetic data"),
     ],
 )
 def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_path, capsys):
@@ -143,9 +146,11 @@ def test_refuses_what_it_cannot_vouch_for_and_writes_nothing(case, message, tmp_
         edited = trained.replace("noise_hu = rng.uniform(5.0, 40.0)", "noise_hu = rng.uniform(5.0, 41.0)")
         assert edited != trained
         appearance.write_text(edited)
-    if case == "another's provenance":  # a shipped record, of weights other than those the run started from
+    if case in FINE_TUNED[1:]:  # a shipped record of other weights; one of the initial weights, not synthetic
+        other = case == "another's provenance"
+        shipped = {"weights_sha256": ("1" if other else "0") * 64, "trained_on": "SYNTHETIC" if other else "CT"}
         parent = tmp_path / "parent.json"
-        parent.write_text(json.dumps({"weights_sha256": "1" * 64, "trained_on": "SYNTHETIC", "generator": GENERATOR}))
+        parent.write_text(json.dumps(shipped | {"generator": GENERATOR, "training": {}}))
         extra = ["--init_provenance", str(parent)]
     if case == "other weights":
         real = tmp_path / "real_ct.json"

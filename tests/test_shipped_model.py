@@ -101,9 +101,9 @@ def test_inference_out_of_the_box_segments_the_liver(tmp_path):
 
 
 def test_a_case_the_coarse_pass_barely_sees_keeps_its_liver(tmp_path):
-    """Held-out standard case 77002 (the model card's held-out set): at 4 mm the coarse pass of the weights of versions
-    0.5 and 0.6 saw only part of its liver, so the fast path's first box was far too small. The box, widened and filled to whole
-    windows, must still give the whole liver, as a crop padded to the window size once did not."""
+    """Held-out standard case 77002 (the model card's held-out set): at 4 mm the coarse pass of the weights of
+    versions 0.5 and 0.6 saw only part of its liver, so the fast path's first box was far too small. The box, widened
+    and filled to whole windows, must still give the whole liver, as a crop padded to the window size once did not."""
     image, label, affine = phantom.make_case(77002)
     phantom.save_nifti(image, affine, tmp_path / "ct.nii.gz")
     run_bundle("inference", ["inference.yaml"], input=tmp_path / "ct.nii.gz", output_dir=tmp_path / "out")

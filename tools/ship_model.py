@@ -183,17 +183,18 @@ def provenance(args) -> dict:
             raise FileNotFoundError(f"{path}: not found (--run_dir must hold models/ and train.log of the run)")
     with open(record_file) as f:
         trained = json.load(f)
-    if "generator" not in trained or "SYNTHETIC" not in trained.get("trained_on", ""):
+    if not _synthetic(trained):
         raise ValueError(f"{record_file}: not a run on generated synthetic data; the bundle ships no other model")
     parent = initial_provenance(record_file, trained, args.init_provenance)
     check_weights(weights)
     weights_sha256 = sha256(weights)
-    sources = source_digests(os.path.abspath(args.source_dir))
-    same = check_same_cases(os.path.abspath(args.source_dir), trained["generator"])
+    source_dir = os.path.abspath(args.source_dir)
+    sources = source_digests(source_dir)
+    same = check_same_cases(source_dir, trained["generator"])
     checked = f"this bundle's {GENERATOR} draws the same cases as the trained one (seeds {same})"
     ancestor = parent
     while ancestor is not None:  # the runs the weights were fine-tuned from, newest first
-        seeds = check_same_cases(os.path.abspath(args.source_dir), ancestor["generator"])
+        seeds = check_same_cases(source_dir, ancestor["generator"])
         checked += f", and as the run it was fine-tuned from ({ancestor['generator']['profile']}, seeds {seeds})"
         ancestor = ancestor.get("initialized_from")
     evaluations = {}
@@ -236,6 +237,11 @@ def provenance(args) -> dict:
     } | ({"initialized_from": parent} if parent is not None else {})
 
 
+def _synthetic(record: dict) -> bool:
+    """Whether a training run's or a shipped model's record says it trained on generated synthetic data."""
+    return "generator" in record and "SYNTHETIC" in record.get("trained_on", "")
+
+
 def initial_provenance(record_file: str, trained: dict, path: str) -> dict | None:
     """The shipped provenance at ``path`` of the weights a fine-tuning run started from (its record's
     ``initial_weights``), checked to describe exactly those weights and a model trained on synthetic data only;
@@ -256,7 +262,7 @@ def initial_provenance(record_file: str, trained: dict, path: str) -> dict | Non
         parent = json.load(f)
     if parent.get("weights_sha256") != started.get("sha256"):
         raise ValueError(f"{path}: describes other weights than the run started from ({started.get('path')})")
-    if "SYNTHETIC" not in parent.get("trained_on", "") or "generator" not in parent or "training" not in parent:
+    if not _synthetic(parent) or "training" not in parent:
         raise ValueError(f"{path}: not the provenance of a shipped model trained on synthetic data")
     return parent
 
